@@ -1,0 +1,63 @@
+"""How events are stored: pydantic models serialised with orjson.
+
+Chosen through the library's environment settings (`MAPPER_TOPIC`,
+`TRANSCODER_TOPIC`), see `adapters.store`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic, resolve_topic
+from pydantic import BaseModel
+
+
+class OrjsonTranscoder(Transcoder):
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PydanticMapper(Mapper[Any]):
+    """Maps pydantic events to stored events, upcasting old class versions."""
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        event_cls = type(domain_event)
+        state = cast(BaseModel, domain_event).model_dump(mode="json")
+        del state["originator_id"], state["originator_version"]
+        class_version = getattr(event_cls, "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
+        stored_state = self.transcoder.encode(state)
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(event_cls),
+            state=stored_state,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
+        stored_state = stored_event.state
+        if self.cipher:
+            stored_state = self.cipher.decrypt(stored_state)
+        if self.compressor:
+            stored_state = self.compressor.decompress(stored_state)
+        state: dict[str, Any] = self.transcoder.decode(stored_state)
+        event_cls = resolve_topic(stored_event.topic)
+        from_version = state.pop("class_version", 1)
+        class_version = getattr(event_cls, "class_version", 1)
+        while from_version < class_version:
+            getattr(event_cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
+        state["originator_id"] = stored_event.originator_id
+        state["originator_version"] = stored_event.originator_version
+        return cast(DomainEventProtocol[Any], event_cls.model_validate(state))

@@ -1,0 +1,115 @@
+"""The embedded SQLite store: the library's recorder plus the ledger's needs.
+
+- `PRAGMA synchronous` is FULL unless the store URL asks for `normal`, so an
+  acknowledged command survives power loss by default (WAL is on, as in the
+  library).
+- Reservations (idempotency keys, evalIds) are inserted in the same
+  transaction as the command's events; a duplicate key is an IntegrityError,
+  exactly like a concurrent append to the same aggregate.
+- The directory of the database file is created when the store is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, Environment, StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteFactory,
+)
+
+SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
+SYNCHRONOUS_MODES = ("full", "normal", "extra")
+
+
+class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
+    synchronous = "full"
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        cursor = connection.cursor()
+        cursor.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        return connection
+
+
+class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            "CREATE TABLE IF NOT EXISTS ledger_reservations ("
+            "kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+            "PRIMARY KEY (kind, key)) WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        for r in kwargs.get("reservations", ()):
+            c.execute(
+                "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
+                (r.kind, r.key, r.value),
+            )
+        return notification_ids
+
+    def find_reservation(self, kind: str, key: str) -> bytes | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key)
+            )
+            row = c.fetchone()
+            return None if row is None else bytes(row["value"])
+
+    def positions(self, originator_id: UUID) -> list[int]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT rowid FROM {self.events_table_name} "
+                "WHERE originator_id=? ORDER BY originator_version",
+                (originator_id.hex,),
+            )
+            return [int(row["rowid"]) for row in c.fetchall()]
+
+
+class LedgerSQLiteDatastore(SQLiteDatastore):
+    """The library's datastore with the ledger's connection pool."""
+
+    def __init__(self, *, synchronous: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool.close()
+        self.pool = LedgerSQLiteConnectionPool(
+            db_name=kwargs["db_name"], lock_timeout=kwargs.get("lock_timeout")
+        )
+        self.pool.synchronous = synchronous
+
+
+class LedgerSQLiteFactory(SQLiteFactory):
+    application_recorder_class = LedgerSQLiteRecorder
+
+    def __init__(self, env: Environment | dict[str, str] | None):
+        super().__init__(env)
+        library_datastore = self.datastore
+        db_name = library_datastore.pool.db_name
+        if not SQLiteConnectionPool.detect_memory_mode(db_name):
+            path = Path(db_name.removeprefix("file:").split("?", 1)[0])
+            path.parent.mkdir(parents=True, exist_ok=True)
+        synchronous = (self.env.get(SYNCHRONOUS_ENV) or "full").lower()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"synchronous={synchronous!r} is not one of {', '.join(SYNCHRONOUS_MODES)}"
+            )
+        self.datastore = LedgerSQLiteDatastore(
+            synchronous=synchronous,
+            db_name=db_name,
+            lock_timeout=library_datastore.pool.lock_timeout,
+            single_row_tracking=library_datastore.single_row_tracking,
+            originator_id_type=library_datastore.originator_id_type,
+        )
+        library_datastore.close()

@@ -1,0 +1,94 @@
+"""Store URLs and the one function that opens a ledger on them.
+
+    sqlite:///relative/path.db       (relative to the working directory)
+    sqlite:////absolute/path.db      (?synchronous=normal to trade durability for speed)
+    postgresql://user:pass@host:port/db
+    memory://
+
+`open_ledger` is the Python API's entry point and the CLI's composition root.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.utils import get_topic
+
+from adapters.files import digest_artifact, load_dataset
+from adapters.memory import MemoryLedgerFactory
+from adapters.persistence import OrjsonTranscoder, PydanticMapper
+from adapters.sqlite import SYNCHRONOUS_ENV, SYNCHRONOUS_MODES, LedgerSQLiteFactory
+from domain.application import TrainingLedger
+from domain.errors import StoreError
+
+DEFAULT_STORE: Final = "sqlite:///.trainledger/ledger.db"
+STORE_ENV: Final = "TRAINLEDGER_STORE"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def store_env(url: str) -> dict[str, str]:
+    """Translate a store URL into the library's environment settings."""
+    env = {
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+        "TRANSCODER_TOPIC": get_topic(OrjsonTranscoder),
+    }
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        env["PERSISTENCE_MODULE"] = get_topic(MemoryLedgerFactory)
+        return env
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise StoreError(
+                f"store URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
+        path = unquote(parts.path)
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise StoreError(f"store URL {url!r} names no database file")
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"synchronous"})
+        if unknown:
+            raise StoreError(f"store URL {url!r}: unknown option(s) {', '.join(unknown)}")
+        synchronous = query.get("synchronous", ["full"])[-1].lower()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise StoreError(
+                f"store URL {url!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
+            )
+        env.update(
+            PERSISTENCE_MODULE=get_topic(LedgerSQLiteFactory),
+            SQLITE_DBNAME=path,
+            SQLITE_LOCK_TIMEOUT="30",
+        )
+        env[SYNCHRONOUS_ENV] = synchronous
+        return env
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(
+            f"store {redact(url)}: PostgreSQL support is not available in this version yet"
+        )
+    raise StoreError(
+        f"unsupported store URL {redact(url)!r}; use sqlite:///path.db, "
+        "postgresql://user:pass@host:port/db or memory://"
+    )
+
+
+def open_ledger(url: str | None = None) -> TrainingLedger:
+    """Open the ledger at a store URL (default: `TRAINLEDGER_STORE`, then the SQLite file)."""
+    url = url or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    env = store_env(url)
+    try:
+        return TrainingLedger(env, load_dataset=load_dataset, digest_artifact=digest_artifact)
+    except StoreError:
+        raise
+    except Exception as error:
+        raise StoreError(f"cannot open store {redact(url)}: {error}") from None

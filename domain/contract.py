@@ -1,0 +1,248 @@
+"""The trainer contract: experiment spec, trainer result, eval summary.
+
+Field names are the seed's camelCase names so that existing trainer scripts
+keep working. Every model is frozen; the spec and eval refuse unknown fields,
+the trainer result keeps them (trainers add their own diagnostics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["peft-trl-orpo", "unsloth-orpo", "dry-run"]
+HardwareTier = Literal["consumer-gpu", "small-gpu", "cpu-experimental"]
+WorkerProfile = Literal["local-reader", "local-editor"]
+TrainingMode = Literal["orpo"]
+EvalMode = Literal["prompt_assisted", "reduced_prompt"]
+Verdict = Literal["pass", "fail", "compare_only"]
+ResultStatus = Literal["completed", "failed", "dry_run"]
+RunStatus = Literal["pending", "running", "completed", "failed"]
+
+BACKENDS: tuple[str, ...] = get_args(Backend)
+HARDWARE_TIERS: tuple[str, ...] = get_args(HardwareTier)
+WORKER_PROFILES: tuple[str, ...] = get_args(WorkerProfile)
+TRAINING_MODES: tuple[str, ...] = get_args(TrainingMode)
+EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
+VERDICTS: tuple[str, ...] = get_args(Verdict)
+RESULT_STATUSES: tuple[str, ...] = get_args(ResultStatus)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+
+ADAPTER_FORMAT = "peft-adapter"
+FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+
+
+class Contract(BaseModel):
+    """Base of the contract models: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Hyperparameters(Contract):
+    learningRate: float = Field(3e-4, gt=0, le=1)  # noqa: N815
+    batchSize: int = Field(2, ge=1)  # noqa: N815
+    gradientAccumulation: int = Field(8, ge=1)  # noqa: N815
+    loraRank: int = Field(16, ge=1, le=1024)  # noqa: N815
+    loraAlpha: float = Field(32, gt=0)  # noqa: N815
+    loraDropout: float = Field(0.05, ge=0, lt=1)  # noqa: N815
+    warmupRatio: float = Field(0.1, ge=0, le=1)  # noqa: N815
+    maxSteps: int = Field(1000, ge=1)  # noqa: N815
+    maxSeqLength: int = Field(2048, ge=128, le=8192)  # noqa: N815
+
+
+class Budget(Contract):
+    maxWallClockMinutes: float = Field(240, ge=1)  # noqa: N815
+    maxTrainTokens: int = Field(2_000_000, ge=1)  # noqa: N815
+
+
+class ExpectedArtifact(Contract):
+    checkpointName: str  # noqa: N815
+    adapterFormat: Literal["peft-adapter"] = ADAPTER_FORMAT  # noqa: N815
+
+
+class ExperimentSpec(Contract):
+    """What a trainer is asked to do; recorded whole in the run's first event."""
+
+    experimentId: str  # noqa: N815
+    backend: Backend
+    trainingMode: TrainingMode = "orpo"  # noqa: N815
+    targetWorkerProfile: WorkerProfile  # noqa: N815
+    targetModelFamily: str = Field(min_length=1)  # noqa: N815
+    hardwareTier: HardwareTier  # noqa: N815
+    datasetExportId: str  # noqa: N815
+    datasetExportPath: str | None = None  # noqa: N815
+    datasetFingerprint: str = Field(pattern=FINGERPRINT_PATTERN)  # noqa: N815
+    benchmarkExportId: str  # noqa: N815
+    outputDir: str  # noqa: N815
+    configFingerprint: str = Field(pattern=FINGERPRINT_PATTERN)  # noqa: N815
+    codeHash: str = Field(pattern=FINGERPRINT_PATTERN)  # noqa: N815
+    hyperparameters: Hyperparameters
+    budget: Budget
+    expectedArtifact: ExpectedArtifact  # noqa: N815
+
+
+class ResultArtifact(BaseModel):
+    """The artifact a trainer reports; extra fields are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
+
+    artifactPath: str = Field(min_length=1)  # noqa: N815
+    adapterFormat: str = ADAPTER_FORMAT  # noqa: N815
+    checkpointName: str | None = None  # noqa: N815
+
+
+class TrainerResult(BaseModel):
+    """What a trainer reports on stdout or in its result file.
+
+    Optional fields may be absent or null; unknown extra fields are kept.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    experimentId: str  # noqa: N815
+    backend: str
+    status: ResultStatus
+    targetWorkerProfile: str  # noqa: N815
+    targetModelFamily: str  # noqa: N815
+    datasetFingerprint: str  # noqa: N815
+    configFingerprint: str  # noqa: N815
+    codeHash: str  # noqa: N815
+    createdAt: str | None = None  # noqa: N815
+    checkpointId: str | None = None  # noqa: N815
+    checkpointRef: str | None = None  # noqa: N815
+    artifact: ResultArtifact | None = None
+    metrics: dict[str, Any] | None = None
+    finalLoss: float | None = None  # noqa: N815
+    failureReason: str | None = None  # noqa: N815
+
+    CHECKED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "experimentId",
+        "backend",
+        "targetWorkerProfile",
+        "targetModelFamily",
+        "datasetFingerprint",
+        "configFingerprint",
+        "codeHash",
+    )
+
+
+class EvalSummary(Contract):
+    """One benchmark evaluation of a checkpoint.
+
+    `delta` may be omitted (it is then candidate - baseline); when given it
+    must agree with the scores within 1e-9.
+    """
+
+    DELTA_TOLERANCE: ClassVar[float] = 1e-9
+
+    evalId: str = Field(min_length=1)  # noqa: N815
+    checkpointId: str  # noqa: N815
+    benchmarkId: str = Field(min_length=1)  # noqa: N815
+    targetModelFamily: str = Field(min_length=1)  # noqa: N815
+    mode: EvalMode
+    baselineScore: float  # noqa: N815
+    candidateScore: float  # noqa: N815
+    delta: float
+    verdict: Verdict
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compute_missing_delta(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("delta") is None:
+            baseline, candidate = data.get("baselineScore"), data.get("candidateScore")
+            if _is_number(baseline) and _is_number(candidate):
+                return {**data, "delta": float(candidate) - float(baseline)}
+        return data
+
+    @model_validator(mode="after")
+    def _delta_agrees_with_scores(self) -> EvalSummary:
+        expected = self.candidateScore - self.baselineScore
+        if not math.isfinite(expected) or abs(self.delta - expected) > self.DELTA_TOLERANCE:
+            raise ValueError(
+                f"delta {self.delta!r} differs from candidateScore - baselineScore "
+                f"({expected!r}) by more than {self.DELTA_TOLERANCE}"
+            )
+        return self
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- fingerprints -----------------------------------------------------------
+
+
+def js_number(value: float | int) -> str:
+    """Format a number the way JavaScript's `JSON.stringify` does.
+
+    The seed computed fingerprints in TypeScript, so `2.0` must print `2`,
+    `3e-4` must print `0.0003` and `1e-7` must print `1e-7`.
+    """
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    decimal = Decimal(repr(float(abs(value)))) if isinstance(value, float) else Decimal(abs(value))
+    digits_tuple = decimal.normalize().as_tuple()
+    digits = "".join(map(str, digits_tuple.digits))
+    exponent = digits_tuple.exponent
+    assert isinstance(exponent, int)
+    k = len(digits)
+    n = exponent + k  # position of the decimal point relative to the digits
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + text
+
+
+def _js_json(value: Any) -> str:
+    """Compact JSON with sorted keys and JavaScript number formatting."""
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k))}:{_js_json(v)}" for k, v in sorted(value.items()))
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_js_json(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return js_number(value)
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+
+def short_sha256(data: bytes | str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def config_fingerprint(hyperparameters: Hyperparameters) -> str:
+    """sha256 of the hyperparameters as sorted compact JS-style JSON, 16 hex."""
+    return short_sha256(_js_json(hyperparameters.model_dump()))
+
+
+def dataset_fingerprint(content_digest16: str, sample_count: int) -> str:
+    """h2 = sha256(f"{h1}:{sampleCount}")[:16], h1 = sha256(file bytes)[:16]."""
+    return short_sha256(f"{content_digest16}:{sample_count}")
+
+
+@cache
+def code_hash() -> str:
+    """sha256 over the source of the contract module, 16 hex.
+
+    Ties every spec and result to the contract version that produced them.
+    """
+    return short_sha256(Path(__file__).read_bytes())

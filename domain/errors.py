@@ -1,0 +1,98 @@
+"""Named errors of the ledger's rules.
+
+Every refusal a user can meet is a `LedgerError`: it carries a stable `code`
+(for `--json` output and scripts) and a one-line message naming the rule.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class LedgerError(Exception):
+    """A command or query was refused; nothing was recorded."""
+
+    code: ClassVar[str] = "refused"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(LedgerError):
+    """Input does not satisfy the contract (enums, ranges, shapes)."""
+
+    code = "invalid_input"
+
+
+class ProfileNotEnabledError(LedgerError):
+    code = "profile_not_enabled"
+
+
+class FamilyProfileMismatchError(LedgerError):
+    code = "family_not_valid_for_profile"
+
+
+class HardwareTierError(LedgerError):
+    code = "invalid_hardware_tier"
+
+
+class DatasetError(LedgerError):
+    code = "dataset_unreadable"
+
+
+class NotFoundError(LedgerError):
+    code = "not_found"
+
+
+class RunNotFoundError(NotFoundError):
+    def __init__(self, run_id: object) -> None:
+        super().__init__(f"training run {run_id} not found")
+
+
+class CheckpointNotFoundError(NotFoundError):
+    def __init__(self, checkpoint_id: object) -> None:
+        super().__init__(f"checkpoint {checkpoint_id} not found")
+
+
+class InvalidTransitionError(LedgerError):
+    code = "invalid_transition"
+
+
+class FamilyMismatchError(LedgerError):
+    code = "family_mismatch"
+
+
+class EvalRefusedError(LedgerError):
+    code = "eval_refused"
+
+
+class DuplicateEvalError(EvalRefusedError):
+    code = "duplicate_eval"
+
+
+class DeployabilityError(LedgerError):
+    code = "not_deployable"
+
+
+class IdempotencyKeyReusedError(LedgerError):
+    code = "idempotency_key_reused"
+
+
+class ConflictError(LedgerError):
+    """Concurrent writers kept changing the same aggregate; retries ran out."""
+
+    code = "conflict"
+
+
+class ResultRefusedError(LedgerError):
+    """A trainer result cannot be imported for this run."""
+
+    code = "result_refused"
+
+
+class StoreError(LedgerError):
+    """The store URL is malformed or the store cannot be opened."""
+
+    code = "store_error"

@@ -1,0 +1,218 @@
+"""Creating an experiment: the rules of SPEC §3.1, checked in order.
+
+`build_spec` is pure: ids, the clock, the dataset's digest and the
+local-editor switch are decided by the caller and passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from domain.contract import (
+    ADAPTER_FORMAT,
+    BACKENDS,
+    FINGERPRINT_PATTERN,
+    HARDWARE_TIERS,
+    TRAINING_MODES,
+    WORKER_PROFILES,
+    Budget,
+    ExpectedArtifact,
+    ExperimentSpec,
+    Hyperparameters,
+    code_hash,
+    config_fingerprint,
+    dataset_fingerprint,
+)
+from domain.errors import (
+    FamilyProfileMismatchError,
+    HardwareTierError,
+    ProfileNotEnabledError,
+    ValidationError,
+)
+
+PROFILE_FAMILY_PATTERNS: dict[str, tuple[str, ...]] = {
+    "local-reader": (
+        "reader",
+        "read",
+        "claude-haiku",
+        "qwen-lite",
+        "phi-mini",
+        "gpt-4o-mini",
+        "gpt-4o-nano",
+    ),
+    "local-editor": ("editor", "edit", "code", "claude-sonnet", "gpt-4o-mini"),
+}
+
+_TOKEN_SPLIT = re.compile(r"[-_.:/\s]+")
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in _TOKEN_SPLIT.split(text.lower()) if t]
+
+
+def family_suits_profile(family: str, profile: str) -> bool:
+    """A pattern matches when its tokens occur consecutively in the family's tokens."""
+    family_tokens = _tokens(family)
+    for pattern in PROFILE_FAMILY_PATTERNS[profile]:
+        wanted = _tokens(pattern)
+        width = len(wanted)
+        if any(
+            family_tokens[i : i + width] == wanted for i in range(len(family_tokens) - width + 1)
+        ):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class DatasetDigest:
+    """What the ledger knows of a dataset: its content digest and sample count."""
+
+    fingerprint: str
+    sample_count: int | None
+    path: str | None = None
+
+    @classmethod
+    def from_content(cls, content_digest16: str, sample_count: int, path: str) -> DatasetDigest:
+        return cls(dataset_fingerprint(content_digest16, sample_count), sample_count, path)
+
+    @classmethod
+    def explicit(cls, fingerprint: str, sample_count: int | None) -> DatasetDigest:
+        if not re.fullmatch(FINGERPRINT_PATTERN, fingerprint):
+            raise ValidationError(
+                f"dataset fingerprint {fingerprint!r} must be 16 lowercase hex characters"
+            )
+        if sample_count is not None and sample_count < 0:
+            raise ValidationError("sample count must be >= 0")
+        return cls(fingerprint, sample_count, None)
+
+
+@dataclass(frozen=True)
+class ExperimentRequest:
+    """What a user asks for; values are checked by `build_spec`."""
+
+    profile: str
+    family: str
+    backend: str
+    benchmark_export_id: str
+    output_dir: str
+    dataset_export_id: str | None = None
+    tier: str | None = None
+    training_mode: str = "orpo"
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    budget: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check_enum(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValidationError(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
+
+
+def _merge(model: type[pydantic.BaseModel], label: str, overrides: Mapping[str, Any]) -> Any:
+    known = set(model.model_fields)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValidationError(
+            f"unknown {label} key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    for key, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"{label} {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValidationError(f"{label} {key} must be finite, got {value!r}")
+    try:
+        return model(**overrides)
+    except pydantic.ValidationError as error:
+        raise ValidationError(f"invalid {label}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: pydantic.ValidationError) -> str:
+    """One line naming each failing field and why."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "value"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        parts.append(f"{where}: {item['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def build_spec(
+    request: ExperimentRequest,
+    load_dataset: Callable[[], DatasetDigest],
+    *,
+    experiment_id: str,
+    now_ms: int,
+    local_editor_enabled: bool,
+) -> ExperimentSpec:
+    """Validate a request against the rules, in order, and build the spec.
+
+    `load_dataset` is called only once rules 1-5 hold, so a bad enum is
+    reported before a missing dataset file.
+    """
+    # 1. enumerations are checked, never defaulted silently
+    _check_enum("backend", request.backend, BACKENDS)
+    if request.tier is not None:
+        _check_enum("hardware tier", request.tier, HARDWARE_TIERS)
+    _check_enum("worker profile", request.profile, WORKER_PROFILES)
+    _check_enum("training mode", request.training_mode, TRAINING_MODES)
+    # 2. local-editor is gated
+    if request.profile == "local-editor" and not local_editor_enabled:
+        raise ProfileNotEnabledError(
+            "profile 'local-editor' is not enabled; set TRAINLEDGER_ENABLE_LOCAL_EDITOR=1"
+        )
+    # 3. the family must suit the profile
+    if not request.family.strip():
+        raise ValidationError("model family must not be empty")
+    if not family_suits_profile(request.family, request.profile):
+        patterns = ", ".join(PROFILE_FAMILY_PATTERNS[request.profile])
+        raise FamilyProfileMismatchError(
+            f"model family {request.family!r} is not valid for profile {request.profile!r} "
+            f"(a token must match one of: {patterns})"
+        )
+    # 4. hardware tier
+    tier = request.tier or ("cpu-experimental" if request.backend == "dry-run" else "consumer-gpu")
+    if tier == "cpu-experimental" and request.backend != "dry-run":
+        raise HardwareTierError(
+            f"hardware tier 'cpu-experimental' is only allowed with backend 'dry-run', "
+            f"not {request.backend!r}"
+        )
+    # 5. hyperparameters and budget
+    hyperparameters: Hyperparameters = _merge(
+        Hyperparameters, "hyperparameter", request.hyperparameters
+    )
+    budget: Budget = _merge(Budget, "budget", request.budget)
+    for label, value in (
+        ("benchmark export id", request.benchmark_export_id),
+        ("output dir", request.output_dir),
+    ):
+        if not value.strip():
+            raise ValidationError(f"{label} must not be empty")
+    # 6-7. fingerprints (the dataset is read only now), ids, the rest of the spec
+    dataset = load_dataset()
+    return ExperimentSpec(
+        experimentId=experiment_id,
+        backend=request.backend,  # type: ignore[arg-type]
+        trainingMode="orpo",
+        targetWorkerProfile=request.profile,  # type: ignore[arg-type]
+        targetModelFamily=request.family,
+        hardwareTier=tier,  # type: ignore[arg-type]
+        datasetExportId=request.dataset_export_id or f"dataset-{dataset.fingerprint}",
+        datasetExportPath=dataset.path,
+        datasetFingerprint=dataset.fingerprint,
+        benchmarkExportId=request.benchmark_export_id,
+        outputDir=request.output_dir,
+        configFingerprint=config_fingerprint(hyperparameters),
+        codeHash=code_hash(),
+        hyperparameters=hyperparameters,
+        budget=budget,
+        expectedArtifact=ExpectedArtifact(
+            checkpointName=f"checkpoint-{request.family}-{now_ms}",
+            adapterFormat=ADAPTER_FORMAT,
+        ),
+    )

@@ -1,0 +1,461 @@
+"""Aggregates of the ledger: training runs and checkpoints.
+
+Events are declared inside their aggregate and are frozen pydantic models.
+Public command methods check the rules and raise named errors; each event's
+`apply` only changes state, so replaying history never re-runs a check.
+Everything non-deterministic (ids, clock, digests, host, pid) is decided
+before an event is triggered and stored in it.
+
+Every event carries the actor, the idempotency key (when given) and the hash
+of its aggregate's previous event, so each aggregate's history is a hash chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
+from pydantic import BaseModel, ConfigDict
+
+from domain.contract import EvalSummary, ExperimentSpec, RunStatus
+from domain.errors import (
+    DeployabilityError,
+    EvalRefusedError,
+    FamilyMismatchError,
+    InvalidTransitionError,
+    ValidationError,
+)
+
+GENESIS_HASH = "0" * 64
+"""The `previous_hash` of every aggregate's first event."""
+
+# Fields every event has; whatever else an event holds is its payload.
+ENVELOPE_FIELDS = frozenset(
+    {
+        "originator_id",
+        "originator_version",
+        "originator_topic",
+        "timestamp",
+        "actor",
+        "idempotency_key",
+        "previous_hash",
+    }
+)
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who is issuing the current command, and under which idempotency key."""
+
+    actor: str
+    idempotency_key: str | None = None
+
+
+_command_context: ContextVar[CommandContext | None] = ContextVar("command_context", default=None)
+
+
+@contextmanager
+def command_context(actor: str, idempotency_key: str | None = None) -> Iterator[None]:
+    """Stamp every event triggered inside the block with this actor and key."""
+    token = _command_context.set(CommandContext(actor, idempotency_key))
+    try:
+        yield
+    finally:
+        _command_context.reset(token)
+
+
+def _current_context() -> CommandContext:
+    context = _command_context.get()
+    if context is None:
+        raise RuntimeError("events must be triggered inside command_context(...)")
+    return context
+
+
+class DomainEvent(BaseModel):
+    """Base of every stored event: frozen, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    actor: str
+    idempotency_key: str | None = None
+    previous_hash: str = GENESIS_HASH
+
+    @property
+    def short_type(self) -> str:
+        return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields, without the envelope, as JSON values."""
+        return {
+            k: v for k, v in self.model_dump(mode="json").items() if k not in ENVELOPE_FIELDS
+        }
+
+    def canonical_bytes(self) -> bytes:
+        """The serialisation the chain hash is computed over."""
+        document = {
+            "aggregateId": str(self.originator_id),
+            "version": self.originator_version,
+            "type": self.short_type,
+            "timestamp": self.model_dump(mode="json", include={"timestamp"})["timestamp"],
+            "actor": self.actor,
+            "idempotencyKey": self.idempotency_key,
+            "previousHash": self.previous_hash,
+            "payload": self.payload(),
+        }
+        return json.dumps(
+            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    def chain_hash(self) -> str:
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+
+class LedgerAggregate(BaseAggregate[UUID]):
+    """Base aggregate: stamps events with context and keeps the chain head."""
+
+    chain_head: str
+
+    class Event(DomainEvent, CanMutateAggregate[UUID]):
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = super().mutate(aggregate)
+            aggregate.chain_head = self.chain_hash()
+            return aggregate
+
+    class Created(Event, CanInitAggregate[UUID]):
+        originator_topic: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = CanInitAggregate.mutate(self, aggregate)
+            aggregate.chain_head = self.chain_hash()
+            return aggregate
+
+    @classmethod
+    def _open(cls, event_class: type[Any], aggregate_id: UUID, **fields: Any) -> Any:
+        context = _current_context()
+        return cls._create(
+            event_class,
+            id=aggregate_id,
+            actor=context.actor,
+            idempotency_key=context.idempotency_key,
+            previous_hash=GENESIS_HASH,
+            **fields,
+        )
+
+    def _trigger(self, event_class: type[Any], **fields: Any) -> None:
+        context = _current_context()
+        self.trigger_event(
+            event_class,
+            actor=context.actor,
+            idempotency_key=context.idempotency_key,
+            previous_hash=self.chain_head,
+            **fields,
+        )
+
+
+class TrainingRun(LedgerAggregate):
+    """One training run: pending → running → completed | failed."""
+
+    TRANSITIONS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "pending": ("running", "failed"),
+        "running": ("completed", "failed"),
+        "completed": (),
+        "failed": (),
+    }
+
+    spec: ExperimentSpec
+    sample_count: int | None
+    status: RunStatus
+    started_at: datetime | None
+    host: str | None
+    pid: int | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    failure_reason: str | None
+    checkpoint_ids: list[UUID]
+    trainer_log_path: str | None
+    result_digest: str | None
+
+    def __init__(self) -> None:
+        """State is set by `Registered.apply`."""
+
+    class Registered(LedgerAggregate.Created):
+        spec: ExperimentSpec
+        sample_count: int | None = None
+
+        def apply(self, run: TrainingRun) -> None:
+            run.spec = self.spec
+            run.sample_count = self.sample_count
+            run.status = "pending"
+            run.started_at = run.completed_at = run.failed_at = None
+            run.host = run.failure_reason = run.trainer_log_path = run.result_digest = None
+            run.pid = None
+            run.checkpoint_ids = []
+
+    class Started(LedgerAggregate.Event):
+        host: str | None = None
+        pid: int | None = None
+        trainer_log_path: str | None = None
+
+        def apply(self, run: TrainingRun) -> None:
+            run.status = "running"
+            run.started_at = self.timestamp
+            run.host, run.pid, run.trainer_log_path = self.host, self.pid, self.trainer_log_path
+
+    class Completed(LedgerAggregate.Event):
+        result_digest: str | None = None
+
+        def apply(self, run: TrainingRun) -> None:
+            run.status = "completed"
+            run.completed_at = self.timestamp
+            run.result_digest = self.result_digest
+
+    class Failed(LedgerAggregate.Event):
+        reason: str
+        result_digest: str | None = None
+
+        def apply(self, run: TrainingRun) -> None:
+            run.status = "failed"
+            run.failed_at = self.timestamp
+            run.failure_reason = self.reason
+            run.result_digest = self.result_digest
+
+    class CheckpointLinked(LedgerAggregate.Event):
+        checkpoint_id: UUID
+
+        def apply(self, run: TrainingRun) -> None:
+            run.checkpoint_ids = [*run.checkpoint_ids, self.checkpoint_id]
+
+    @classmethod
+    def register(
+        cls, run_id: UUID, spec: ExperimentSpec, sample_count: int | None
+    ) -> TrainingRun:
+        """Open a pending run holding the whole experiment spec."""
+        run: TrainingRun = cls._open(
+            cls.Registered, run_id, spec=spec, sample_count=sample_count
+        )
+        return run
+
+    @property
+    def family(self) -> str:
+        return self.spec.targetModelFamily
+
+    @property
+    def is_terminal(self) -> bool:
+        return not self.TRANSITIONS[self.status]
+
+    def _require_transition(self, target: str) -> None:
+        allowed = self.TRANSITIONS[self.status]
+        if target not in allowed:
+            allowed_text = ", ".join(allowed) if allowed else "none (terminal state)"
+            raise InvalidTransitionError(
+                f"run {self.id} is {self.status}; cannot move to {target} "
+                f"(allowed from {self.status}: {allowed_text})"
+            )
+
+    def start(
+        self, *, host: str | None = None, pid: int | None = None, trainer_log_path: str | None = None
+    ) -> None:
+        """pending → running."""
+        self._require_transition("running")
+        self._trigger(self.Started, host=host, pid=pid, trainer_log_path=trainer_log_path)
+
+    def complete(self, *, result_digest: str | None = None) -> None:
+        """running → completed."""
+        self._require_transition("completed")
+        self._trigger(self.Completed, result_digest=result_digest)
+
+    def fail(self, reason: str, *, result_digest: str | None = None) -> None:
+        """pending | running → failed, with a reason."""
+        if not reason.strip():
+            raise ValidationError("a failure reason is required")
+        self._require_transition("failed")
+        self._trigger(self.Failed, reason=reason, result_digest=result_digest)
+
+    def link_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Record that this run produced the checkpoint (saved with it)."""
+        self._trigger(self.CheckpointLinked, checkpoint_id=checkpoint.id)
+
+    def require_accepts_checkpoint(self, family: str) -> None:
+        if family != self.family:
+            raise FamilyMismatchError(
+                f"checkpoint family {family!r} differs from run family {self.family!r}"
+            )
+        if self.status != "running":
+            raise InvalidTransitionError(
+                f"run {self.id} is {self.status}; checkpoints can only be registered "
+                "while it is running"
+            )
+
+
+@dataclass(frozen=True)
+class DeployabilityChange:
+    """One entry of a checkpoint's deployability history."""
+
+    deployable: bool
+    timestamp: datetime
+    actor: str
+    eval_id: str | None
+    reason: str | None
+
+
+class Checkpoint(LedgerAggregate):
+    """A checkpoint produced by a run: its evals and deployability."""
+
+    train_run_id: UUID
+    family: str
+    artifact_path: str
+    artifact_digest: str | None
+    metrics: dict[str, Any]
+    checkpoint_ref: str | None
+    evals: list[EvalSummary]
+    deployable: bool
+    deployability_history: list[DeployabilityChange]
+
+    def __init__(self) -> None:
+        """State is set by `Registered.apply`."""
+
+    class Registered(LedgerAggregate.Created):
+        train_run_id: UUID
+        family: str
+        artifact_path: str
+        artifact_digest: str | None = None
+        metrics: dict[str, Any] = {}
+        checkpoint_ref: str | None = None
+
+        def apply(self, checkpoint: Checkpoint) -> None:
+            checkpoint.train_run_id = self.train_run_id
+            checkpoint.family = self.family
+            checkpoint.artifact_path = self.artifact_path
+            checkpoint.artifact_digest = self.artifact_digest
+            checkpoint.metrics = dict(self.metrics)
+            checkpoint.checkpoint_ref = self.checkpoint_ref
+            checkpoint.evals = []
+            checkpoint.deployable = False
+            checkpoint.deployability_history = []
+
+    class EvalAttached(LedgerAggregate.Event):
+        eval: EvalSummary
+
+        def apply(self, checkpoint: Checkpoint) -> None:
+            checkpoint.evals = [*checkpoint.evals, self.eval]
+
+    class MarkedDeployable(LedgerAggregate.Event):
+        eval_id: str
+
+        def apply(self, checkpoint: Checkpoint) -> None:
+            checkpoint.deployable = True
+            checkpoint.deployability_history = [
+                *checkpoint.deployability_history,
+                DeployabilityChange(True, self.timestamp, self.actor, self.eval_id, None),
+            ]
+
+    class DeployabilityRevoked(LedgerAggregate.Event):
+        reason: str
+        eval_id: str | None = None
+
+        def apply(self, checkpoint: Checkpoint) -> None:
+            checkpoint.deployable = False
+            checkpoint.deployability_history = [
+                *checkpoint.deployability_history,
+                DeployabilityChange(False, self.timestamp, self.actor, self.eval_id, self.reason),
+            ]
+
+    @classmethod
+    def register(
+        cls,
+        checkpoint_id: UUID,
+        run: TrainingRun,
+        *,
+        family: str,
+        artifact_path: str,
+        artifact_digest: str | None,
+        metrics: dict[str, Any] | None = None,
+        checkpoint_ref: str | None = None,
+    ) -> Checkpoint:
+        """Register a checkpoint of a running run and link it to the run.
+
+        The caller saves both aggregates in one append.
+        """
+        run.require_accepts_checkpoint(family)
+        if not artifact_path.strip():
+            raise ValidationError("an artifact path is required")
+        checkpoint: Checkpoint = cls._open(
+            cls.Registered,
+            checkpoint_id,
+            train_run_id=run.id,
+            family=family,
+            artifact_path=artifact_path,
+            artifact_digest=artifact_digest,
+            metrics=metrics or {},
+            checkpoint_ref=checkpoint_ref,
+        )
+        run.link_checkpoint(checkpoint)
+        return checkpoint
+
+    @property
+    def current_eval(self) -> EvalSummary | None:
+        return self.evals[-1] if self.evals else None
+
+    def attach_eval(self, summary: EvalSummary) -> None:
+        """Attach an eval; it becomes the current one.
+
+        A `fail` eval on a deployable checkpoint revokes deployability in the
+        same append. Global evalId uniqueness is checked by the application.
+        """
+        if summary.checkpointId != str(self.id):
+            raise EvalRefusedError(
+                f"eval {summary.evalId} names checkpoint {summary.checkpointId}, "
+                f"not {self.id}"
+            )
+        if summary.targetModelFamily != self.family:
+            raise FamilyMismatchError(
+                f"eval family {summary.targetModelFamily!r} differs from checkpoint "
+                f"family {self.family!r}"
+            )
+        if any(existing.evalId == summary.evalId for existing in self.evals):
+            raise EvalRefusedError(f"evalId {summary.evalId} was already used")
+        self._trigger(self.EvalAttached, eval=summary)
+        if summary.verdict == "fail" and self.deployable:
+            self._trigger(
+                self.DeployabilityRevoked,
+                reason=f"eval {summary.evalId} failed",
+                eval_id=summary.evalId,
+            )
+
+    def mark_deployable(self, run: TrainingRun) -> None:
+        """Needs a current eval that did not fail and a completed run."""
+        if run.id != self.train_run_id:
+            raise ValueError("mark_deployable needs the checkpoint's own run")
+        current = self.current_eval
+        if current is None:
+            raise DeployabilityError(f"checkpoint {self.id} has no eval; attach one first")
+        if current.verdict == "fail":
+            raise DeployabilityError(
+                f"checkpoint {self.id}: current eval {current.evalId} has verdict fail"
+            )
+        if run.status != "completed":
+            raise DeployabilityError(
+                f"checkpoint {self.id}: run {run.id} is {run.status}, not completed"
+            )
+        if self.deployable:
+            raise DeployabilityError(f"checkpoint {self.id} is already deployable")
+        self._trigger(self.MarkedDeployable, eval_id=current.evalId)
+
+    def revoke(self, reason: str) -> None:
+        """Withdraw deployability; the eval link and history stay."""
+        if not reason.strip():
+            raise ValidationError("a reason is required to revoke deployability")
+        if not self.deployable:
+            raise DeployabilityError(f"checkpoint {self.id} is not deployable")
+        self._trigger(self.DeployabilityRevoked, reason=reason)

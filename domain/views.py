@@ -1,0 +1,70 @@
+"""Documents the ledger answers with, in the contract's camelCase names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from domain.model import Checkpoint, TrainingRun
+
+
+def iso(moment: datetime | None) -> str | None:
+    """UTC ISO-8601 with a `Z`, as every timestamp the ledger prints."""
+    if moment is None:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def run_document(run: TrainingRun) -> dict[str, Any]:
+    spec = run.spec
+    return {
+        "trainRunId": str(run.id),
+        "experimentId": spec.experimentId,
+        "status": run.status,
+        "backend": spec.backend,
+        "targetWorkerProfile": spec.targetWorkerProfile,
+        "targetModelFamily": spec.targetModelFamily,
+        "datasetFingerprint": spec.datasetFingerprint,
+        "configFingerprint": spec.configFingerprint,
+        "sampleCount": run.sample_count,
+        "createdAt": iso(run.created_on),
+        "startedAt": iso(run.started_at),
+        "completedAt": iso(run.completed_at),
+        "failedAt": iso(run.failed_at),
+        "failureReason": run.failure_reason,
+        "host": run.host,
+        "pid": run.pid,
+        "trainerLogPath": run.trainer_log_path,
+        "checkpointIds": [str(c) for c in run.checkpoint_ids],
+        "version": run.version,
+        "spec": spec.model_dump(mode="json"),
+    }
+
+
+def checkpoint_document(checkpoint: Checkpoint) -> dict[str, Any]:
+    current = checkpoint.current_eval
+    return {
+        "checkpointId": str(checkpoint.id),
+        "trainRunId": str(checkpoint.train_run_id),
+        "targetModelFamily": checkpoint.family,
+        "artifactPath": checkpoint.artifact_path,
+        "artifactDigest": checkpoint.artifact_digest,
+        "checkpointRef": checkpoint.checkpoint_ref,
+        "metrics": checkpoint.metrics,
+        "createdAt": iso(checkpoint.created_on),
+        "deployable": checkpoint.deployable,
+        "currentEvalId": current.evalId if current else None,
+        "currentEval": current.model_dump(mode="json") if current else None,
+        "evals": [e.model_dump(mode="json") for e in checkpoint.evals],
+        "deployabilityHistory": [
+            {
+                "deployable": change.deployable,
+                "timestamp": iso(change.timestamp),
+                "actor": change.actor,
+                "evalId": change.eval_id,
+                "reason": change.reason,
+            }
+            for change in checkpoint.deployability_history
+        ],
+        "version": checkpoint.version,
+    }
