@@ -27,9 +27,7 @@ def load_dataset(path: str) -> DatasetDigest:
                     sample_count += 1
     except OSError as error:
         raise DatasetError(f"cannot read dataset {path!r}: {error.strerror}") from None
-    return DatasetDigest.from_content(
-        content.hexdigest()[:16], sample_count, str(file.resolve())
-    )
+    return DatasetDigest.from_content(content.hexdigest()[:16], sample_count, str(file.resolve()))
 
 
 def digest_artifact(path: str) -> str | None:
@@ -58,7 +56,7 @@ def digest_artifact(path: str) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
-def _feed(digest: "hashlib._Hash", file: Path) -> None:
+def _feed(digest: hashlib._Hash, file: Path) -> None:
     with file.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, Environment, StoredEvent
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -25,6 +25,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
     SQLiteFactory,
 )
+from eventsourcing.utils import Environment
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
@@ -62,9 +63,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
 
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                "SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key)
-            )
+            c.execute("SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key))
             row = c.fetchone()
             return None if row is None else bytes(row["value"])
 

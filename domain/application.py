@@ -312,10 +312,10 @@ class TrainingLedger(Application[UUID]):
 
     def history(self, aggregate_id: str) -> Outcome:
         """Every event of one run or checkpoint, oldest first, with log positions."""
-        uuid = self._parse_id(aggregate_id, _AggregateNotFound)
+        uuid = self._parse_id(aggregate_id, UnknownAggregateError)
         events = list(self.events.get(uuid))
         if not events:
-            raise _AggregateNotFound(aggregate_id)
+            raise UnknownAggregateError(aggregate_id)
         positions = self.ledger_recorder.positions(uuid)
         return {"events": [event_document(e, p) for e, p in zip(events, positions, strict=True)]}
 
@@ -387,7 +387,7 @@ class TrainingLedger(Application[UUID]):
         not_found: Callable[[object], NotFoundError] = RunNotFoundError,
     ) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: LedgerAggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise not_found(aggregate_id) from None
         if not isinstance(aggregate, kind):
@@ -404,7 +404,7 @@ class TrainingLedger(Application[UUID]):
             raise EvalRefusedError(f"invalid eval summary: {describe(error)}") from None
 
 
-class _AggregateNotFound(NotFoundError):
+class UnknownAggregateError(NotFoundError):
     def __init__(self, aggregate_id: object) -> None:
         super().__init__(f"no run or checkpoint with id {aggregate_id}")
 
@@ -423,4 +423,3 @@ def event_document(event: Any, position: int | None) -> dict[str, Any]:
         "previousHash": event.previous_hash,
         "payload": event.payload(),
     }
-

@@ -35,7 +35,7 @@ VERDICTS: tuple[str, ...] = get_args(Verdict)
 RESULT_STATUSES: tuple[str, ...] = get_args(ResultStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
-ADAPTER_FORMAT = "peft-adapter"
+ADAPTER_FORMAT: Literal["peft-adapter"] = "peft-adapter"
 FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
 
 
@@ -94,7 +94,7 @@ class ResultArtifact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     artifactPath: str = Field(min_length=1)  # noqa: N815
-    adapterFormat: str = ADAPTER_FORMAT  # noqa: N815
+    adapterFormat: str = "peft-adapter"  # noqa: N815
     checkpointName: str | None = None  # noqa: N815
 
 
@@ -157,7 +157,7 @@ class EvalSummary(Contract):
     def _compute_missing_delta(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("delta") is None:
             baseline, candidate = data.get("baselineScore"), data.get("candidateScore")
-            if _is_number(baseline) and _is_number(candidate):
+            if isinstance(baseline, int | float) and isinstance(candidate, int | float):
                 return {**data, "delta": float(candidate) - float(baseline)}
         return data
 
@@ -170,10 +170,6 @@ class EvalSummary(Contract):
                 f"({expected!r}) by more than {self.DELTA_TOLERANCE}"
             )
         return self
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --- fingerprints -----------------------------------------------------------

@@ -197,11 +197,11 @@ def build_spec(
     dataset = load_dataset()
     return ExperimentSpec(
         experimentId=experiment_id,
-        backend=request.backend,  # type: ignore[arg-type]
+        backend=request.backend,
         trainingMode="orpo",
-        targetWorkerProfile=request.profile,  # type: ignore[arg-type]
+        targetWorkerProfile=request.profile,
         targetModelFamily=request.family,
-        hardwareTier=tier,  # type: ignore[arg-type]
+        hardwareTier=tier,
         datasetExportId=request.dataset_export_id or f"dataset-{dataset.fingerprint}",
         datasetExportPath=dataset.path,
         datasetFingerprint=dataset.fingerprint,

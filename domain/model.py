@@ -24,6 +24,7 @@ from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from domain.contract import EvalSummary, ExperimentSpec, RunStatus
 from domain.errors import (
@@ -82,7 +83,14 @@ def _current_context() -> CommandContext:
 class DomainEvent(BaseModel):
     """Base of every stored event: frozen, unknown fields refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
     originator_id: UUID
     originator_version: int
@@ -96,10 +104,8 @@ class DomainEvent(BaseModel):
         return type(self).__name__
 
     def payload(self) -> dict[str, Any]:
-        """The event's own fields, without the envelope, as JSON values."""
-        return {
-            k: v for k, v in self.model_dump(mode="json").items() if k not in ENVELOPE_FIELDS
-        }
+        """The event's own fields, without the envelope, as camelCase JSON values."""
+        return self.model_dump(mode="json", by_alias=True, exclude=set(ENVELOPE_FIELDS))
 
     def canonical_bytes(self) -> bytes:
         """The serialisation the chain hash is computed over."""
@@ -237,13 +243,9 @@ class TrainingRun(LedgerAggregate):
             run.checkpoint_ids = [*run.checkpoint_ids, self.checkpoint_id]
 
     @classmethod
-    def register(
-        cls, run_id: UUID, spec: ExperimentSpec, sample_count: int | None
-    ) -> TrainingRun:
+    def register(cls, run_id: UUID, spec: ExperimentSpec, sample_count: int | None) -> TrainingRun:
         """Open a pending run holding the whole experiment spec."""
-        run: TrainingRun = cls._open(
-            cls.Registered, run_id, spec=spec, sample_count=sample_count
-        )
+        run: TrainingRun = cls._open(cls.Registered, run_id, spec=spec, sample_count=sample_count)
         return run
 
     @property
@@ -264,7 +266,11 @@ class TrainingRun(LedgerAggregate):
             )
 
     def start(
-        self, *, host: str | None = None, pid: int | None = None, trainer_log_path: str | None = None
+        self,
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+        trainer_log_path: str | None = None,
     ) -> None:
         """pending → running."""
         self._require_transition("running")
@@ -415,8 +421,7 @@ class Checkpoint(LedgerAggregate):
         """
         if summary.checkpointId != str(self.id):
             raise EvalRefusedError(
-                f"eval {summary.evalId} names checkpoint {summary.checkpointId}, "
-                f"not {self.id}"
+                f"eval {summary.evalId} names checkpoint {summary.checkpointId}, not {self.id}"
             )
         if summary.targetModelFamily != self.family:
             raise FamilyMismatchError(

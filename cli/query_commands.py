@@ -1,0 +1,1 @@
+"""query_commands: verbs registered on the `trainledger` group (see cli.main)."""

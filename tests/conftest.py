@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.store import open_ledger
+from domain.application import TrainingLedger
+from tests.support import Cli
+
+
+@pytest.fixture
+def ledger() -> TrainingLedger:
+    """The application on the in-memory store."""
+    return open_ledger("memory://")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'ledger.db'}"
+
+
+@pytest.fixture
+def cli(tmp_path: Path, sqlite_url: str) -> Cli:
+    """The real CLI, in subprocesses, on a fresh SQLite file."""
+    return Cli(sqlite_url, cwd=tmp_path)

@@ -1,0 +1,98 @@
+"""Shared test helpers: running the real CLI in a subprocess, sample inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_DATASET = REPO / "examples" / "data" / "sample.jsonl"
+READER_FAMILY = "qwen2.5-7b-reader"
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """The `trainledger` command in a fresh process, on one store."""
+
+    def __init__(self, store: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.store = store
+        self.cwd = cwd
+        self.env = {**os.environ, "TRAINLEDGER_ACTOR": "tester", **(env or {})}
+        self.env.pop("TRAINLEDGER_STORE", None)
+
+    def __call__(self, *args: str, json_mode: bool = False, **env: str) -> CliResult:
+        argv = [sys.executable, "-m", "cli", "--store", self.store]
+        if json_mode:
+            argv.append("--json")
+        completed = subprocess.run(
+            [*argv, *args],
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+    def ok(self, *args: str, **env: str) -> Any:
+        """Run with --json, assert success, return the JSON document."""
+        result = self(*args, json_mode=True, **env)
+        assert result.code == 0, f"{args}: exit {result.code}: {result.stderr}"
+        return result.json
+
+    def refused(self, *args: str, code: int = 1) -> CliResult:
+        """Run, assert the refusal contract: exit code, one line, no traceback."""
+        result = self(*args)
+        assert result.code == code, f"{args}: expected exit {code}, got {result.code}"
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+        assert lines[0].startswith("error: ")
+        assert "Traceback" not in result.stderr
+        return result
+
+
+def experiment_args(output_dir: Path, **overrides: str) -> list[str]:
+    options = {
+        "--profile": "local-reader",
+        "--family": READER_FAMILY,
+        "--backend": "dry-run",
+        "--dataset": str(SAMPLE_DATASET),
+        "--benchmark-export-id": "bench-1",
+        "--output-dir": str(output_dir),
+        **overrides,
+    }
+    args = ["experiment", "create"]
+    for key, value in options.items():
+        if value:
+            args += [key, value]
+    return args
+
+
+def eval_summary(checkpoint_id: str, eval_id: str = "eval-1", **overrides: Any) -> dict[str, Any]:
+    return {
+        "evalId": eval_id,
+        "checkpointId": checkpoint_id,
+        "benchmarkId": "bench-1",
+        "targetModelFamily": READER_FAMILY,
+        "mode": "prompt_assisted",
+        "baselineScore": 0.5,
+        "candidateScore": 0.75,
+        "verdict": "pass",
+        **overrides,
+    }
