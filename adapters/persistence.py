@@ -1,4 +1,4 @@
-"""How events are stored: pydantic models serialised with orjson.
+"""How events are stored: pydantic models as camelCase JSON, serialised with orjson.
 
 Chosen through the library's environment settings (`MAPPER_TOPIC`,
 `TRANSCODER_TOPIC`), see `adapters.store`.
@@ -14,6 +14,8 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
+from domain.model import chain_hash, stored_state
+
 
 class OrjsonTranscoder(Transcoder):
     def encode(self, obj: Any) -> bytes:
@@ -28,21 +30,20 @@ class PydanticMapper(Mapper[Any]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         event_cls = type(domain_event)
-        state = cast(BaseModel, domain_event).model_dump(mode="json")
-        del state["originator_id"], state["originator_version"]
+        state = stored_state(cast(BaseModel, domain_event))
         class_version = getattr(event_cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        stored_state = self.transcoder.encode(state)
+        data = self.transcoder.encode(state)
         if self.compressor:
-            stored_state = self.compressor.compress(stored_state)
+            data = self.compressor.compress(data)
         if self.cipher:
-            stored_state = self.cipher.encrypt(stored_state)
+            data = self.cipher.encrypt(data)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=get_topic(event_cls),
-            state=stored_state,
+            state=data,
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
@@ -53,11 +54,25 @@ class PydanticMapper(Mapper[Any]):
             stored_state = self.compressor.decompress(stored_state)
         state: dict[str, Any] = self.transcoder.decode(stored_state)
         event_cls = resolve_topic(stored_event.topic)
-        from_version = state.pop("class_version", 1)
+        from_version = state.get("class_version", 1)
         class_version = getattr(event_cls, "class_version", 1)
+        recorded_hash = None
+        if from_version < class_version:
+            # The chain covers events as they were written: keep that hash
+            # before the upcasters reshape the state.
+            recorded_hash = chain_hash(
+                str(stored_event.originator_id),
+                stored_event.originator_version,
+                event_cls.__name__,
+                state,
+            )
+        state.pop("class_version", None)
         while from_version < class_version:
             getattr(event_cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
             from_version += 1
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
-        return cast(DomainEventProtocol[Any], event_cls.model_validate(state))
+        event = event_cls.model_validate(state)
+        if recorded_hash is not None:
+            event.recorded_hash = recorded_hash
+        return cast(DomainEventProtocol[Any], event)

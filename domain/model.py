@@ -13,7 +13,6 @@ of its aggregate's previous event, so each aggregate's history is a hash chain.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,8 +21,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 from domain.contract import EvalSummary, ExperimentSpec, RunStatus
@@ -38,18 +38,47 @@ from domain.errors import (
 GENESIS_HASH = "0" * 64
 """The `previous_hash` of every aggregate's first event."""
 
-# Fields every event has; whatever else an event holds is its payload.
-ENVELOPE_FIELDS = frozenset(
-    {
-        "originator_id",
-        "originator_version",
-        "originator_topic",
-        "timestamp",
-        "actor",
-        "idempotency_key",
-        "previous_hash",
-    }
+# Envelope fields every stored event state has (camelCase, as stored);
+# whatever else it holds is the event's payload.
+STORED_ENVELOPE = frozenset(
+    {"originatorTopic", "timestamp", "actor", "idempotencyKey", "previousHash"}
 )
+
+NOT_PAYLOAD = STORED_ENVELOPE | {"class_version"}
+
+
+def stored_state(event: BaseModel) -> dict[str, Any]:
+    """The event as stored: camelCase JSON values, without id and version."""
+    return event.model_dump(
+        mode="json", by_alias=True, exclude={"originator_id", "originator_version"}
+    )
+
+
+def canonical_event_bytes(
+    aggregate_id: str, version: int, type_name: str, state: dict[str, Any]
+) -> bytes:
+    """The serialisation an event's chain hash is computed over.
+
+    Built from the stored state alone, so `verify` can recompute chains from
+    raw rows without reconstructing domain objects.
+    """
+    document = {
+        "aggregateId": aggregate_id,
+        "version": version,
+        "type": type_name,
+        "timestamp": state["timestamp"],
+        "actor": state["actor"],
+        "idempotencyKey": state.get("idempotencyKey"),
+        "previousHash": state["previousHash"],
+        "payload": {k: v for k, v in state.items() if k not in NOT_PAYLOAD},
+    }
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        canonical_event_bytes(aggregate_id, version, type_name, state)
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,7 @@ class DomainEvent(BaseModel):
     actor: str
     idempotency_key: str | None = None
     previous_hash: str = GENESIS_HASH
+    _recorded_hash: str | None = PrivateAttr(default=None)
 
     @property
     def short_type(self) -> str:
@@ -105,26 +135,25 @@ class DomainEvent(BaseModel):
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields, without the envelope, as camelCase JSON values."""
-        return self.model_dump(mode="json", by_alias=True, exclude=set(ENVELOPE_FIELDS))
+        state = stored_state(self)
+        return {k: v for k, v in state.items() if k not in NOT_PAYLOAD}
 
-    def canonical_bytes(self) -> bytes:
-        """The serialisation the chain hash is computed over."""
-        document = {
-            "aggregateId": str(self.originator_id),
-            "version": self.originator_version,
-            "type": self.short_type,
-            "timestamp": self.model_dump(mode="json", include={"timestamp"})["timestamp"],
-            "actor": self.actor,
-            "idempotencyKey": self.idempotency_key,
-            "previousHash": self.previous_hash,
-            "payload": self.payload(),
-        }
-        return json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+    @property
+    def recorded_hash(self) -> str | None:
+        """The chain hash of the stored form, when this event was upcast on load."""
+        return self._recorded_hash
+
+    @recorded_hash.setter
+    def recorded_hash(self, value: str) -> None:
+        self._recorded_hash = value
 
     def chain_hash(self) -> str:
-        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+        """Hash of this event as written; the next event of the aggregate carries it."""
+        if self._recorded_hash is not None:
+            return self._recorded_hash
+        return chain_hash(
+            str(self.originator_id), self.originator_version, self.short_type, stored_state(self)
+        )
 
 
 class LedgerAggregate(BaseAggregate[UUID]):
