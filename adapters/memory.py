@@ -11,6 +11,8 @@ from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
+    gap_free_positions = True
+
     def __init__(self) -> None:
         super().__init__()
         self._reservations: dict[tuple[str, str], bytes] = {}

@@ -14,7 +14,7 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
 
-from domain.model import chain_hash, stored_state
+from domain.model import stored_state
 
 
 class OrjsonTranscoder(Transcoder):
@@ -54,25 +54,13 @@ class PydanticMapper(Mapper[Any]):
             stored_state = self.compressor.decompress(stored_state)
         state: dict[str, Any] = self.transcoder.decode(stored_state)
         event_cls = resolve_topic(stored_event.topic)
-        from_version = state.get("class_version", 1)
+        from_version = state.pop("class_version", 1)
         class_version = getattr(event_cls, "class_version", 1)
-        recorded_hash = None
-        if from_version < class_version:
-            # The chain covers events as they were written: keep that hash
-            # before the upcasters reshape the state.
-            recorded_hash = chain_hash(
-                str(stored_event.originator_id),
-                stored_event.originator_version,
-                event_cls.__name__,
-                state,
-            )
-        state.pop("class_version", None)
+        # Upcasters reshape the state; `eventHash` still holds the hash of the
+        # event as written, which is what the chain covers.
         while from_version < class_version:
             getattr(event_cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
             from_version += 1
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
-        event = event_cls.model_validate(state)
-        if recorded_hash is not None:
-            event.recorded_hash = recorded_hash
-        return cast(DomainEventProtocol[Any], event)
+        return cast(DomainEventProtocol[Any], event_cls.model_validate(state))

@@ -42,12 +42,23 @@ class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
+    """Events, reservations, and triggers that refuse UPDATE and DELETE on both."""
+
+    gap_free_positions = True
+
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
             "CREATE TABLE IF NOT EXISTS ledger_reservations ("
             "kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
             "PRIMARY KEY (kind, key)) WITHOUT ROWID",
+            *(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{action.lower()} "
+                f"BEFORE {action} ON {table} BEGIN "
+                f"SELECT RAISE(ABORT, 'trainledger: {table} is append-only'); END"
+                for table in (self.events_table_name, "ledger_reservations")
+                for action in ("UPDATE", "DELETE")
+            ),
         ]
 
     def _insert_events(

@@ -399,6 +399,25 @@ def history(session: Session, aggregate_id: str) -> None:
     session.emit(session.ledger.history(aggregate_id), output.history_text)
 
 
+INTEGRITY_EXIT = 3
+
+
+@cli.command("verify")
+@click.option("--digest", default=None, metavar="D", help="A digest from an earlier verify.")
+@pass_session
+def verify(session: Session, digest: str | None) -> None:
+    """Recompute every hash chain and the log digest; exit 3 if anything was tampered with."""
+    with output.progress(session.json_mode, "verifying") as progress:
+        report = session.ledger.verify(digest=digest, progress=progress)
+    session.emit(report, output.verify_text)
+    if not report["ok"]:
+        failure = report["failure"]
+        output.note(
+            f"error: integrity failure at position {failure['position']}: {failure['reason']}"
+        )
+        sys.exit(INTEGRITY_EXIT)
+
+
 SCHEMAS: dict[str, type[pydantic.BaseModel]] = {
     "spec": ExperimentSpec,
     "result": TrainerResult,

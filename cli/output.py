@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -34,6 +35,27 @@ def emit_error(json_mode: bool, code: str, message: str) -> None:
 
 def note(message: str) -> None:
     click.echo(message, err=True)
+
+
+@contextmanager
+def progress(json_mode: bool, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown only on a terminal and without --json.
+
+    Yields a `report(done, total)` callback for long operations.
+    """
+    if json_mode or not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        shown = 0
+
+        def report(done: int, total: int) -> None:
+            nonlocal shown
+            bar.length = max(total, done, 1)
+            bar.update(done - shown)
+            shown = done
+
+        yield report
 
 
 # --- text renderings ---------------------------------------------------------
@@ -132,6 +154,19 @@ def history_text(history: dict[str, Any]) -> list[str]:
             f"#{event['position']:<6} v{event['version']:<3} {event['timestamp']}  "
             f"{event['type']:<20} {event['actor']}  {payload}"
         )
+    return lines
+
+
+def verify_text(report: dict[str, Any]) -> list[str]:
+    verdict = "ok" if report["ok"] else "FAILED"
+    lines = [
+        f"integrity  {verdict}",
+        f"events     {report['events']}",
+        f"position   {report['position']}",
+        f"digest     {report['digest']}",
+    ]
+    if report.get("digestVerifiedUpTo") is not None:
+        lines.append(f"given digest matches the log up to position {report['digestVerifiedUpTo']}")
     return lines
 
 

@@ -44,6 +44,7 @@ from domain.errors import (
 )
 from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
 from domain.experiment import describe_validation_error as describe
+from domain.integrity import IntegrityFailure, LogVerifier
 from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
 from domain.views import checkpoint_document, iso, run_document
 
@@ -318,6 +319,66 @@ class TrainingLedger(Application[UUID]):
             raise UnknownAggregateError(aggregate_id)
         positions = self.ledger_recorder.positions(uuid)
         return {"events": [event_document(e, p) for e, p in zip(events, positions, strict=True)]}
+
+    # --- integrity ----------------------------------------------------------
+
+    VERIFY_PAGE = 2000
+
+    def verify(
+        self, *, digest: str | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> Outcome:
+        """Recompute every hash chain and a digest of the whole log, in order.
+
+        With `digest` (from an earlier run) also prove that some prefix of the
+        log still has exactly that digest. `progress(done, total)` is called
+        after each page.
+        """
+        verifier = LogVerifier(
+            gap_free=bool(getattr(self.recorder, "gap_free_positions", False)),
+            expected_digest=digest,
+        )
+        total = self.recorder.max_notification_id() or 0
+        decode = self.mapper.transcoder.decode
+        after = 0
+        while True:
+            page = self.recorder.select_notifications(
+                start=after, limit=self.VERIFY_PAGE, inclusive_of_start=False
+            )
+            if not page:
+                break
+            for n in page:
+                try:
+                    state = decode(n.state)
+                except ValueError:
+                    state = None
+                verifier.feed(
+                    n.id,
+                    n.originator_id,
+                    n.originator_version,
+                    n.topic,
+                    n.state,
+                    state if isinstance(state, dict) else None,
+                )
+            after = page[-1].id
+            if progress is not None:
+                progress(verifier.events, total)
+        failure = verifier.failure
+        if failure is None and digest is not None and verifier.digest_matched_at is None:
+            failure = IntegrityFailure(
+                verifier.position,
+                f"no prefix of the log has digest {digest}: events up to the position it "
+                "covered were modified, deleted, reordered or inserted",
+            )
+        return {
+            "ok": failure is None,
+            "position": verifier.position,
+            "digest": verifier.digest,
+            "events": verifier.events,
+            "digestVerifiedUpTo": verifier.digest_matched_at,
+            "failure": None
+            if failure is None
+            else {"position": failure.position, "reason": failure.reason},
+        }
 
     # --- machinery ----------------------------------------------------------
 

@@ -23,7 +23,7 @@ from uuid import UUID
 
 import orjson
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 from domain.contract import EvalSummary, ExperimentSpec, RunStatus
@@ -41,7 +41,7 @@ GENESIS_HASH = "0" * 64
 # Envelope fields every stored event state has (camelCase, as stored);
 # whatever else it holds is the event's payload.
 STORED_ENVELOPE = frozenset(
-    {"originatorTopic", "timestamp", "actor", "idempotencyKey", "previousHash"}
+    {"originatorTopic", "timestamp", "actor", "idempotencyKey", "previousHash", "eventHash"}
 )
 
 NOT_PAYLOAD = STORED_ENVELOPE | {"class_version"}
@@ -127,7 +127,20 @@ class DomainEvent(BaseModel):
     actor: str
     idempotency_key: str | None = None
     previous_hash: str = GENESIS_HASH
-    _recorded_hash: str | None = PrivateAttr(default=None)
+    event_hash: str = ""
+    """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
+
+    @model_validator(mode="after")
+    def _seal(self) -> DomainEvent:
+        if not self.event_hash:
+            digest = chain_hash(
+                str(self.originator_id),
+                self.originator_version,
+                self.short_type,
+                stored_state(self),
+            )
+            object.__setattr__(self, "event_hash", digest)
+        return self
 
     @property
     def short_type(self) -> str:
@@ -138,22 +151,9 @@ class DomainEvent(BaseModel):
         state = stored_state(self)
         return {k: v for k, v in state.items() if k not in NOT_PAYLOAD}
 
-    @property
-    def recorded_hash(self) -> str | None:
-        """The chain hash of the stored form, when this event was upcast on load."""
-        return self._recorded_hash
-
-    @recorded_hash.setter
-    def recorded_hash(self, value: str) -> None:
-        self._recorded_hash = value
-
     def chain_hash(self) -> str:
         """Hash of this event as written; the next event of the aggregate carries it."""
-        if self._recorded_hash is not None:
-            return self._recorded_hash
-        return chain_hash(
-            str(self.originator_id), self.originator_version, self.short_type, stored_state(self)
-        )
+        return self.event_hash
 
 
 class LedgerAggregate(BaseAggregate[UUID]):
