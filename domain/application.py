@@ -34,6 +34,7 @@ from domain.contract import EvalSummary
 from domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
+    CorruptStoreError,
     DatasetError,
     DuplicateEvalError,
     EvalRefusedError,
@@ -451,6 +452,11 @@ class TrainingLedger(Application[UUID]):
             aggregate: LedgerAggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise not_found(aggregate_id) from None
+        except (pydantic.ValidationError, ValueError, KeyError) as error:
+            raise CorruptStoreError(
+                f"stored events of {aggregate_id} cannot be read ({type(error).__name__}); "
+                "run `trainledger verify`"
+            ) from None
         if not isinstance(aggregate, kind):
             raise not_found(aggregate_id)
         return aggregate

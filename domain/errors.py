@@ -96,3 +96,9 @@ class StoreError(LedgerError):
     """The store URL is malformed or the store cannot be opened."""
 
     code = "store_error"
+
+
+class CorruptStoreError(StoreError):
+    """A stored event cannot be read back: the store was modified outside the ledger."""
+
+    code = "corrupt_store"

@@ -1,0 +1,221 @@
+"""Tampering behind the ledger's back is caught by `verify`, at the right position."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from uuid import UUID
+
+import orjson
+import pytest
+
+from adapters.store import open_ledger
+from domain.application import TrainingLedger
+from domain.errors import CorruptStoreError
+from tests.support import READER_FAMILY, eval_summary, experiment_args
+from tests.support import Cli as CliType
+
+Tamper = Callable[[sqlite3.Connection], int]
+
+
+def build_history(url: str, tmp_path: Path, eval_prefix: str = "e") -> TrainingLedger:
+    """Two runs, each with a deployable checkpoint: 14 events (7 per lifecycle)."""
+    from domain.experiment import ExperimentRequest
+
+    ledger = open_ledger(url)
+    request = ExperimentRequest(
+        profile="local-reader",
+        family=READER_FAMILY,
+        backend="dry-run",
+        benchmark_export_id="bench-1",
+        output_dir=str(tmp_path),
+    )
+    for n in range(2):
+        created = ledger.create_experiment(
+            request, dataset_fingerprint="0123456789abcdef", sample_count=10, actor="a"
+        )
+        run_id = created["trainRunId"]
+        ledger.start_run(run_id, actor="a")
+        checkpoint = ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "x"), actor="a"
+        )
+        ledger.complete_run(run_id, actor="a")
+        ledger.attach_eval(
+            checkpoint["checkpointId"],
+            eval_summary(checkpoint["checkpointId"], eval_id=f"{eval_prefix}{n}"),
+            mark_deployable=True,
+            actor="b",
+        )
+    return ledger
+
+
+def unguarded(path: Path) -> sqlite3.Connection:
+    """What an attacker with file access does first: drop the append-only guards."""
+    connection = sqlite3.connect(path)
+    for (name,) in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type='trigger'"
+    ).fetchall():
+        connection.execute(f"DROP TRIGGER {name}")
+    return connection
+
+
+def edit_payload(c: sqlite3.Connection) -> int:
+    state = orjson.loads(c.execute("SELECT state FROM stored_events WHERE rowid=7").fetchone()[0])
+    state["actor"] = "mallory"
+    c.execute("UPDATE stored_events SET state=? WHERE rowid=7", (orjson.dumps(state),))
+    return 7
+
+
+def delete_middle(c: sqlite3.Connection) -> int:
+    c.execute("DELETE FROM stored_events WHERE rowid=4")
+    return 4
+
+
+def swap_states(c: sqlite3.Connection) -> int:
+    a = c.execute("SELECT state FROM stored_events WHERE rowid=2").fetchone()[0]
+    b = c.execute("SELECT state FROM stored_events WHERE rowid=9").fetchone()[0]
+    c.execute("UPDATE stored_events SET state=? WHERE rowid=2", (b,))
+    c.execute("UPDATE stored_events SET state=? WHERE rowid=9", (a,))
+    return 2
+
+
+def insert_forged(c: sqlite3.Connection) -> int:
+    """Append a forged MarkedDeployable after a genuine one, copying its state."""
+    originator, version, topic, state = c.execute(
+        "SELECT originator_id, originator_version, topic, state FROM stored_events WHERE rowid=6"
+    ).fetchone()
+    forged = orjson.loads(state)
+    forged["actor"] = "mallory"
+    c.execute(
+        "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+        "VALUES (?, ?, ?, ?)",
+        (originator, version + 2, topic, orjson.dumps(forged)),
+    )
+    return 15
+
+
+def reorder_versions(c: sqlite3.Connection) -> int:
+    """Swap two events of one run by exchanging their versions."""
+    c.execute("UPDATE stored_events SET originator_version=-1 WHERE rowid=2")
+    c.execute("UPDATE stored_events SET originator_version=2 WHERE rowid=5")
+    c.execute("UPDATE stored_events SET originator_version=4 WHERE rowid=2")
+    return 2
+
+
+@pytest.mark.parametrize(
+    "tamper", [edit_payload, delete_middle, swap_states, insert_forged, reorder_versions]
+)
+def test_verify_names_the_first_tampered_position(tmp_path: Path, tamper: Tamper) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    before = build_history(url, tmp_path).verify()
+    assert before["ok"]
+    assert before["position"] == 14
+
+    connection = unguarded(path)
+    bad_position = tamper(connection)
+    connection.commit()
+    connection.close()
+
+    report = open_ledger(url).verify()
+    assert not report["ok"]
+    assert report["failure"]["position"] == bad_position
+
+
+def test_direct_update_and_delete_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    build_history(f"sqlite:///{path}", tmp_path)
+    connection = sqlite3.connect(path)
+    for statement in (
+        "UPDATE stored_events SET state=state WHERE rowid=1",
+        "DELETE FROM stored_events WHERE rowid=1",
+        "DELETE FROM ledger_reservations",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            connection.execute(statement)
+    assert connection.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0] == 14
+
+
+def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None:
+    """An attacker who recomputes every hash passes the chain check, not the digest."""
+    from domain.model import chain_hash
+
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    digest = build_history(url, tmp_path).verify()["digest"]
+
+    connection = unguarded(path)
+    rows = connection.execute(
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+        "ORDER BY rowid"
+    ).fetchall()
+    heads: dict[str, str] = {}
+    for rowid, originator, version, topic, raw in rows:
+        state = orjson.loads(raw)
+        if rowid == 13:  # the second eval: claim a better score
+            state["eval"]["candidateScore"] = 0.99
+            state["eval"]["delta"] = 0.49
+        aggregate_id = str(UUID(originator))
+        state["previousHash"] = heads.get(aggregate_id, "0" * 64)
+        state["eventHash"] = chain_hash(aggregate_id, version, topic.rsplit(".", 1)[-1], state)
+        heads[aggregate_id] = state["eventHash"]
+        connection.execute(
+            "UPDATE stored_events SET state=? WHERE rowid=?", (orjson.dumps(state), rowid)
+        )
+    connection.commit()
+    connection.close()
+
+    ledger = open_ledger(url)
+    assert ledger.verify()["ok"], "chains were recomputed consistently"
+    report = ledger.verify(digest=digest)
+    assert not report["ok"]
+    assert "digest" in report["failure"]["reason"]
+
+
+def test_digest_of_a_prefix_still_verifies_after_more_writes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = build_history(url, tmp_path)
+    earlier = ledger.verify()
+    build_history(url, tmp_path / "more", eval_prefix="f")
+    later = open_ledger(url).verify(digest=earlier["digest"])
+    assert later["ok"]
+    assert later["digestVerifiedUpTo"] == earlier["position"]
+    assert later["position"] == 28
+
+
+def test_verify_cli_exit_codes(cli: CliType, tmp_path: Path) -> None:
+    created = cli.ok(*experiment_args(tmp_path / "out"))
+    cli.ok("run", "start", created["trainRunId"])
+    report = cli.ok("verify")
+    assert report["ok"] is True
+    assert report["position"] == 2
+    again = cli.ok("verify", "--digest", report["digest"])
+    assert again["digestVerifiedUpTo"] == 2
+
+    store = Path(cli.store.removeprefix("sqlite:///"))
+    connection = unguarded(store)
+    connection.execute("DELETE FROM stored_events WHERE rowid=1")
+    connection.commit()
+    connection.close()
+    result = cli("verify", json_mode=True)
+    assert result.code == 3
+    assert result.json["failure"]["position"] == 1
+    assert "position 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_stored_event_is_a_clear_error(tmp_path: Path) -> None:
+    """Reading a run whose first event no longer deserialises names the problem."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    build_history(url, tmp_path)
+    connection = unguarded(path)
+    originator = connection.execute(
+        "SELECT originator_id FROM stored_events WHERE rowid=1"
+    ).fetchone()[0]
+    connection.execute("UPDATE stored_events SET state=? WHERE rowid=1", (b"{}",))
+    connection.commit()
+    connection.close()
+    with pytest.raises(CorruptStoreError, match="verify"):
+        open_ledger(url).show_run(str(UUID(originator)))
