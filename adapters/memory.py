@@ -9,6 +9,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
+from domain.application import Reservation
+
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
     gap_free_positions = True
@@ -33,6 +35,10 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self._database_lock:
             return self._reservations.get((kind, key))
+
+    def reservations(self) -> list[Reservation]:
+        with self._database_lock:
+            return [Reservation(k, key, v) for (k, key), v in sorted(self._reservations.items())]
 
     def positions(self, originator_id: UUID) -> list[int]:
         with self._database_lock:

@@ -27,6 +27,8 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
+from domain.application import Reservation
+
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
 
@@ -77,6 +79,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             c.execute("SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key))
             row = c.fetchone()
             return None if row is None else bytes(row["value"])
+
+    def reservations(self) -> list[Reservation]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT kind, key, value FROM ledger_reservations ORDER BY kind, key")
+            return [Reservation(r["kind"], r["key"], bytes(r["value"])) for r in c.fetchall()]
 
     def positions(self, originator_id: UUID) -> list[int]:
         with self.datastore.transaction(commit=False) as c:

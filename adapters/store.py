@@ -19,12 +19,21 @@ from eventsourcing.utils import get_topic
 from adapters.files import digest_artifact, load_dataset
 from adapters.memory import MemoryLedgerFactory
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
+from adapters.postgres import postgres_env
 from adapters.sqlite import SYNCHRONOUS_ENV, SYNCHRONOUS_MODES, LedgerSQLiteFactory
+from adapters.trainer import SubprocessTrainerRunner, locate_artifact
 from domain.application import TrainingLedger
 from domain.errors import StoreError
+from projections.memory_view import MemoryLedgerView
+from projections.postgres_view import PostgresLedgerView
+from projections.read_model import open_read_model
+from projections.sqlite_view import SQLiteLedgerView
 
 DEFAULT_STORE: Final = "sqlite:///.trainledger/ledger.db"
 STORE_ENV: Final = "TRAINLEDGER_STORE"
+# The library's setting for the tracking recorder class: the projection's view
+# for the store (a store without one gets an in-memory view per process).
+VIEW_TOPIC_ENV: Final = "TRACKING_RECORDER_TOPIC"
 
 
 def redact(url: str) -> str:
@@ -46,6 +55,7 @@ def store_env(url: str) -> dict[str, str]:
     scheme = parts.scheme.lower()
     if scheme == "memory":
         env["PERSISTENCE_MODULE"] = get_topic(MemoryLedgerFactory)
+        env[VIEW_TOPIC_ENV] = get_topic(MemoryLedgerView)
         return env
     if scheme == "sqlite":
         if parts.netloc:
@@ -70,12 +80,13 @@ def store_env(url: str) -> dict[str, str]:
             SQLITE_DBNAME=path,
             SQLITE_LOCK_TIMEOUT="30",
         )
+        env[VIEW_TOPIC_ENV] = get_topic(SQLiteLedgerView)
         env[SYNCHRONOUS_ENV] = synchronous
         return env
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(
-            f"store {redact(url)}: PostgreSQL support is not available in this version yet"
-        )
+        env.update(postgres_env(url, shown=redact(url)))
+        env[VIEW_TOPIC_ENV] = get_topic(PostgresLedgerView)
+        return env
     raise StoreError(
         f"unsupported store URL {redact(url)!r}; use sqlite:///path.db, "
         "postgresql://user:pass@host:port/db or memory://"
@@ -87,7 +98,14 @@ def open_ledger(url: str | None = None) -> TrainingLedger:
     url = url or os.environ.get(STORE_ENV) or DEFAULT_STORE
     env = store_env(url)
     try:
-        return TrainingLedger(env, load_dataset=load_dataset, digest_artifact=digest_artifact)
+        return TrainingLedger(
+            env,
+            load_dataset=load_dataset,
+            digest_artifact=digest_artifact,
+            run_trainer=SubprocessTrainerRunner(),
+            locate_artifact=locate_artifact,
+            read_model=open_read_model,
+        )
     except StoreError:
         raise
     except Exception as error:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from domain.application import TrainingLedger
 from domain.contract import EvalSummary, ExperimentSpec, TrainerResult
 from domain.errors import LedgerError, ValidationError
 from domain.experiment import ExperimentRequest
+from domain.queries import parse_moment
 
 USAGE_EXIT = 2
 
@@ -55,6 +57,20 @@ idempotency_option = click.option(
     metavar="K",
     default=None,
     help="Repeat-safe key: a repeat returns the first outcome and records nothing.",
+)
+
+
+def _parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    return None if value is None else parse_moment(value)
+
+
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIMESTAMP",
+    default=None,
+    callback=_parse_as_of,
+    help="Answer as it was then (ISO-8601 with a time zone, e.g. 2025-01-31T12:00:00Z).",
 )
 
 
@@ -220,10 +236,11 @@ def run_fail(session: Session, run_id: str, reason: str, idempotency_key: str | 
 
 @run.command("show")
 @click.argument("run_id")
+@as_of_option
 @pass_session
-def run_show(session: Session, run_id: str) -> None:
+def run_show(session: Session, run_id: str, as_of: datetime | None) -> None:
     """A run: status, timestamps, spec fingerprints, checkpoints."""
-    session.emit(session.ledger.show_run(run_id), output.run_text)
+    session.emit(session.ledger.show_run(run_id, as_of=as_of), output.run_text)
 
 
 # --- checkpoint --------------------------------------------------------------
@@ -256,10 +273,12 @@ def checkpoint_register(
 
 @checkpoint.command("show")
 @click.argument("checkpoint_id")
+@as_of_option
 @pass_session
-def checkpoint_show(session: Session, checkpoint_id: str) -> None:
+def checkpoint_show(session: Session, checkpoint_id: str, as_of: datetime | None) -> None:
     """A checkpoint: artifact, evals, deployability and its history."""
-    session.emit(session.ledger.show_checkpoint(checkpoint_id), output.checkpoint_text)
+    document = session.ledger.show_checkpoint(checkpoint_id, as_of=as_of)
+    session.emit(document, output.checkpoint_text)
 
 
 @checkpoint.command("mark-deployable")

@@ -172,3 +172,344 @@ def verify_text(report: dict[str, Any]) -> list[str]:
 
 def write_json_line(document: Any) -> None:
     sys.stdout.write(dumps(document) + "\n")
+
+
+def import_text(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        f"imported {summary['imported']} events of {summary['aggregates']} aggregates "
+        f"and {summary['reservations']} reservations"
+    ]
+    if summary["imported"]:
+        lines.append(f"positions {summary['firstPosition']}..{summary['lastPosition']}")
+    if summary["positionsRenumbered"]:
+        lines.append("positions were renumbered (the source had gaps); the order is unchanged")
+    return lines
+
+
+def training_text(document: dict[str, Any]) -> list[str]:
+    """A run after `train` or `run import-result`: what was decided, then the run."""
+    run_id = document["trainRunId"]
+    if document.get("alreadyRecorded"):
+        headline = (
+            f"run {run_id}: this result was already recorded (run {document['status']}); "
+            "nothing new was recorded"
+        )
+    elif document["outcome"] == "completed":
+        headline = f"run {run_id}: completed, checkpoint {document['checkpointId']} registered"
+    elif document["outcome"] == "dry_run":
+        headline = f"run {run_id}: completed as a dry run (no checkpoint)"
+    else:
+        headline = f"run {run_id}: failed"
+    lines = [headline, *run_text(document)]
+    checkpoint = document.get("checkpoint")
+    if checkpoint:
+        lines += ["", *checkpoint_text(checkpoint)]
+    return lines
+
+
+def reconcile_text(report: dict[str, Any]) -> list[str]:
+    abandoned = report["abandoned"]
+    if not abandoned:
+        return [f"no running run is past its deadline (as of {report['checkedAt']})"]
+    return [
+        f"run {run['trainRunId']}: failed as abandoned (started {run['startedAt']}, "
+        f"deadline {run['deadline']})"
+        for run in abandoned
+    ]
+
+
+# --- queries: lists, stats, impact, lineage ------------------------------------
+
+
+def _table(headers: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> list[str]:
+    cells = [["-" if value is None else str(value) for value in row] for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+
+    def line(values: Iterable[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    return [line(headers), *(line(row) for row in cells)]
+
+
+def _eval_brief(summary: dict[str, Any] | None) -> str | None:
+    return None if summary is None else f"{summary['evalId']} ({summary['verdict']})"
+
+
+def runs_text(document: dict[str, Any]) -> list[str]:
+    runs = document["runs"]
+    if not runs:
+        return ["no runs"]
+    return _table(
+        ("trainRunId", "status", "family", "dataset", "created", "checkpoints"),
+        (
+            (
+                r["trainRunId"],
+                r["status"],
+                r["targetModelFamily"],
+                r["datasetFingerprint"],
+                r["createdAt"],
+                len(r["checkpointIds"]),
+            )
+            for r in runs
+        ),
+    )
+
+
+def checkpoints_text(document: dict[str, Any]) -> list[str]:
+    checkpoints = document["checkpoints"]
+    if not checkpoints:
+        return ["no checkpoints"]
+    return _table(
+        ("checkpointId", "trainRunId", "family", "deployable", "currentEval", "created"),
+        (
+            (
+                c["checkpointId"],
+                c["trainRunId"],
+                c["targetModelFamily"],
+                "yes" if c["deployable"] else "no",
+                _eval_brief(c["currentEval"]),
+                c["createdAt"],
+            )
+            for c in checkpoints
+        ),
+    )
+
+
+def evals_text(document: dict[str, Any]) -> list[str]:
+    evals = document["evals"]
+    if not evals:
+        return ["no evals"]
+    return _table(
+        ("evalId", "checkpointId", "benchmark", "verdict", "delta", "mode", "attached"),
+        (
+            (
+                e["evalId"],
+                e["checkpointId"],
+                e["benchmarkId"],
+                e["verdict"],
+                f"{e['delta']:+.6g}",
+                e["mode"],
+                e["attachedAt"],
+            )
+            for e in evals
+        ),
+    )
+
+
+def stats_text(stats: dict[str, Any]) -> list[str]:
+    return _fields(stats, tuple(stats)) or ["no runs"]
+
+
+def impact_text(impact: dict[str, Any]) -> list[str]:
+    as_of = f" as of {impact['asOf']}" if impact.get("asOf") else ""
+    lines = [
+        f"dataset {impact['datasetFingerprint']}{as_of}: {impact['totalRuns']} run(s), "
+        f"{impact['totalCheckpoints']} checkpoint(s), "
+        f"{impact['deployableCheckpoints']} deployable"
+    ]
+    for run in impact["runs"]:
+        lines.append(f"run {run['trainRunId']}  {run['status']}  {run['targetModelFamily']}")
+        for c in run["checkpoints"]:
+            state = "DEPLOYABLE" if c["deployable"] else "not deployable"
+            current = _eval_brief(c["currentEval"]) or "no eval"
+            lines.append(f"  checkpoint {c['checkpointId']}  {state}  current eval {current}")
+    return lines
+
+
+def _eval_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['evalId']}: {summary['verdict']} on {summary['benchmarkId']} "
+        f"({summary['mode']}, {summary['baselineScore']} -> {summary['candidateScore']}, "
+        f"delta {summary['delta']:+.6g})"
+    )
+
+
+def _decision_line(change: dict[str, Any]) -> str:
+    what = "marked deployable" if change["deployable"] else "revoked"
+    basis = f" on eval {change['evalId']}" if change.get("evalId") else ""
+    reason = f": {change['reason']}" if change.get("reason") else ""
+    return f"{change['timestamp']} {what} by {change['actor']}{basis}{reason}"
+
+
+def _tree(label: str, children: list[tuple[str, list[Any]]], prefix: str = "") -> list[str]:
+    lines = [label] if not prefix else []
+    for i, (child, grandchildren) in enumerate(children):
+        last = i == len(children) - 1
+        lines.append(f"{prefix}{'└── ' if last else '├── '}{child}")
+        lines += _tree(child, grandchildren, prefix + ("    " if last else "│   "))
+    return lines
+
+
+def lineage_text(lineage: dict[str, Any]) -> list[str]:
+    """The lineage as a tree: checkpoint, its run and dataset, evals, decisions."""
+    checkpoint, run = lineage["checkpoint"], lineage["run"]
+    state = "DEPLOYABLE" if lineage["deployable"] else "not deployable"
+    as_of = f" (as of {lineage['asOf']})" if lineage.get("asOf") else ""
+    artifact = [("digest " + (checkpoint["artifactDigest"] or "none recorded"), [])]
+    children: list[tuple[str, list[Any]]] = [
+        (f"artifact {checkpoint['artifactPath']}", artifact),
+    ]
+    if run is not None:
+        spec, dataset = run["spec"], lineage["dataset"]
+        samples = "" if dataset["sampleCount"] is None else f"{dataset['sampleCount']} samples, "
+        times = ", ".join(
+            f"{name} {run[key]}"
+            for name, key in (
+                ("created", "createdAt"),
+                ("started", "startedAt"),
+                ("completed", "completedAt"),
+                ("failed", "failedAt"),
+            )
+            if run[key]
+        )
+        run_children: list[tuple[str, list[Any]]] = [
+            (f"experiment {run['experimentId']}", []),
+            (
+                f"dataset {dataset['datasetFingerprint']} "
+                f"({samples}export {dataset['datasetExportId']})",
+                [],
+            ),
+            (
+                f"config {spec['configFingerprint']}, code {spec['codeHash']}, "
+                f"backend {spec['backend']} on {spec['hardwareTier']}",
+                [],
+            ),
+            (times, []),
+        ]
+        if run["failureReason"]:
+            run_children.append((f"failure: {run['failureReason']}", []))
+        children.append((f"run {run['trainRunId']}  {run['status']}", run_children))
+    current = lineage["currentEval"]["evalId"] if lineage["currentEval"] else None
+    evals = [
+        (
+            f"{_eval_line(e)} by {e['actor']} at {e['attachedAt']}"
+            + ("  [current]" if e["evalId"] == current else ""),
+            [],
+        )
+        for e in lineage["evals"]
+    ]
+    children.append(("evals" if evals else "evals: none", evals))
+    decisions = [(_decision_line(c), []) for c in lineage["deployabilityHistory"]]
+    children.append(("deployability" if decisions else "deployability: never decided", decisions))
+    label = (
+        f"checkpoint {checkpoint['checkpointId']} ({checkpoint['targetModelFamily']})  "
+        f"{state}{as_of}"
+    )
+    return _tree(label, children)
+
+
+def _lineage_nodes(
+    lineage: dict[str, Any],
+) -> tuple[list[tuple[str, list[str]]], list[tuple[str, str, str, bool]]]:
+    """Nodes (id, label lines) and edges (from, to, label, dashed) of a lineage picture."""
+    checkpoint, run = lineage["checkpoint"], lineage["run"]
+    nodes: list[tuple[str, list[str]]] = []
+    edges: list[tuple[str, str, str, bool]] = []
+    if run is not None:
+        dataset = lineage["dataset"]
+        samples = [] if dataset["sampleCount"] is None else [f"{dataset['sampleCount']} samples"]
+        nodes.append(("dataset", ["dataset", dataset["datasetFingerprint"], *samples]))
+        nodes.append(
+            (
+                "run",
+                [
+                    f"run {run['trainRunId']}",
+                    run["status"],
+                    f"config {run['configFingerprint']}",
+                    f"backend {run['backend']}",
+                ],
+            )
+        )
+        edges += [("dataset", "run", "trained", False), ("run", "checkpoint", "produced", False)]
+    nodes.append(
+        (
+            "checkpoint",
+            [
+                f"checkpoint {checkpoint['checkpointId']}",
+                checkpoint["targetModelFamily"],
+                f"digest {(checkpoint['artifactDigest'] or 'none')[:16]}",
+                "DEPLOYABLE" if lineage["deployable"] else "not deployable",
+            ],
+        )
+    )
+    current = lineage["currentEval"]["evalId"] if lineage["currentEval"] else None
+    eval_nodes = {}
+    for i, summary in enumerate(lineage["evals"]):
+        node = f"eval{i}"
+        eval_nodes[summary["evalId"]] = node
+        marker = ["current"] if summary["evalId"] == current else []
+        nodes.append(
+            (
+                node,
+                [
+                    f"eval {summary['evalId']}",
+                    f"{summary['verdict']} on {summary['benchmarkId']}",
+                    f"delta {summary['delta']:+.6g}",
+                    *marker,
+                ],
+            )
+        )
+        edges.append(("checkpoint", node, "evaluated", False))
+    for i, change in enumerate(lineage["deployabilityHistory"]):
+        node = f"decision{i}"
+        what = "marked deployable" if change["deployable"] else "revoked"
+        reason = [change["reason"]] if change.get("reason") else []
+        nodes.append((node, [what, f"by {change['actor']}", change["timestamp"], *reason]))
+        edges.append(("checkpoint", node, "decision", False))
+        if change.get("evalId") in eval_nodes:
+            edges.append((eval_nodes[change["evalId"]], node, "on", True))
+    return nodes, edges
+
+
+DOT_NEWLINE = "\\n"
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def lineage_dot(lineage: dict[str, Any]) -> list[str]:
+    """The lineage as a Graphviz digraph (`dot -Tsvg`)."""
+    nodes, edges = _lineage_nodes(lineage)
+    lines = [
+        "digraph lineage {",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
+    for node, label in nodes:
+        text = DOT_NEWLINE.join(_dot_text(t) for t in label)
+        lines.append(f'  {node} [label="{text}"];')
+    for source, target, label, dashed in edges:
+        style = ", style=dashed" if dashed else ""
+        lines.append(f'  {source} -> {target} [label="{_dot_text(label)}"{style}];')
+    lines.append("}")
+    return lines
+
+
+def _mermaid_text(text: str) -> str:
+    # Mermaid entity codes: `#` first, so the codes themselves are not escaped.
+    for character, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(character, code)
+    return text
+
+
+def lineage_mermaid(lineage: dict[str, Any]) -> list[str]:
+    """The lineage as a Mermaid flowchart."""
+    nodes, edges = _lineage_nodes(lineage)
+    lines = ["flowchart LR"]
+    for node, label in nodes:
+        lines.append(f'    {node}["{"<br/>".join(_mermaid_text(t) for t in label)}"]')
+    for source, target, label, dashed in edges:
+        arrow = "-.->" if dashed else "-->"
+        lines.append(f'    {source} {arrow}|"{_mermaid_text(label)}"| {target}')
+    return lines
+
+
+def rebuild_text(report: dict[str, Any]) -> list[str]:
+    rate = report["eventsPerSecond"]
+    speed = f" ({rate} events/s)" if rate is not None else ""
+    return [
+        f"rebuilt the views from {report['eventsApplied']} events in "
+        f"{report['seconds']} s{speed}; they are at position {report['position']}"
+    ]

@@ -1,1 +1,228 @@
-"""query_commands: verbs registered on the `trainledger` group (see cli.main)."""
+"""The queries: lineage, impact, lists, stats, the event log, and rebuilding views.
+
+Every query answers from the projections, caught up first; `--as-of` answers
+as it was at that moment (see `domain.queries`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import click
+
+from cli import output
+from cli.main import Session, as_of_option, checkpoint, cli, eval_group, pass_session, run
+
+LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "text": output.lineage_text,
+    "dot": output.lineage_dot,
+    "mermaid": output.lineage_mermaid,
+}
+
+limit_option = click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="At most N, newest first."
+)
+
+
+@cli.command("lineage")
+@click.argument("checkpoint_id")
+@click.option(
+    "--format",
+    "picture",
+    type=click.Choice(["json", *LINEAGE_FORMATS]),
+    default=None,
+    help="json, a text tree (default without --json), Graphviz dot, or a Mermaid flowchart.",
+)
+@as_of_option
+@pass_session
+def lineage(
+    session: Session, checkpoint_id: str, picture: str | None, as_of: datetime | None
+) -> None:
+    """Where a checkpoint comes from and what was decided about it.
+
+    Its run (spec, dataset fingerprint), artifact digest, current eval, all
+    evals, and every deployability decision with its actor and reason.
+    """
+    document = session.ledger.lineage(checkpoint_id, as_of=as_of)
+    if picture == "json" or (picture is None and session.json_mode):
+        click.echo(output.dumps(document, pretty=True))
+        return
+    for line in LINEAGE_FORMATS[picture or "text"](document):
+        click.echo(line)
+
+
+@cli.command("impact")
+@click.option("--dataset", "dataset_fingerprint", required=True, metavar="FP")
+@as_of_option
+@pass_session
+def impact(session: Session, dataset_fingerprint: str, as_of: datetime | None) -> None:
+    """The runs trained on a dataset, their checkpoints, and which are deployable."""
+    session.emit(session.ledger.impact(dataset_fingerprint, as_of=as_of), output.impact_text)
+
+
+@run.command("list")
+@click.option("--status", default=None, help="pending | running | completed | failed")
+@click.option("--family", default=None, help="Target model family.")
+@click.option("--dataset", "dataset_fingerprint", default=None, metavar="FP")
+@as_of_option
+@limit_option
+@pass_session
+def run_list(
+    session: Session,
+    status: str | None,
+    family: str | None,
+    dataset_fingerprint: str | None,
+    as_of: datetime | None,
+    limit: int | None,
+) -> None:
+    """Training runs, newest first."""
+    document = session.ledger.list_runs(
+        status=status,
+        family=family,
+        dataset_fingerprint=dataset_fingerprint,
+        as_of=as_of,
+        limit=limit,
+    )
+    session.emit(document, output.runs_text)
+
+
+@checkpoint.command("list")
+@click.option("--run", "run_id", default=None, metavar="ID", help="Checkpoints of one run.")
+@click.option("--family", default=None, help="Target model family.")
+@click.option(
+    "--deployable/--not-deployable",
+    default=None,
+    help="Only the checkpoints that are (or are not) deployable.",
+)
+@as_of_option
+@limit_option
+@pass_session
+def checkpoint_list(
+    session: Session,
+    run_id: str | None,
+    family: str | None,
+    deployable: bool | None,
+    as_of: datetime | None,
+    limit: int | None,
+) -> None:
+    """Checkpoints, newest first."""
+    document = session.ledger.list_checkpoints(
+        run_id=run_id, family=family, deployable=deployable, as_of=as_of, limit=limit
+    )
+    session.emit(document, output.checkpoints_text)
+
+
+@eval_group.command("list")
+@click.option("--checkpoint", "checkpoint_id", default=None, metavar="ID")
+@click.option("--benchmark", "benchmark_id", default=None, metavar="ID")
+@click.option("--verdict", default=None, help="pass | fail | compare_only")
+@click.option("--family", default=None, help="Target model family.")
+@as_of_option
+@limit_option
+@pass_session
+def eval_list(
+    session: Session,
+    checkpoint_id: str | None,
+    benchmark_id: str | None,
+    verdict: str | None,
+    family: str | None,
+    as_of: datetime | None,
+    limit: int | None,
+) -> None:
+    """Evals, newest first."""
+    document = session.ledger.list_evals(
+        checkpoint_id=checkpoint_id,
+        benchmark_id=benchmark_id,
+        verdict=verdict,
+        family=family,
+        as_of=as_of,
+        limit=limit,
+    )
+    session.emit(document, output.evals_text)
+
+
+@cli.command("stats")
+@as_of_option
+@pass_session
+def stats(session: Session, as_of: datetime | None) -> None:
+    """Runs by status, checkpoints, deployable ones, evals by verdict."""
+    session.emit(session.ledger.stats(as_of=as_of), output.stats_text)
+
+
+EVENTS_PAGE = 500
+
+
+@cli.command("events")
+@click.option("--after", type=click.IntRange(min=0), default=0, metavar="POSITION")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
+@click.option("--follow", is_flag=True, help="Keep waiting for new events (Ctrl-C stops).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls with --follow.",
+)
+@pass_session
+def events(
+    session: Session, after: int, limit: int | None, follow: bool, interval: float
+) -> None:
+    """The global event log after a position, as JSONL (one event per line)."""
+    position, left = after, limit
+    try:
+        while left is None or left > 0:
+            page = session.ledger.events_after(position, min(EVENTS_PAGE, left or EVENTS_PAGE))
+            for document in page:
+                output.write_json_line(document)
+            sys.stdout.flush()
+            if page:
+                position = page[-1]["position"]
+                left = None if left is None else left - len(page)
+            elif follow:
+                time.sleep(interval)
+            else:
+                break
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.group("projections")
+def projections_group() -> None:
+    """The read models the queries answer from."""
+
+
+@projections_group.command("rebuild")
+@pass_session
+def projections_rebuild(session: Session) -> None:
+    """Drop every view and rebuild it from the whole log, with a progress bar.
+
+    Reports the events applied and the rate.
+    """
+    show_bar = not session.json_mode and sys.stderr.isatty()
+    with _progress(show_bar) as progress:
+        report = session.ledger.rebuild_projections(progress)
+    session.emit(report, output.rebuild_text)
+
+
+@contextmanager
+def _progress(shown: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not shown:
+        yield None
+        return
+    with click.progressbar(
+        length=1, label="rebuilding views", file=sys.stderr, show_pos=True
+    ) as bar:
+        done = 0
+
+        def advance(applied: int, total: int) -> None:
+            nonlocal done
+            bar.length = max(total, 1)
+            bar.update(applied - done)
+            done = applied
+
+        yield advance

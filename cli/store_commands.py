@@ -1,1 +1,49 @@
-"""store_commands: verbs registered on the `trainledger` group (see cli.main)."""
+"""Moving a ledger between stores: `export` and `import` (see `domain.archive`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli import output
+from cli.main import Session, cli, pass_session
+from domain.archive import export_log, import_log
+from domain.errors import ValidationError
+
+
+@cli.command("export")
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["jsonl"]),
+    default="jsonl",
+    show_default=True,
+    help="One event per line, in log order, with its reservations.",
+)
+@pass_session
+def export(session: Session, export_format: str) -> None:
+    """Write the whole log to stdout, restorable with `import` into any backend."""
+    for line in export_log(session.ledger):
+        output.write_json_line(line)
+
+
+@cli.command("import")
+@click.argument("file", metavar="FILE")
+@pass_session
+def import_(session: Session, file: str) -> None:
+    """Restore an export (FILE, or - for stdin) into this empty store, all or nothing.
+
+    Every line is checked first (order, versions, hash chains, reservations);
+    a single fault refuses the whole file and writes nothing.
+    """
+    try:
+        if file == "-":
+            lines = sys.stdin.buffer.read().splitlines()
+        else:
+            lines = Path(file).read_bytes().splitlines()
+    except OSError as error:
+        raise ValidationError(f"cannot read {file!r}: {error.strerror}") from None
+    summary = import_log(session.ledger, lines)
+    session.emit(summary, output.import_text)

@@ -15,20 +15,25 @@ injected.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID, uuid4
 
 import pydantic
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
 from domain.contract import EvalSummary
 from domain.errors import (
@@ -39,7 +44,9 @@ from domain.errors import (
     DuplicateEvalError,
     EvalRefusedError,
     IdempotencyKeyReusedError,
+    LedgerError,
     NotFoundError,
+    ResultRefusedError,
     RunNotFoundError,
     ValidationError,
 )
@@ -47,6 +54,22 @@ from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
 from domain.experiment import describe_validation_error as describe
 from domain.integrity import IntegrityFailure, LogVerifier
 from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from domain.queries import LedgerQueries, ReadModelFactory
+from domain.trainer import (
+    ABANDONED,
+    ArtifactLocation,
+    ArtifactLocator,
+    TrainerExit,
+    TrainerLaunch,
+    TrainerOutcome,
+    TrainerRunner,
+    TrainerStarted,
+    assess_exit,
+    assess_result,
+    budget_deadline,
+    read_result,
+    trainer_timeout,
+)
 from domain.views import checkpoint_document, iso, run_document
 
 IDEMPOTENCY = "idempotency"
@@ -87,8 +110,28 @@ def _no_artifact_digest(_: str) -> str | None:
     return None
 
 
-class TrainingLedger(Application[UUID]):
-    """Training runs, checkpoints, evals and deployability, event-sourced."""
+def _no_trainer_runner(
+    launch: TrainerLaunch, on_started: Callable[[TrainerStarted], None]
+) -> TrainerExit:
+    return TrainerExit(launch_error="no trainer runner configured")
+
+
+def _no_artifact_locator(reported: str, output_dir: str) -> ArtifactLocation:
+    return ArtifactLocation(reported, reported, output_dir, exists=False)
+
+
+def _request_digest(command: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps([command, params], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+class TrainingLedger(LedgerQueries, Application[UUID]):
+    """Training runs, checkpoints, evals and deployability, event-sourced.
+
+    Queries (show, lineage, lists, stats, as-of) come from `LedgerQueries`,
+    answered by the injected read model (`domain.queries`).
+    """
 
     name = "trainledger"
     MAX_ATTEMPTS = 8
@@ -99,6 +142,9 @@ class TrainingLedger(Application[UUID]):
         *,
         load_dataset: DatasetLoader = _no_dataset_loader,
         digest_artifact: ArtifactDigester = _no_artifact_digest,
+        run_trainer: TrainerRunner = _no_trainer_runner,
+        locate_artifact: ArtifactLocator = _no_artifact_locator,
+        read_model: ReadModelFactory | None = None,
     ) -> None:
         super().__init__(env)
         if not isinstance(self.recorder, LedgerRecorder):
@@ -109,6 +155,9 @@ class TrainingLedger(Application[UUID]):
         self.ledger_recorder: LedgerRecorder = self.recorder
         self.load_dataset = load_dataset
         self.digest_artifact = digest_artifact
+        self.run_trainer = run_trainer
+        self.locate_artifact = locate_artifact
+        self.read_model = None if read_model is None else read_model(self)
 
     # --- commands -----------------------------------------------------------
 
@@ -249,6 +298,14 @@ class TrainingLedger(Application[UUID]):
         """Attach an eval summary; with `mark_deployable`, mark in the same append."""
         checkpoint_uuid = self._parse_id(checkpoint_id, CheckpointNotFoundError)
         eval_summary = self._parse_eval(summary)
+        try:
+            names_this_checkpoint = UUID(eval_summary.checkpointId.strip()) == checkpoint_uuid
+        except ValueError:
+            names_this_checkpoint = False
+        if names_this_checkpoint:
+            # However the summary spells this checkpoint's id (case, no dashes), record it
+            # canonically so that queries by checkpointId find the eval.
+            eval_summary = eval_summary.model_copy(update={"checkpointId": str(checkpoint_uuid)})
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             checkpoint = self._get(checkpoint_uuid, Checkpoint, CheckpointNotFoundError)
@@ -295,6 +352,218 @@ class TrainingLedger(Application[UUID]):
         params = {"checkpointId": checkpoint_id, "reason": reason}
         return self._command("checkpoint.revoke", params, actor, idempotency_key, body)
 
+    # --- the trainer adapter (SPEC §4) --------------------------------------
+
+    def train(
+        self,
+        run_id: str,
+        *,
+        trainer_script: str | None = None,
+        timeout_seconds: float | None = None,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Run an external trainer for a pending run and record its outcome.
+
+        The run is marked running (host, pid, log path) as soon as the trainer
+        process exists; if that cannot be recorded, the trainer is killed. The
+        trainer's result is judged against the spec recorded in the ledger and
+        the outcome saved in one append. `trainer_script` defaults to the
+        runner's (the bundled reference trainer), `timeout_seconds` to the
+        budget plus a grace period.
+        """
+        params = {"runId": run_id, "trainer": trainer_script, "timeout": timeout_seconds}
+        if idempotency_key is not None:
+            earlier = self._earlier_outcome(idempotency_key, _request_digest("run.train", params))
+            if earlier is not None:
+                return earlier  # a repeat must not launch the trainer again
+        if timeout_seconds is not None and not (
+            math.isfinite(timeout_seconds) and timeout_seconds > 0
+        ):
+            raise ValidationError(
+                f"timeout must be a positive number of seconds, not {timeout_seconds}"
+            )
+        run = self.get_run(run_id)
+        run.require_can_start()
+        spec = run.spec
+        launch = TrainerLaunch(trainer_script, spec, timeout_seconds or trainer_timeout(spec))
+        started_pids: list[int] = []
+
+        def record_started(started: TrainerStarted) -> None:
+            def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
+                running = self._get(run.id, TrainingRun)
+                # Stamped with the key, which is reserved by the outcome's append.
+                with command_context(actor, idempotency_key):
+                    running.start(
+                        host=started.host, pid=started.pid, trainer_log_path=started.log_path
+                    )
+                return [running], run_document(running), []
+
+            start_params = {"runId": run_id, "pid": started.pid, "host": started.host}
+            self._command("run.start", start_params, actor, None, body)
+            started_pids.append(started.pid)
+
+        try:
+            finished = self.run_trainer(launch, record_started)
+        except KeyboardInterrupt:
+            if started_pids:  # the runner killed the trainer: say so rather than wait for reconcile
+                reason = "interrupted: the ledger process was stopped while the trainer ran"
+                with contextlib.suppress(LedgerError):
+                    self.fail_run(str(run.id), reason, actor=actor)
+            raise
+        outcome = assess_exit(spec, finished, self.locate_artifact)
+        return self._record_trainer_outcome(
+            "run.train", run.id, outcome, params, actor, idempotency_key, importing=False
+        )
+
+    def import_result(
+        self,
+        run_id: str,
+        result: bytes,
+        *,
+        source: str,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Process a trainer result produced elsewhere, by the rules of `train`.
+
+        `result` is the content of a result file (named `source` in messages).
+        Importing the result a run was finished with again records nothing and
+        says so (`alreadyRecorded`); any other result for a finished run is
+        refused. A document that holds no trainer result is refused, nothing
+        recorded.
+        """
+        run = self.get_run(run_id)
+        reading = read_result(result, f"result file {source}")
+        if reading.result is None:
+            raise ValidationError(f"no trainer result: {'; '.join(reading.tried)}")
+        digest = reading.digest
+        if run.is_terminal:
+            return self._repeat_of_recorded_result(run, digest)
+        outcome = assess_result(run.spec, reading, exit_code=None, locate=self.locate_artifact)
+        params = {"runId": run_id, "resultDigest": digest}
+        return self._record_trainer_outcome(
+            "run.import-result", run.id, outcome, params, actor, idempotency_key, importing=True
+        )
+
+    def reconcile(
+        self,
+        *,
+        now: datetime | None = None,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Fail every run still running past its budget deadline, with reason `abandoned`.
+
+        The deadline is the start plus the trainer timeout (budget and grace): a
+        live `train` would have recorded an outcome by then, so whoever started
+        the run is gone. `now` (default: the current time) is the moment judged.
+        """
+        moment = now or datetime.now(UTC)
+
+        def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
+            abandoned: list[LedgerAggregate] = []
+            documents = []
+            for run_id in self._running_run_ids():
+                run = self._get(run_id, TrainingRun)
+                if run.status != "running" or run.started_at is None:
+                    continue
+                deadline = budget_deadline(run.started_at, run.spec)
+                if deadline < moment:
+                    run.fail(ABANDONED)
+                    abandoned.append(run)
+                    documents.append({**run_document(run), "deadline": iso(deadline)})
+            return abandoned, {"checkedAt": iso(moment), "abandoned": documents}, []
+
+        params = {"now": iso(now)}
+        return self._command("run.reconcile", params, actor, idempotency_key, body)
+
+    def _record_trainer_outcome(
+        self,
+        command: str,
+        run_id: UUID,
+        outcome: TrainerOutcome,
+        params: dict[str, Any],
+        actor: str,
+        idempotency_key: str | None,
+        *,
+        importing: bool,
+    ) -> Outcome:
+        """Save an outcome in one append: checkpoint, its link and the run's end."""
+        artifact_digest = None
+        if outcome.status == "completed":
+            assert outcome.artifact_path is not None
+            artifact_digest = self.digest_artifact(outcome.artifact_path)
+            if artifact_digest is None:
+                reason = f"artifact {outcome.artifact_path} vanished before it could be hashed"
+                outcome = dataclasses.replace(outcome, status="failed", reason=reason)
+
+        def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
+            run = self._get(run_id, TrainingRun)
+            if importing:
+                if run.is_terminal:  # finished by someone else since we looked
+                    return [], self._repeat_of_recorded_result(run, outcome.result_digest), []
+                if run.status == "pending":
+                    run.start()
+            touched: list[LedgerAggregate] = [run]
+            checkpoint = None
+            if outcome.status == "completed":
+                assert outcome.artifact_path is not None
+                checkpoint = Checkpoint.register(
+                    uuid4(),
+                    run,
+                    family=run.family,
+                    artifact_path=outcome.artifact_path,
+                    artifact_digest=artifact_digest,
+                    metrics=outcome.metrics,
+                    checkpoint_ref=outcome.checkpoint_ref,
+                )
+                run.complete(result_digest=outcome.result_digest)
+                touched.insert(0, checkpoint)
+            elif outcome.status == "dry_run":
+                run.complete(result_digest=outcome.result_digest)
+            else:
+                run.fail(outcome.reason or "failed", result_digest=outcome.result_digest)
+            document = training_document(run, outcome.status, checkpoint)
+            document.update(resultStatus=outcome.result_status, resultSource=outcome.result_source)
+            return touched, document, []
+
+        return self._command(command, params, actor, idempotency_key, body)
+
+    def _repeat_of_recorded_result(self, run: TrainingRun, digest: str | None) -> Outcome:
+        if digest is None or run.result_digest != digest:
+            raise ResultRefusedError(
+                f"run {run.id} is already {run.status} with a different result; "
+                "a finished run's outcome cannot be replaced"
+            )
+        checkpoint = self.get_checkpoint(run.checkpoint_ids[-1]) if run.checkpoint_ids else None
+        ended = "failed" if run.status == "failed" else "completed" if checkpoint else "dry_run"
+        return {**training_document(run, ended, checkpoint), "alreadyRecorded": True}
+
+    def _running_run_ids(self) -> list[UUID]:
+        """Runs whose last lifecycle event is `Started`, from one scan of the log.
+
+        Reads only the lifecycle events (filtered by topic); the run list
+        projection can answer this instead once it exists.
+        """
+        starts = get_topic(TrainingRun.Started)
+        topics = (starts, get_topic(TrainingRun.Completed), get_topic(TrainingRun.Failed))
+        running: dict[UUID, None] = {}
+        position: int | None = None
+        while True:
+            page = self.recorder.select_notifications(
+                position, 1000, topics=topics, inclusive_of_start=False
+            )
+            for notification in page:
+                run_id = UUID(str(notification.originator_id))
+                if notification.topic == starts:
+                    running[run_id] = None
+                else:
+                    running.pop(run_id, None)
+            if len(page) < 1000:
+                return list(running)
+            position = page[-1].id
+
     # --- reads on aggregates -----------------------------------------------
 
     def get_run(self, run_id: str | UUID) -> TrainingRun:
@@ -304,14 +573,6 @@ class TrainingLedger(Application[UUID]):
         uuid = self._parse_id(checkpoint_id, CheckpointNotFoundError)
         return self._get(uuid, Checkpoint, CheckpointNotFoundError)
 
-    def show_run(self, run_id: str) -> Outcome:
-        """The run as it is now."""
-        return run_document(self.get_run(run_id))
-
-    def show_checkpoint(self, checkpoint_id: str) -> Outcome:
-        """The checkpoint as it is now, with all evals and deployability history."""
-        return checkpoint_document(self.get_checkpoint(checkpoint_id))
-
     def history(self, aggregate_id: str) -> Outcome:
         """Every event of one run or checkpoint, oldest first, with log positions."""
         uuid = self._parse_id(aggregate_id, UnknownAggregateError)
@@ -320,6 +581,15 @@ class TrainingLedger(Application[UUID]):
             raise UnknownAggregateError(aggregate_id)
         positions = self.ledger_recorder.positions(uuid)
         return {"events": [event_document(e, p) for e, p in zip(events, positions, strict=True)]}
+
+    def events_after(self, position: int = 0, limit: int = 1000) -> list[Outcome]:
+        """Up to `limit` events of the global log after `position`, oldest first."""
+        if position < 0 or limit < 1:
+            raise ValidationError("the position must be at least 0 and the limit at least 1")
+        page = self.recorder.select_notifications(
+            start=position, limit=limit, inclusive_of_start=False
+        )
+        return [event_document(self.mapper.to_domain_event(n), n.id) for n in page]
 
     # --- integrity ----------------------------------------------------------
 
@@ -395,9 +665,7 @@ class TrainingLedger(Application[UUID]):
             raise ValidationError("an actor is required")
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationError("an idempotency key must not be empty")
-        request_digest = hashlib.sha256(
-            json.dumps([command, params], sort_keys=True, default=str).encode()
-        ).hexdigest()
+        request_digest = _request_digest(command, params)
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
                 earlier = self._earlier_outcome(idempotency_key, request_digest)
@@ -489,4 +757,18 @@ def event_document(event: Any, position: int | None) -> dict[str, Any]:
         "idempotencyKey": event.idempotency_key,
         "previousHash": event.previous_hash,
         "payload": event.payload(),
+    }
+
+
+def training_document(
+    run: TrainingRun, outcome: str, checkpoint: Checkpoint | None
+) -> dict[str, Any]:
+    """A run after `train` or `import-result`: the run, what was decided, the checkpoint."""
+    return {
+        **run_document(run),
+        "outcome": outcome,
+        "resultDigest": run.result_digest,
+        "checkpointId": None if checkpoint is None else str(checkpoint.id),
+        "checkpoint": None if checkpoint is None else checkpoint_document(checkpoint),
+        "alreadyRecorded": False,
     }

@@ -133,12 +133,19 @@ class TrainerResult(BaseModel):
     )
 
 
+def _delta_may_be_omitted(schema: dict[str, Any]) -> None:
+    """The published JSON Schema must not require what the model computes when omitted."""
+    schema["required"] = [name for name in schema["required"] if name != "delta"]
+
+
 class EvalSummary(Contract):
     """One benchmark evaluation of a checkpoint.
 
     `delta` may be omitted (it is then candidate - baseline); when given it
     must agree with the scores within 1e-9.
     """
+
+    model_config = ConfigDict(json_schema_extra=_delta_may_be_omitted)
 
     DELTA_TOLERANCE: ClassVar[float] = 1e-9
 
@@ -181,12 +188,17 @@ def js_number(value: float | int) -> str:
     The seed computed fingerprints in TypeScript, so `2.0` must print `2`,
     `3e-4` must print `0.0003` and `1e-7` must print `1e-7`.
     """
-    if isinstance(value, bool) or not math.isfinite(value):
+    try:
+        # JavaScript numbers are doubles: an int beyond 2**53 prints as its double.
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if isinstance(value, bool) or not math.isfinite(number):
         raise ValueError(f"not a finite number: {value!r}")
-    if value == 0:
+    if number == 0:
         return "0"
-    sign = "-" if value < 0 else ""
-    decimal = Decimal(repr(float(abs(value)))) if isinstance(value, float) else Decimal(abs(value))
+    sign = "-" if number < 0 else ""
+    decimal = Decimal(repr(abs(number)))
     digits_tuple = decimal.normalize().as_tuple()
     digits = "".join(map(str, digits_tuple.digits))
     exponent = digits_tuple.exponent

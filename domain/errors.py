@@ -102,3 +102,27 @@ class CorruptStoreError(StoreError):
     """A stored event cannot be read back: the store was modified outside the ledger."""
 
     code = "corrupt_store"
+
+
+class ImportRefusedError(LedgerError):
+    """An export file cannot be imported; nothing was written."""
+
+    code = "import_refused"
+
+
+class StoreNotEmptyError(ImportRefusedError):
+    """`import` only restores into an empty store."""
+
+    code = "store_not_empty"
+
+
+class ExportRefusedError(LedgerError):
+    """The log cannot be exported faithfully."""
+
+    code = "export_refused"
+
+
+class ViewsInconsistentError(StoreError):
+    """A projection's tables refused the log's events: they were changed outside the ledger."""
+
+    code = "views_inconsistent"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +124,8 @@ def _merge(model: type[pydantic.BaseModel], label: str, overrides: Mapping[str, 
     for key, value in overrides.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValidationError(f"{label} {key} must be a number, got {value!r}")
-        if not math.isfinite(value):
+        # an int too large for a double is as unrepresentable in JSON as inf
+        if abs(value) > sys.float_info.max or not math.isfinite(value):
             raise ValidationError(f"{label} {key} must be finite, got {value!r}")
     try:
         return model(**overrides)

@@ -294,6 +294,10 @@ class TrainingRun(LedgerAggregate):
                 f"(allowed from {self.status}: {allowed_text})"
             )
 
+    def require_can_start(self) -> None:
+        """Refuse unless the run may move to running (checked before a trainer launches)."""
+        self._require_transition("running")
+
     def start(
         self,
         *,

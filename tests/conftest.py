@@ -6,7 +6,10 @@ import pytest
 
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
+from tests.postgres_cluster import postgres_cluster, postgres_url, store_url
 from tests.support import Cli
+
+__all__ = ["postgres_cluster", "postgres_url", "store_url"]
 
 
 @pytest.fixture

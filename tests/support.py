@@ -27,16 +27,21 @@ class CliResult:
 
 
 class Cli:
-    """The `trainledger` command in a fresh process, on one store."""
+    """The `trainledger` command in a fresh process, on one store.
 
-    def __init__(self, store: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    With `store=None` no `--store` is passed: `TRAINLEDGER_STORE` or the default applies.
+    """
+
+    def __init__(self, store: str | None, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.store = store
         self.cwd = cwd
         self.env = {**os.environ, "TRAINLEDGER_ACTOR": "tester", **(env or {})}
         self.env.pop("TRAINLEDGER_STORE", None)
 
     def __call__(self, *args: str, json_mode: bool = False, **env: str) -> CliResult:
-        argv = [sys.executable, "-m", "cli", "--store", self.store]
+        argv = [sys.executable, "-m", "cli"]
+        if self.store is not None:
+            argv += ["--store", self.store]
         if json_mode:
             argv.append("--json")
         completed = subprocess.run(

@@ -1,0 +1,297 @@
+"""The PostgreSQL store: the library's recorder plus the ledger's needs.
+
+- Events are inserted the library's way: one transaction that takes an
+  EXCLUSIVE lock on the events table, so notification ids are issued in
+  commit order and a reader tailing the log never passes over a gap that is
+  filled later.
+- Reservations (idempotency keys, evalIds) are inserted in that same
+  transaction, through the library's `_insert_events` hook (which runs before
+  the table lock): a duplicate key is an IntegrityError, exactly like a
+  concurrent append to the same aggregate, and nothing of the command is kept.
+- Opening the store first makes one plain connection, so a wrong host,
+  password or database name fails at once with the server's one-line reason
+  (never the password) instead of a pool timeout.
+- Tables are created once, under an advisory lock: concurrent first opens of
+  a fresh database would otherwise race on PostgreSQL's catalogs. Triggers
+  refuse UPDATE, DELETE and TRUNCATE on events and reservations, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import (
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+)
+from eventsourcing.utils import Environment, get_topic, retry
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from domain.application import Reservation
+from domain.errors import StoreError
+
+PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
+RESERVATIONS_TABLE = "ledger_reservations"
+
+
+def connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+    """The arguments the datastore's pool connects with (dbname, host, user, ...)."""
+    kwargs = datastore.pool.kwargs
+    return dict(kwargs() if callable(kwargs) else kwargs or {})
+
+
+def describe_connection_error(error: Exception, password: str | None) -> str:
+    """A server or libpq error as one line, with the password scrubbed."""
+    message = " ".join(str(error).split())
+    if password:
+        message = message.replace(password, "***")
+    return message
+
+
+def create_once(
+    datastore: PostgresDatastore,
+    name: str,
+    *,
+    regclasses: Sequence[str],
+    regtypes: Sequence[str] = (),
+    regprocedures: Sequence[str] = (),
+    create: Callable[[], None],
+) -> None:
+    """Run `create` (a recorder's CREATE ... statements) unless all it makes exists.
+
+    Concurrent CREATE TABLE IF NOT EXISTS (and CREATE OR REPLACE FUNCTION)
+    in a fresh database fail with catalog conflicts, so the first process to
+    open a store creates its schema under an advisory lock and the others
+    wait, then find it there. Names are unqualified, in the datastore's schema.
+    """
+
+    def exists() -> bool:
+        schema = datastore.schema
+        checks = [
+            *(("to_regclass(%s)", f'"{schema}"."{n}"') for n in regclasses),
+            *(("to_regtype(%s)", f'"{schema}"."{n}"') for n in regtypes),
+            *(("to_regprocedure(%s)", f'"{schema}".{n}') for n in regprocedures),
+        ]
+        query = "SELECT " + " AND ".join(f"{check} IS NOT NULL" for check, _ in checks)
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL(query) + SQL(" AS ready"), [n for _, n in checks])
+            row = curs.fetchone()
+            return bool(row and row["ready"])
+
+    if exists():
+        datastore.register_type_adapters()
+        return
+    # A plain connection outside the pool holds the lock, so `create` can
+    # take pool connections meanwhile.
+    kwargs = connection_kwargs(datastore)
+    try:
+        lock_conn = psycopg.connect(autocommit=True, **kwargs)
+    except psycopg.Error as error:
+        message = describe_connection_error(error, kwargs.get("password"))
+        raise OperationalError(message) from None
+    lock_key = f"trainledger-schema:{name}"
+    with lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_key,))
+        try:
+            if exists():
+                datastore.register_type_adapters()
+            else:
+                create()
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock_key,))
+
+
+class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.reservations_table_name = RESERVATIONS_TABLE
+        self.check_identifier_length(self.reservations_table_name)
+        schema = Identifier(self.datastore.schema)
+        events = Identifier(self.events_table_name)
+        reservations = Identifier(self.reservations_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "kind text NOT NULL, key text NOT NULL, value bytea NOT NULL, "
+                "PRIMARY KEY (kind, key))"
+            ).format(schema=schema, table=reservations)
+        )
+        # As on SQLite: the ledger only ever appends, so refuse anything else.
+        self.append_only_function = f"{self.events_table_name}_append_only"
+        self.check_identifier_length(self.append_only_function)
+        function = Identifier(self.append_only_function)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'trainledger: % is append-only', TG_TABLE_NAME; END $$"
+            ).format(schema=schema, function=function)
+        )
+        for table in (events, reservations):
+            self.sql_create_statements.append(
+                SQL(
+                    "CREATE OR REPLACE TRIGGER append_only "
+                    "BEFORE UPDATE OR DELETE OR TRUNCATE ON {schema}.{table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}()"
+                ).format(schema=schema, table=table, function=function)
+            )
+        self.insert_reservation_statement = SQL(
+            "INSERT INTO {schema}.{table} (kind, key, value) VALUES (%s, %s, %s) RETURNING kind"
+        ).format(schema=schema, table=reservations)
+        self.select_reservation_statement = SQL(
+            "SELECT value FROM {schema}.{table} WHERE kind = %s AND key = %s"
+        ).format(schema=schema, table=reservations)
+        self.select_all_reservations_statement = SQL(
+            "SELECT kind, key, value FROM {schema}.{table} ORDER BY kind, key"
+        ).format(schema=schema, table=reservations)
+        self.select_positions_statement = SQL(
+            "SELECT notification_id FROM {schema}.{table} "
+            "WHERE originator_id = %s ORDER BY originator_version"
+        ).format(schema=schema, table=events)
+
+    # --- schema ---------------------------------------------------------------
+
+    def create_table(self) -> None:
+        """Create tables unless they exist, one process at a time."""
+        create_once(
+            self.datastore,
+            f"{self.datastore.schema}.{self.events_table_name}",
+            regclasses=(
+                self.events_table_name,
+                self.notification_id_index_name,
+                self.reservations_table_name,
+            ),
+            regtypes=(self.stored_event_type_name,),
+            regprocedures=(f"{self.append_only_function}()",),
+            create=super().create_table,
+        )
+
+    # --- writing --------------------------------------------------------------
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        reservations: Sequence[Reservation] = kwargs.get("reservations", ())
+        for r in reservations:
+            curs.execute(self.insert_reservation_statement, (r.kind, r.key, r.value))
+            # Fetching makes a duplicate key raise here, as UniqueViolation.
+            # Left to the pipeline, the error could surface only when the
+            # transaction commits, as an opaque "pipeline aborted".
+            curs.fetchone()
+
+    # --- reading --------------------------------------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def find_reservation(self, kind: str, key: str) -> bytes | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_reservation_statement, (kind, key), prepare=True)
+            row = curs.fetchone()
+            return None if row is None else bytes(row["value"])
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def reservations(self) -> list[Reservation]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_all_reservations_statement)
+            return [
+                Reservation(row["kind"], row["key"], bytes(row["value"])) for row in curs.fetchall()
+            ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def positions(self, originator_id: UUID) -> list[int]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_positions_statement, (originator_id,), prepare=True)
+            return [int(row["notification_id"]) for row in curs.fetchall()]
+
+
+class LedgerPostgresFactory(PostgresFactory):
+    application_recorder_class = LedgerPostgresRecorder
+
+    def __init__(self, env: Environment | dict[str, str] | None) -> None:
+        super().__init__(env)
+        self._probe()
+
+    def _probe(self) -> None:
+        """Connect once, so a bad address or credential fails now, in one line."""
+        kwargs = connection_kwargs(self.datastore)
+        kwargs.pop("row_factory", None)
+        timeout = int(self.env.get(PROBE_TIMEOUT_ENV) or "10")
+        try:
+            with psycopg.connect(connect_timeout=timeout, **kwargs):
+                pass
+        except psycopg.Error as error:
+            self.datastore.close()
+            message = describe_connection_error(error, kwargs.get("password"))
+            raise PersistenceError(message) from None
+
+
+POSTGRES_OPTIONS: dict[str, tuple[str, int, int]] = {
+    # URL option: (library setting, default, minimum)
+    "pool_size": ("POSTGRES_POOL_SIZE", 2, 1),
+    "max_overflow": ("POSTGRES_MAX_OVERFLOW", 8, 0),
+    "lock_timeout": ("POSTGRES_LOCK_TIMEOUT", 30, 0),
+    "connect_timeout": ("POSTGRES_CONNECT_TIMEOUT", 10, 1),
+}
+
+
+def postgres_env(url: str, shown: str) -> dict[str, str]:
+    """The library's settings for `postgresql://user:pass@host:port/db?option=value`.
+
+    Options: pool_size, max_overflow, lock_timeout (seconds to wait for the
+    events table lock), connect_timeout (seconds), schema. Without a password
+    in the URL, libpq's PGPASSWORD or ~/.pgpass apply. `shown` is the URL as
+    messages may print it (password redacted).
+    """
+    parts = urlsplit(url)
+    dbname = unquote(parts.path.removeprefix("/"))
+    if not dbname or "/" in dbname:
+        raise StoreError(f"store URL {shown!r} names no database (postgresql://.../dbname)")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise StoreError(f"store URL {shown!r} has an invalid port") from None
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {*POSTGRES_OPTIONS, "schema"})
+    if unknown:
+        raise StoreError(f"store URL {shown!r}: unknown option(s) {', '.join(unknown)}")
+    password = parts.password
+    env = {
+        "PERSISTENCE_MODULE": get_topic(LedgerPostgresFactory),
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": unquote(parts.hostname or "localhost"),
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": unquote(parts.username or getpass.getuser()),
+        "POSTGRES_PASSWORD": (
+            unquote(password) if password is not None else os.environ.get("PGPASSWORD", "")
+        ),
+        "POSTGRES_SCHEMA": query.get("schema", [""])[-1],
+    }
+    for option, (setting, default, minimum) in POSTGRES_OPTIONS.items():
+        raw = query.get(option, [str(default)])[-1]
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise StoreError(
+                f"store URL {shown!r}: {option} must be an integer >= {minimum}, not {raw!r}"
+            )
+        env[setting] = str(value)
+    return env

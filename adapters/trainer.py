@@ -1,0 +1,255 @@
+"""Running an external trainer as a subprocess (SPEC §4.2-5), and locating its artifact.
+
+The trainer runs as `python3 <script> --spec <specPath> --output-dir <outputDir>`:
+argv without a shell, in its own process group (so a timeout kills its
+children too), with the output directory as its working directory. The spec
+is written into a private temporary directory that is always removed. stderr
+goes to `<outputDir>/trainer-<experimentId>.log`; the tail of stdout is kept
+in memory by a reader thread, so a chatty trainer never blocks on a full pipe.
+
+Once the trainer's leader process exits (or times out), whatever is left in
+its process group is killed: leftovers would hold stdout open forever. The
+leader is only reaped after that, so its process-group id cannot be reused by
+an unrelated process while we signal it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Final
+
+from domain.trainer import (
+    RESULT_FILE_LIMIT,
+    STDOUT_LIMIT,
+    ArtifactLocation,
+    TrainerExit,
+    TrainerLaunch,
+    TrainerStarted,
+    log_file_name,
+    result_file_name,
+)
+
+REFERENCE_TRAINER: Final = str(Path(__file__).with_name("reference_trainer.py"))
+"""The bundled reference trainer, the default script of `train`."""
+
+TERMINATE_GRACE_SECONDS = 2.0
+"""After SIGTERM at a timeout, how long the trainer may take before SIGKILL."""
+
+READER_DRAIN_SECONDS = 2.0
+"""How long to wait for stdout's end once the process group is gone."""
+
+
+def read_capped(path: str | Path, limit: int = RESULT_FILE_LIMIT) -> bytes:
+    """A file's bytes; ValueError if it is larger than `limit`, OSError if unreadable."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is larger than {limit} bytes")
+    return data
+
+
+def locate_artifact(reported: str, output_dir: str) -> ArtifactLocation:
+    """Resolve an artifact path (relative ones against the output dir), following symlinks."""
+    root = os.path.realpath(Path(output_dir).absolute())
+    try:
+        candidate = Path(reported)
+        if not candidate.is_absolute():
+            candidate = Path(root) / candidate
+        resolved = os.path.realpath(candidate)
+        exists = os.path.exists(resolved)
+    except (OSError, ValueError):
+        # NUL bytes, undecodable names: not a path the filesystem can hold.
+        return ArtifactLocation(reported, reported, root, exists=False)
+    return ArtifactLocation(reported, resolved, root, exists)
+
+
+class _StdoutTail:
+    """Reads a pipe to its end in a thread, keeping only the last `limit` bytes."""
+
+    def __init__(self, pipe: IO[bytes], limit: int) -> None:
+        self._pipe = pipe
+        self._limit = limit
+        self._tail = bytearray()
+        self.size = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="trainer-stdout", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        fd = self._pipe.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                if not selector.select(timeout=0.1):
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return
+                self.size += len(chunk)
+                self._tail += chunk
+                if len(self._tail) > self._limit:
+                    del self._tail[: len(self._tail) - self._limit]
+
+    def finish(self, timeout: float) -> bytes:
+        """Wait for the end of the output (or give up after `timeout`), return the tail."""
+        self._thread.join(timeout)
+        self._stop.set()
+        self._thread.join()
+        self._pipe.close()
+        return bytes(self._tail)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _wait_exited(pid: int, timeout: float | None) -> bool:
+    """Wait until `pid` has exited, without reaping it. False if `timeout` passed first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        try:
+            status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        if status is not None:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        remaining = float("inf") if deadline is None else deadline - time.monotonic()
+        time.sleep(max(0.0, min(pause, remaining)))
+        pause = min(pause * 2, 0.05)
+
+
+class SubprocessTrainerRunner:
+    """The trainer runner port, with real subprocesses."""
+
+    def __init__(
+        self, *, python: str = sys.executable, default_script: str = REFERENCE_TRAINER
+    ) -> None:
+        self.python = python
+        self.default_script = default_script
+
+    def __call__(
+        self, launch: TrainerLaunch, on_started: Callable[[TrainerStarted], None]
+    ) -> TrainerExit:
+        """Run the trainer to its end or its timeout; see the module docstring."""
+        spec = launch.spec
+        script = Path(launch.script or self.default_script).absolute()
+        output_dir = Path(spec.outputDir).absolute()
+        result_path = output_dir / result_file_name(spec)
+        if not script.is_file():
+            return TrainerExit(launch_error=f"trainer script not found: {script}")
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return TrainerExit(
+                launch_error=f"cannot create output directory {output_dir}: {error.strerror}"
+            )
+        stale_result = _identity(result_path)
+        log_path = output_dir / log_file_name(spec)
+        with tempfile.TemporaryDirectory(prefix="trainledger-spec-") as private_dir:
+            spec_path = Path(private_dir) / f"experiment-{spec.experimentId}.json"
+            spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+            argv = [
+                self.python,
+                str(script),
+                "--spec",
+                str(spec_path),
+                "--output-dir",
+                str(output_dir),
+            ]
+            try:
+                with open(log_path, "ab") as log:
+                    process = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        cwd=output_dir,
+                        start_new_session=False,
+                    )
+            except OSError as error:
+                return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")
+            exit_code, timed_out, stdout = self._supervise(
+                process,
+                launch.timeout_seconds,
+                on_started,
+                TrainerStarted(pid=process.pid, host=socket.gethostname(), log_path=str(log_path)),
+            )
+        result_file, note = _read_result_file(result_path, stale_result)
+        return TrainerExit(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            timeout_seconds=launch.timeout_seconds,
+            stdout_tail=stdout[0],
+            stdout_size=stdout[1],
+            result_file_path=str(result_path),
+            result_file=result_file,
+            result_file_note=note,
+        )
+
+    @staticmethod
+    def _supervise(
+        process: subprocess.Popen[bytes],
+        timeout: float,
+        on_started: Callable[[TrainerStarted], None],
+        started: TrainerStarted,
+    ) -> tuple[int, bool, tuple[bytes, int]]:
+        assert process.stdout is not None
+        pgid = process.pid  # start_new_session: the trainer leads its own group
+        stdout = _StdoutTail(process.stdout, STDOUT_LIMIT)
+        timed_out = False
+        try:
+            on_started(started)
+            if not _wait_exited(process.pid, timeout):
+                timed_out = True
+                _signal_group(pgid, signal.SIGTERM)
+                _wait_exited(process.pid, TERMINATE_GRACE_SECONDS)
+        except BaseException:
+            _signal_group(pgid, signal.SIGKILL)
+            process.wait()
+            stdout.finish(READER_DRAIN_SECONDS)
+            raise
+        # The leader has exited but is not reaped yet: kill what it left behind.
+        _signal_group(pgid, signal.SIGKILL)
+        exit_code = process.wait()
+        tail = stdout.finish(READER_DRAIN_SECONDS)
+        return exit_code, timed_out, (tail, stdout.size)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _read_result_file(
+    path: Path, before_launch: tuple[int, int, int] | None
+) -> tuple[bytes | None, str | None]:
+    """The result file's bytes if this trainer wrote it, else why not."""
+    identity = _identity(path)
+    if identity is None:
+        return None, "was not found"
+    if identity == before_launch:
+        return None, "is left over from before the trainer started (not rewritten); ignored"
+    try:
+        return read_capped(path), None
+    except ValueError as error:
+        return None, str(error)
+    except OSError as error:
+        return None, f"could not be read: {error.strerror}"

@@ -1,0 +1,1 @@
+"""Benchmarks of trainledger: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,307 @@
+"""Figures 4-6: projection rebuild, queries (in-process and CLI), verify, on the large store.
+
+All of them use one private copy of the bulk-loaded large store (100k
+lifecycles in a full run). A figure whose code has not landed yet reports
+itself as not available, with the reason; re-running it once the code is
+there fills it in.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from adapters.store import open_ledger
+from bench.context import BenchContext
+from bench.stats import Figure, Summary, Target
+from bench.workload import FAMILIES, dataset_fingerprint, sqlite_url
+from domain.application import TrainingLedger
+
+REBUILD_TARGET = 100_000
+VERIFY_TARGET = 100_000
+LINEAGE_TARGET_MS = 1.0
+CLI_TARGET_MS = 300.0
+LIST_LIMIT = 50
+
+
+def large_store(ctx: BenchContext) -> Path:
+    """The private copy of the large store that figures 4-6 share."""
+    path = ctx.scratch / "large" / "ledger.db"
+    if not path.exists():
+        ctx.shelf.copy(ctx.sizes.large, path)
+    return path
+
+
+def _open(ctx: BenchContext) -> TrainingLedger:
+    return open_ledger(sqlite_url(large_store(ctx)))
+
+
+def projections_missing(ledger: TrainingLedger) -> str | None:
+    if getattr(ledger, "read_model", None) is None:
+        return "projections (issue 4): the ledger has no read model"
+    return None
+
+
+def _events_in(ledger: TrainingLedger) -> int:
+    return int(ledger.recorder.max_notification_id() or 0)
+
+
+def rebuild(ctx: BenchContext) -> Figure:
+    """4. `projections rebuild` over the large store, in events per second."""
+    figure = Figure(
+        "rebuild", f"Projection rebuild rate over the {ctx.sizes.large:,}-lifecycle store"
+    )
+    ledger = _open(ctx)
+    try:
+        missing = projections_missing(ledger)
+        if missing:
+            figure.unavailable.append(missing)
+            return figure
+        events = _events_in(ledger)
+        rates: list[float] = []
+        for i in range(ctx.sizes.heavy_repeats):
+            start = time.perf_counter()
+            result = ledger.rebuild_projections()
+            seconds = time.perf_counter() - start
+            applied = int(result.get("eventsApplied", events))
+            rates.append(applied / seconds)
+            ctx.log(f"rebuild {i + 1}: {applied:,} events in {seconds:.2f} s")
+        summary = figure.add("rebuild", Summary.of(rates, "events/s"))
+        figure.targets.append(
+            Target(
+                f">= {REBUILD_TARGET:,} events/s",
+                summary.median >= REBUILD_TARGET,
+                f"{summary.median:,.0f} events/s",
+            )
+        )
+        figure.extra["events"] = events
+        return figure
+    finally:
+        ledger.close()
+
+
+def verify(ctx: BenchContext) -> Figure:
+    """6. `verify` over the large store, in events per second."""
+    figure = Figure("verify", f"verify rate over the {ctx.sizes.large:,}-lifecycle store")
+    ledger = _open(ctx)
+    try:
+        rates: list[float] = []
+        for i in range(ctx.sizes.heavy_repeats):
+            start = time.perf_counter()
+            result = ledger.verify()
+            seconds = time.perf_counter() - start
+            if not result["ok"]:
+                raise RuntimeError(f"verify failed on the bulk-loaded store: {result}")
+            rates.append(result["events"] / seconds)
+            ctx.log(f"verify {i + 1}: {result['events']:,} events in {seconds:.2f} s")
+        summary = figure.add("verify", Summary.of(rates, "events/s"))
+        figure.targets.append(
+            Target(
+                f">= {VERIFY_TARGET:,} events/s",
+                summary.median >= VERIFY_TARGET,
+                f"{summary.median:,.0f} events/s",
+            )
+        )
+        figure.extra["events"] = _events_in(ledger)
+        return figure
+    finally:
+        ledger.close()
+
+
+def sample_checkpoints(path: Path, count: int, seed: int = 7) -> list[str]:
+    """Ids of `count` random checkpoints of a store, read from its events table."""
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT originator_id FROM stored_events WHERE topic LIKE ?",
+            ("%Checkpoint.Registered",),
+        ).fetchall()
+    connection.close()
+    ids = [str(UUID(hex=row[0])) for row in rows]
+    rng = random.Random(seed)
+    return [rng.choice(ids) for _ in range(count)]
+
+
+def queries(ctx: BenchContext) -> Figure:
+    """5a. Query latency in-process on the large store."""
+    figure = Figure("queries", f"Query latency in-process at {ctx.sizes.large:,} lifecycles (ms)")
+    ledger = _open(ctx)
+    try:
+        missing = projections_missing(ledger)
+        if missing:
+            figure.unavailable.append(missing)
+            return figure
+        start = time.perf_counter()
+        applied = ledger.read_model.catch_up() if ledger.read_model else 0
+        figure.notes.append(
+            f"views caught up first ({applied:,} events in {time.perf_counter() - start:.1f} s, "
+            "not timed); every query still catches up (finds nothing new) before answering"
+        )
+        calls = ctx.sizes.query_calls
+        checkpoints = sample_checkpoints(large_store(ctx), calls)
+        rng = random.Random(11)
+        kinds: dict[str, Callable[[int], Any]] = {
+            "lineage": lambda i: ledger.lineage(checkpoints[i]),
+            "impact (one dataset)": lambda i: ledger.impact(
+                dataset_fingerprint(rng.randrange(1000))
+            ),
+            f"run list (family, completed, limit {LIST_LIMIT})": lambda i: ledger.list_runs(
+                status="completed", family=FAMILIES[i % len(FAMILIES)], limit=LIST_LIMIT
+            ),
+            f"checkpoint list (family, deployable, limit {LIST_LIMIT})": (
+                lambda i: ledger.list_checkpoints(
+                    family=FAMILIES[i % len(FAMILIES)], deployable=True, limit=LIST_LIMIT
+                )
+            ),
+            f"eval list (verdict, benchmark, limit {LIST_LIMIT})": lambda i: ledger.list_evals(
+                verdict="compare_only", benchmark_id=f"bench-{i % 20}", limit=LIST_LIMIT
+            ),
+            "stats": lambda i: ledger.stats(),
+        }
+        latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for kind, query in kinds.items():  # warm-up, untimed
+            query(0)
+            del kind
+        for i in range(calls):
+            for kind, query in kinds.items():
+                t0 = time.perf_counter()
+                query(i)
+                latencies[kind].append((time.perf_counter() - t0) * 1000)
+        for kind, values in latencies.items():
+            figure.add(kind, Summary.of(values, "ms", with_p99=True))
+        lineage = figure.rows[0][1]
+        figure.targets.append(
+            Target(
+                f"lineage median < {LINEAGE_TARGET_MS:g} ms",
+                lineage.median < LINEAGE_TARGET_MS,
+                f"{lineage.median:.3f} ms (p99 {lineage.p99 or 0:.3f} ms)",
+            )
+        )
+        impact = ledger.impact(dataset_fingerprint(0))
+        figure.extra["impactRunsPerDataset"] = len(impact.get("runs", []))
+        figure.notes.append(
+            f"each kind called {calls:,} times, interleaved; lists are one page of "
+            f"{LIST_LIMIT}; a dataset has ~{ctx.sizes.large // 1000:,} runs"
+        )
+        return figure
+    finally:
+        ledger.close()
+
+
+def _cli_command() -> list[str]:
+    script = Path(sys.executable).parent / "trainledger"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+
+
+def _error_message(output: str) -> str:
+    """The CLI's one-line error (stderr's `error: ...`), or the start of its output."""
+    for line in output.splitlines():
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return " ".join(output.split())[:200]
+
+
+def _timed_process(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    completed = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    elapsed = (time.perf_counter() - start) * 1000
+    return elapsed, completed.returncode, completed.stderr + completed.stdout[:2000]
+
+
+IMPORTTIME_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
+
+
+def import_breakdown(env: dict[str, str], cwd: Path, module: str = "cli.main") -> dict[str, float]:
+    """Self import time (ms) by top-level package of `python -X importtime -c 'import M'`."""
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    totals: dict[str, float] = {}
+    for line in completed.stderr.splitlines():
+        match = IMPORTTIME_LINE.match(line)
+        if match:
+            package = match.group(4).split(".")[0]
+            totals[package] = totals.get(package, 0.0) + int(match.group(1)) / 1000
+    return totals
+
+
+def cli(ctx: BenchContext) -> Figure:
+    """5b. `trainledger --json lineage ID` end to end in a fresh process."""
+    figure = Figure(
+        "cli",
+        f"CLI end to end at {ctx.sizes.large:,} lifecycles: fresh process, wall time (ms)",
+    )
+    path = large_store(ctx)
+    ledger = open_ledger(sqlite_url(path))
+    try:
+        if ledger.read_model is not None:
+            ledger.read_model.catch_up()
+    finally:
+        ledger.close()
+    checkpoints = sample_checkpoints(path, ctx.sizes.cli_runs)
+    # From the repository root, as a developer runs it (`cli` importable from cwd).
+    cwd = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TRAINLEDGER_ACTOR": "bench"}
+    env.pop("TRAINLEDGER_STORE", None)
+    command = [*_cli_command(), "--store", sqlite_url(path), "--json", "lineage"]
+    _, code, output = _timed_process([*command, checkpoints[0]], env, cwd)
+    reason = _error_message(output)
+    contenders: dict[str, Callable[[int], list[str]]] = {
+        "python -c pass": lambda i: [sys.executable, "-c", "pass"],
+        "python -c 'import cli.main' (imports alone)": lambda i: [
+            sys.executable,
+            "-c",
+            "import cli.main",
+        ],
+    }
+    if code == 0:
+        contenders["trainledger --json lineage ID"] = lambda i: [*command, checkpoints[i]]
+    else:
+        figure.unavailable.append(f"`trainledger --json lineage` (issue 4): exit {code}, {reason}")
+    timings: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(ctx.sizes.cli_runs):
+        for name, argv in contenders.items():
+            elapsed, code, output = _timed_process(argv(i), env, cwd)
+            if code != 0:
+                raise RuntimeError(f"{name} failed ({code}): {output[-500:]}")
+            timings[name].append(elapsed)
+    for name, values in timings.items():
+        figure.add(name, Summary.of(values, "ms", with_p99=True))
+    lineage = figure.row("trainledger --json lineage ID")
+    if lineage is not None:
+        figure.targets.append(
+            Target(
+                f"median < {CLI_TARGET_MS:g} ms",
+                lineage.median < CLI_TARGET_MS,
+                f"{lineage.median:.0f} ms",
+            )
+        )
+    breakdowns = [import_breakdown(env, cwd) for _ in range(3)]
+    packages = {p for b in breakdowns for p in b}
+    medians = {p: statistics.median(b.get(p, 0.0) for b in breakdowns) for p in packages}
+    top = sorted(medians.items(), key=lambda item: -item[1])[:12]
+    figure.extra["importSelfTimeMsByPackage"] = {p: round(ms, 1) for p, ms in top}
+    figure.notes.append(
+        "import time of `cli.main` by top-level package (python -X importtime, self time, "
+        "median of 3): "
+        + ", ".join(f"{p} {ms:.0f} ms" for p, ms in top[:8])
+        + f"; total {sum(medians.values()):.0f} ms"
+    )
+    return figure

@@ -1,0 +1,496 @@
+"""Export and import of the whole log: how a ledger moves between stores.
+
+The export is JSONL, one stored event per line in log order. Each line is what
+`history` and `events` print for the event (`event_document`), plus what is
+needed to restore it exactly:
+
+- `eventHash`: the event's own chain hash (the next event of its aggregate
+  carries it as `previousHash`);
+- `topic`: the stored event type, and `originatorTopic` on an aggregate's
+  first event (its aggregate type);
+- `storedState`: only for an event written by an older version of its class
+  (and upcast when read): the state exactly as stored, which its hash covers;
+- `reservations`: the unique keys written in the same transaction as the
+  event, on the event that wrote them: the idempotency record of a key on
+  the first event carrying that key, an evalId on its `EvalAttached` event.
+  `value` is the stored value as text (`valueBase64` if it is not UTF-8).
+
+`import` reads the whole file and checks everything before writing anything:
+JSON and field shapes, positions strictly increasing, each aggregate's
+versions 1, 2, 3, ... with a first event that opens it, every event
+reconstructs to exactly the document in the file, its recomputed hash equals
+`eventHash` and its `previousHash` equals its predecessor's hash, every
+idempotency key and evalId has its reservation, and every aggregate replays.
+Then it writes all events and reservations in one transaction into a store
+that must be empty. Events keep their ids, versions, timestamps, actors and
+hashes; positions are renumbered from 1 in the same order when the source
+had gaps (PostgreSQL sequences skip numbers after failed appends).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+from uuid import UUID
+
+import orjson
+import pydantic
+from eventsourcing.application import Application
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
+from eventsourcing.utils import get_topic
+
+from domain.application import EVAL_ID, IDEMPOTENCY, Reservation, event_document
+from domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
+from domain.experiment import describe_validation_error
+from domain.model import GENESIS_HASH, LedgerAggregate, chain_hash, stored_state
+
+PAGE = 1000
+HASH_PATTERN = "^[0-9a-f]{64}$"
+RESERVATION_KINDS = (IDEMPOTENCY, EVAL_ID)
+DOCUMENT_KEYS = (
+    "position",
+    "aggregateId",
+    "aggregateType",
+    "version",
+    "type",
+    "timestamp",
+    "actor",
+    "idempotencyKey",
+    "previousHash",
+    "payload",
+)
+
+
+@runtime_checkable
+class ReservationArchive(Protocol):
+    """A recorder that can list every reservation it holds."""
+
+    def reservations(self) -> list[Reservation]: ...
+
+
+def _reservation_store(recorder: ApplicationRecorder) -> ReservationArchive:
+    if not isinstance(recorder, ReservationArchive):
+        raise ExportRefusedError(f"{type(recorder).__name__} cannot list its reservations")
+    return recorder
+
+
+def event_classes() -> dict[str, type[LedgerAggregate.Event]]:
+    """Every event type of every aggregate, by stored topic.
+
+    Import resolves types from this table only, never from a topic in the
+    file, so a crafted file cannot make the ledger import arbitrary code.
+    """
+    classes: dict[str, type[LedgerAggregate.Event]] = {}
+    pending = list(LedgerAggregate.__subclasses__())
+    while pending:
+        aggregate = pending.pop()
+        pending += aggregate.__subclasses__()
+        for name, member in vars(aggregate).items():
+            if (
+                isinstance(member, type)
+                and issubclass(member, LedgerAggregate.Event)
+                and name not in ("Event", "Created")
+            ):
+                classes[get_topic(member)] = member
+    return classes
+
+
+# --- export ------------------------------------------------------------------
+
+
+def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
+    """Every event of the log in order, as export lines (see the module doc).
+
+    The log is read up to its position when the export starts; events
+    appended meanwhile are left for the next export.
+    """
+    recorder = app.recorder
+    stop = recorder.max_notification_id() or 0
+    # Reservations are read after `stop` is fixed: those of events up to it
+    # were committed with them. Later ones simply find no event here.
+    reservations = _reservation_store(recorder).reservations()
+    unknown = sorted({r.kind for r in reservations} - set(RESERVATION_KINDS))
+    if unknown:
+        raise ExportRefusedError(f"reservations of kind {', '.join(unknown)} cannot be exported")
+    idempotency = {r.key: r for r in reservations if r.kind == IDEMPOTENCY}
+    evals = {r.key: r for r in reservations if r.kind == EVAL_ID}
+    keys_seen: set[str] = set()
+    after = 0
+    while after < stop:
+        page = recorder.select_notifications(
+            start=after, limit=PAGE, stop=stop, inclusive_of_start=False
+        )
+        if not page:
+            break
+        for notification in page:
+            event: Any = app.mapper.to_domain_event(notification)
+            line = event_document(event, notification.id)
+            line["eventHash"] = event.event_hash
+            line["topic"] = notification.topic
+            if isinstance(event, LedgerAggregate.Created):
+                line["originatorTopic"] = event.originator_topic
+            stored = _decode(app.mapper, notification.state)
+            if stored != _decode(app.mapper, app.mapper.to_stored_event(event).state):
+                line["storedState"] = stored
+            anchored: list[Reservation] = []
+            key = event.idempotency_key
+            if key is not None and key not in keys_seen:
+                keys_seen.add(key)
+                if key not in idempotency:
+                    raise ExportRefusedError(
+                        f"position {notification.id}: idempotency key {key!r} has no record"
+                    )
+                anchored.append(idempotency[key])
+            eval_id = _attached_eval_id(event)
+            if eval_id is not None:
+                if eval_id not in evals:
+                    raise ExportRefusedError(
+                        f"position {notification.id}: evalId {eval_id!r} has no reservation"
+                    )
+                anchored.append(evals[eval_id])
+            if anchored:
+                line["reservations"] = [_reservation_line(r) for r in anchored]
+            yield line
+        after = page[-1].id
+
+
+def _decode(mapper: Mapper[UUID], data: bytes) -> Any:
+    if mapper.cipher:
+        data = mapper.cipher.decrypt(data)
+    if mapper.compressor:
+        data = mapper.compressor.decompress(data)
+    return mapper.transcoder.decode(data)
+
+
+def _encode(mapper: Mapper[UUID], state: dict[str, Any]) -> bytes:
+    data = mapper.transcoder.encode(state)
+    if mapper.compressor:
+        data = mapper.compressor.compress(data)
+    if mapper.cipher:
+        data = mapper.cipher.encrypt(data)
+    return data
+
+
+def _attached_eval_id(event: Any) -> str | None:
+    if type(event).__name__ != "EvalAttached":
+        return None
+    eval_id: str = event.eval.evalId
+    return eval_id
+
+
+def _reservation_line(reservation: Reservation) -> dict[str, str]:
+    line = {"kind": reservation.kind, "key": reservation.key}
+    try:
+        line["value"] = reservation.value.decode("utf-8")
+    except UnicodeDecodeError:
+        line["valueBase64"] = base64.b64encode(reservation.value).decode("ascii")
+    return line
+
+
+# --- import ------------------------------------------------------------------
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ReservationLine(_Strict):
+    kind: str
+    key: str = pydantic.Field(min_length=1)
+    value: str | None = None
+    valueBase64: str | None = None  # noqa: N815 (the export's camelCase)
+
+    def to_reservation(self) -> Reservation:
+        if (self.value is None) == (self.valueBase64 is None):
+            raise ValueError("give exactly one of value and valueBase64")
+        if self.value is not None:
+            return Reservation(self.kind, self.key, self.value.encode("utf-8"))
+        assert self.valueBase64 is not None
+        try:
+            return Reservation(
+                self.kind, self.key, base64.b64decode(self.valueBase64, validate=True)
+            )
+        except binascii.Error:
+            raise ValueError("valueBase64 is not base64") from None
+
+
+class ExportLine(_Strict):
+    """One line of an export file, as written by `export_log`."""
+
+    position: int = pydantic.Field(ge=1)
+    aggregateId: str  # noqa: N815
+    aggregateType: str  # noqa: N815
+    version: int = pydantic.Field(ge=1)
+    type: str
+    timestamp: str
+    actor: str
+    idempotencyKey: str | None  # noqa: N815
+    previousHash: str = pydantic.Field(pattern=HASH_PATTERN)  # noqa: N815
+    payload: dict[str, Any]
+    eventHash: str = pydantic.Field(pattern=HASH_PATTERN)  # noqa: N815
+    topic: str
+    originatorTopic: str | None = None  # noqa: N815
+    storedState: dict[str, Any] | None = None  # noqa: N815
+    reservations: list[ReservationLine] = []
+
+
+@dataclass
+class _Aggregate:
+    version: int
+    head: str
+    topic: str
+    events: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class ImportPlan:
+    """A whole export file, checked, ready to be written in one transaction."""
+
+    events: list[Any] = field(default_factory=list)
+    stored_events: list[StoredEvent] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    aggregates: dict[str, _Aggregate] = field(default_factory=dict)
+
+
+def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPlan:
+    """Check an export file completely; raise `ImportRefusedError` naming the first fault.
+
+    `mapper` is the target store's: it turns each event into what is written.
+    """
+    classes = event_classes()
+    plan = ImportPlan()
+    keys: dict[tuple[str, str], int] = {}
+    idempotency_keys: dict[str, int] = {}
+    eval_events: dict[str, int] = {}
+    last_position = 0
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        where = f"line {number}"
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise ImportRefusedError(f"{where}: not valid JSON ({error})") from None
+        try:
+            line = ExportLine.model_validate(document)
+        except pydantic.ValidationError as error:
+            raise ImportRefusedError(
+                f"{where}: not an export line: {describe_validation_error(error)}"
+            ) from None
+        if line.position <= last_position:
+            raise ImportRefusedError(
+                f"{where}: position {line.position} does not follow position {last_position} "
+                "(lines out of order or repeated)"
+            )
+        last_position = line.position
+        event, stored = _rebuild_event(line, classes, mapper, where)
+        _chain(plan, event, line, where)
+        for reservation_line in line.reservations:
+            try:
+                reservation = reservation_line.to_reservation()
+            except ValueError as error:
+                raise ImportRefusedError(f"{where}: reservation: {error}") from None
+            if (reservation.kind, reservation.key) in keys:
+                raise ImportRefusedError(
+                    f"{where}: {reservation.kind} {reservation.key!r} is reserved twice "
+                    f"(also on line {keys[(reservation.kind, reservation.key)]})"
+                )
+            keys[(reservation.kind, reservation.key)] = number
+            _check_reservation(reservation, event, where)
+            plan.reservations.append(reservation)
+        key = event.idempotency_key
+        if key is not None and key not in idempotency_keys:
+            idempotency_keys[key] = number
+            if (IDEMPOTENCY, key) not in keys:
+                raise ImportRefusedError(
+                    f"{where}: idempotency key {key!r} has no record on its first event"
+                )
+        eval_id = _attached_eval_id(event)
+        if eval_id is not None:
+            eval_events[eval_id] = number
+            if (EVAL_ID, eval_id) not in keys:
+                raise ImportRefusedError(f"{where}: evalId {eval_id!r} has no reservation")
+        plan.events.append(event)
+        plan.stored_events.append(stored)
+        plan.positions.append(line.position)
+    _replay(plan)
+    return plan
+
+
+def _rebuild_event(
+    line: ExportLine, classes: dict[str, type[Any]], mapper: Mapper[UUID], where: str
+) -> tuple[Any, StoredEvent]:
+    """The event a line describes, and the stored event to write for it."""
+    event_class = classes.get(line.topic)
+    if event_class is None:
+        raise ImportRefusedError(f"{where}: unknown event topic {line.topic!r}")
+    is_created = issubclass(event_class, LedgerAggregate.Created)
+    if is_created != (line.originatorTopic is not None):
+        raise ImportRefusedError(
+            f"{where}: originatorTopic must be given on an aggregate's first event only"
+        )
+    if line.storedState is not None:
+        return _rebuild_stored(line, mapper, where)
+    state: dict[str, Any] = {
+        **line.payload,
+        "originator_id": line.aggregateId,
+        "originator_version": line.version,
+        "timestamp": line.timestamp,
+        "actor": line.actor,
+        "idempotency_key": line.idempotencyKey,
+        "previous_hash": line.previousHash,
+        "event_hash": line.eventHash,
+    }
+    if is_created:
+        state["originator_topic"] = line.originatorTopic
+    try:
+        event = event_class.model_validate(state)
+    except pydantic.ValidationError as error:
+        raise ImportRefusedError(
+            f"{where}: not a valid {line.aggregateType}.{line.type} event: "
+            f"{describe_validation_error(error)}"
+        ) from None
+    _check_faithful(event, line, stored_state(event), where)
+    return event, mapper.to_stored_event(event)
+
+
+def _rebuild_stored(line: ExportLine, mapper: Mapper[UUID], where: str) -> tuple[Any, StoredEvent]:
+    """An event of an older class version: written back exactly as it was stored."""
+    assert line.storedState is not None
+    try:
+        stored = StoredEvent(
+            originator_id=UUID(line.aggregateId),
+            originator_version=line.version,
+            topic=line.topic,
+            state=_encode(mapper, line.storedState),
+        )
+        event = mapper.to_domain_event(stored)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ImportRefusedError(
+            f"{where}: storedState is not a readable {line.topic} event ({error})"
+        ) from None
+    _check_faithful(event, line, line.storedState, where)
+    return event, stored
+
+
+def _check_faithful(event: Any, line: ExportLine, state: dict[str, Any], where: str) -> None:
+    """The event says exactly what the line says, and its hash is its own."""
+    # Nothing dropped, defaulted or coerced on the way in.
+    rebuilt = {**event_document(event, line.position), "eventHash": event.event_hash}
+    given = line.model_dump(include={*DOCUMENT_KEYS, "eventHash"})
+    differing = [k for k in given if rebuilt[k] != given[k]]
+    if differing:
+        raise ImportRefusedError(
+            f"{where}: {', '.join(differing)} do not match the {line.topic} event they describe"
+        )
+    type_name = line.topic.rsplit(".", 1)[-1]
+    if chain_hash(line.aggregateId, line.version, type_name, state) != line.eventHash:
+        raise ImportRefusedError(
+            f"{where}: aggregate {line.aggregateId} version {line.version}: content does not "
+            "match its eventHash (modified)"
+        )
+
+
+def _chain(plan: ImportPlan, event: Any, line: ExportLine, where: str) -> None:
+    aggregate_id = str(event.originator_id)
+    aggregate_topic = line.topic.rsplit(".", 1)[0]
+    chain = plan.aggregates.get(aggregate_id)
+    if chain is None:
+        if line.version != 1 or line.originatorTopic is None:
+            raise ImportRefusedError(
+                f"{where}: aggregate {aggregate_id} starts at version {line.version}; "
+                "its first event is missing or out of order"
+            )
+        if line.originatorTopic != aggregate_topic:
+            raise ImportRefusedError(
+                f"{where}: originatorTopic {line.originatorTopic!r} does not own {line.topic!r}"
+            )
+        chain = plan.aggregates[aggregate_id] = _Aggregate(0, GENESIS_HASH, aggregate_topic)
+    if line.version != chain.version + 1:
+        raise ImportRefusedError(
+            f"{where}: aggregate {aggregate_id} version {line.version} follows version "
+            f"{chain.version} (events missing, repeated or out of order)"
+        )
+    if aggregate_topic != chain.topic:
+        raise ImportRefusedError(
+            f"{where}: event type {line.topic} does not belong to aggregate type {chain.topic}"
+        )
+    if line.previousHash != chain.head:
+        raise ImportRefusedError(
+            f"{where}: aggregate {aggregate_id} version {line.version}: hash chain broken "
+            "(previousHash is not the hash of its predecessor)"
+        )
+    chain.version, chain.head = line.version, line.eventHash
+    chain.events.append(event)
+
+
+def _check_reservation(reservation: Reservation, event: Any, where: str) -> None:
+    if reservation.kind == IDEMPOTENCY:
+        if event.idempotency_key != reservation.key:
+            raise ImportRefusedError(
+                f"{where}: idempotency record {reservation.key!r} is not on an event of that key"
+            )
+        try:
+            record = json.loads(reservation.value)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and {"request", "outcome"} <= set(record)):
+            raise ImportRefusedError(
+                f"{where}: idempotency record {reservation.key!r} is not a command outcome"
+            )
+    elif reservation.kind == EVAL_ID:
+        if _attached_eval_id(event) != reservation.key:
+            raise ImportRefusedError(
+                f"{where}: evalId reservation {reservation.key!r} is not on its EvalAttached event"
+            )
+        if reservation.value != str(event.originator_id).encode():
+            raise ImportRefusedError(
+                f"{where}: evalId reservation {reservation.key!r} names another checkpoint"
+            )
+    else:
+        raise ImportRefusedError(f"{where}: unknown reservation kind {reservation.kind!r}")
+
+
+def _replay(plan: ImportPlan) -> None:
+    for aggregate_id, chain in plan.aggregates.items():
+        aggregate: Any = None
+        try:
+            for event in chain.events:
+                aggregate = event.mutate(aggregate)
+        except Exception as error:
+            raise ImportRefusedError(
+                f"aggregate {aggregate_id} does not replay: {type(error).__name__}: {error}"
+            ) from None
+
+
+def import_log(app: Application[UUID], lines: Iterable[str | bytes]) -> dict[str, Any]:
+    """Restore an export into this empty store: all or nothing."""
+    plan = read_export(lines, app.mapper)
+    recorder = app.recorder
+    if recorder.max_notification_id() or _reservation_store(recorder).reservations():
+        raise StoreNotEmptyError("the store is not empty; import restores only into an empty store")
+    if not plan.events:
+        return _summary(plan, [])
+    try:
+        positions = recorder.insert_events(plan.stored_events, reservations=plan.reservations)
+    except IntegrityError:
+        raise StoreNotEmptyError(
+            "the store received events while importing; nothing was imported"
+        ) from None
+    return _summary(plan, list(positions or []))
+
+
+def _summary(plan: ImportPlan, new_positions: list[int]) -> dict[str, Any]:
+    return {
+        "imported": len(plan.events),
+        "aggregates": len(plan.aggregates),
+        "reservations": len(plan.reservations),
+        "firstPosition": new_positions[0] if new_positions else None,
+        "lastPosition": new_positions[-1] if new_positions else None,
+        "positionsRenumbered": new_positions != plan.positions,
+    }

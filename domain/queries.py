@@ -1,0 +1,247 @@
+"""The read side of the ledger: the queries of SPEC §5 and the port that answers them.
+
+Queries are answered from projections, never by loading aggregates. The
+application holds a `ReadModel` (the port, defined here; implemented in
+`projections/`, injected by `adapters.store.open_ledger`). The read model
+catches up with the log before it answers, so a command's effect is visible
+to the next query.
+
+`as_of` (a datetime with a time zone) asks for the answer as it was then: the
+state made of the events whose timestamp is at or before that moment. A moment
+before the first event gives empty answers, and `show` of anything finds
+nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from domain.contract import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
+from domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
+from domain.views import iso
+
+Document = dict[str, Any]
+
+Progress = Callable[[int, int], None]
+"""Called as `progress(applied, total)` while a read model applies the log."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    status: str | None = None
+    family: str | None = None
+    dataset_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointFilter:
+    run_id: str | None = None
+    family: str | None = None
+    deployable: bool | None = None
+
+
+@dataclass(frozen=True)
+class EvalFilter:
+    checkpoint_id: str | None = None
+    benchmark_id: str | None = None
+    verdict: str | None = None
+    family: str | None = None
+
+
+class ReadModel(Protocol):
+    """The port the queries are answered through.
+
+    Ids are given as the user typed them; an id that is not a UUID finds
+    nothing. Every method catches up with the log first.
+    """
+
+    def catch_up(self) -> int:
+        """Apply every event recorded since the last catch-up; return how many."""
+        ...
+
+    def rebuild(self, progress: Progress | None = None) -> Document:
+        """Drop every view and apply the whole log again."""
+        ...
+
+    def differences_from_replay(self) -> list[str]:
+        """How the views differ from a fresh replay of the log (empty: they are equal)."""
+        ...
+
+    def run(self, run_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def lineage(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document: ...
+
+    def runs(
+        self, where: RunFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def checkpoints(
+        self, where: CheckpointFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def evals(
+        self, where: EvalFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def stats(self, as_of: datetime | None) -> Document: ...
+
+
+ReadModelFactory = Callable[[Any], ReadModel]
+"""Builds the read model of an application (called with the application, once)."""
+
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO-8601 timestamp with a time zone (`2025-01-31T12:00:00Z`), as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            f"--as-of {text!r} is not an ISO-8601 timestamp (e.g. 2025-01-31T12:00:00Z)"
+        ) from None
+    return require_zone(moment)
+
+
+def require_zone(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValidationError(
+            f"as-of time {moment.isoformat()} has no time zone; "
+            "add one, e.g. 2025-01-31T12:00:00Z or +02:00"
+        )
+    return moment.astimezone(UTC)
+
+
+class LedgerQueries:
+    """The queries of the Python API; `TrainingLedger` inherits them.
+
+    Every query accepts `as_of` (see the module docstring).
+    """
+
+    read_model: ReadModel | None = None
+
+    def show_run(self, run_id: str, *, as_of: datetime | None = None) -> Document:
+        """The run as it is now, or as it was at `as_of`."""
+        moment = _moment(as_of)
+        found = self._reader().run(run_id, moment)
+        if found is None:
+            raise RunNotFoundError(_described(run_id, moment))
+        return found
+
+    def show_checkpoint(self, checkpoint_id: str, *, as_of: datetime | None = None) -> Document:
+        """The checkpoint with all its evals and its deployability history."""
+        moment = _moment(as_of)
+        found = self._reader().checkpoint(checkpoint_id, moment)
+        if found is None:
+            raise CheckpointNotFoundError(_described(checkpoint_id, moment))
+        return found
+
+    def lineage(self, checkpoint_id: str, *, as_of: datetime | None = None) -> Document:
+        """Where a checkpoint comes from and what was decided about it.
+
+        The run (with its spec and dataset fingerprint), the checkpoint (with
+        its artifact digest), its current eval, all evals, and the
+        deployability history with actors and reasons.
+        """
+        moment = _moment(as_of)
+        found = self._reader().lineage(checkpoint_id, moment)
+        if found is None:
+            raise CheckpointNotFoundError(_described(checkpoint_id, moment))
+        return found
+
+    def impact(self, dataset_fingerprint: str, *, as_of: datetime | None = None) -> Document:
+        """The runs trained on a dataset, their checkpoints, which are deployable."""
+        fingerprint = dataset_fingerprint.strip().lower()
+        if not _FINGERPRINT.match(fingerprint):
+            raise ValidationError(
+                f"dataset fingerprint {dataset_fingerprint!r} is not 16 hex characters"
+            )
+        return self._reader().impact(fingerprint, _moment(as_of))
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        family: str | None = None,
+        dataset_fingerprint: str | None = None,
+        as_of: datetime | None = None,
+        limit: int | None = None,
+    ) -> Document:
+        """Runs, newest first, optionally of one status, family or dataset."""
+        _require_member("status", status, RUN_STATUSES)
+        where = RunFilter(status, family, dataset_fingerprint and dataset_fingerprint.lower())
+        return {"runs": self._reader().runs(where, _moment(as_of), _limit(limit))}
+
+    def list_checkpoints(
+        self,
+        *,
+        run_id: str | None = None,
+        family: str | None = None,
+        deployable: bool | None = None,
+        as_of: datetime | None = None,
+        limit: int | None = None,
+    ) -> Document:
+        """Checkpoints, newest first, optionally of one run or family, by deployability."""
+        where = CheckpointFilter(run_id, family, deployable)
+        return {"checkpoints": self._reader().checkpoints(where, _moment(as_of), _limit(limit))}
+
+    def list_evals(
+        self,
+        *,
+        checkpoint_id: str | None = None,
+        benchmark_id: str | None = None,
+        verdict: str | None = None,
+        family: str | None = None,
+        as_of: datetime | None = None,
+        limit: int | None = None,
+    ) -> Document:
+        """Evals, newest first, optionally of one checkpoint, benchmark, verdict or family."""
+        _require_member("verdict", verdict, VERDICTS)
+        where = EvalFilter(checkpoint_id, benchmark_id, verdict, family)
+        return {"evals": self._reader().evals(where, _moment(as_of), _limit(limit))}
+
+    def stats(self, *, as_of: datetime | None = None) -> Document:
+        """Counts of runs by status, checkpoints, deployable ones, and evals by verdict."""
+        return self._reader().stats(_moment(as_of))
+
+    def rebuild_projections(self, progress: Progress | None = None) -> Document:
+        """Drop every view and rebuild it from the whole log."""
+        return self._reader().rebuild(progress)
+
+    def projection_differences(self) -> list[str]:
+        """How the views differ from a fresh replay of the log (empty when equal)."""
+        return self._reader().differences_from_replay()
+
+    def _reader(self) -> ReadModel:
+        if self.read_model is None:
+            raise RuntimeError(
+                "this ledger has no read model; open it with adapters.store.open_ledger"
+            )
+        return self.read_model
+
+
+def _moment(as_of: datetime | None) -> datetime | None:
+    return None if as_of is None else require_zone(as_of)
+
+
+def _described(identifier: str, moment: datetime | None) -> str:
+    return identifier if moment is None else f"{identifier} as of {iso(moment)}"
+
+
+def _require_member(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise ValidationError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _limit(limit: int | None) -> int | None:
+    if limit is not None and limit < 1:
+        raise ValidationError(f"limit must be at least 1, not {limit}")
+    return limit

@@ -1,0 +1,476 @@
+"""The trainer protocol (SPEC §4): how a trainer's output becomes an outcome.
+
+Only rules live here. Running the subprocess is a `TrainerRunner`'s job and
+resolving an artifact path on disk an `ArtifactLocator`'s (both are ports,
+implemented in `adapters.trainer` and injected into the application). The
+rules decide from the facts those ports gathered, so `train` and
+`import-result` are judged alike, and always against the spec as recorded in
+the ledger, never a file a user can edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import PurePath
+from typing import Any, Literal, Protocol
+
+import pydantic
+
+from domain.contract import ADAPTER_FORMAT, ExperimentSpec, TrainerResult
+from domain.experiment import describe_validation_error
+
+TIMEOUT_GRACE_SECONDS = 30.0
+"""Added to the budget: a trainer may take this long to wrap up."""
+
+STDOUT_LIMIT = 1 << 20
+"""Only the tail of a trainer's stdout is kept: its result is printed last."""
+
+RESULT_FILE_LIMIT = 16 << 20
+"""A result document larger than this is not read."""
+
+REASON_LIMIT = 2000
+"""Failure reasons are cut to this many characters (trainers can be chatty)."""
+
+ABANDONED = "abandoned"
+"""The reason `reconcile` records for a run nobody finished in time."""
+
+OutcomeStatus = Literal["completed", "dry_run", "failed"]
+
+
+def trainer_timeout(spec: ExperimentSpec) -> float:
+    """The wall-clock limit of a trainer: its budget plus a grace period, in seconds."""
+    return spec.budget.maxWallClockMinutes * 60 + TIMEOUT_GRACE_SECONDS
+
+
+def budget_deadline(started_at: datetime, spec: ExperimentSpec) -> datetime:
+    """When a run started at `started_at` must have finished, timeout included.
+
+    `reconcile` treats a run still running after this moment as abandoned: a
+    live `train` would have killed its trainer and recorded the outcome by then.
+    """
+    return started_at + timedelta(seconds=trainer_timeout(spec))
+
+
+def log_file_name(spec: ExperimentSpec) -> str:
+    """The trainer's stderr goes to this file inside the output directory."""
+    return f"trainer-{spec.experimentId}.log"
+
+
+def result_file_name(spec: ExperimentSpec) -> str:
+    """Where a trainer may also write its result, inside the output directory."""
+    return f"result-{spec.experimentId}.json"
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+# --- what the ports hand over ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainerLaunch:
+    """What to run: the script (None: the runner's default) for a spec, with a limit."""
+
+    script: str | None
+    spec: ExperimentSpec
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class TrainerStarted:
+    """The trainer process exists: the facts the run's `Started` event records."""
+
+    pid: int
+    host: str
+    log_path: str
+
+
+@dataclass(frozen=True)
+class TrainerExit:
+    """Everything a runner observed about one trainer execution.
+
+    `launch_error` is set when no process could be started (nothing else is
+    meaningful then). `exit_code` is negative when a signal ended the process.
+    `result_file` is the file's content when it was written by this trainer;
+    otherwise `result_file_note` says why it was not read.
+    """
+
+    launch_error: str | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    timeout_seconds: float = 0.0
+    stdout_tail: bytes = b""
+    stdout_size: int = 0
+    result_file_path: str = ""
+    result_file: bytes | None = None
+    result_file_note: str | None = None
+
+
+class TrainerRunner(Protocol):
+    """Runs a trainer; calls `on_started` as soon as the process exists.
+
+    If `on_started` raises, the runner kills the trainer and re-raises.
+    """
+
+    def __call__(
+        self, launch: TrainerLaunch, on_started: Callable[[TrainerStarted], None]
+    ) -> TrainerExit: ...
+
+
+@dataclass(frozen=True)
+class ArtifactLocation:
+    """An artifact path as the filesystem resolves it (symlinks and `..` followed)."""
+
+    reported: str
+    resolved: str
+    output_dir: str
+    exists: bool
+
+    @property
+    def inside_output_dir(self) -> bool:
+        resolved, root = PurePath(self.resolved), PurePath(self.output_dir)
+        return resolved != root and resolved.is_relative_to(root)
+
+
+ArtifactLocator = Callable[[str, str], ArtifactLocation]
+"""(reported artifact path, output dir) -> its location; relative paths are
+resolved against the output dir."""
+
+
+# --- reading a result out of a trainer's output ------------------------------
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+
+# Failed decode attempts allowed while scanning one output: bounds the work an
+# adversarial stdout (thousands of unterminated, nested objects) can cause.
+_SCAN_ATTEMPTS = 20_000
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The top-level JSON objects in `text`, in order.
+
+    A whole-JSON output is its single object; a log with a JSON result printed
+    last yields that result last. Objects nested in another are not listed.
+    """
+    objects: list[dict[str, Any]] = []
+    position, attempts = 0, 0
+    while attempts < _SCAN_ATTEMPTS:
+        start = text.find("{", position)
+        if start < 0:
+            break
+        try:
+            found, end = _DECODER.raw_decode(text, start)
+        except ValueError:
+            attempts += 1
+            position = start + 1
+            continue
+        except RecursionError:
+            # Nesting no result has: skip the rest of this line rather than
+            # retry at each of its thousands of braces.
+            attempts += 1
+            newline = text.find("\n", start)
+            position = len(text) if newline < 0 else newline + 1
+            continue
+        objects.append(found)
+        position = end
+    return objects
+
+
+def result_digest(document: dict[str, Any]) -> str:
+    """Digest of a result document, independent of its formatting.
+
+    Stored with the run's outcome, so importing the same result again is
+    recognised as a repeat.
+    """
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ResultReading:
+    """The first valid trainer result found, or what was tried instead."""
+
+    result: TrainerResult | None
+    document: dict[str, Any] | None
+    source: str | None
+    tried: tuple[str, ...]
+
+    @property
+    def digest(self) -> str | None:
+        return None if self.document is None else result_digest(self.document)
+
+
+def read_result(data: bytes, source: str) -> ResultReading:
+    """Find a trainer result in one output: the last JSON object that is a valid result.
+
+    Invalid UTF-8 is replaced, never fatal. When no object validates, `tried`
+    names the problem (empty, no JSON object, or why the last object is not a
+    trainer result).
+    """
+    if not data.strip():
+        return ResultReading(None, None, None, (f"{source} was empty",))
+    text = data.decode("utf-8", errors="replace")
+    objects = json_objects(text)
+    if not objects:
+        return ResultReading(None, None, None, (f"{source} holds no JSON object",))
+    first_error: str | None = None
+    for document in reversed(objects):
+        try:
+            result = TrainerResult.model_validate(document)
+        except pydantic.ValidationError as error:
+            first_error = first_error or describe_validation_error(error)
+            continue
+        return ResultReading(result, document, source, ())
+    return ResultReading(
+        None,
+        None,
+        None,
+        (f"{source}: its last JSON object is not a trainer result: {first_error}",),
+    )
+
+
+def read_trainer_output(finished: TrainerExit) -> ResultReading:
+    """stdout first (whole, else its last JSON object), then the result file."""
+    truncated = finished.stdout_size > len(finished.stdout_tail)
+    stdout_name = (
+        f"stdout (last {len(finished.stdout_tail)} of {finished.stdout_size} bytes)"
+        if truncated
+        else "stdout"
+    )
+    from_stdout = read_result(finished.stdout_tail, stdout_name)
+    if from_stdout.result is not None:
+        return from_stdout
+    file_name = f"result file {finished.result_file_path}"
+    if finished.result_file is None:
+        note = f"{file_name} {finished.result_file_note or 'was not found'}"
+        return ResultReading(None, None, None, (*from_stdout.tried, note))
+    from_file = read_result(finished.result_file, file_name)
+    if from_file.result is not None:
+        return from_file
+    return ResultReading(None, None, None, (*from_stdout.tried, *from_file.tried))
+
+
+# --- judging a result against the recorded spec ------------------------------
+
+
+@dataclass(frozen=True)
+class TrainerOutcome:
+    """What the ledger records for a trainer execution or an imported result.
+
+    `completed` registers a checkpoint of `artifact_path` (with `metrics`) and
+    completes the run; `dry_run` completes it without a checkpoint; `failed`
+    fails it with `reason`.
+    """
+
+    status: OutcomeStatus
+    reason: str | None = None
+    result_status: str | None = None
+    result_source: str | None = None
+    result_digest: str | None = None
+    artifact_path: str | None = None
+    checkpoint_ref: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, reason: str, reading: ResultReading | None = None) -> TrainerOutcome:
+        return cls(
+            status="failed",
+            reason=clean_reason(reason),
+            result_status=reading.result.status if reading and reading.result else None,
+            result_source=reading.source if reading else None,
+            result_digest=reading.digest if reading else None,
+        )
+
+
+def clean_text(text: str) -> str:
+    """Text that any store can hold: lone surrogates from JSON escapes replaced."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def clean_reason(reason: str) -> str:
+    reason = clean_text(reason).strip() or "no reason given"
+    if len(reason) > REASON_LIMIT:
+        reason = reason[: REASON_LIMIT - 15] + " … (truncated)"
+    return reason
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _exit_note(exit_code: int | None) -> str:
+    if exit_code is None or exit_code == 0:
+        return ""
+    if exit_code < 0:
+        return f"trainer was killed by signal {-exit_code}"
+    return f"trainer exited with code {exit_code}"
+
+
+def contract_mismatches(spec: ExperimentSpec, result: TrainerResult) -> list[str]:
+    """Each checked field the result reports differently from the spec."""
+    return [
+        f"{name}: expected {_shown(getattr(spec, name))}, got {_shown(getattr(result, name))}"
+        for name in TrainerResult.CHECKED_FIELDS
+        if getattr(result, name) != getattr(spec, name)
+    ]
+
+
+_MAX_INT = 2**63 - 1
+_MAX_DEPTH = 32
+
+
+def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be stored as-is (every store must round-trip it), or None."""
+    if depth > _MAX_DEPTH:
+        return f"{where} is nested deeper than {_MAX_DEPTH} levels"
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if -_MAX_INT - 1 <= value <= _MAX_INT else f"{where} is out of 64-bit range"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is not finite"
+    if isinstance(value, str):
+        return None if clean_text(value) == value else f"{where} is not valid Unicode text"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = unportable_json(item, f"{where}[{index}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or clean_text(key) != key:
+                return f"{where} has a key that is not valid Unicode text"
+            problem = unportable_json(item, f"{where}.{key}", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"{where} is not a JSON value"
+
+
+def checkpoint_metrics(result: TrainerResult) -> dict[str, Any]:
+    """The trainer's `metrics` object, with its top-level `finalLoss` when given."""
+    metrics = dict(result.metrics or {})
+    if result.finalLoss is not None:
+        metrics["finalLoss"] = result.finalLoss
+    return metrics
+
+
+def assess_result(
+    spec: ExperimentSpec,
+    reading: ResultReading,
+    *,
+    exit_code: int | None,
+    locate: ArtifactLocator,
+) -> TrainerOutcome:
+    """Judge a valid trainer result against the recorded spec (SPEC §4.6-7).
+
+    Every problem is listed in the failure reason. A non-zero `exit_code`
+    never yields a completed run; `None` means there was no process (import).
+    """
+    result = reading.result
+    assert result is not None, "assess_result needs a reading that found a result"
+    problems = contract_mismatches(spec, result)
+    exit_note = _exit_note(exit_code)
+    location: ArtifactLocation | None = None
+    if result.status == "dry_run":
+        if spec.backend != "dry-run":
+            problems.append(
+                f"status dry_run is only valid for a dry-run spec, not backend {spec.backend!r}"
+            )
+        if result.artifact is not None:
+            problems.append("a dry_run result must carry no artifact")
+    elif result.status == "completed":
+        if result.artifact is None:
+            problems.append("a completed result needs an artifact, and it has none")
+        else:
+            if result.artifact.adapterFormat != ADAPTER_FORMAT:
+                problems.append(
+                    f"artifact.adapterFormat: expected {ADAPTER_FORMAT!r}, "
+                    f"got {_shown(result.artifact.adapterFormat)}"
+                )
+            location = locate(clean_text(result.artifact.artifactPath), spec.outputDir)
+            if not location.inside_output_dir:
+                problems.append(
+                    f"artifact path {_shown(location.reported)} resolves to "
+                    f"{location.resolved}, outside the output directory {location.output_dir}"
+                )
+            elif not location.exists:
+                problems.append(f"artifact path {location.resolved} does not exist")
+        for name, value in (
+            ("metrics", checkpoint_metrics(result)),
+            ("checkpointRef", result.checkpointRef),
+        ):
+            problem = unportable_json(value, name)
+            if problem:
+                problems.append(problem)
+    if result.status == "failed":
+        trainer_reason = (result.failureReason or "").strip()
+        if problems:
+            told = f" (the trainer reported: {trainer_reason})" if trainer_reason else ""
+            return TrainerOutcome.failure(
+                f"trainer result rejected: {'; '.join(problems)}{told}", reading
+            )
+        if not trainer_reason:
+            trainer_reason = "the trainer reported failure without a reason"
+            if exit_note:
+                trainer_reason += f" ({exit_note})"
+        return TrainerOutcome.failure(trainer_reason, reading)
+    if exit_note:
+        problems.insert(0, f"{exit_note} although its result says {result.status}")
+    if problems:
+        return TrainerOutcome.failure(f"trainer result rejected: {'; '.join(problems)}", reading)
+    if result.status == "dry_run":
+        return TrainerOutcome(
+            status="dry_run",
+            result_status=result.status,
+            result_source=reading.source,
+            result_digest=reading.digest,
+        )
+    assert location is not None
+    return TrainerOutcome(
+        status="completed",
+        result_status=result.status,
+        result_source=reading.source,
+        result_digest=reading.digest,
+        artifact_path=location.resolved,
+        checkpoint_ref=result.checkpointRef or result.checkpointId,
+        metrics=checkpoint_metrics(result),
+    )
+
+
+def assess_exit(
+    spec: ExperimentSpec, finished: TrainerExit, locate: ArtifactLocator
+) -> TrainerOutcome:
+    """Decide the outcome of one trainer execution (SPEC §4.4-7)."""
+    if finished.launch_error is not None:
+        return TrainerOutcome.failure(finished.launch_error)
+    if finished.timed_out:
+        return TrainerOutcome.failure(f"timeout after {format_seconds(finished.timeout_seconds)} s")
+    reading = read_trainer_output(finished)
+    if reading.result is None:
+        exit_note = _exit_note(finished.exit_code)
+        context = f" ({exit_note})" if exit_note else ""
+        return TrainerOutcome.failure(
+            f"no valid trainer result{context}; tried {'; '.join(reading.tried)}"
+        )
+    return assess_result(spec, reading, exit_code=finished.exit_code, locate=locate)

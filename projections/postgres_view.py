@@ -1,0 +1,202 @@
+"""The ledger view in the store's own PostgreSQL database.
+
+The same tables, statements and reads as `projections.sqlite_view` (its SQL
+is portable; only the parameter style differs), in the datastore's schema,
+next to the events; the library's tracking table (`trainledger_tracking`)
+holds the view's position. `apply` moves the position with a compare-and-set
+`UPDATE` first, so a concurrent catch-up of the same page waits on that row
+and then finds the position moved (`StaleTrackingError`), recording nothing.
+Readers see one snapshot (REPEATABLE READ) across all their queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow, TupleRow, tuple_row
+from psycopg.sql import SQL, Composed, Identifier
+
+from adapters.postgres import create_once
+from projections.facts import FactBatch
+from projections.sqlite_view import (
+    CREATE_INDEXES,
+    CREATE_TABLES,
+    INDEX_NAMES,
+    INSERT_CHECKPOINT,
+    INSERT_DEPLOYABILITY,
+    INSERT_EVAL,
+    INSERT_LINK,
+    INSERT_RUN,
+    TABLES,
+    UPDATE_COMPLETION,
+    UPDATE_DEPLOYABLE,
+    UPDATE_FAILURE,
+    UPDATE_START,
+    _SQLiteReader,
+)
+from projections.view import FactReader, LedgerView, StaleTrackingError
+
+
+def postgres_sql(statement: str) -> SQL:
+    """A statement of the SQLite view with PostgreSQL's parameter style."""
+    return SQL(statement.replace("%", "%%").replace("?", "%s"))
+
+
+def postgres_ddl(statement: str) -> SQL:
+    """A CREATE statement of the SQLite view, without SQLite's table options."""
+    return postgres_sql(statement.removesuffix(" WITHOUT ROWID"))
+
+
+class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
+    """View tables and the tracking position, in the store's PostgreSQL database."""
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        if not datastore.single_row_tracking:
+            raise ValueError("the ledger view needs single-row tracking (SINGLE_ROW_TRACKING)")
+        super().__init__(datastore, **kwargs)
+        tracking = Identifier(self.datastore.schema, self.tracking_table_name)
+        # The view's statements name tables unqualified: in the store's schema.
+        self.search_path = SQL("SET LOCAL search_path TO {}").format(
+            Identifier(self.datastore.schema)
+        )
+        self.sql_create_statements = [
+            self.search_path,
+            *self.sql_create_statements,
+            *(Composed([postgres_ddl(s)]) for s in (*CREATE_TABLES, *CREATE_INDEXES)),
+        ]
+        self.start_tracking = SQL(
+            "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0) "
+            "ON CONFLICT (application_name) DO NOTHING"
+        ).format(tracking)
+        self.move_tracking = SQL(
+            "UPDATE {} SET notification_id = %s "
+            "WHERE application_name = %s AND notification_id = %s RETURNING notification_id"
+        ).format(tracking)
+        self.reset_tracking = SQL(
+            "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0) "
+            "ON CONFLICT (application_name) DO UPDATE SET notification_id = 0"
+        ).format(tracking)
+        self.select_position = SQL(
+            "SELECT notification_id FROM {} WHERE application_name = %s"
+        ).format(tracking)
+
+    def create_table(self) -> None:
+        create_once(
+            self.datastore,
+            f"{self.datastore.schema}.{self.tracking_table_name}",
+            regclasses=(self.tracking_table_name, *TABLES, *INDEX_NAMES),
+            create=super().create_table,
+        )
+
+    @contextmanager
+    def _view_transaction(self) -> Iterator[Cursor[DictRow]]:
+        """A write transaction that does not wait for the disk.
+
+        As with SQLite's view: a commit lost on a crash loses its tracking
+        position with it, and the next catch-up applies those events again.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.search_path)
+            curs.execute("SET LOCAL synchronous_commit = off")
+            yield curs
+
+    def apply(self, batch: FactBatch, tracking: Tracking, previous: int) -> None:
+        with self._view_transaction() as c:
+            if previous == 0:
+                c.execute(self.start_tracking, (tracking.application_name,))
+            c.execute(
+                self.move_tracking,
+                (tracking.notification_id, tracking.application_name, previous),
+            )
+            if c.fetchone() is None:
+                raise StaleTrackingError(
+                    f"view is not at position {previous}; another process moved it"
+                )
+            for statement, rows in (
+                (INSERT_RUN, batch.runs),
+                (INSERT_CHECKPOINT, batch.checkpoints),
+                (INSERT_LINK, batch.links),
+                (INSERT_EVAL, batch.evals),
+                (INSERT_DEPLOYABILITY, batch.deployability),
+                (UPDATE_START, batch.starts),
+                (UPDATE_COMPLETION, batch.completions),
+                (UPDATE_FAILURE, batch.failures),
+                (
+                    UPDATE_DEPLOYABLE,
+                    [
+                        (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
+                        for d in batch.deployability_updates
+                    ],
+                ),
+            ):
+                if rows:
+                    c.executemany(postgres_sql(statement), rows)
+
+    def reset(self, application_name: str) -> None:
+        # As on SQLite, indexes go and come back with `finish_rebuild`; an
+        # interrupted rebuild gets them back when the store is next opened.
+        with self._view_transaction() as c:
+            c.execute(self.reset_tracking, (application_name,))
+            for table in TABLES:
+                c.execute(SQL("DELETE FROM {}").format(Identifier(table)))
+            for index in INDEX_NAMES:
+                c.execute(SQL("DROP INDEX IF EXISTS {}").format(Identifier(index)))
+
+    def finish_rebuild(self) -> None:
+        with self._view_transaction() as c:
+            for statement in CREATE_INDEXES:
+                c.execute(postgres_ddl(statement))
+
+    @contextmanager
+    def reader(self) -> Iterator[FactReader]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(force_rollback=True),
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            curs.execute(self.search_path)
+            yield _PostgresReader(curs, self.select_position)
+
+
+class _Row(tuple[Any, ...]):
+    """A row readable by position and by column name, as `sqlite3.Row` is."""
+
+    columns: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(self.columns[key])
+        return super().__getitem__(key)
+
+
+class _PostgresReader(_SQLiteReader):
+    """The SQLite view's reads, run on a PostgreSQL cursor."""
+
+    def __init__(self, cursor: Cursor[TupleRow], select_position: SQL | Any) -> None:
+        self.cursor = cursor
+        self.select_position = select_position
+        self.statements: dict[str, SQL] = {}
+
+    def position(self, application_name: str) -> int:
+        self.cursor.execute(self.select_position, (application_name,))
+        row = self.cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        statement = self.statements.get(sql)
+        if statement is None:
+            statement = self.statements[sql] = postgres_sql(sql)
+        self.cursor.execute(statement, params)
+        columns = {c.name: i for i, c in enumerate(self.cursor.description or ())}
+        rows = []
+        for values in self.cursor.fetchall():
+            row = _Row(values)
+            row.columns = columns
+            rows.append(row)
+        return rows

@@ -1,0 +1,236 @@
+"""The ledger projection: events in, facts out (see `projections.facts`).
+
+`LedgerProjection` is the library's `Projection` over a `LedgerView`. Its
+`process_event` takes one domain event, as the library's projection runner
+delivers them; the catch-up loop (`projections.read_model`) instead hands it
+whole pages of stored events, which it reads as JSON without building domain
+objects (validating every stored event with pydantic would cost more than
+everything else a rebuild does). Both paths go through the same translation,
+`record_facts`, keyed by the event's topic. A stored event of an older
+`class_version` is first upcast by the application's mapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, cast
+
+import orjson
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+from eventsourcing.utils import get_topic
+from pydantic import BaseModel
+
+from domain.model import Checkpoint, TrainingRun, stored_state
+from projections.facts import (
+    CheckpointRecord,
+    CompletionFact,
+    DeployabilityFact,
+    EvalFact,
+    FactBatch,
+    FailureFact,
+    LinkFact,
+    RunRecord,
+    StartFact,
+    timestamp_micros,
+)
+from projections.view import LedgerView
+
+
+class EventRecord(NamedTuple):
+    """A stored event as the projection reads it: its envelope and JSON state.
+
+    Ids are kept as 32 hex digits, as the views store them.
+    """
+
+    position: int
+    aggregate_id: str
+    version: int
+    topic: str
+    state: dict[str, Any]
+
+
+def _time(state: dict[str, Any]) -> int:
+    return timestamp_micros(state["timestamp"])
+
+
+def _hex(uuid_text: str) -> str:
+    return uuid_text.replace("-", "")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _run_registered(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    spec = state["spec"]
+    batch.runs.append(
+        RunRecord(
+            event.aggregate_id,
+            spec["experimentId"],
+            spec["targetModelFamily"],
+            spec["datasetFingerprint"],
+            _json(spec),
+            state.get("sampleCount"),
+            _time(state),
+            event.position,
+        )
+    )
+
+
+def _run_started(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.starts.append(
+        StartFact(
+            _time(state),
+            state.get("host"),
+            state.get("pid"),
+            state.get("trainerLogPath"),
+            event.aggregate_id,
+        )
+    )
+
+
+def _run_completed(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.completions.append(
+        CompletionFact(_time(state), state.get("resultDigest"), event.aggregate_id)
+    )
+
+
+def _run_failed(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.failures.append(
+        FailureFact(_time(state), state["reason"], state.get("resultDigest"), event.aggregate_id)
+    )
+
+
+def _checkpoint_linked(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.links.append(
+        LinkFact(event.aggregate_id, event.version, _hex(state["checkpointId"]), _time(state))
+    )
+
+
+def _checkpoint_registered(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.checkpoints.append(
+        CheckpointRecord(
+            event.aggregate_id,
+            _hex(state["trainRunId"]),
+            state["family"],
+            state["artifactPath"],
+            state.get("artifactDigest"),
+            state.get("checkpointRef"),
+            _json(state.get("metrics") or {}),
+            _time(state),
+            event.position,
+        )
+    )
+
+
+def _eval_attached(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    summary = state["eval"]
+    batch.evals.append(
+        EvalFact(
+            summary["evalId"],
+            event.aggregate_id,
+            event.version,
+            summary["benchmarkId"],
+            summary["targetModelFamily"],
+            summary["verdict"],
+            _json(summary),
+            _time(state),
+            state["actor"],
+            event.position,
+        )
+    )
+
+
+def _marked_deployable(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.deployability.append(
+        DeployabilityFact(
+            event.aggregate_id,
+            event.version,
+            1,
+            _time(state),
+            state["actor"],
+            state["evalId"],
+            None,
+        )
+    )
+
+
+def _deployability_revoked(event: EventRecord, batch: FactBatch) -> None:
+    state = event.state
+    batch.deployability.append(
+        DeployabilityFact(
+            event.aggregate_id,
+            event.version,
+            0,
+            _time(state),
+            state["actor"],
+            state.get("evalId"),
+            state["reason"],
+        )
+    )
+
+
+Translation = Callable[[EventRecord, FactBatch], None]
+
+TRANSLATIONS: dict[str, Translation] = {
+    get_topic(TrainingRun.Registered): _run_registered,
+    get_topic(TrainingRun.Started): _run_started,
+    get_topic(TrainingRun.Completed): _run_completed,
+    get_topic(TrainingRun.Failed): _run_failed,
+    get_topic(TrainingRun.CheckpointLinked): _checkpoint_linked,
+    get_topic(Checkpoint.Registered): _checkpoint_registered,
+    get_topic(Checkpoint.EvalAttached): _eval_attached,
+    get_topic(Checkpoint.MarkedDeployable): _marked_deployable,
+    get_topic(Checkpoint.DeployabilityRevoked): _deployability_revoked,
+}
+
+
+def record_facts(events: Iterable[EventRecord]) -> FactBatch:
+    """The facts a page of events records, folded (events of unknown topics record none)."""
+    batch = FactBatch()
+    translations = TRANSLATIONS
+    for event in events:
+        translate = translations.get(event.topic)
+        if translate is not None:
+            translate(event, batch)
+    return batch.fold()
+
+
+def record_of_event(event: DomainEventProtocol[Any], position: int) -> EventRecord:
+    """A domain event in the shape it is stored in (what the mapper writes)."""
+    state = stored_state(cast(BaseModel, event))
+    return EventRecord(
+        position, event.originator_id.hex, event.originator_version, get_topic(type(event)), state
+    )
+
+
+class LedgerProjection(Projection[LedgerView]):
+    """Runs, checkpoints, evals and deployability, as timestamped facts."""
+
+    name = "ledger"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        """Apply one event (the library's projection-runner entry point)."""
+        previous = self.view.position(tracking.application_name)
+        if previous >= tracking.notification_id:
+            return
+        self.process_records([record_of_event(domain_event, tracking.notification_id)], tracking)
+
+    def process_records(self, records: Sequence[EventRecord], tracking: Tracking) -> None:
+        """Apply a page of events that follows the view's current position."""
+        previous = self.view.position(tracking.application_name)
+        self.apply_page(records, tracking, previous)
+
+    def apply_page(self, records: Sequence[EventRecord], tracking: Tracking, previous: int) -> None:
+        """Apply a page of events in one transaction, if the view is still at `previous`."""
+        self.view.apply(record_facts(records), tracking, previous)

@@ -1,0 +1,327 @@
+"""The read model: the ledger projection kept caught up, and the queries on it.
+
+Catching up reads the log after the view's tracked position in pages
+(`select_notifications`; the SQLite recorder cannot subscribe) and applies
+each page in one transaction together with its tracking position. If another
+process moved the view meanwhile (its own catch-up, or a rebuild), the page is
+refused whole and the loop carries on from where the view now is: each event
+is applied exactly once, and a process killed at any point leaves the view at
+the end of its last committed page.
+
+Every query catches up first, then reads one consistent state of the view
+(`LedgerView.reader`), so a command's effect is visible to the next query.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+
+from domain.errors import ViewsInconsistentError
+from domain.queries import CheckpointFilter, Document, EvalFilter, Progress, RunFilter
+from domain.views import iso
+from projections.documents import (
+    checkpoint_document,
+    eval_document,
+    grouped,
+    run_document,
+)
+from projections.facts import CheckpointRecord, RunRecord, micros
+from projections.log import LogReader
+from projections.memory_view import MemoryLedgerView
+from projections.projection import LedgerProjection
+from projections.view import FactReader, LedgerView, StaleTrackingError
+
+
+def open_read_model(app: Application[Any]) -> ProjectionReadModel:
+    """The read model of an application, on the view its environment names.
+
+    `TRACKING_RECORDER_TOPIC` (the library's setting) names the view class for
+    the store; the application's infrastructure factory builds it on the
+    store's own datastore. A store without one gets an in-memory view, filled
+    from the log by the first query of each process.
+    """
+    if app.env.get(InfrastructureFactory.TRACKING_RECORDER_TOPIC):
+        view = app.factory.tracking_recorder()
+        if not isinstance(view, LedgerView):
+            raise TypeError(f"{type(view).__name__} is not a LedgerView")
+    else:
+        view = MemoryLedgerView()
+    return ProjectionReadModel(app.name, LogReader.of(app.recorder, app.mapper), view)
+
+
+def canonical_id(text: str) -> str | None:
+    """An id as the views store it (32 hex digits), or None when it is not a UUID."""
+    try:
+        return UUID(text.strip()).hex
+    except (ValueError, AttributeError):
+        return None
+
+
+def _micros(as_of: datetime | None) -> int | None:
+    return None if as_of is None else micros(as_of)
+
+
+class ProjectionReadModel:
+    """Implements `domain.queries.ReadModel` on a `LedgerView`."""
+
+    CATCH_UP_PAGE = 1000
+    REBUILD_PAGE = 5000
+
+    def __init__(self, application_name: str, log: LogReader, view: LedgerView) -> None:
+        self.application_name = application_name
+        self.log = log
+        self.view = view
+        self.projection = LedgerProjection(view)
+        self._lock = threading.RLock()
+
+    # --- keeping the view up to date ----------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply every event recorded since the view's position; return how many."""
+        return self.apply_log(page_size=self.CATCH_UP_PAGE)
+
+    def apply_log(
+        self,
+        *,
+        page_size: int,
+        progress: Progress | None = None,
+        stop: int | None = None,
+    ) -> int:
+        """Apply the log after the view's position (up to `stop`), page by page."""
+        name = self.application_name
+        with self._lock:
+            position = self.view.position(name)
+            last = self.log.last_position()
+            total = max(0, (last if stop is None else min(stop, last)) - position)
+            applied = 0
+            while True:
+                page = self.log.page(position, page_size, stop)
+                if not page:
+                    return applied
+                tracking = Tracking(name, page[-1].position)
+                try:
+                    self.projection.apply_page(page, tracking, position)
+                except StaleTrackingError:
+                    moved = self.view.position(name)
+                    if moved == position:
+                        raise
+                    position = moved
+                    continue
+                except IntegrityError as error:
+                    raise ViewsInconsistentError(
+                        f"the views refused events {page[0].position}..{page[-1].position} "
+                        f"({error}); "
+                        "run `trainledger projections rebuild`"
+                    ) from None
+                applied += len(page)
+                position = page[-1].position
+                if progress is not None:
+                    progress(applied, max(total, applied))
+
+    def rebuild(self, progress: Progress | None = None) -> Document:
+        """Drop every view and apply the whole log again, in large pages."""
+        with self._lock:
+            started = time.perf_counter()
+            self.view.reset(self.application_name)
+            applied = self.apply_log(page_size=self.REBUILD_PAGE, progress=progress)
+            self.view.finish_rebuild()
+            seconds = time.perf_counter() - started
+        return {
+            "eventsApplied": applied,
+            "position": self.view.position(self.application_name),
+            "seconds": round(seconds, 3),
+            "eventsPerSecond": round(applied / seconds) if seconds > 0 else None,
+        }
+
+    def differences_from_replay(self) -> list[str]:
+        """Compare the views with a replay of the log into a fresh in-memory view."""
+        self.catch_up()
+        with self.view.reader() as reader:
+            position = reader.position(self.application_name)
+            live = reader.dump()
+        fresh = ProjectionReadModel(self.application_name, self.log, MemoryLedgerView())
+        fresh.apply_log(page_size=self.REBUILD_PAGE, stop=position)
+        with fresh.view.reader() as reader:
+            replayed = reader.dump()
+        return [
+            f"{table}: {len(live[table])} rows in the view, {len(replayed[table])} "
+            f"in a replay, {len(set(live[table]) ^ set(replayed[table]))} differ"
+            for table in sorted(live)
+            if live[table] != replayed[table]
+        ]
+
+    # --- queries ---------------------------------------------------------------
+
+    def run(self, run_id: str, as_of: datetime | None) -> Document | None:
+        self.catch_up()
+        key, at = canonical_id(run_id), _micros(as_of)
+        if key is None:
+            return None
+        with self.view.reader() as reader:
+            found = reader.runs(ids=[key], as_of=at)
+            return self._run_documents(reader, found, at)[0] if found else None
+
+    def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None:
+        self.catch_up()
+        key, at = canonical_id(checkpoint_id), _micros(as_of)
+        if key is None:
+            return None
+        with self.view.reader() as reader:
+            found = reader.checkpoints(ids=[key], as_of=at)
+            return self._checkpoint_documents(reader, found, at)[0] if found else None
+
+    def lineage(self, checkpoint_id: str, as_of: datetime | None) -> Document | None:
+        self.catch_up()
+        key, at = canonical_id(checkpoint_id), _micros(as_of)
+        if key is None:
+            return None
+        with self.view.reader() as reader:
+            found = reader.checkpoints(ids=[key], as_of=at)
+            if not found:
+                return None
+            checkpoint = self._checkpoint_documents(reader, found, at)[0]
+            runs = reader.runs(ids=[found[0].run_id], as_of=at)
+            run = self._run_documents(reader, runs, at)[0] if runs else None
+            evals = reader.evals(checkpoint_ids=[key], as_of=at)
+        spec = run["spec"] if run else {}
+        return {
+            "checkpointId": checkpoint["checkpointId"],
+            "trainRunId": checkpoint["trainRunId"],
+            "asOf": iso(as_of),
+            "datasetFingerprint": spec.get("datasetFingerprint"),
+            "deployable": checkpoint["deployable"],
+            "dataset": {
+                "datasetFingerprint": spec.get("datasetFingerprint"),
+                "datasetExportId": spec.get("datasetExportId"),
+                "datasetExportPath": spec.get("datasetExportPath"),
+                "sampleCount": run["sampleCount"] if run else None,
+            },
+            "run": run,
+            "checkpoint": checkpoint,
+            "currentEval": checkpoint["currentEval"],
+            "evals": [eval_document(e) for e in sorted(evals, key=lambda e: e.checkpoint_version)],
+            "deployabilityHistory": checkpoint["deployabilityHistory"],
+        }
+
+    def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document:
+        self.catch_up()
+        at = _micros(as_of)
+        with self.view.reader() as reader:
+            runs = reader.runs(dataset_fingerprint=dataset_fingerprint, as_of=at)
+            run_documents = self._run_documents(reader, runs, at)
+            checkpoints = reader.checkpoints(run_ids=[r.run_id for r in runs], as_of=at)
+            checkpoint_documents = self._checkpoint_documents(reader, checkpoints, at)
+        by_run = grouped(checkpoint_documents, lambda c: str(c["trainRunId"]))
+        deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
+        return {
+            "datasetFingerprint": dataset_fingerprint,
+            "asOf": iso(as_of),
+            "runs": [
+                {**run, "checkpoints": by_run.get(run["trainRunId"], [])} for run in run_documents
+            ],
+            "checkpoints": checkpoint_documents,
+            "deployableCheckpointIds": deployable,
+            "totalRuns": len(run_documents),
+            "totalCheckpoints": len(checkpoint_documents),
+            "deployableCheckpoints": len(deployable),
+        }
+
+    def runs(self, where: RunFilter, as_of: datetime | None, limit: int | None) -> list[Document]:
+        self.catch_up()
+        at = _micros(as_of)
+        with self.view.reader() as reader:
+            found = reader.runs(
+                status=where.status,
+                family=where.family,
+                dataset_fingerprint=where.dataset_fingerprint,
+                as_of=at,
+                limit=limit,
+            )
+            return self._run_documents(reader, found, at)
+
+    def checkpoints(
+        self, where: CheckpointFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]:
+        self.catch_up()
+        at = _micros(as_of)
+        run_ids = None
+        if where.run_id is not None:
+            key = canonical_id(where.run_id)
+            if key is None:
+                return []
+            run_ids = [key]
+        with self.view.reader() as reader:
+            found = reader.checkpoints(
+                run_ids=run_ids,
+                family=where.family,
+                deployable=where.deployable,
+                as_of=at,
+                limit=limit,
+            )
+            return self._checkpoint_documents(reader, found, at)
+
+    def evals(self, where: EvalFilter, as_of: datetime | None, limit: int | None) -> list[Document]:
+        self.catch_up()
+        checkpoint_ids = None
+        if where.checkpoint_id is not None:
+            key = canonical_id(where.checkpoint_id)
+            if key is None:
+                return []
+            checkpoint_ids = [key]
+        with self.view.reader() as reader:
+            found = reader.evals(
+                checkpoint_ids=checkpoint_ids,
+                benchmark_id=where.benchmark_id,
+                verdict=where.verdict,
+                family=where.family,
+                as_of=_micros(as_of),
+                limit=limit,
+            )
+        return [eval_document(e) for e in found]
+
+    def stats(self, as_of: datetime | None) -> Document:
+        self.catch_up()
+        with self.view.reader() as reader:
+            counts = reader.counts(_micros(as_of))
+        runs, verdicts = counts.runs_by_status, counts.evals_by_verdict
+        return {
+            "totalRuns": sum(runs.values()),
+            "completedRuns": runs.get("completed", 0),
+            "failedRuns": runs.get("failed", 0),
+            "pendingRuns": runs.get("pending", 0),
+            "runningRuns": runs.get("running", 0),
+            "totalCheckpoints": counts.checkpoints,
+            "deployableCheckpoints": counts.deployable_checkpoints,
+            "totalEvals": sum(verdicts.values()),
+            "passingEvals": verdicts.get("pass", 0) + verdicts.get("compare_only", 0),
+            "failingEvals": verdicts.get("fail", 0),
+        }
+
+    # --- documents ---------------------------------------------------------------
+
+    @staticmethod
+    def _run_documents(
+        reader: FactReader, runs: Sequence[RunRecord], at: int | None
+    ) -> list[Document]:
+        links = grouped(reader.links([r.run_id for r in runs], at), lambda k: k.run_id)
+        return [run_document(run, links.get(run.run_id, []), at) for run in runs]
+
+    @staticmethod
+    def _checkpoint_documents(
+        reader: FactReader, checkpoints: Sequence[CheckpointRecord], at: int | None
+    ) -> list[Document]:
+        ids = [c.checkpoint_id for c in checkpoints]
+        evals = grouped(reader.evals(checkpoint_ids=ids, as_of=at), lambda e: e.checkpoint_id)
+        changes = grouped(reader.deployability(ids, at), lambda d: d.checkpoint_id)
+        return [
+            checkpoint_document(c, evals.get(c.checkpoint_id, []), changes.get(c.checkpoint_id, []))
+            for c in checkpoints
+        ]

@@ -1,0 +1,469 @@
+"""The ledger view in the store's own SQLite file.
+
+Tables (`view_*`) sit next to the events, and the library's `tracking` table
+holds the view's position (the view is that table's only user); `apply`
+changes both in one transaction, and takes the write lock with its first
+statement (the compare-and-set on the position), so concurrent catch-ups
+serialise instead of failing.
+
+The SQL is kept portable: a PostgreSQL view can reuse these statements with
+`%s` parameters (`STORED` generated columns, `ON CONFLICT`, `RETURNING` and
+`COALESCE` are common to both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
+
+from projections.facts import (
+    CheckpointRecord,
+    Counts,
+    DeployabilityFact,
+    EvalFact,
+    FactBatch,
+    LinkFact,
+    RunRecord,
+    ViewDump,
+)
+from projections.view import FactReader, LedgerView, StaleTrackingError
+
+RUNS = "view_runs"
+LINKS = "view_checkpoint_links"
+CHECKPOINTS = "view_checkpoints"
+EVALS = "view_evals"
+DEPLOYABILITY = "view_deployability"
+TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
+SCHEMA = "view_schema"
+SCHEMA_VERSION = 1
+"""Bump when the tables change: views of another version are rebuilt."""
+
+CREATE_TABLES = (
+    f"CREATE TABLE IF NOT EXISTS {RUNS} ("
+    "run_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, family TEXT NOT NULL, "
+    "dataset_fingerprint TEXT NOT NULL, spec TEXT NOT NULL, sample_count INTEGER, "
+    "created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
+    "started_at BIGINT, host TEXT, pid INTEGER, trainer_log_path TEXT, "
+    "completed_at BIGINT, result_digest TEXT, failed_at BIGINT, failure_reason TEXT, "
+    "status TEXT GENERATED ALWAYS AS (CASE "
+    "WHEN failed_at IS NOT NULL THEN 'failed' "
+    "WHEN completed_at IS NOT NULL THEN 'completed' "
+    "WHEN started_at IS NOT NULL THEN 'running' "
+    "ELSE 'pending' END) STORED)",
+    f"CREATE TABLE IF NOT EXISTS {LINKS} ("
+    "run_id TEXT NOT NULL, run_version INTEGER NOT NULL, checkpoint_id TEXT NOT NULL, "
+    "linked_at BIGINT NOT NULL, PRIMARY KEY (run_id, run_version)) WITHOUT ROWID",
+    f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} ("
+    "checkpoint_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, family TEXT NOT NULL, "
+    "artifact_path TEXT NOT NULL, artifact_digest TEXT, checkpoint_ref TEXT, "
+    "metrics TEXT NOT NULL, created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
+    "deployable INTEGER NOT NULL DEFAULT 0, "
+    "deployability_version INTEGER NOT NULL DEFAULT 0)",
+    f"CREATE TABLE IF NOT EXISTS {EVALS} ("
+    "eval_id TEXT PRIMARY KEY, checkpoint_id TEXT NOT NULL, "
+    "checkpoint_version INTEGER NOT NULL, benchmark_id TEXT NOT NULL, family TEXT NOT NULL, "
+    "verdict TEXT NOT NULL, summary TEXT NOT NULL, attached_at BIGINT NOT NULL, "
+    "actor TEXT NOT NULL, position BIGINT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {DEPLOYABILITY} ("
+    "checkpoint_id TEXT NOT NULL, checkpoint_version INTEGER NOT NULL, "
+    "deployable INTEGER NOT NULL, changed_at BIGINT NOT NULL, actor TEXT NOT NULL, "
+    "eval_id TEXT, reason TEXT, PRIMARY KEY (checkpoint_id, checkpoint_version)) WITHOUT ROWID",
+)
+
+# Each list filter walks one of these newest first and stops at its limit.
+CREATE_INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_position ON {RUNS} (position)",
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_status ON {RUNS} (status, position)",
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_family ON {RUNS} (family, position)",
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_dataset ON {RUNS} (dataset_fingerprint, position)",
+    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_position ON {CHECKPOINTS} (position)",
+    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_run ON {CHECKPOINTS} (run_id, position)",
+    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_family ON {CHECKPOINTS} (family, position)",
+    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_deployable ON {CHECKPOINTS} (deployable, position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_position ON {EVALS} (position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_checkpoint ON {EVALS} (checkpoint_id, checkpoint_version)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_benchmark ON {EVALS} (benchmark_id, position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict ON {EVALS} (verdict, position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_family ON {EVALS} (family, position)",
+)
+
+
+INDEX_NAMES = tuple(statement.split()[5] for statement in CREATE_INDEXES)
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+INSERT_RUN = _insert(RUNS, RunRecord._fields)
+INSERT_LINK = _insert(LINKS, LinkFact._fields)
+INSERT_CHECKPOINT = _insert(CHECKPOINTS, CheckpointRecord._fields)
+INSERT_EVAL = _insert(EVALS, EvalFact._fields)
+INSERT_DEPLOYABILITY = _insert(DEPLOYABILITY, DeployabilityFact._fields)
+UPDATE_START = (
+    f"UPDATE {RUNS} SET started_at = ?, host = ?, pid = ?, trainer_log_path = ? WHERE run_id = ?"
+)
+UPDATE_COMPLETION = f"UPDATE {RUNS} SET completed_at = ?, result_digest = ? WHERE run_id = ?"
+UPDATE_FAILURE = (
+    f"UPDATE {RUNS} SET failed_at = ?, failure_reason = ?, result_digest = ? WHERE run_id = ?"
+)
+# Deployability only moves forward in version, whatever order a page applies it in.
+UPDATE_DEPLOYABLE = (
+    f"UPDATE {CHECKPOINTS} SET deployable = ?, deployability_version = ? "
+    "WHERE checkpoint_id = ? AND deployability_version < ?"
+)
+START_TRACKING = (
+    "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0) "
+    "ON CONFLICT (application_name) DO NOTHING"
+)
+MOVE_TRACKING = (
+    "UPDATE tracking SET notification_id = ? "
+    "WHERE application_name = ? AND notification_id = ? RETURNING notification_id"
+)
+RESET_TRACKING = (
+    "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0) "
+    "ON CONFLICT (application_name) DO UPDATE SET notification_id = 0"
+)
+
+STATUS_AT = (
+    "(CASE WHEN failed_at <= ? THEN 'failed' WHEN completed_at <= ? THEN 'completed' "
+    "WHEN started_at <= ? THEN 'running' ELSE 'pending' END)"
+)
+DEPLOYABLE_AT = (
+    f"COALESCE((SELECT d.deployable FROM {DEPLOYABILITY} d "
+    f"WHERE d.checkpoint_id = {CHECKPOINTS}.checkpoint_id AND d.changed_at <= ? "
+    "ORDER BY d.checkpoint_version DESC LIMIT 1), 0)"
+)
+
+RUN_COLUMNS = ", ".join(RunRecord._fields)
+CHECKPOINT_COLUMNS = ", ".join(CheckpointRecord._fields)
+EVAL_COLUMNS = ", ".join(EvalFact._fields)
+LINK_COLUMNS = ", ".join(LinkFact._fields)
+DEPLOYABILITY_COLUMNS = ", ".join(DeployabilityFact._fields)
+
+# SQLite allows 32766 parameters a statement; ids go in chunks well below that.
+CHUNK = 500
+
+
+class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
+    """View tables and the tracking position, in the store's SQLite file."""
+
+    def __init__(self, datastore: SQLiteDatastore, **kwargs: Any) -> None:
+        if not datastore.single_row_tracking:
+            raise ValueError("the ledger view needs single-row tracking (SINGLE_ROW_TRACKING)")
+        super().__init__(datastore, **kwargs)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *CREATE_TABLES, *CREATE_INDEXES]
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        # Tables of another schema version are dropped, and the view's
+        # position with them: the next query rebuilds them from the log.
+        c.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA} (version INTEGER NOT NULL)")
+        c.execute(f"SELECT version FROM {SCHEMA}")
+        row = c.fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            if row is not None:
+                for table in TABLES:
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+                c.execute(
+                    "DELETE FROM tracking WHERE application_name <> ?",
+                    (self.table_migration_identifier,),
+                )
+            c.execute(f"DELETE FROM {SCHEMA}")
+            c.execute(f"INSERT INTO {SCHEMA} (version) VALUES (?)", (SCHEMA_VERSION,))
+        super()._create_table(c)
+
+    @contextmanager
+    def _view_transaction(self) -> Iterator[SQLiteCursor]:
+        """A write transaction that does not wait for the disk.
+
+        In WAL mode, `synchronous=NORMAL` keeps every commit atomic but may
+        lose the last ones on power loss: harmless for a view, whose tracking
+        position is lost with them and whose events are applied again. The
+        connection's own setting (the store's, for events) is restored after.
+        """
+        with self.datastore.get_connection(commit=True) as connection:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA synchronous")
+            setting = int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with connection.transaction(commit=True) as c:
+                    yield c
+            finally:
+                cursor.execute(f"PRAGMA synchronous={setting}")
+
+    def apply(self, batch: FactBatch, tracking: Tracking, previous: int) -> None:
+        with self._view_transaction() as c:
+            self._move_tracking(c, tracking, previous)
+            c.executemany(INSERT_RUN, batch.runs)
+            c.executemany(INSERT_CHECKPOINT, batch.checkpoints)
+            c.executemany(INSERT_LINK, batch.links)
+            c.executemany(INSERT_EVAL, batch.evals)
+            c.executemany(INSERT_DEPLOYABILITY, batch.deployability)
+            c.executemany(UPDATE_START, batch.starts)
+            c.executemany(UPDATE_COMPLETION, batch.completions)
+            c.executemany(UPDATE_FAILURE, batch.failures)
+            c.executemany(
+                UPDATE_DEPLOYABLE,
+                [
+                    (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
+                    for d in batch.deployability_updates
+                ],
+            )
+
+    @staticmethod
+    def _move_tracking(c: SQLiteCursor, tracking: Tracking, previous: int) -> None:
+        # A write first: the transaction takes the write lock (waiting its
+        # turn) before it reads anything, so the compare-and-set sees the
+        # latest position.
+        if previous == 0:
+            c.execute(START_TRACKING, (tracking.application_name,))
+        c.execute(MOVE_TRACKING, (tracking.notification_id, tracking.application_name, previous))
+        if c.fetchone() is None:
+            raise StaleTrackingError(
+                f"view is not at position {previous}; another process moved it"
+            )
+
+    def reset(self, application_name: str) -> None:
+        # The indexes go too: building them once the tables are full is
+        # much faster than keeping them up to date row by row. Should the
+        # rebuild be interrupted, the next open of the store creates them.
+        with self._view_transaction() as c:
+            c.execute(RESET_TRACKING, (application_name,))
+            for table in TABLES:
+                c.execute(f"DELETE FROM {table}")
+            for index in INDEX_NAMES:
+                c.execute(f"DROP INDEX IF EXISTS {index}")
+
+    def finish_rebuild(self) -> None:
+        with self._view_transaction() as c:
+            for statement in CREATE_INDEXES:
+                c.execute(statement)
+
+    @contextmanager
+    def reader(self) -> Iterator[FactReader]:
+        with self.datastore.transaction(commit=False) as c:
+            yield _SQLiteReader(c)
+
+
+class _Select:
+    """A SELECT with optional conditions."""
+
+    def __init__(self, head: str) -> None:
+        self.head = head
+        self.conditions: list[str] = []
+        self.params: list[Any] = []
+
+    def where(self, condition: str, *params: Any) -> _Select:
+        self.conditions.append(condition)
+        self.params.extend(params)
+        return self
+
+    def sql(self, tail: str = "") -> str:
+        where = f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+        return f"{self.head}{where}{tail}"
+
+
+def _chunks(ids: Sequence[str] | None) -> list[Sequence[str] | None]:
+    if ids is None:
+        return [None]
+    unique = list(dict.fromkeys(ids))
+    return [unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)]
+
+
+def _among(column: str, ids: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join('?' for _ in ids)})"
+
+
+class _SQLiteReader(FactReader):
+    def __init__(self, cursor: SQLiteCursor) -> None:
+        self.c = cursor
+
+    def position(self, application_name: str) -> int:
+        rows = self._rows(
+            "SELECT notification_id FROM tracking WHERE application_name = ?", (application_name,)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        self.c.execute(sql, params)
+        return list(self.c.fetchall())
+
+    def _newest_first(
+        self, head: str, build: Any, ids: Sequence[str] | None, limit: int | None
+    ) -> list[Any]:
+        rows: list[Any] = []
+        for chunk in _chunks(ids):
+            select: _Select = build(_Select(head), chunk)
+            tail = " ORDER BY position DESC"
+            params = list(select.params)
+            if limit is not None:
+                tail += " LIMIT ?"
+                params.append(limit)
+            rows.extend(self._rows(select.sql(tail), params))
+        if ids is not None and len(rows) > 1:
+            rows.sort(key=lambda row: row["position"], reverse=True)
+        return rows if limit is None else rows[:limit]
+
+    def runs(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        status: str | None = None,
+        family: str | None = None,
+        dataset_fingerprint: str | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
+            if chunk is not None:
+                select.where(_among("run_id", chunk), *chunk)
+            if as_of is not None:
+                select.where("created_at <= ?", as_of)
+            if status is not None:
+                if as_of is None:
+                    select.where("status = ?", status)
+                else:
+                    select.where(f"{STATUS_AT} = ?", as_of, as_of, as_of, status)
+            if family is not None:
+                select.where("family = ?", family)
+            if dataset_fingerprint is not None:
+                select.where("dataset_fingerprint = ?", dataset_fingerprint)
+            return select
+
+        rows = self._newest_first(f"SELECT {RUN_COLUMNS} FROM {RUNS}", build, ids, limit)
+        return [RunRecord(*row) for row in rows]
+
+    def checkpoints(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        family: str | None = None,
+        deployable: bool | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]:
+        if ids is not None and run_ids is not None:
+            raise ValueError("select checkpoints by ids or by run ids, not both")
+        column, keys = ("checkpoint_id", ids) if run_ids is None else ("run_id", run_ids)
+
+        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
+            if chunk is not None:
+                select.where(_among(column, chunk), *chunk)
+            if as_of is not None:
+                select.where("created_at <= ?", as_of)
+            if family is not None:
+                select.where("family = ?", family)
+            if deployable is not None:
+                if as_of is None:
+                    select.where("deployable = ?", int(deployable))
+                else:
+                    select.where(f"{DEPLOYABLE_AT} = ?", as_of, int(deployable))
+            return select
+
+        head = f"SELECT {CHECKPOINT_COLUMNS} FROM {CHECKPOINTS}"
+        rows = self._newest_first(head, build, keys, limit)
+        return [CheckpointRecord(*row) for row in rows]
+
+    def evals(
+        self,
+        *,
+        checkpoint_ids: Sequence[str] | None = None,
+        benchmark_id: str | None = None,
+        verdict: str | None = None,
+        family: str | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[EvalFact]:
+        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
+            if chunk is not None:
+                select.where(_among("checkpoint_id", chunk), *chunk)
+            if as_of is not None:
+                select.where("attached_at <= ?", as_of)
+            if benchmark_id is not None:
+                select.where("benchmark_id = ?", benchmark_id)
+            if verdict is not None:
+                select.where("verdict = ?", verdict)
+            if family is not None:
+                select.where("family = ?", family)
+            return select
+
+        head = f"SELECT {EVAL_COLUMNS} FROM {EVALS}"
+        rows = self._newest_first(head, build, checkpoint_ids, limit)
+        return [EvalFact(*row) for row in rows]
+
+    def links(self, run_ids: Sequence[str], as_of: int | None) -> list[LinkFact]:
+        found: list[LinkFact] = []
+        for chunk in _chunks(run_ids):
+            assert chunk is not None
+            select = _Select(f"SELECT {LINK_COLUMNS} FROM {LINKS}")
+            select.where(_among("run_id", chunk), *chunk)
+            if as_of is not None:
+                select.where("linked_at <= ?", as_of)
+            rows = self._rows(select.sql(" ORDER BY run_id, run_version"), select.params)
+            found.extend(LinkFact(*row) for row in rows)
+        return found
+
+    def deployability(
+        self, checkpoint_ids: Sequence[str], as_of: int | None
+    ) -> list[DeployabilityFact]:
+        found: list[DeployabilityFact] = []
+        for chunk in _chunks(checkpoint_ids):
+            assert chunk is not None
+            select = _Select(f"SELECT {DEPLOYABILITY_COLUMNS} FROM {DEPLOYABILITY}")
+            select.where(_among("checkpoint_id", chunk), *chunk)
+            if as_of is not None:
+                select.where("changed_at <= ?", as_of)
+            tail = " ORDER BY checkpoint_id, checkpoint_version"
+            found.extend(
+                DeployabilityFact(*row) for row in self._rows(select.sql(tail), select.params)
+            )
+        return found
+
+    def counts(self, as_of: int | None) -> Counts:
+        if as_of is None:
+            by_status = self._rows(f"SELECT status, COUNT(*) FROM {RUNS} GROUP BY status", ())
+            checkpoints = self._rows(
+                f"SELECT COUNT(*), COALESCE(SUM(deployable), 0) FROM {CHECKPOINTS}", ()
+            )
+            by_verdict = self._rows(f"SELECT verdict, COUNT(*) FROM {EVALS} GROUP BY verdict", ())
+        else:
+            by_status = self._rows(
+                f"SELECT {STATUS_AT}, COUNT(*) FROM {RUNS} WHERE created_at <= ? GROUP BY 1",
+                (as_of, as_of, as_of, as_of),
+            )
+            checkpoints = self._rows(
+                f"SELECT COUNT(*), COALESCE(SUM({DEPLOYABLE_AT}), 0) FROM {CHECKPOINTS} "
+                "WHERE created_at <= ?",
+                (as_of, as_of),
+            )
+            by_verdict = self._rows(
+                f"SELECT verdict, COUNT(*) FROM {EVALS} WHERE attached_at <= ? GROUP BY verdict",
+                (as_of,),
+            )
+        total, deployable = checkpoints[0]
+        return Counts(
+            {row[0]: row[1] for row in by_status},
+            int(total),
+            int(deployable),
+            {row[0]: row[1] for row in by_verdict},
+        )
+
+    def dump(self) -> ViewDump:
+        def table(columns: str, name: str) -> list[tuple[object, ...]]:
+            return sorted(tuple(row) for row in self._rows(f"SELECT {columns} FROM {name}", ()))
+
+        return {
+            "runs": table(RUN_COLUMNS, RUNS),
+            "links": table(LINK_COLUMNS, LINKS),
+            "checkpoints": table(CHECKPOINT_COLUMNS, CHECKPOINTS),
+            "evals": table(EVAL_COLUMNS, EVALS),
+            "deployability": table(DEPLOYABILITY_COLUMNS, DEPLOYABILITY),
+        }

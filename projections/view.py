@@ -1,0 +1,129 @@
+"""The abstract view of the ledger's projection: one per store backend.
+
+A view is a tracking recorder (the library's `TrackingRecorder`): it records
+the position of the last event it applied in the same transaction as the facts
+that event recorded. `apply` is a compare-and-set on that position, so a page
+of events is applied exactly once even when several processes catch up, or
+one rebuilds, at the same time; a crash loses at most an uncommitted page,
+which the next catch-up applies again.
+
+Concrete views: `projections.sqlite_view.SQLiteLedgerView` (tables in the
+store's own SQLite file) and `projections.memory_view.MemoryLedgerView`
+(dictionaries, for `memory://`). A PostgreSQL view implements the same
+methods with the SQL of the SQLite one (it is written to be portable, bar
+the parameter style).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
+
+from projections.facts import (
+    CheckpointRecord,
+    Counts,
+    DeployabilityFact,
+    EvalFact,
+    FactBatch,
+    LinkFact,
+    RunRecord,
+    ViewDump,
+)
+
+
+class StaleTrackingError(IntegrityError):
+    """The view's position moved since it was read: someone else applied those events."""
+
+
+class FactReader(ABC):
+    """Reads of one consistent state of a view.
+
+    `as_of` (microseconds since the epoch, None for now) keeps only what was
+    recorded at or before that moment. Runs, checkpoints and evals come newest
+    first (by log position); links and deployability changes in version order.
+    """
+
+    @abstractmethod
+    def position(self, application_name: str) -> int:
+        """The position of the last event applied to this state (0: none)."""
+
+    @abstractmethod
+    def runs(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        status: str | None = None,
+        family: str | None = None,
+        dataset_fingerprint: str | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]: ...
+
+    @abstractmethod
+    def checkpoints(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        run_ids: Sequence[str] | None = None,
+        family: str | None = None,
+        deployable: bool | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[CheckpointRecord]: ...
+
+    @abstractmethod
+    def evals(
+        self,
+        *,
+        checkpoint_ids: Sequence[str] | None = None,
+        benchmark_id: str | None = None,
+        verdict: str | None = None,
+        family: str | None = None,
+        as_of: int | None = None,
+        limit: int | None = None,
+    ) -> list[EvalFact]: ...
+
+    @abstractmethod
+    def links(self, run_ids: Sequence[str], as_of: int | None) -> list[LinkFact]: ...
+
+    @abstractmethod
+    def deployability(
+        self, checkpoint_ids: Sequence[str], as_of: int | None
+    ) -> list[DeployabilityFact]: ...
+
+    @abstractmethod
+    def counts(self, as_of: int | None) -> Counts: ...
+
+    @abstractmethod
+    def dump(self) -> ViewDump:
+        """Every row of every table, in a canonical order and shape."""
+
+
+class LedgerView(TrackingRecorder, ABC):
+    """Where the ledger projection keeps its facts, with its tracking position."""
+
+    @abstractmethod
+    def apply(self, batch: FactBatch, tracking: Tracking, previous: int) -> None:
+        """Record a page's facts and move tracking from `previous` to the page's last position.
+
+        One transaction. Raises `StaleTrackingError`, recording nothing, when
+        the view's position is not `previous`.
+        """
+
+    @abstractmethod
+    def reset(self, application_name: str) -> None:
+        """Drop every fact and move tracking back to the start, in one transaction."""
+
+    def finish_rebuild(self) -> None:
+        """Called once a rebuild has applied the whole log (e.g. to build indexes)."""
+
+    @abstractmethod
+    def reader(self) -> AbstractContextManager[FactReader]:
+        """A reader of one consistent state of the view."""
+
+    def position(self, application_name: str) -> int:
+        """The position of the last event applied (0: none)."""
+        return self.max_tracking_id(application_name) or 0
