@@ -50,7 +50,7 @@ class Hyperparameters(Contract):
     batchSize: int = Field(2, ge=1)  # noqa: N815
     gradientAccumulation: int = Field(8, ge=1)  # noqa: N815
     loraRank: int = Field(16, ge=1, le=1024)  # noqa: N815
-    loraAlpha: float = Field(32, gt=0)  # noqa: N815
+    loraAlpha: int | float = Field(32, gt=0)  # noqa: N815
     loraDropout: float = Field(0.05, ge=0, lt=1)  # noqa: N815
     warmupRatio: float = Field(0.1, ge=0, le=1)  # noqa: N815
     maxSteps: int = Field(1000, ge=1)  # noqa: N815
@@ -58,7 +58,7 @@ class Hyperparameters(Contract):
 
 
 class Budget(Contract):
-    maxWallClockMinutes: float = Field(240, ge=1)  # noqa: N815
+    maxWallClockMinutes: int | float = Field(240, ge=1)  # noqa: N815
     maxTrainTokens: int = Field(2_000_000, ge=1)  # noqa: N815
 
 

@@ -472,7 +472,10 @@ class Checkpoint(LedgerAggregate):
             )
 
     def mark_deployable(self, run: TrainingRun) -> None:
-        """Needs a current eval that did not fail and a completed run."""
+        """Needs a current eval that did not fail and a completed run.
+
+        Marking again is allowed only to rest deployability on a newer eval.
+        """
         if run.id != self.train_run_id:
             raise ValueError("mark_deployable needs the checkpoint's own run")
         current = self.current_eval
@@ -486,8 +489,13 @@ class Checkpoint(LedgerAggregate):
             raise DeployabilityError(
                 f"checkpoint {self.id}: run {run.id} is {run.status}, not completed"
             )
-        if self.deployable:
-            raise DeployabilityError(f"checkpoint {self.id} is already deployable")
+        marked = [c for c in self.deployability_history if c.deployable]
+        if self.deployable and marked and marked[-1].eval_id == current.evalId:
+            raise DeployabilityError(
+                f"checkpoint {self.id} is already deployable on eval {current.evalId}"
+            )
+        # Deployable already, but on an older eval: re-marking records that the
+        # newer eval now backs the decision.
         self._trigger(self.MarkedDeployable, eval_id=current.evalId)
 
     def revoke(self, reason: str) -> None:

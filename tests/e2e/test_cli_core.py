@@ -532,8 +532,16 @@ def test_eval_refusals_record_nothing(cli: Cli, out: Path, tmp_path: Path) -> No
             "eval_refused",
             "delta 0.3 differs from candidateScore - baselineScore",
         ),
-        ((*attach, *eval_options("e", **{"--mode": "zero_shot"})), "eval_refused", "mode"),
-        ((*attach, *eval_options("e", **{"--verdict": "maybe"})), "eval_refused", "verdict"),
+        (
+            (*attach, *eval_options("e", **{"--mode": "zero_shot"})),
+            "eval_refused",
+            "mode: Input should be 'prompt_assisted' or 'reduced_prompt' [(]got 'zero_shot'[)]",
+        ),
+        (
+            (*attach, *eval_options("e", **{"--verdict": "maybe"})),
+            "eval_refused",
+            "verdict: Input should be 'pass', 'fail' or 'compare_only' [(]got 'maybe'[)]",
+        ),
         (
             (*attach, *eval_options("e"), "--mark-deployable"),
             "not_deployable",

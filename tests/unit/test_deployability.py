@@ -1,0 +1,60 @@
+"""Deployability rests on an eval; re-marking moves it onto a newer one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from domain.application import TrainingLedger
+from domain.errors import DeployabilityError
+from domain.experiment import ExperimentRequest
+from tests.support import READER_FAMILY, eval_summary
+
+
+def deployable_checkpoint(ledger: TrainingLedger, tmp_path: Path) -> str:
+    request = ExperimentRequest(
+        profile="local-reader",
+        family=READER_FAMILY,
+        backend="dry-run",
+        benchmark_export_id="bench-1",
+        output_dir=str(tmp_path),
+    )
+    run_id = ledger.create_experiment(
+        request, dataset_fingerprint="0123456789abcdef", sample_count=3, actor="a"
+    )["trainRunId"]
+    ledger.start_run(run_id, actor="a")
+    checkpoint_id: str = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "x"), actor="a"
+    )["checkpointId"]
+    ledger.complete_run(run_id, actor="a")
+    ledger.attach_eval(
+        checkpoint_id, eval_summary(checkpoint_id, "e1"), mark_deployable=True, actor="a"
+    )
+    return checkpoint_id
+
+
+def test_attach_and_mark_on_a_deployable_checkpoint_rests_it_on_the_new_eval(
+    ledger: TrainingLedger, tmp_path: Path
+) -> None:
+    checkpoint_id = deployable_checkpoint(ledger, tmp_path)
+    after = ledger.attach_eval(
+        checkpoint_id, eval_summary(checkpoint_id, "e2"), mark_deployable=True, actor="b"
+    )
+    assert after["deployable"] is True
+    assert [(c["evalId"], c["actor"]) for c in after["deployabilityHistory"]] == [
+        ("e1", "a"),
+        ("e2", "b"),
+    ]
+    with pytest.raises(DeployabilityError, match="already deployable on eval e2"):
+        ledger.mark_deployable(checkpoint_id, actor="b")
+
+
+def test_failing_eval_revokes_and_names_the_eval(ledger: TrainingLedger, tmp_path: Path) -> None:
+    checkpoint_id = deployable_checkpoint(ledger, tmp_path)
+    after = ledger.attach_eval(
+        checkpoint_id, eval_summary(checkpoint_id, "e2", verdict="fail"), actor="b"
+    )
+    assert after["deployable"] is False
+    assert after["deployabilityHistory"][-1]["reason"] == "eval e2 failed"
+    assert [e["evalId"] for e in after["evals"]] == ["e1", "e2"]
