@@ -29,7 +29,6 @@ import psycopg
 from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
-    PersistenceError,
     StoredEvent,
 )
 from eventsourcing.postgres import (
@@ -49,18 +48,23 @@ PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 RESERVATIONS_TABLE = "ledger_reservations"
 
 
-def connection_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
-    """The arguments the datastore's pool connects with (dbname, host, user, ...)."""
-    kwargs = datastore.pool.kwargs
-    return dict(kwargs() if callable(kwargs) else kwargs or {})
+def connect(datastore: PostgresDatastore, **options: Any) -> psycopg.Connection[Any]:
+    """A connection outside the datastore's pool, with the pool's settings.
 
-
-def describe_connection_error(error: Exception, password: str | None) -> str:
-    """A server or libpq error as one line, with the password scrubbed."""
-    message = " ".join(str(error).split())
-    if password:
-        message = message.replace(password, "***")
-    return message
+    A failure is an `OperationalError` whose message is the server's or
+    libpq's reason on one line, with the password scrubbed.
+    """
+    pool = datastore.pool
+    kwargs = dict(pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {})
+    if pool.get_password_func is not None:
+        kwargs["password"] = pool.get_password_func()
+    try:
+        return psycopg.connect(autocommit=True, **{**kwargs, **options})
+    except psycopg.Error as error:
+        message = " ".join(str(error).split())
+        if kwargs.get("password"):
+            message = message.replace(kwargs["password"], "***")
+        raise OperationalError(message) from None
 
 
 def create_once(
@@ -96,16 +100,10 @@ def create_once(
     if exists():
         datastore.register_type_adapters()
         return
-    # A plain connection outside the pool holds the lock, so `create` can
-    # take pool connections meanwhile.
-    kwargs = connection_kwargs(datastore)
-    try:
-        lock_conn = psycopg.connect(autocommit=True, **kwargs)
-    except psycopg.Error as error:
-        message = describe_connection_error(error, kwargs.get("password"))
-        raise OperationalError(message) from None
+    # A connection outside the pool holds the lock, so `create` can take
+    # pool connections meanwhile.
     lock_key = f"trainledger-schema:{name}"
-    with lock_conn:
+    with connect(datastore) as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (lock_key,))
         try:
             if exists():
@@ -230,16 +228,13 @@ class LedgerPostgresFactory(PostgresFactory):
 
     def _probe(self) -> None:
         """Connect once, so a bad address or credential fails now, in one line."""
-        kwargs = connection_kwargs(self.datastore)
-        kwargs.pop("row_factory", None)
         timeout = int(self.env.get(PROBE_TIMEOUT_ENV) or "10")
         try:
-            with psycopg.connect(connect_timeout=timeout, **kwargs):
+            with connect(self.datastore, connect_timeout=timeout):
                 pass
-        except psycopg.Error as error:
+        except OperationalError:
             self.datastore.close()
-            message = describe_connection_error(error, kwargs.get("password"))
-            raise PersistenceError(message) from None
+            raise
 
 
 POSTGRES_OPTIONS: dict[str, tuple[str, int, int]] = {

@@ -26,17 +26,17 @@ from pathlib import Path
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
 
-import pydantic  # noqa: E402
+import pydantic
 
-from domain.contract import ExperimentSpec, config_fingerprint, dataset_fingerprint  # noqa: E402
+from domain.contract import ExperimentSpec, config_fingerprint, dataset_fingerprint
 
 BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "peft-trl-orpo": ("torch", "trl", "peft"),
@@ -47,7 +47,7 @@ EXIT_UNUSABLE = 1
 EXIT_BACKEND_UNAVAILABLE = 3
 
 
-class Refusal(Exception):
+class RefusedError(Exception):
     """The run cannot proceed; the message is the result's failureReason."""
 
     def __init__(self, reason: str, exit_code: int = EXIT_UNUSABLE) -> None:
@@ -64,23 +64,23 @@ def load_spec(path: str) -> tuple[dict[str, Any], ExperimentSpec]:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise Refusal(f"cannot read spec {path}: {error}") from None
+        raise RefusedError(f"cannot read spec {path}: {error}") from None
     if not isinstance(raw, dict):
-        raise Refusal(f"spec {path} is not a JSON object")
+        raise RefusedError(f"spec {path} is not a JSON object")
     try:
         return raw, ExperimentSpec.model_validate(raw)
     except pydantic.ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
         )
-        raise Refusal(f"invalid spec: {problems}") from None
+        raise RefusedError(f"invalid spec: {problems}") from None
 
 
 def check_fingerprints(spec: ExperimentSpec) -> None:
     """The spec's fingerprints must describe what this trainer would train on."""
     recomputed = config_fingerprint(spec.hyperparameters)
     if recomputed != spec.configFingerprint:
-        raise Refusal(
+        raise RefusedError(
             f"configFingerprint {spec.configFingerprint} does not match the "
             f"hyperparameters (they give {recomputed})"
         )
@@ -91,11 +91,11 @@ def check_fingerprints(spec: ExperimentSpec) -> None:
     try:
         content = dataset.read_bytes()
     except OSError as error:
-        raise Refusal(f"cannot read dataset {dataset}: {error.strerror}") from None
+        raise RefusedError(f"cannot read dataset {dataset}: {error.strerror}") from None
     samples = sum(1 for line in content.splitlines() if line.strip())
     found = dataset_fingerprint(hashlib.sha256(content).hexdigest()[:16], samples)
     if found != spec.datasetFingerprint:
-        raise Refusal(
+        raise RefusedError(
             f"dataset {dataset} changed since the experiment was created: fingerprint "
             f"{found}, the spec says {spec.datasetFingerprint}"
         )
@@ -108,9 +108,11 @@ def probe_output_dir(output_dir: Path) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"probe")
         if probe.read_bytes() != b"probe":
-            raise Refusal(f"output directory {output_dir} does not read back what was written")
+            raise RefusedError(f"output directory {output_dir} does not read back what was written")
     except OSError as error:
-        raise Refusal(f"output directory {output_dir} is not writable: {error.strerror}") from None
+        raise RefusedError(
+            f"output directory {output_dir} is not writable: {error.strerror}"
+        ) from None
     finally:
         probe.unlink(missing_ok=True)
     log(f"output directory {output_dir} is writable")
@@ -122,13 +124,13 @@ def check_backend(backend: str) -> None:
         return
     missing = [name for name in required if importlib.util.find_spec(name) is None]
     if missing:
-        raise Refusal(
+        raise RefusedError(
             f"backend {backend} needs the optional packages {', '.join(required)}; "
             f"missing here: {', '.join(missing)}. Install them, or train with your own "
             "trainer (train --scripts-dir DIR or --trainer PATH)",
             EXIT_BACKEND_UNAVAILABLE,
         )
-    raise Refusal(
+    raise RefusedError(
         f"backend {backend}: the bundled reference trainer implements only the dry-run "
         "backend; train with your own trainer (train --scripts-dir DIR or --trainer PATH)",
         EXIT_BACKEND_UNAVAILABLE,
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         check_backend(spec.backend)
         check_fingerprints(spec)
         probe_output_dir(output_dir)
-    except Refusal as refusal:
+    except RefusedError as refusal:
         log(f"refused: {refusal.reason}")
         report(result_document(raw, "failed", failureReason=refusal.reason), output_dir)
         return refusal.exit_code

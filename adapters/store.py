@@ -19,13 +19,11 @@ from eventsourcing.utils import get_topic
 from adapters.files import digest_artifact, load_dataset
 from adapters.memory import MemoryLedgerFactory
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
-from adapters.postgres import postgres_env
 from adapters.sqlite import SYNCHRONOUS_ENV, SYNCHRONOUS_MODES, LedgerSQLiteFactory
 from adapters.trainer import SubprocessTrainerRunner, locate_artifact
 from domain.application import TrainingLedger
 from domain.errors import StoreError
 from projections.memory_view import MemoryLedgerView
-from projections.postgres_view import PostgresLedgerView
 from projections.read_model import open_read_model
 from projections.sqlite_view import SQLiteLedgerView
 
@@ -84,6 +82,10 @@ def store_env(url: str) -> dict[str, str]:
         env[SYNCHRONOUS_ENV] = synchronous
         return env
     if scheme in ("postgresql", "postgres"):
+        # Imported here: psycopg costs every SQLite command a tenth of a second.
+        from adapters.postgres import postgres_env
+        from projections.postgres_view import PostgresLedgerView
+
         env.update(postgres_env(url, shown=redact(url)))
         env[VIEW_TOPIC_ENV] = get_topic(PostgresLedgerView)
         return env

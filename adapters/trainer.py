@@ -117,8 +117,8 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 def _wait_exited(pid: int, timeout: float | None) -> bool:
     """Wait until `pid` has exited, without reaping it. False if `timeout` passed first."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pause = 0.002
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     while True:
         try:
             status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -128,9 +128,12 @@ def _wait_exited(pid: int, timeout: float | None) -> bool:
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        remaining = float("inf") if deadline is None else deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = float("inf") if deadline is None else deadline - now
+        # Poll at 5% of the time waited so far (1 ms to 50 ms): a quick trainer's
+        # exit is seen within a millisecond or two, a long one costs few wake-ups.
+        pause = min(0.001 + (now - started) / 20, 0.05)
         time.sleep(max(0.0, min(pause, remaining)))
-        pause = min(pause * 2, 0.05)
 
 
 class SubprocessTrainerRunner:
@@ -179,7 +182,7 @@ class SubprocessTrainerRunner:
                         stdout=subprocess.PIPE,
                         stderr=log,
                         cwd=output_dir,
-                        start_new_session=False,
+                        start_new_session=True,
                     )
             except OSError as error:
                 return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")

@@ -222,8 +222,14 @@ def _timed_process(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[flo
 IMPORTTIME_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 
-def import_breakdown(env: dict[str, str], cwd: Path, module: str = "cli.main") -> dict[str, float]:
-    """Self import time (ms) by top-level package of `python -X importtime -c 'import M'`."""
+def import_breakdown(
+    env: dict[str, str], cwd: Path, module: str = "cli.main", *, by_package: bool = True
+) -> dict[str, float]:
+    """Self import time (ms) by top-level package (or by module) of `import M`.
+
+    From `python -X importtime`; a module's self time includes building the
+    classes it defines (pydantic models build their validators then).
+    """
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {module}"],
         env=env,
@@ -237,8 +243,8 @@ def import_breakdown(env: dict[str, str], cwd: Path, module: str = "cli.main") -
     for line in completed.stderr.splitlines():
         match = IMPORTTIME_LINE.match(line)
         if match:
-            package = match.group(4).split(".")[0]
-            totals[package] = totals.get(package, 0.0) + int(match.group(1)) / 1000
+            name = match.group(4).split(".")[0] if by_package else match.group(4)
+            totals[name] = totals.get(name, 0.0) + int(match.group(1)) / 1000
     return totals
 
 
@@ -293,15 +299,17 @@ def cli(ctx: BenchContext) -> Figure:
                 f"{lineage.median:.0f} ms",
             )
         )
-    breakdowns = [import_breakdown(env, cwd) for _ in range(3)]
-    packages = {p for b in breakdowns for p in b}
-    medians = {p: statistics.median(b.get(p, 0.0) for b in breakdowns) for p in packages}
-    top = sorted(medians.items(), key=lambda item: -item[1])[:12]
-    figure.extra["importSelfTimeMsByPackage"] = {p: round(ms, 1) for p, ms in top}
-    figure.notes.append(
-        "import time of `cli.main` by top-level package (python -X importtime, self time, "
-        "median of 3): "
-        + ", ".join(f"{p} {ms:.0f} ms" for p, ms in top[:8])
-        + f"; total {sum(medians.values()):.0f} ms"
-    )
+    for by_package in (True, False):
+        breakdowns = [import_breakdown(env, cwd, by_package=by_package) for _ in range(3)]
+        names = {name for b in breakdowns for name in b}
+        medians = {n: statistics.median(b.get(n, 0.0) for b in breakdowns) for n in names}
+        top = sorted(medians.items(), key=lambda item: -item[1])[:12]
+        key = "importSelfTimeMsByPackage" if by_package else "importSelfTimeMsByModule"
+        figure.extra[key] = {name: round(ms, 1) for name, ms in top}
+        figure.notes.append(
+            f"import of `cli.main`, self time by {'package' if by_package else 'module'} "
+            "(python -X importtime, median of 3): "
+            + ", ".join(f"{name} {ms:.0f} ms" for name, ms in top[:8])
+            + f"; total {sum(medians.values()):.0f} ms"
+        )
     return figure

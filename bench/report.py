@@ -38,6 +38,8 @@ def load(path: Path) -> Json | None:
 
 
 def _number(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}"
     if unit == "ms":
         return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
     if value >= 100:
@@ -118,10 +120,13 @@ def plot(results: Json, path: Path) -> str | None:
         if figure["name"] not in ("write_path", "comparator"):
             continue
         for row in figure["rows"]:
+            if row["unit"] != "lifecycles/s":
+                continue
             name, _, size = row["label"].rpartition(" @ ")
+            if name == "ledger":  # two sweeps, measured in different runs of rounds
+                name = f"ledger ({figure['name']} sweep)"
             point = (int(size.replace(",", "")), row["median"], row["min"], row["max"])
-            if point[0] not in {p[0] for p in series.get(name, [])}:
-                series.setdefault(name, []).append(point)
+            series.setdefault(name, []).append(point)
     if not series:
         return "no write_path or comparator figure measured"
     fig, axes = plt.subplots(figsize=(8, 5))
@@ -136,7 +141,7 @@ def plot(results: Json, path: Path) -> str | None:
     axes.set_yscale("log")
     axes.set_xlabel("history size (lifecycles already in the store)")
     axes.set_ylabel("lifecycles per second (6 commands each)")
-    axes.set_title("Write throughput vs history size (SQLite synchronous=FULL)")
+    axes.set_title("Write throughput vs history size (median, min-max over rounds)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     fig.tight_layout()

@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     json_mode = "--json" in args
     try:
-        cli.main(args=args, prog_name="trainledger", standalone_mode=False)
+        # Without standalone mode, click returns a command's `ctx.exit(code)` / `Exit(code)`.
+        returned = cli.main(args=args, prog_name="trainledger", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.Abort:
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
             json_mode, "internal_error", f"internal error: {type(error).__name__}: {error}"
         )
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(returned if isinstance(returned, int) else 0)
 
 
 # Verbs of the trainer adapter, the queries and the store live in their own

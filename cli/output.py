@@ -331,7 +331,11 @@ def _decision_line(change: dict[str, Any]) -> str:
     return f"{change['timestamp']} {what} by {change['actor']}{basis}{reason}"
 
 
-def _tree(label: str, children: list[tuple[str, list[Any]]], prefix: str = "") -> list[str]:
+Branches = list[tuple[str, list[Any]]]
+"""A text tree's children: each a line and its own children."""
+
+
+def _tree(label: str, children: Branches, prefix: str = "") -> list[str]:
     lines = [label] if not prefix else []
     for i, (child, grandchildren) in enumerate(children):
         last = i == len(children) - 1
@@ -345,8 +349,8 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
     checkpoint, run = lineage["checkpoint"], lineage["run"]
     state = "DEPLOYABLE" if lineage["deployable"] else "not deployable"
     as_of = f" (as of {lineage['asOf']})" if lineage.get("asOf") else ""
-    artifact = [("digest " + (checkpoint["artifactDigest"] or "none recorded"), [])]
-    children: list[tuple[str, list[Any]]] = [
+    artifact: Branches = [("digest " + (checkpoint["artifactDigest"] or "none recorded"), [])]
+    children: Branches = [
         (f"artifact {checkpoint['artifactPath']}", artifact),
     ]
     if run is not None:
@@ -362,7 +366,7 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
             )
             if run[key]
         )
-        run_children: list[tuple[str, list[Any]]] = [
+        run_children: Branches = [
             (f"experiment {run['experimentId']}", []),
             (
                 f"dataset {dataset['datasetFingerprint']} "
@@ -380,7 +384,7 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
             run_children.append((f"failure: {run['failureReason']}", []))
         children.append((f"run {run['trainRunId']}  {run['status']}", run_children))
     current = lineage["currentEval"]["evalId"] if lineage["currentEval"] else None
-    evals = [
+    evals: Branches = [
         (
             f"{_eval_line(e)} by {e['actor']} at {e['attachedAt']}"
             + ("  [current]" if e["evalId"] == current else ""),
@@ -389,13 +393,20 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
         for e in lineage["evals"]
     ]
     children.append(("evals" if evals else "evals: none", evals))
-    decisions = [(_decision_line(c), []) for c in lineage["deployabilityHistory"]]
+    decisions: Branches = [(_decision_line(c), []) for c in lineage["deployabilityHistory"]]
     children.append(("deployability" if decisions else "deployability: never decided", decisions))
     label = (
         f"checkpoint {checkpoint['checkpointId']} ({checkpoint['targetModelFamily']})  "
         f"{state}{as_of}"
     )
     return _tree(label, children)
+
+
+def _short_digest(digest: str | None) -> str:
+    if digest is None:
+        return "none"
+    algorithm, _, value = digest.rpartition(":")
+    return f"{algorithm}:{value[:16]}" if algorithm else value[:16]
 
 
 def _lineage_nodes(
@@ -427,7 +438,7 @@ def _lineage_nodes(
             [
                 f"checkpoint {checkpoint['checkpointId']}",
                 checkpoint["targetModelFamily"],
-                f"digest {(checkpoint['artifactDigest'] or 'none')[:16]}",
+                f"digest {_short_digest(checkpoint['artifactDigest'])}",
                 "DEPLOYABLE" if lineage["deployable"] else "not deployable",
             ],
         )
@@ -477,8 +488,8 @@ def lineage_dot(lineage: dict[str, Any]) -> list[str]:
         '  node [shape=box, style="rounded", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
-    for node, label in nodes:
-        text = DOT_NEWLINE.join(_dot_text(t) for t in label)
+    for node, label_lines in nodes:
+        text = DOT_NEWLINE.join(_dot_text(t) for t in label_lines)
         lines.append(f'  {node} [label="{text}"];')
     for source, target, label, dashed in edges:
         style = ", style=dashed" if dashed else ""
@@ -498,8 +509,9 @@ def lineage_mermaid(lineage: dict[str, Any]) -> list[str]:
     """The lineage as a Mermaid flowchart."""
     nodes, edges = _lineage_nodes(lineage)
     lines = ["flowchart LR"]
-    for node, label in nodes:
-        lines.append(f'    {node}["{"<br/>".join(_mermaid_text(t) for t in label)}"]')
+    for node, label_lines in nodes:
+        text = "<br/>".join(_mermaid_text(t) for t in label_lines)
+        lines.append(f'    {node}["{text}"]')
     for source, target, label, dashed in edges:
         arrow = "-.->" if dashed else "-->"
         lines.append(f'    {source} {arrow}|"{_mermaid_text(label)}"| {target}')

@@ -169,9 +169,7 @@ EVENTS_PAGE = 500
     help="Seconds between polls with --follow.",
 )
 @pass_session
-def events(
-    session: Session, after: int, limit: int | None, follow: bool, interval: float
-) -> None:
+def events(session: Session, after: int, limit: int | None, follow: bool, interval: float) -> None:
     """The global event log after a position, as JSONL (one event per line)."""
     position, left = after, limit
     try:

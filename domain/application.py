@@ -70,7 +70,7 @@ from domain.trainer import (
     read_result,
     trainer_timeout,
 )
-from domain.views import checkpoint_document, iso, run_document
+from domain.views import checkpoint_document, iso, run_document, training_document
 
 IDEMPOTENCY = "idempotency"
 EVAL_ID = "eval"
@@ -383,6 +383,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             raise ValidationError(
                 f"timeout must be a positive number of seconds, not {timeout_seconds}"
             )
+        if not actor.strip():
+            raise ValidationError("an actor is required")  # before a trainer is launched
         run = self.get_run(run_id)
         run.require_can_start()
         spec = run.spec
@@ -757,18 +759,4 @@ def event_document(event: Any, position: int | None) -> dict[str, Any]:
         "idempotencyKey": event.idempotency_key,
         "previousHash": event.previous_hash,
         "payload": event.payload(),
-    }
-
-
-def training_document(
-    run: TrainingRun, outcome: str, checkpoint: Checkpoint | None
-) -> dict[str, Any]:
-    """A run after `train` or `import-result`: the run, what was decided, the checkpoint."""
-    return {
-        **run_document(run),
-        "outcome": outcome,
-        "resultDigest": run.result_digest,
-        "checkpointId": None if checkpoint is None else str(checkpoint.id),
-        "checkpoint": None if checkpoint is None else checkpoint_document(checkpoint),
-        "alreadyRecorded": False,
     }

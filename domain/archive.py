@@ -10,17 +10,18 @@ needed to restore it exactly:
   first event (its aggregate type);
 - `storedState`: only for an event written by an older version of its class
   (and upcast when read): the state exactly as stored, which its hash covers;
-- `reservations`: the unique keys written in the same transaction as the
-  event, on the event that wrote them: the idempotency record of a key on
-  the first event carrying that key, an evalId on its `EvalAttached` event.
-  `value` is the stored value as text (`valueBase64` if it is not UTF-8).
+- `reservations`: the unique keys the ledger holds: the idempotency record
+  of a key on the first event carrying that key (a key whose command never
+  finished, such as a `train` stopped after marking its run running, has
+  none and stays free), an evalId on its `EvalAttached` event. `value` is
+  the stored value as text (`valueBase64` if it is not UTF-8).
 
 `import` reads the whole file and checks everything before writing anything:
 JSON and field shapes, positions strictly increasing, each aggregate's
 versions 1, 2, 3, ... with a first event that opens it, every event
 reconstructs to exactly the document in the file, its recomputed hash equals
 `eventHash` and its `previousHash` equals its predecessor's hash, every
-idempotency key and evalId has its reservation, and every aggregate replays.
+evalId has its reservation, and every aggregate replays.
 Then it writes all events and reservations in one transaction into a store
 that must be empty. Events keep their ids, versions, timestamps, actors and
 hashes; positions are renumbered from 1 in the same order when the source
@@ -140,11 +141,10 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
             key = event.idempotency_key
             if key is not None and key not in keys_seen:
                 keys_seen.add(key)
-                if key not in idempotency:
-                    raise ExportRefusedError(
-                        f"position {notification.id}: idempotency key {key!r} has no record"
-                    )
-                anchored.append(idempotency[key])
+                # No record: the command never finished (a `train` stopped
+                # after marking its run running); its key is still free.
+                if key in idempotency:
+                    anchored.append(idempotency[key])
             eval_id = _attached_eval_id(event)
             if eval_id is not None:
                 if eval_id not in evals:
@@ -301,15 +301,12 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
                     f"(also on line {keys[(reservation.kind, reservation.key)]})"
                 )
             keys[(reservation.kind, reservation.key)] = number
-            _check_reservation(reservation, event, where)
+            first_of_key = event.idempotency_key not in idempotency_keys
+            _check_reservation(reservation, event, first_of_key, where)
             plan.reservations.append(reservation)
         key = event.idempotency_key
         if key is not None and key not in idempotency_keys:
             idempotency_keys[key] = number
-            if (IDEMPOTENCY, key) not in keys:
-                raise ImportRefusedError(
-                    f"{where}: idempotency key {key!r} has no record on its first event"
-                )
         eval_id = _attached_eval_id(event)
         if eval_id is not None:
             eval_events[eval_id] = number
@@ -429,11 +426,14 @@ def _chain(plan: ImportPlan, event: Any, line: ExportLine, where: str) -> None:
     chain.events.append(event)
 
 
-def _check_reservation(reservation: Reservation, event: Any, where: str) -> None:
+def _check_reservation(
+    reservation: Reservation, event: Any, first_of_key: bool, where: str
+) -> None:
     if reservation.kind == IDEMPOTENCY:
-        if event.idempotency_key != reservation.key:
+        if event.idempotency_key != reservation.key or not first_of_key:
             raise ImportRefusedError(
-                f"{where}: idempotency record {reservation.key!r} is not on an event of that key"
+                f"{where}: idempotency record {reservation.key!r} is not on the first event "
+                "of that key"
             )
         try:
             record = json.loads(reservation.value)

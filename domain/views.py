@@ -68,3 +68,17 @@ def checkpoint_document(checkpoint: Checkpoint) -> dict[str, Any]:
         ],
         "version": checkpoint.version,
     }
+
+
+def training_document(
+    run: TrainingRun, outcome: str, checkpoint: Checkpoint | None
+) -> dict[str, Any]:
+    """A run after `train` or `import-result`: the run, what was decided, the checkpoint."""
+    return {
+        **run_document(run),
+        "outcome": outcome,
+        "resultDigest": run.result_digest,
+        "checkpointId": None if checkpoint is None else str(checkpoint.id),
+        "checkpoint": None if checkpoint is None else checkpoint_document(checkpoint),
+        "alreadyRecorded": False,
+    }

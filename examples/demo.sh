@@ -1,38 +1,50 @@
 #!/usr/bin/env bash
-# The main job on the embedded SQLite default: create an experiment from the
-# bundled sample dataset, run its lifecycle, attach an eval with
-# mark-deployable, and print the checkpoint and its history.
+# The main job on the embedded SQLite default: a dry run with the bundled
+# reference trainer, then a real (small, CPU-only) training of the bundled
+# sample dataset with the example trainer, an eval attached with
+# mark-deployable, the checkpoint's lineage, the run's history and `verify`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TL=".venv/bin/trainledger"
 OUT="demo-output"
 export TRAINLEDGER_STORE="${TRAINLEDGER_STORE:-sqlite:///$OUT/ledger.db}"
 export TRAINLEDGER_ACTOR="${TRAINLEDGER_ACTOR:-demo}"
+FAMILY="qwen2.5-7b-reader"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
 json_field() { .venv/bin/python -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-echo "== experiment create"
-RUN_ID=$($TL --json experiment create --profile local-reader --family qwen2.5-7b-reader \
+echo "== dry run: experiment create --backend dry-run, train (bundled reference trainer)"
+DRY_RUN_ID=$($TL --json experiment create --profile local-reader --family "$FAMILY" \
     --backend dry-run --dataset examples/data/sample.jsonl --benchmark-export-id demo-bench \
-    --output-dir "$OUT/checkpoints" | json_field "['trainRunId']")
+    --output-dir "$OUT/dry-run" | json_field "['trainRunId']")
+$TL train "$DRY_RUN_ID" | head -n 1
+
+# The example trainer is a CPU stand-in for a peft-trl-orpo trainer: it trains
+# a low-rank preference scorer and writes a PEFT-style adapter directory.
+echo; echo "== experiment create --backend peft-trl-orpo --tier small-gpu"
+RUN_ID=$($TL --json experiment create --profile local-reader --family "$FAMILY" \
+    --backend peft-trl-orpo --tier small-gpu --dataset examples/data/sample.jsonl \
+    --benchmark-export-id demo-bench --output-dir "$OUT/checkpoints" \
+    --hp learningRate=0.01 --hp loraRank=8 --hp batchSize=4 --hp gradientAccumulation=1 \
+    --budget-minutes 5 | json_field "['trainRunId']")
 $TL run show "$RUN_ID"
 
-echo; echo "== run start, checkpoint register, run complete"
-$TL run start "$RUN_ID" >/dev/null
-mkdir -p "$OUT/checkpoints/adapter"
-echo '{"peft_type": "LORA", "r": 16}' > "$OUT/checkpoints/adapter/adapter_config.json"
-CHECKPOINT_ID=$($TL --json checkpoint register "$RUN_ID" --family qwen2.5-7b-reader \
-    --artifact "$OUT/checkpoints/adapter" | json_field "['checkpointId']")
-$TL run complete "$RUN_ID" >/dev/null
+echo; echo "== train --scripts-dir examples/trainer"
+$TL --json train "$RUN_ID" --scripts-dir examples/trainer > "$OUT/train.json"
+CHECKPOINT_ID=$(json_field "['checkpointId']" < "$OUT/train.json")
+echo "trainer log: $(json_field "['trainerLogPath']" < "$OUT/train.json")"
+$TL checkpoint show "$CHECKPOINT_ID"
 
 echo; echo "== eval attach --mark-deployable"
 $TL eval attach "$CHECKPOINT_ID" --eval-id "demo-eval-1" --benchmark-id demo-bench \
-    --family qwen2.5-7b-reader --mode prompt_assisted --baseline 0.61 --candidate 0.68 \
-    --verdict pass --mark-deployable
+    --family "$FAMILY" --mode prompt_assisted --baseline 0.61 --candidate 0.68 \
+    --verdict pass --mark-deployable >/dev/null
 
+echo; echo "== lineage of the checkpoint"
+$TL lineage "$CHECKPOINT_ID"
 echo; echo "== history of the run"
 $TL history "$RUN_ID"
-echo; echo "== history of the checkpoint"
-$TL history "$CHECKPOINT_ID"
+echo; echo "== verify"
+$TL verify

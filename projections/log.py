@@ -20,7 +20,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 
-from projections.projection import EventRecord, record_of_event
+from projections.projection import EventRecord, record_of_event, unreadable
 
 StoredRow = tuple[int, str, int, str, bytes]
 """position, aggregate id (32 hex digits), version, topic, stored state."""
@@ -78,7 +78,12 @@ class LogReader:
                 data = mapper.cipher.decrypt(data)
             if mapper.compressor:
                 data = mapper.compressor.decompress(data)
-            state = decode(data)
+            try:
+                state = decode(data)
+                if not isinstance(state, dict):
+                    raise TypeError(f"a JSON {type(state).__name__}, not an object")
+            except (ValueError, TypeError) as error:
+                raise unreadable(position, error) from None
             if state.get("class_version", 1) < _current_class_version(topic):
                 notification = Notification(
                     id=position,
@@ -87,7 +92,11 @@ class LogReader:
                     topic=topic,
                     state=stored,
                 )
-                records.append(record_of_event(mapper.to_domain_event(notification), position))
+                try:
+                    upcast = mapper.to_domain_event(notification)
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
+                    raise unreadable(position, error) from None
+                records.append(record_of_event(upcast, position))
                 continue
             records.append(EventRecord(position, aggregate_id, version, topic, state))
         return records

@@ -22,6 +22,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 
+from domain.errors import CorruptStoreError
 from domain.model import Checkpoint, TrainingRun, stored_state
 from projections.facts import (
     CheckpointRecord,
@@ -201,9 +202,20 @@ def record_facts(events: Iterable[EventRecord]) -> FactBatch:
     translations = TRANSLATIONS
     for event in events:
         translate = translations.get(event.topic)
-        if translate is not None:
+        if translate is None:
+            continue
+        try:
             translate(event, batch)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise unreadable(event.position, error) from None
     return batch.fold()
+
+
+def unreadable(position: int, error: Exception) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"the stored event at position {position} cannot be read "
+        f"({type(error).__name__}: {error}); run `trainledger verify`"
+    )
 
 
 def record_of_event(event: DomainEventProtocol[Any], position: int) -> EventRecord:
@@ -233,4 +245,9 @@ class LedgerProjection(Projection[LedgerView]):
 
     def apply_page(self, records: Sequence[EventRecord], tracking: Tracking, previous: int) -> None:
         """Apply a page of events in one transaction, if the view is still at `previous`."""
-        self.view.apply(record_facts(records), tracking, previous)
+        self.view.apply(self.facts_of(records), tracking, previous)
+
+    @staticmethod
+    def facts_of(records: Sequence[EventRecord]) -> FactBatch:
+        """The facts a page of events records (what `apply_page` writes)."""
+        return record_facts(records)

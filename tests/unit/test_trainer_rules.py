@@ -38,7 +38,7 @@ def make_spec(backend: str = "peft-trl-orpo", **budget: Any) -> ExperimentSpec:
     hyperparameters = Hyperparameters()
     return ExperimentSpec(
         experimentId="exp-1",
-        backend=backend,  # type: ignore[arg-type]
+        backend=backend,
         targetWorkerProfile="local-reader",
         targetModelFamily="qwen2.5-7b-reader",
         hardwareTier="cpu-experimental" if backend == "dry-run" else "small-gpu",

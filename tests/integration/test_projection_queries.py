@@ -1,0 +1,266 @@
+"""The queries on every backend: as-of at each event boundary, catch-up, concurrent catch-ups.
+
+Answers are checked against an oracle built from the aggregates themselves
+(`tests.projection_support.Oracle`), never from a projection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from adapters.store import open_ledger
+from domain.application import TrainingLedger
+from domain.errors import (
+    CheckpointNotFoundError,
+    NotFoundError,
+    RunNotFoundError,
+    ValidationError,
+    ViewsInconsistentError,
+)
+from projections.read_model import ProjectionReadModel
+from projections.sqlite_view import INDEX_NAMES
+from tests.projection_support import (
+    DATASETS,
+    Oracle,
+    copy_log,
+    logged_events,
+    moment_of,
+    scripted_history,
+    summaries,
+)
+
+ZERO_STATS = dict.fromkeys(
+    (
+        "totalRuns",
+        "completedRuns",
+        "failedRuns",
+        "pendingRuns",
+        "runningRuns",
+        "totalCheckpoints",
+        "deployableCheckpoints",
+        "totalEvals",
+        "passingEvals",
+        "failingEvals",
+    ),
+    0,
+)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each backend (PostgreSQL answers from an in-memory view for now)."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def ledger(any_url: str) -> Iterator[TrainingLedger]:
+    opened = open_ledger(any_url)
+    yield opened
+    opened.close()
+
+
+def read_model(ledger: TrainingLedger) -> ProjectionReadModel:
+    return cast(ProjectionReadModel, ledger.read_model)
+
+
+def test_as_of_at_each_event_boundary_is_the_state_after_that_many_events(
+    ledger: TrainingLedger,
+) -> None:
+    scripted_history(ledger, runs=9, seed=3)
+    events = logged_events(ledger)
+    assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
+    assert {e.type for e in events} >= {"Failed", "DeployabilityRevoked", "MarkedDeployable"}
+
+    before_first = moment_of(events[0].timestamp) - timedelta(microseconds=1)
+    assert ledger.list_runs(as_of=before_first) == {"runs": []}
+    assert ledger.list_checkpoints(as_of=before_first) == {"checkpoints": []}
+    assert ledger.list_evals(as_of=before_first) == {"evals": []}
+    assert ledger.stats(as_of=before_first) == ZERO_STATS
+    with pytest.raises(RunNotFoundError):
+        ledger.show_run(events[0].aggregate_id, as_of=before_first)
+
+    checked = 0
+    for k, event in enumerate(events):
+        if k + 1 < len(events) and events[k + 1].timestamp == event.timestamp:
+            continue  # two events of one instant: the boundary is after the second
+        at = moment_of(event.timestamp)
+        oracle = Oracle.after(ledger, events[: k + 1])
+        assert ledger.list_runs(as_of=at)["runs"] == oracle.runs
+        assert ledger.list_checkpoints(as_of=at)["checkpoints"] == oracle.checkpoints
+        assert summaries(ledger.list_evals(as_of=at)["evals"]) == oracle.evals
+        assert ledger.stats(as_of=at) == oracle.stats()
+        for status in ("pending", "running", "completed", "failed"):
+            listed = ledger.list_runs(status=status, as_of=at)["runs"]
+            assert listed == [r for r in oracle.runs if r["status"] == status]
+        for deployable in (True, False):
+            listed = ledger.list_checkpoints(deployable=deployable, as_of=at)["checkpoints"]
+            assert listed == [c for c in oracle.checkpoints if c["deployable"] == deployable]
+        runs = {r["trainRunId"]: r for r in oracle.runs}
+        if event.aggregate_id in runs:
+            assert ledger.show_run(event.aggregate_id, as_of=at) == runs[event.aggregate_id]
+        for checkpoint in oracle.checkpoints:
+            if checkpoint["checkpointId"] == event.aggregate_id:
+                lineage = ledger.lineage(event.aggregate_id, as_of=at)
+                assert lineage["checkpoint"] == checkpoint
+                assert lineage["run"] == runs[checkpoint["trainRunId"]]
+                assert summaries(lineage["evals"]) == checkpoint["evals"]
+                assert lineage["deployabilityHistory"] == checkpoint["deployabilityHistory"]
+        checked += 1
+    assert checked > len(events) // 2
+
+    now = Oracle.after(ledger, events)
+    assert ledger.list_runs()["runs"] == now.runs
+    assert ledger.list_checkpoints()["checkpoints"] == now.checkpoints
+    assert ledger.stats() == now.stats()
+
+
+def test_impact_and_list_filters_match_the_oracle(ledger: TrainingLedger) -> None:
+    scripted_history(ledger, runs=12, seed=11)
+    oracle = Oracle.after(ledger, logged_events(ledger))
+    for dataset in DATASETS:
+        impact = ledger.impact(dataset)
+        runs = [r for r in oracle.runs if r["datasetFingerprint"] == dataset]
+        assert [r["trainRunId"] for r in impact["runs"]] == [r["trainRunId"] for r in runs]
+        produced = [
+            c for c in oracle.checkpoints if c["trainRunId"] in {r["trainRunId"] for r in runs}
+        ]
+        assert impact["checkpoints"] == produced
+        assert impact["deployableCheckpointIds"] == [
+            c["checkpointId"] for c in produced if c["deployable"]
+        ]
+        assert ledger.list_runs(dataset_fingerprint=dataset)["runs"] == runs
+    assert ledger.impact("dddddddddddddddd")["runs"] == []
+    with pytest.raises(ValidationError):
+        ledger.impact("not-a-fingerprint")
+
+    family = oracle.runs[0]["targetModelFamily"]
+    assert ledger.list_runs(family=family)["runs"] == [
+        r for r in oracle.runs if r["targetModelFamily"] == family
+    ]
+    assert ledger.list_checkpoints(family=family)["checkpoints"] == [
+        c for c in oracle.checkpoints if c["targetModelFamily"] == family
+    ]
+    run_id = oracle.checkpoints[0]["trainRunId"]
+    assert ledger.list_checkpoints(run_id=run_id)["checkpoints"] == [
+        c for c in oracle.checkpoints if c["trainRunId"] == run_id
+    ]
+    for verdict in ("pass", "fail", "compare_only"):
+        listed = summaries(ledger.list_evals(verdict=verdict)["evals"])
+        assert listed == [e for e in oracle.evals if e["verdict"] == verdict]
+    checkpoint_id = oracle.evals[0]["checkpointId"]
+    assert summaries(ledger.list_evals(checkpoint_id=checkpoint_id)["evals"]) == [
+        e for e in oracle.evals if e["checkpointId"] == checkpoint_id
+    ]
+    assert summaries(ledger.list_evals(family=family, benchmark_id="bench-1")["evals"]) == [
+        e for e in oracle.evals if e["targetModelFamily"] == family
+    ]
+    assert len(ledger.list_runs(limit=2)["runs"]) == 2
+    assert ledger.list_runs(limit=2)["runs"] == oracle.runs[:2]
+    with pytest.raises(ValidationError):
+        ledger.list_runs(status="finished")
+    with pytest.raises(NotFoundError):
+        ledger.lineage("not-an-id")
+    with pytest.raises(CheckpointNotFoundError):
+        ledger.show_checkpoint(run_id)  # a run's id is no checkpoint
+
+
+def test_naive_as_of_is_refused(ledger: TrainingLedger) -> None:
+    with pytest.raises(ValidationError, match="time zone"):
+        ledger.stats(as_of=moment_of("2025-01-01T00:00:00"))
+
+
+def test_a_command_is_visible_to_the_next_query_of_another_process_view(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    writer, reader = open_ledger(url), open_ledger(url)
+    assert reader.stats()["totalRuns"] == 0
+    scripted_history(writer, runs=3)
+    assert reader.list_runs()["runs"] == writer.list_runs()["runs"]
+    assert reader.stats() == Oracle.after(reader, logged_events(reader)).stats()
+
+
+def test_concurrent_catch_ups_apply_each_event_once(tmp_path: Path) -> None:
+    source = open_ledger("memory://")
+    scripted_history(source, runs=60, seed=5)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    copy_log(source, open_ledger(url))
+    ledgers = [open_ledger(url) for _ in range(4)]
+    for opened in ledgers:
+        read_model(opened).CATCH_UP_PAGE = 7
+    errors: list[BaseException] = []
+
+    def catch_up(opened: TrainingLedger) -> None:
+        try:
+            read_model(opened).catch_up()
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=catch_up, args=(opened,)) for opened in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert ledgers[0].projection_differences() == []
+    assert ledgers[1].stats() == Oracle.after(source, logged_events(source)).stats()
+
+
+def test_views_of_an_older_schema_are_dropped_and_rebuilt(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    scripted_history(ledger, runs=4)
+    expected = ledger.list_checkpoints()
+    ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        connection.execute("UPDATE view_schema SET version = 0")
+        connection.execute("ALTER TABLE view_runs ADD COLUMN obsolete TEXT")
+    reopened = open_ledger(url)
+    assert reopened.list_checkpoints() == expected
+    assert reopened.projection_differences() == []
+
+
+def test_views_changed_behind_the_ledgers_back_are_reported_and_rebuilt(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    scripted_history(ledger, runs=3)
+    ledger.stats()
+    run_id = ledger.list_runs()["runs"][0]["trainRunId"]
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        connection.execute("UPDATE view_runs SET failed_at = 1, failure_reason = 'forged'")
+    assert ledger.projection_differences() == ["runs: 3 rows in the view, 3 in a replay, 6 differ"]
+    assert ledger.show_run(run_id)["failureReason"] == "forged"
+    # A position behind the rows: the events it would apply again are refused.
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        connection.execute(
+            "UPDATE tracking SET notification_id = 0 WHERE application_name = 'trainledger'"
+        )
+    with pytest.raises(ViewsInconsistentError, match="projections rebuild"):
+        ledger.stats()
+    ledger.rebuild_projections()
+    assert ledger.projection_differences() == []
+    assert ledger.show_run(run_id)["failureReason"] != "forged"
+
+
+def test_rebuild_reports_and_restores_indexes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    scripted_history(ledger, runs=5)
+    before = ledger.list_checkpoints()
+    report = ledger.rebuild_projections()
+    assert report["eventsApplied"] == report["position"] == ledger.recorder.max_notification_id()
+    assert report["eventsPerSecond"] > 0
+    assert ledger.list_checkpoints() == before
+    with sqlite3.connect(tmp_path / "ledger.db") as connection:
+        indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert set(INDEX_NAMES) <= indexes

@@ -1,0 +1,72 @@
+"""Lineage pictures stay valid whatever users typed into ids and reasons."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from cli import output
+from domain.application import TrainingLedger
+from domain.errors import ValidationError
+from domain.queries import parse_moment
+from tests.projection_support import ACTOR, create_run
+from tests.support import READER_FAMILY, eval_summary
+
+HOSTILE = 'say "hi" \\ <b>#1;</b> {x} [y] |z| --> end'
+
+
+@pytest.fixture
+def lineage(ledger: TrainingLedger) -> dict[str, object]:
+    run_id = create_run(ledger)
+    ledger.start_run(run_id, actor=ACTOR)
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+    )["checkpointId"]
+    ledger.complete_run(run_id, actor=ACTOR)
+    summary = eval_summary(checkpoint_id, f"eval {HOSTILE}", benchmarkId=HOSTILE)
+    ledger.attach_eval(checkpoint_id, summary, mark_deployable=True, actor=HOSTILE)
+    ledger.revoke_deployability(checkpoint_id, HOSTILE, actor=ACTOR)
+    return ledger.lineage(checkpoint_id)
+
+
+def test_dot_parses_with_graphviz(lineage: dict[str, object]) -> None:
+    dot = shutil.which("dot")
+    if dot is None:
+        pytest.skip("Graphviz `dot` is not installed: cannot check that the picture parses")
+    picture = "\n".join(output.lineage_dot(lineage))
+    rendered = subprocess.run(
+        [dot, "-Tsvg"], input=picture, capture_output=True, text=True, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout.count('<g id="node') == 6  # dataset, run, checkpoint, eval, 2 decisions
+
+
+def test_mermaid_labels_hold_no_syntax(lineage: dict[str, object]) -> None:
+    lines = output.lineage_mermaid(lineage)
+    assert lines[0] == "flowchart LR"
+    for line in lines[1:]:
+        assert re.fullmatch(
+            r'    \w+\["[^"<>]*(<br/>[^"<>]*)*"\]|    \w+ -\.?->\|"[^"]*"\| \w+', line
+        ), line
+    assert any("#quot;hi#quot;" in line for line in lines)
+
+
+def test_text_tree_marks_the_current_eval_and_every_decision(lineage: dict[str, object]) -> None:
+    text = "\n".join(output.lineage_text(lineage))
+    assert "[current]" in text
+    assert "marked deployable by " + HOSTILE in text
+    assert "revoked by " + ACTOR in text
+
+
+def test_as_of_times_need_a_zone() -> None:
+    assert parse_moment("2025-01-31T12:00:00Z") == datetime(2025, 1, 31, 12, tzinfo=UTC)
+    two_hours_east = parse_moment("2025-01-31T14:00:00+02:00")
+    assert two_hours_east == datetime(2025, 1, 31, 12, tzinfo=timezone(timedelta(0)))
+    with pytest.raises(ValidationError, match="time zone"):
+        parse_moment("2025-01-31T12:00:00")
+    with pytest.raises(ValidationError, match="ISO-8601"):
+        parse_moment("last tuesday")

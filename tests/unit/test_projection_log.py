@@ -1,0 +1,49 @@
+"""How the projection reads stored events: JSON directly, older versions upcast first."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import orjson
+import pytest
+from eventsourcing.utils import get_topic
+
+from adapters.persistence import OrjsonTranscoder, PydanticMapper
+from adapters.store import open_ledger
+from domain.errors import CorruptStoreError
+from domain.model import command_context
+from projections.log import LogReader
+from tests.unit.test_upcasting import Dataset
+
+
+def test_a_stored_event_of_an_older_class_version_is_upcast_before_it_is_read() -> None:
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    with command_context("alice"):
+        dataset: Dataset = Dataset._open(Dataset.Registered, uuid4(), name="a")
+        dataset._trigger(Dataset.Renamed, name="b", reason="typo")
+    registered, renamed = dataset.collect_events()
+    v1_state = orjson.loads(mapper.to_stored_event(renamed).state)
+    del v1_state["reason"], v1_state["class_version"]
+    reader = LogReader(open_ledger("memory://").recorder, mapper)
+    rows = [
+        (
+            1,
+            dataset.id.hex,
+            1,
+            get_topic(Dataset.Registered),
+            mapper.to_stored_event(registered).state,
+        ),
+        (2, dataset.id.hex, 2, get_topic(Dataset.Renamed), orjson.dumps(v1_state)),
+    ]
+    first, second = reader.records(rows)
+    assert first.state["name"] == "a"
+    assert (second.position, second.aggregate_id, second.version) == (2, dataset.id.hex, 2)
+    assert second.state["reason"] == "unrecorded (written before version 2)"
+
+
+@pytest.mark.parametrize("stored", [b"not json", b"[1, 2]"])
+def test_an_unreadable_stored_event_names_its_position(stored: bytes) -> None:
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    reader = LogReader(open_ledger("memory://").recorder, mapper)
+    with pytest.raises(CorruptStoreError, match=r"position 7 .*verify"):
+        reader.records([(7, uuid4().hex, 1, get_topic(Dataset.Registered), stored)])
