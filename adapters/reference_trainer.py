@@ -36,7 +36,12 @@ from typing import Any
 
 import pydantic
 
-from domain.contract import ExperimentSpec, config_fingerprint, dataset_fingerprint
+from domain.contract import (
+    ExperimentSpec,
+    TrainerResult,
+    config_fingerprint,
+    dataset_fingerprint,
+)
 
 BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "peft-trl-orpo": ("torch", "trl", "peft"),
@@ -138,17 +143,8 @@ def check_backend(backend: str) -> None:
 
 
 def result_document(raw: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
-    echoed = (
-        "experimentId",
-        "backend",
-        "targetWorkerProfile",
-        "targetModelFamily",
-        "datasetFingerprint",
-        "configFingerprint",
-        "codeHash",
-    )
     return {
-        **{name: raw.get(name) for name in echoed},
+        **{name: raw.get(name) for name in TrainerResult.CHECKED_FIELDS},
         "status": status,
         "createdAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         **fields,

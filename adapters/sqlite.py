@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -24,6 +24,7 @@ from eventsourcing.sqlite import (
     SQLiteCursor,
     SQLiteDatastore,
     SQLiteFactory,
+    SQLiteTrackingRecorder,
 )
 from eventsourcing.utils import Environment
 
@@ -130,3 +131,18 @@ class LedgerSQLiteFactory(SQLiteFactory):
             originator_id_type=library_datastore.originator_id_type,
         )
         library_datastore.close()
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[SQLiteTrackingRecorder] | None = None
+    ) -> SQLiteTrackingRecorder:
+        """The library's, tolerant of another process creating the table first.
+
+        Processes opening a fresh file at once may all see no tracking table;
+        the first creates it with its migration record, and the library's
+        check-then-create in the others then fails on that record. Opening
+        again finds the table there.
+        """
+        try:
+            return super().tracking_recorder(tracking_recorder_class)
+        except IntegrityError:
+            return super().tracking_recorder(tracking_recorder_class)

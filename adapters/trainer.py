@@ -186,7 +186,7 @@ class SubprocessTrainerRunner:
                     )
             except OSError as error:
                 return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")
-            exit_code, timed_out, stdout = self._supervise(
+            exit_code, timed_out, stdout_tail, stdout_size = self._supervise(
                 process,
                 launch.timeout_seconds,
                 on_started,
@@ -197,8 +197,8 @@ class SubprocessTrainerRunner:
             exit_code=exit_code,
             timed_out=timed_out,
             timeout_seconds=launch.timeout_seconds,
-            stdout_tail=stdout[0],
-            stdout_size=stdout[1],
+            stdout_tail=stdout_tail,
+            stdout_size=stdout_size,
             result_file_path=str(result_path),
             result_file=result_file,
             result_file_note=note,
@@ -210,7 +210,8 @@ class SubprocessTrainerRunner:
         timeout: float,
         on_started: Callable[[TrainerStarted], None],
         started: TrainerStarted,
-    ) -> tuple[int, bool, tuple[bytes, int]]:
+    ) -> tuple[int, bool, bytes, int]:
+        """Record the start, wait for the end or the timeout, kill the group; the facts."""
         assert process.stdout is not None
         pgid = process.pid  # start_new_session: the trainer leads its own group
         stdout = _StdoutTail(process.stdout, STDOUT_LIMIT)
@@ -230,7 +231,7 @@ class SubprocessTrainerRunner:
         _signal_group(pgid, signal.SIGKILL)
         exit_code = process.wait()
         tail = stdout.finish(READER_DRAIN_SECONDS)
-        return exit_code, timed_out, (tail, stdout.size)
+        return exit_code, timed_out, tail, stdout.size
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -36,7 +36,8 @@ FAMILIES = ("qwen2.5-7b-reader", "claude-haiku-3", "phi-mini-4k", "gpt-4o-mini")
 DATASET_COUNT = 1000
 BENCHMARK_COUNT = 20
 SAMPLE_COUNT = 1000
-OUTPUT_DIR = "/tmp/trainledger-bench-output"
+OUTPUT_DIR = "bench-output"
+"""Recorded in specs and artifact paths only; nothing is written there."""
 COMMANDS_PER_LIFECYCLE = 6
 
 

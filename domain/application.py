@@ -33,7 +33,6 @@ from uuid import UUID, uuid4
 import pydantic
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import get_topic
 
 from domain.contract import EvalSummary
 from domain.errors import (
@@ -543,28 +542,12 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         return {**training_document(run, ended, checkpoint), "alreadyRecorded": True}
 
     def _running_run_ids(self) -> list[UUID]:
-        """Runs whose last lifecycle event is `Started`, from one scan of the log.
+        """The runs the run list projection shows running (it catches up first).
 
-        Reads only the lifecycle events (filtered by topic); the run list
-        projection can answer this instead once it exists.
+        Only candidates: `reconcile` judges each on the run aggregate itself.
         """
-        starts = get_topic(TrainingRun.Started)
-        topics = (starts, get_topic(TrainingRun.Completed), get_topic(TrainingRun.Failed))
-        running: dict[UUID, None] = {}
-        position: int | None = None
-        while True:
-            page = self.recorder.select_notifications(
-                position, 1000, topics=topics, inclusive_of_start=False
-            )
-            for notification in page:
-                run_id = UUID(str(notification.originator_id))
-                if notification.topic == starts:
-                    running[run_id] = None
-                else:
-                    running.pop(run_id, None)
-            if len(page) < 1000:
-                return list(running)
-            position = page[-1].id
+        running = self.list_runs(status="running")["runs"]
+        return [UUID(run["trainRunId"]) for run in running]
 
     # --- reads on aggregates -----------------------------------------------
 

@@ -52,10 +52,6 @@ class EventRecord(NamedTuple):
     state: dict[str, Any]
 
 
-def _time(state: dict[str, Any]) -> int:
-    return timestamp_micros(state["timestamp"])
-
-
 def _hex(uuid_text: str) -> str:
     return uuid_text.replace("-", "")
 
@@ -75,7 +71,7 @@ def _run_registered(event: EventRecord, batch: FactBatch) -> None:
             spec["datasetFingerprint"],
             _json(spec),
             state.get("sampleCount"),
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             event.position,
         )
     )
@@ -85,7 +81,7 @@ def _run_started(event: EventRecord, batch: FactBatch) -> None:
     state = event.state
     batch.starts.append(
         StartFact(
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             state.get("host"),
             state.get("pid"),
             state.get("trainerLogPath"),
@@ -97,21 +93,33 @@ def _run_started(event: EventRecord, batch: FactBatch) -> None:
 def _run_completed(event: EventRecord, batch: FactBatch) -> None:
     state = event.state
     batch.completions.append(
-        CompletionFact(_time(state), state.get("resultDigest"), event.aggregate_id)
+        CompletionFact(
+            timestamp_micros(state["timestamp"]), state.get("resultDigest"), event.aggregate_id
+        )
     )
 
 
 def _run_failed(event: EventRecord, batch: FactBatch) -> None:
     state = event.state
     batch.failures.append(
-        FailureFact(_time(state), state["reason"], state.get("resultDigest"), event.aggregate_id)
+        FailureFact(
+            timestamp_micros(state["timestamp"]),
+            state["reason"],
+            state.get("resultDigest"),
+            event.aggregate_id,
+        )
     )
 
 
 def _checkpoint_linked(event: EventRecord, batch: FactBatch) -> None:
     state = event.state
     batch.links.append(
-        LinkFact(event.aggregate_id, event.version, _hex(state["checkpointId"]), _time(state))
+        LinkFact(
+            event.aggregate_id,
+            event.version,
+            _hex(state["checkpointId"]),
+            timestamp_micros(state["timestamp"]),
+        )
     )
 
 
@@ -126,7 +134,7 @@ def _checkpoint_registered(event: EventRecord, batch: FactBatch) -> None:
             state.get("artifactDigest"),
             state.get("checkpointRef"),
             _json(state.get("metrics") or {}),
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             event.position,
         )
     )
@@ -144,7 +152,7 @@ def _eval_attached(event: EventRecord, batch: FactBatch) -> None:
             summary["targetModelFamily"],
             summary["verdict"],
             _json(summary),
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             state["actor"],
             event.position,
         )
@@ -158,7 +166,7 @@ def _marked_deployable(event: EventRecord, batch: FactBatch) -> None:
             event.aggregate_id,
             event.version,
             1,
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             state["actor"],
             state["evalId"],
             None,
@@ -173,7 +181,7 @@ def _deployability_revoked(event: EventRecord, batch: FactBatch) -> None:
             event.aggregate_id,
             event.version,
             0,
-            _time(state),
+            timestamp_micros(state["timestamp"]),
             state["actor"],
             state.get("evalId"),
             state["reason"],
@@ -245,9 +253,4 @@ class LedgerProjection(Projection[LedgerView]):
 
     def apply_page(self, records: Sequence[EventRecord], tracking: Tracking, previous: int) -> None:
         """Apply a page of events in one transaction, if the view is still at `previous`."""
-        self.view.apply(self.facts_of(records), tracking, previous)
-
-    @staticmethod
-    def facts_of(records: Sequence[EventRecord]) -> FactBatch:
-        """The facts a page of events records (what `apply_page` writes)."""
-        return record_facts(records)
+        self.view.apply(record_facts(records), tracking, previous)

@@ -14,11 +14,9 @@ Every query catches up first, then reads one consistent state of the view
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -35,7 +33,7 @@ from projections.documents import (
     grouped,
     run_document,
 )
-from projections.facts import CheckpointRecord, FactBatch, RunRecord, micros
+from projections.facts import CheckpointRecord, RunRecord, micros
 from projections.log import LogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import LedgerProjection
@@ -57,80 +55,6 @@ def open_read_model(app: Application[Any]) -> ProjectionReadModel:
     else:
         view = MemoryLedgerView()
     return ProjectionReadModel(app.name, LogReader.of(app.recorder, app.mapper), view)
-
-
-@dataclass(frozen=True)
-class _Page:
-    first: int
-    last: int
-    size: int
-    facts: FactBatch
-
-
-class _Pages(Iterator[_Page]):
-    """Pages of facts after a position, each read from where the previous ended."""
-
-    def __init__(self, read: Callable[[int], _Page | None], after: int) -> None:
-        self.read = read
-        self.after = after
-
-    def close(self) -> None:
-        """Stop reading."""
-
-
-class _InTurn(_Pages):
-    def __next__(self) -> _Page:
-        page = self.read(self.after)
-        if page is None:
-            raise StopIteration
-        self.after = page.last
-        return page
-
-
-class _ReadAhead(_Pages):
-    """Reads and translates the next pages in a thread while the current one is written.
-
-    SQLite lets go of the GIL while it reads and writes, so a rebuild keeps
-    two cores busy: one decoding events into facts, one writing them.
-    """
-
-    def __init__(self, read: Callable[[int], _Page | None], after: int, depth: int = 2) -> None:
-        super().__init__(read, after)
-        self._queue: queue.Queue[_Page | BaseException | None] = queue.Queue(maxsize=depth)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                page = self.read(self.after)
-                self._put(page)
-                if page is None:
-                    return
-                self.after = page.last
-        except BaseException as error:  # handed to the consumer, raised there
-            self._put(error)
-
-    def _put(self, item: _Page | BaseException | None) -> None:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def __next__(self) -> _Page:
-        item = self._queue.get()
-        if item is None:
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._thread.join()
 
 
 def canonical_id(text: str) -> str | None:
@@ -175,53 +99,44 @@ class ProjectionReadModel:
         name = self.application_name
         with self._lock:
             position = self.view.position(name)
-            last = self.log.last_position()
-            total = max(0, (last if stop is None else min(stop, last)) - position)
+            total = 0
+            if progress is not None:
+                last = self.log.last_position()
+                total = max(0, (last if stop is None else min(stop, last)) - position)
             applied = 0
             while True:
-                pages = self._pages(position, page_size, stop, read_ahead=total > page_size and bool(__import__("os").environ.get("RA")))
+                page = self.log.page(position, page_size, stop)
+                if not page:
+                    return applied
+                first, end = page[0].position, page[-1].position
                 try:
-                    for page in pages:
-                        try:
-                            self.view.apply(page.facts, Tracking(name, page.last), position)
-                        except IntegrityError as error:
-                            if isinstance(error, StaleTrackingError):
-                                break
-                            raise ViewsInconsistentError(
-                                f"the views refused events {page.first}..{page.last} "
-                                f"({error}); run `trainledger projections rebuild`"
-                            ) from None
-                        applied += page.size
-                        position = page.last
-                        if progress is not None:
-                            progress(applied, max(total, applied))
-                    else:
-                        return applied
-                finally:
-                    pages.close()
-                # Another process moved the view on: carry on from where it is.
-                moved = self.view.position(name)
-                if moved == position:
-                    raise StaleTrackingError(f"the view's position {position} is contested")
-                position = moved
-
-    def _pages(self, after: int, size: int, stop: int | None, *, read_ahead: bool) -> _Pages:
-        def read(position: int) -> _Page | None:
-            records = self.log.page(position, size, stop)
-            if not records:
-                return None
-            facts = self.projection.facts_of(records)
-            return _Page(records[0].position, records[-1].position, len(records), facts)
-
-        return _ReadAhead(read, after) if read_ahead else _InTurn(read, after)
+                    self.projection.apply_page(page, Tracking(name, end), position)
+                except StaleTrackingError:
+                    # Another process moved the view on: carry on from where it is.
+                    moved = self.view.position(name)
+                    if moved == position:
+                        raise
+                    position = moved
+                    continue
+                except IntegrityError as error:
+                    raise ViewsInconsistentError(
+                        f"the views refused events {first}..{end} ({error}); "
+                        "run `trainledger projections rebuild`"
+                    ) from None
+                applied += len(page)
+                position = end
+                if progress is not None:
+                    progress(applied, max(total, applied))
 
     def rebuild(self, progress: Progress | None = None) -> Document:
         """Drop every view and apply the whole log again, in large pages."""
         with self._lock:
             started = time.perf_counter()
             self.view.reset(self.application_name)
-            applied = self.apply_log(page_size=self.REBUILD_PAGE, progress=progress)
-            self.view.finish_rebuild()
+            try:
+                applied = self.apply_log(page_size=self.REBUILD_PAGE, progress=progress)
+            finally:
+                self.view.finish_rebuild()
             seconds = time.perf_counter() - started
         return {
             "eventsApplied": applied,

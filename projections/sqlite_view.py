@@ -6,16 +6,17 @@ changes both in one transaction, and takes the write lock with its first
 statement (the compare-and-set on the position), so concurrent catch-ups
 serialise instead of failing.
 
-The SQL is kept portable: a PostgreSQL view can reuse these statements with
-`%s` parameters (`STORED` generated columns, `ON CONFLICT`, `RETURNING` and
-`COALESCE` are common to both).
+The SQL is kept portable: a PostgreSQL view can reuse the table, index and
+insert statements and `SQLFactReader` with `%s` for `?` (`STORED` generated
+columns, `ON CONFLICT`, `RETURNING` and `COALESCE` are common to both); what
+differs is the connection handling and the library's tracking table name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
@@ -156,6 +157,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         if not datastore.single_row_tracking:
             raise ValueError("the ledger view needs single-row tracking (SINGLE_ROW_TRACKING)")
         super().__init__(datastore, **kwargs)
+        self._rebuilding = False
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *CREATE_TABLES, *CREATE_INDEXES]
@@ -184,21 +186,26 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
 
         In WAL mode, `synchronous=NORMAL` keeps every commit atomic but may
         lose the last ones on power loss: harmless for a view, whose tracking
-        position is lost with them and whose events are applied again. The
-        connection's own setting (the store's, for events) is restored after.
+        position is lost with them and whose events are applied again. During
+        a rebuild, the WAL is not checkpointed after each page either, but
+        once at the end. The connection's own settings (the store's, for
+        events) are restored after.
         """
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor()
             cursor.execute("PRAGMA synchronous")
-            setting = int(cursor.fetchone()[0])
+            synchronous = int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            autocheckpoint = int(cursor.fetchone()[0])
             cursor.execute("PRAGMA synchronous=NORMAL")
-            if __import__("os").environ.get("NOCKPT"):
+            if self._rebuilding:
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
             try:
                 with connection.transaction(commit=True) as c:
                     yield c
             finally:
-                cursor.execute(f"PRAGMA synchronous={setting}")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
+                cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
 
     def apply(self, batch: FactBatch, tracking: Tracking, previous: int) -> None:
         with self._view_transaction() as c:
@@ -242,16 +249,20 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                 c.execute(f"DELETE FROM {table}")
             for index in INDEX_NAMES:
                 c.execute(f"DROP INDEX IF EXISTS {index}")
+        self._rebuilding = True
 
     def finish_rebuild(self) -> None:
         with self._view_transaction() as c:
             for statement in CREATE_INDEXES:
                 c.execute(statement)
+        self._rebuilding = False
+        with self.datastore.get_connection(commit=True) as connection:
+            connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def reader(self) -> Iterator[FactReader]:
         with self.datastore.transaction(commit=False) as c:
-            yield _SQLiteReader(c)
+            yield SQLFactReader(c)
 
 
 class _Select:
@@ -283,35 +294,59 @@ def _among(column: str, ids: Sequence[str]) -> str:
     return f"{column} IN ({', '.join('?' for _ in ids)})"
 
 
-class _SQLiteReader(FactReader):
-    def __init__(self, cursor: SQLiteCursor) -> None:
+Row = TypeVar("Row", RunRecord, CheckpointRecord, EvalFact)
+
+
+class SQLFactReader(FactReader):
+    """Reads of the view tables in one transaction, through a DB-API cursor.
+
+    Statements are written with `?` parameters; `placeholder` replaces them
+    (`%s` for psycopg), and rows may be tuples, `sqlite3.Row`s or dicts.
+    """
+
+    def __init__(
+        self, cursor: Any, *, placeholder: str = "?", tracking_table: str = "tracking"
+    ) -> None:
         self.c = cursor
+        self.placeholder = placeholder
+        self.tracking_table = tracking_table
 
     def position(self, application_name: str) -> int:
         rows = self._rows(
-            "SELECT notification_id FROM tracking WHERE application_name = ?", (application_name,)
+            f"SELECT notification_id FROM {self.tracking_table} WHERE application_name = ?",
+            (application_name,),
         )
         return int(rows[0][0]) if rows else 0
 
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self.placeholder != "?":
+            sql = sql.replace("?", self.placeholder)
         self.c.execute(sql, params)
-        return list(self.c.fetchall())
+        return [
+            tuple(row.values()) if isinstance(row, dict) else tuple(row)
+            for row in self.c.fetchall()
+        ]
 
     def _newest_first(
-        self, head: str, build: Any, ids: Sequence[str] | None, limit: int | None
-    ) -> list[Any]:
-        rows: list[Any] = []
+        self,
+        head: str,
+        build: Callable[[_Select, Sequence[str] | None], _Select],
+        make: Callable[..., Row],
+        ids: Sequence[str] | None,
+        limit: int | None,
+    ) -> list[Row]:
+        found: list[Row] = []
         for chunk in _chunks(ids):
-            select: _Select = build(_Select(head), chunk)
+            select = build(_Select(head), chunk)
             tail = " ORDER BY position DESC"
             params = list(select.params)
             if limit is not None:
                 tail += " LIMIT ?"
                 params.append(limit)
-            rows.extend(self._rows(select.sql(tail), params))
-        if ids is not None and len(rows) > 1:
-            rows.sort(key=lambda row: row["position"], reverse=True)
-        return rows if limit is None else rows[:limit]
+            found.extend(make(*row) for row in self._rows(select.sql(tail), params))
+        if ids is not None and len(found) > 1:
+            found.sort(key=lambda record: record.position, reverse=True)
+        return found if limit is None else found[:limit]
 
     def runs(
         self,
@@ -339,8 +374,8 @@ class _SQLiteReader(FactReader):
                 select.where("dataset_fingerprint = ?", dataset_fingerprint)
             return select
 
-        rows = self._newest_first(f"SELECT {RUN_COLUMNS} FROM {RUNS}", build, ids, limit)
-        return [RunRecord(*row) for row in rows]
+        head = f"SELECT {RUN_COLUMNS} FROM {RUNS}"
+        return self._newest_first(head, build, RunRecord, ids, limit)
 
     def checkpoints(
         self,
@@ -371,8 +406,7 @@ class _SQLiteReader(FactReader):
             return select
 
         head = f"SELECT {CHECKPOINT_COLUMNS} FROM {CHECKPOINTS}"
-        rows = self._newest_first(head, build, keys, limit)
-        return [CheckpointRecord(*row) for row in rows]
+        return self._newest_first(head, build, CheckpointRecord, keys, limit)
 
     def evals(
         self,
@@ -398,8 +432,7 @@ class _SQLiteReader(FactReader):
             return select
 
         head = f"SELECT {EVAL_COLUMNS} FROM {EVALS}"
-        rows = self._newest_first(head, build, checkpoint_ids, limit)
-        return [EvalFact(*row) for row in rows]
+        return self._newest_first(head, build, EvalFact, checkpoint_ids, limit)
 
     def links(self, run_ids: Sequence[str], as_of: int | None) -> list[LinkFact]:
         found: list[LinkFact] = []
@@ -469,3 +502,6 @@ class _SQLiteReader(FactReader):
             "evals": table(EVAL_COLUMNS, EVALS),
             "deployability": table(DEPLOYABILITY_COLUMNS, DEPLOYABILITY),
         }
+
+
+_SQLiteReader = SQLFactReader  # the name `projections.postgres_view` imports

@@ -164,22 +164,17 @@ def ensure_service_user() -> str | None:
     """The user to run PostgreSQL as: `postgres` when we are root, else ourselves."""
     if os.geteuid() != 0:
         return None
-    try:
-        subprocess.run(["id", SERVICE_USER], capture_output=True, check=True)
-    except subprocess.CalledProcessError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVICE_USER,
-            ],
-            capture_output=True,
-            check=True,
-        )
+    if not _user_exists(SERVICE_USER):
+        # Another xdist worker may be adding it at the same moment: check again.
+        add = ["useradd", "--system", "--no-create-home", "--shell", "/bin/false", SERVICE_USER]
+        added = subprocess.run(add, capture_output=True, text=True, check=False)
+        if added.returncode != 0 and not _user_exists(SERVICE_USER):
+            raise RuntimeError(f"cannot create the {SERVICE_USER} user: {added.stderr.strip()}")
     return SERVICE_USER
+
+
+def _user_exists(name: str) -> bool:
+    return subprocess.run(["id", name], capture_output=True, check=False).returncode == 0
 
 
 def start_cluster(bin_dir: Path) -> PostgresCluster:

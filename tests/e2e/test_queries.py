@@ -7,6 +7,7 @@ faster); every verb then reads it through the CLI.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -348,3 +349,35 @@ def test_projections_rebuild_reports_and_keeps_the_answers(history: History) -> 
     assert re.match(rf"rebuilt the views from {history.events} events in .* events/s", text.stdout)
     assert history.cli.ok("stats") == before["stats"]
     assert history.cli.ok("lineage", history.checkpoint) == before["lineage"]
+
+
+def test_rebuild_shows_a_progress_bar_on_a_terminal(history: History) -> None:
+    pty = pytest.importorskip("pty", reason="no pseudo-terminals on this platform")
+    assert history.cli.store is not None
+    controller, terminal = pty.openpty()
+    argv = [sys.executable, "-m", "cli", "--store", history.cli.store, "projections", "rebuild"]
+    child = subprocess.run(
+        argv,
+        cwd=history.cli.cwd,
+        env=history.cli.env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal is closed once everything is read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert child.returncode == 0
+    assert b"rebuilding views" in shown
+    assert f"{history.events}/{history.events}".encode() in shown
+    assert child.stdout.startswith(f"rebuilt the views from {history.events} events")

@@ -54,8 +54,11 @@ def write_result_file(document):
         json.dump(document, handle)
 
 def note(name, value):
-    with open(os.path.join(out, name), "w") as handle:
+    # Atomically: a test may read the note the moment it appears.
+    path = os.path.join(out, name)
+    with open(path + ".tmp", "w") as handle:
         handle.write(str(value))
+    os.replace(path + ".tmp", path)
 
 """
 

@@ -120,6 +120,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Traini
     ledger.close()
 
 
+def quick(max_examples: int) -> Callable[[Any], Any]:
+    """Settings for these properties: no deadline (file I/O), the module's shared workspace."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 def playback(finished: TrainerExit) -> Callable[..., TrainerExit]:
     def runner(launch: TrainerLaunch, on_started: Callable[[TrainerStarted], None]) -> TrainerExit:
         on_started(TrainerStarted(pid=4242, host="test-host", log_path="/dev/null"))
@@ -157,11 +166,7 @@ def assert_only_valid_lineage(ledger: TrainingLedger, run_id: str, out: Path) ->
         assert run.spec.backend == "dry-run"
 
 
-@settings(
-    max_examples=120,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@quick(max_examples=120)
 @given(data=st.data())
 def test_any_trainer_output_ends_terminal_with_valid_lineage(
     workspace: tuple[TrainingLedger, Path], data: st.DataObject
@@ -198,11 +203,7 @@ def test_any_trainer_output_ends_terminal_with_valid_lineage(
         assert used.status == ("dry_run" if not run.checkpoint_ids else "completed")
 
 
-@settings(
-    max_examples=80,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@quick(max_examples=80)
 @given(data=st.data())
 def test_any_imported_result_is_refused_or_ends_terminal_with_valid_lineage(
     workspace: tuple[TrainingLedger, Path], data: st.DataObject
