@@ -98,7 +98,9 @@ def default_actor() -> str:
 @click.pass_context
 def cli(ctx: click.Context, store: str, json_mode: bool, actor: str | None) -> None:
     """trainledger: an event-sourced ledger of training runs, checkpoints and evals."""
-    ctx.obj = Session(store=store, json_mode=json_mode, actor=default_actor() if actor is None else actor)
+    ctx.obj = Session(
+        store=store, json_mode=json_mode, actor=default_actor() if actor is None else actor
+    )
     ctx.call_on_close(lambda: ctx.obj._ledger and ctx.obj._ledger.close())
 
 

@@ -7,8 +7,10 @@ a script can chain them with `&&`.
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -29,6 +31,11 @@ def finish_training(session: Session, document: dict[str, Any]) -> None:
     if failed:
         output.emit_error(False, "training_failed", message)
         raise click.exceptions.Exit(1)
+
+
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Being stopped (SIGTERM) is handled like Ctrl-C: the trainer is killed, the run failed."""
+    raise KeyboardInterrupt
 
 
 @cli.command("train")
@@ -74,6 +81,7 @@ def train(
     if scripts_dir is not None and trainer_path is not None:
         raise click.UsageError("give --scripts-dir or --trainer, not both")
     script = scripts_dir / "main.py" if scripts_dir is not None else trainer_path
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     document = session.ledger.train(
         run_id,
         trainer_script=None if script is None else str(script.absolute()),

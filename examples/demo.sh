@@ -19,7 +19,8 @@ echo "== dry run: experiment create --backend dry-run, train (bundled reference 
 DRY_RUN_ID=$($TL --json experiment create --profile local-reader --family "$FAMILY" \
     --backend dry-run --dataset examples/data/sample.jsonl --benchmark-export-id demo-bench \
     --output-dir "$OUT/dry-run" | json_field "['trainRunId']")
-$TL train "$DRY_RUN_ID" | head -n 1
+$TL train "$DRY_RUN_ID" > "$OUT/dry-run.txt"
+head -n 1 "$OUT/dry-run.txt"
 
 # The example trainer is a CPU stand-in for a peft-trl-orpo trainer: it trains
 # a low-rank preference scorer and writes a PEFT-style adapter directory.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -58,14 +58,10 @@ class StartFact(NamedTuple):
     trainer_log_path: str | None
     run_id: str
 
-    def columns(self) -> dict[str, Any]:
-        """The run columns this fact sets."""
-        return {
-            "started_at": self.started_at,
-            "host": self.host,
-            "pid": self.pid,
-            "trainer_log_path": self.trainer_log_path,
-        }
+    def applied_to(self, run: RunRecord) -> RunRecord:
+        """The run's row with this fact's columns set."""
+        start = (self.started_at, self.host, self.pid, self.trainer_log_path)
+        return RunRecord._make((*run[:8], *start, *run[12:]))
 
 
 class CompletionFact(NamedTuple):
@@ -75,8 +71,8 @@ class CompletionFact(NamedTuple):
     result_digest: str | None
     run_id: str
 
-    def columns(self) -> dict[str, Any]:
-        return {"completed_at": self.completed_at, "result_digest": self.result_digest}
+    def applied_to(self, run: RunRecord) -> RunRecord:
+        return RunRecord._make((*run[:12], self.completed_at, self.result_digest, *run[14:]))
 
 
 class FailureFact(NamedTuple):
@@ -87,12 +83,8 @@ class FailureFact(NamedTuple):
     result_digest: str | None
     run_id: str
 
-    def columns(self) -> dict[str, Any]:
-        return {
-            "failed_at": self.failed_at,
-            "failure_reason": self.failure_reason,
-            "result_digest": self.result_digest,
-        }
+    def applied_to(self, run: RunRecord) -> RunRecord:
+        return RunRecord._make((*run[:13], self.result_digest, self.failed_at, self.failure_reason))
 
 
 _RunUpdate = TypeVar("_RunUpdate", StartFact, CompletionFact, FailureFact)
@@ -135,7 +127,10 @@ class DeployabilityFact(NamedTuple):
 
 
 class RunRecord(NamedTuple):
-    """A run's row: `TrainingRun.Registered`, completed by the facts of its lifecycle."""
+    """A run's row: `TrainingRun.Registered`, completed by the facts of its lifecycle.
+
+    The lifecycle columns come last, in this order (`applied_to` relies on it).
+    """
 
     run_id: str
     experiment_id: str
@@ -223,7 +218,7 @@ class FactBatch:
                 if i is None:
                     left.append(fact)
                 else:
-                    self.runs[i] = self.runs[i]._replace(**fact.columns())
+                    self.runs[i] = fact.applied_to(self.runs[i])
             return left
 
         self.starts = unfolded(self.starts)

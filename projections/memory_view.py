@@ -101,7 +101,7 @@ def _apply(tables: _Tables, batch: FactBatch) -> None:
     ]
     for update in updates:
         if update.run_id in runs:
-            runs[update.run_id] = runs[update.run_id]._replace(**update.columns())
+            runs[update.run_id] = update.applied_to(runs[update.run_id])
     for change in batch.deployability_updates:
         found = checkpoints.get(change.checkpoint_id)
         if found is not None and change.checkpoint_version > found.deployability_version:

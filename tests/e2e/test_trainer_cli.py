@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,10 +48,10 @@ def assert_one_line_error(stderr: str, *named: str) -> None:
         assert part in lines[0]
 
 
-def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
+def read_safetensors_header(path: Path) -> dict[str, Any]:
     data = path.read_bytes()
     (size,) = struct.unpack("<Q", data[:8])
-    header: dict[str, dict[str, object]] = json.loads(data[8 : 8 + size])
+    header: dict[str, Any] = json.loads(data[8 : 8 + size])
     return header
 
 
@@ -243,6 +244,7 @@ def test_reconcile_fails_a_run_whose_ledger_process_crashed(
     output_dir = tmp_path / "out"
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir, budget_minutes=1)
+    assert cli.store is not None
     argv = [sys.executable, "-m", "cli", "--store", cli.store, "train", run_id]
     ledger_process = subprocess.Popen(
         [*argv, "--trainer", str(script)], cwd=cli.cwd, env=cli.env, stderr=subprocess.DEVNULL
@@ -278,3 +280,40 @@ def test_reconcile_fails_a_run_whose_ledger_process_crashed(
         if trainer_pid is not None:  # the orphaned trainer, in its own process group
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(trainer_pid, signal.SIGKILL)
+
+
+def test_stopping_train_kills_the_trainer_and_fails_the_run(
+    cli: Cli, store: TrainingLedger, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
+    run_id = create_run(store, output_dir)
+    assert cli.store is not None
+    argv = [sys.executable, "-m", "cli", "--store", cli.store, "train", run_id]
+    ledger_process = subprocess.Popen(
+        [*argv, "--trainer", str(script)],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while store.get_run(run_id).status != "running":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        ledger_process.terminate()
+        _, stderr = ledger_process.communicate(timeout=30)
+    finally:
+        if ledger_process.poll() is None:
+            ledger_process.kill()
+            ledger_process.wait()
+    assert ledger_process.returncode == 1
+    assert "Traceback" not in stderr
+    run = store.get_run(run_id)
+    assert run.status == "failed"
+    assert run.failure_reason is not None
+    assert run.failure_reason.startswith("interrupted")
+    assert run.pid is not None
+    assert process_gone(run.pid)

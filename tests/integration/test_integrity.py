@@ -193,6 +193,7 @@ def test_verify_cli_exit_codes(cli: CliType, tmp_path: Path) -> None:
     again = cli.ok("verify", "--digest", report["digest"])
     assert again["digestVerifiedUpTo"] == 2
 
+    assert cli.store is not None
     store = Path(cli.store.removeprefix("sqlite:///"))
     connection = unguarded(store)
     connection.execute("DELETE FROM stored_events WHERE rowid=1")
