@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -201,26 +200,6 @@ def projections_rebuild(session: Session) -> None:
 
     Reports the events applied and the rate.
     """
-    show_bar = not session.json_mode and sys.stderr.isatty()
-    with _progress(show_bar) as progress:
+    with output.progress(session.json_mode, "rebuilding views") as progress:
         report = session.ledger.rebuild_projections(progress)
     session.emit(report, output.rebuild_text)
-
-
-@contextmanager
-def _progress(shown: bool) -> Iterator[Callable[[int, int], None] | None]:
-    if not shown:
-        yield None
-        return
-    with click.progressbar(
-        length=1, label="rebuilding views", file=sys.stderr, show_pos=True
-    ) as bar:
-        done = 0
-
-        def advance(applied: int, total: int) -> None:
-            nonlocal done
-            bar.length = max(total, 1)
-            bar.update(applied - done)
-            done = applied
-
-        yield advance

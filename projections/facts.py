@@ -5,7 +5,13 @@ the epoch, UTC) and no fact is ever overwritten, only completed (a run's row
 gains its start, then its completion). So a view holds the whole history: the
 current answer uses every fact, an as-of answer only the facts stamped at or
 before the moment asked for. That is how `--as-of` is answered from the same
-indexed tables as the current state, without replaying the log.
+indexed tables as the current state, without replaying the log: a current
+query reads indexed columns (a run's `status`, a checkpoint's `deployable`),
+an as-of query derives them from the facts' times, scanning what existed then.
+
+"As of T" means: made of the events whose timestamp is at or before T. Within
+one aggregate, later versions carry later timestamps (they are stamped in
+order when recorded), so this is the state after a prefix of each history.
 
 The field order of each fact is the order of its SQL parameters.
 """
@@ -125,6 +131,10 @@ class DeployabilityFact(NamedTuple):
     eval_id: str | None
     reason: str | None
 
+    def applied_to(self, checkpoint: CheckpointRecord) -> CheckpointRecord:
+        """The checkpoint's row, deployable (or not) from this change's version on."""
+        return CheckpointRecord._make((*checkpoint[:9], self.deployable, self.checkpoint_version))
+
 
 class RunRecord(NamedTuple):
     """A run's row: `TrainingRun.Registered`, completed by the facts of its lifecycle.
@@ -151,7 +161,10 @@ class RunRecord(NamedTuple):
 
 
 class CheckpointRecord(NamedTuple):
-    """A checkpoint's row: `Checkpoint.Registered`, and its deployability now."""
+    """A checkpoint's row: `Checkpoint.Registered`, and its deployability now.
+
+    The deployability columns come last (`DeployabilityFact.applied_to` relies on it).
+    """
 
     checkpoint_id: str
     run_id: str
@@ -231,9 +244,7 @@ class FactBatch:
             if i is None:
                 self.deployability_updates.append(change)
             elif change.checkpoint_version > self.checkpoints[i].deployability_version:
-                self.checkpoints[i] = self.checkpoints[i]._replace(
-                    deployable=change.deployable, deployability_version=change.checkpoint_version
-                )
+                self.checkpoints[i] = change.applied_to(self.checkpoints[i])
         return self
 
 

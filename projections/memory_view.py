@@ -105,9 +105,7 @@ def _apply(tables: _Tables, batch: FactBatch) -> None:
     for change in batch.deployability_updates:
         found = checkpoints.get(change.checkpoint_id)
         if found is not None and change.checkpoint_version > found.deployability_version:
-            checkpoints[change.checkpoint_id] = found._replace(
-                deployable=change.deployable, deployability_version=change.checkpoint_version
-            )
+            checkpoints[change.checkpoint_id] = change.applied_to(found)
 
 
 def _newest_first(rows: Iterable[T], position: Callable[[T], int], limit: int | None) -> list[T]:

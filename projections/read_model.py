@@ -14,6 +14,7 @@ Every query catches up first, then reads one consistent state of the view
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Sequence
@@ -133,9 +134,15 @@ class ProjectionReadModel:
         with self._lock:
             started = time.perf_counter()
             self.view.reset(self.application_name)
+            # A rebuild allocates millions of short-lived, acyclic objects: the
+            # cycle collector would only walk them over and over.
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 applied = self.apply_log(page_size=self.REBUILD_PAGE, progress=progress)
             finally:
+                if collecting:
+                    gc.enable()
                 self.view.finish_rebuild()
             seconds = time.perf_counter() - started
         return {

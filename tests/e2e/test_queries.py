@@ -379,5 +379,5 @@ def test_rebuild_shows_a_progress_bar_on_a_terminal(history: History) -> None:
     os.close(controller)
     assert child.returncode == 0
     assert b"rebuilding views" in shown
-    assert f"{history.events}/{history.events}".encode() in shown
+    assert b"100%" in shown
     assert child.stdout.startswith(f"rebuilt the views from {history.events} events")

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from projections.facts import CompletionFact, FailureFact, RunRecord, StartFact
+from datetime import datetime
+
+import pytest
+
+from projections.facts import (
+    CheckpointRecord,
+    CompletionFact,
+    DeployabilityFact,
+    FailureFact,
+    RunRecord,
+    StartFact,
+    micros,
+    moment,
+    timestamp_micros,
+)
 
 REGISTERED = RunRecord("r" * 32, "experiment", "family", "f" * 16, "{}", 12, 1_000, 1)
 
@@ -18,3 +32,28 @@ def test_each_lifecycle_fact_sets_exactly_its_own_columns() -> None:
     assert failed == started._replace(
         failed_at=4_000, failure_reason="oom", result_digest="sha256:f"
     )
+
+
+def test_a_deployability_change_sets_the_checkpoints_deployability_columns() -> None:
+    checkpoint = CheckpointRecord("c" * 32, "r" * 32, "family", "/a", None, None, "{}", 1_000, 2)
+    marked = DeployabilityFact(checkpoint.checkpoint_id, 3, 1, 2_000, "alice", "e1", None)
+    assert marked.applied_to(checkpoint) == checkpoint._replace(
+        deployable=1, deployability_version=3
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-28T09:47:31.590467Z",
+        "2026-11-28T09:47:31.000001Z",
+        "2026-11-28T09:47:31Z",  # pydantic leaves out a zero fraction
+        "2026-11-28T11:47:31.590467+02:00",
+        "1969-12-31T23:59:59.999999Z",
+    ],
+)
+def test_event_timestamps_read_as_microseconds_since_the_epoch(text: str) -> None:
+    expected = datetime.fromisoformat(text)
+    assert timestamp_micros(text) == micros(expected)
+    assert timestamp_micros(text) == timestamp_micros(text)  # the cached second agrees
+    assert moment(timestamp_micros(text)) == expected
