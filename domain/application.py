@@ -625,16 +625,34 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
                 f"no prefix of the log has digest {digest}: events up to the position it "
                 "covered were modified, deleted, reordered or inserted",
             )
+        # The views are only worth comparing with a replay of a sound log.
+        projection_differences = None if failure is not None else self._view_differences()
+        if projection_differences:
+            failure = IntegrityFailure(
+                verifier.position,
+                "projections differ from a fresh replay of the log ("
+                + "; ".join(projection_differences)
+                + "); run `trainledger projections rebuild`",
+            )
         return {
             "ok": failure is None,
             "position": verifier.position,
             "digest": verifier.digest,
             "events": verifier.events,
             "digestVerifiedUpTo": verifier.digest_matched_at,
+            "projectionsMatchReplay": None
+            if projection_differences is None
+            else not projection_differences,
             "failure": None
             if failure is None
             else {"position": failure.position, "reason": failure.reason},
         }
+
+    def _view_differences(self) -> list[str]:
+        try:
+            return self.projection_differences()
+        except LedgerError as error:
+            return [f"views cannot be read: {error.message}"]
 
     # --- machinery ----------------------------------------------------------
 

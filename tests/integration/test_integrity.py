@@ -167,7 +167,13 @@ def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None
     connection.close()
 
     ledger = open_ledger(url)
-    assert ledger.verify()["ok"], "chains were recomputed consistently"
+    # The views, caught up by the first verify, still hold the old eval...
+    stale = ledger.verify()
+    assert "projections differ" in stale["failure"]["reason"]
+    # ...so a thorough attacker rebuilds them too; then only the digest tells.
+    ledger.rebuild_projections()
+    recomputed = ledger.verify()
+    assert recomputed["ok"], recomputed["failure"]
     report = ledger.verify(digest=digest)
     assert not report["ok"]
     assert "digest" in report["failure"]["reason"]
@@ -220,3 +226,35 @@ def test_unreadable_stored_event_is_a_clear_error(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(CorruptStoreError, match="verify"):
         open_ledger(url).show_run(str(UUID(originator)))
+
+
+def test_verify_reports_views_that_differ_from_a_replay(tmp_path: Path) -> None:
+    """A view edited behind the ledger's back fails verify until it is rebuilt."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    ledger = build_history(url, tmp_path)
+    assert ledger.stats()["deployableCheckpoints"] == 2
+    report = ledger.verify()
+    assert report["ok"]
+    assert report["projectionsMatchReplay"] is True
+
+    connection = sqlite3.connect(path)
+    tables = [
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%checkpoint%'"
+        )
+    ]
+    assert tables, "the checkpoint view lives in the store"
+    connection.execute(f"DELETE FROM {tables[0]}")
+    connection.commit()
+    connection.close()
+
+    tampered = open_ledger(url).verify()
+    assert not tampered["ok"]
+    assert tampered["projectionsMatchReplay"] is False
+    assert "projections rebuild" in tampered["failure"]["reason"]
+
+    rebuilt = open_ledger(url)
+    rebuilt.rebuild_projections()
+    assert rebuilt.verify()["ok"]
