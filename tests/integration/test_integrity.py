@@ -258,3 +258,13 @@ def test_verify_reports_views_that_differ_from_a_replay(tmp_path: Path) -> None:
     rebuilt = open_ledger(url)
     rebuilt.rebuild_projections()
     assert rebuilt.verify()["ok"]
+
+
+@pytest.mark.parametrize(("query", "level"), [("", 2), ("?synchronous=normal", 1)])
+def test_sqlite_durability_setting(tmp_path: Path, query: str, level: int) -> None:
+    """FULL (2) by default: an acknowledged command survives power loss."""
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}{query}")
+    datastore = ledger.recorder.datastore  # type: ignore[attr-defined]
+    with datastore.transaction(commit=False) as cursor:
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == level
