@@ -1,4 +1,4 @@
-"""The role grants documented in docs/postgresql.md are enough, and no more than needed."""
+"""The role grants documented in README.md are enough, and no more than needed."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from domain.experiment import ExperimentRequest
 from tests.postgres_cluster import SUPERUSER, SUPERUSER_PASSWORD
 from tests.support import READER_FAMILY, REPO, eval_summary
 
-GUIDE = REPO / "docs" / "postgresql.md"
+GUIDE = REPO / "README.md"
 
 
 def documented_grants() -> str:
     blocks: list[str] = re.findall(r"```sql\n(.*?)```", GUIDE.read_text(), flags=re.DOTALL)
     grants = [block for block in blocks if "CREATE ROLE ledger_writer" in block]
-    assert len(grants) == 1, "docs/postgresql.md lost its role grants"
+    assert len(grants) == 1, "README.md lost its role grants"
     return grants[0]
 
 
