@@ -119,12 +119,14 @@ def plot(results: Json, path: Path) -> str | None:
     for figure in results["figures"]:
         if figure["name"] not in ("write_path", "comparator"):
             continue
+        probe = next((r for r in figure["rows"] if r["label"].startswith("disk probe")), None)
+        fsync = f", fsync median {probe['median']:.2f} ms" if probe else ""
         for row in figure["rows"]:
             if row["unit"] != "lifecycles/s":
                 continue
             name, _, size = row["label"].rpartition(" @ ")
-            if name == "ledger":  # two sweeps, measured in different runs of rounds
-                name = f"ledger ({figure['name']} sweep)"
+            if name == "ledger":  # two sweeps, measured at different times
+                name = f"ledger ({figure['name']} sweep{fsync})"
             point = (int(size.replace(",", "")), row["median"], row["min"], row["max"])
             series.setdefault(name, []).append(point)
     if not series:
