@@ -52,6 +52,8 @@ PROFILE_FAMILY_PATTERNS: dict[str, tuple[str, ...]] = {
 
 _TOKEN_SPLIT = re.compile(r"[-_.:/\s]+")
 
+MAX_INTEGER = 2**63 - 1
+
 
 def _tokens(text: str) -> list[str]:
     return [t for t in _TOKEN_SPLIT.split(text.lower()) if t]
@@ -90,6 +92,8 @@ class DatasetDigest:
             )
         if sample_count is not None and sample_count < 0:
             raise ValidationError("sample count must be >= 0")
+        if sample_count is not None and sample_count > MAX_INTEGER:
+            raise ValidationError(f"sample count is too large, got {sample_count}")
         return cls(fingerprint, sample_count, None)
 
 
@@ -127,6 +131,9 @@ def _merge(model: type[pydantic.BaseModel], label: str, overrides: Mapping[str, 
         # an int too large for a double is as unrepresentable in JSON as inf
         if abs(value) > sys.float_info.max or not math.isfinite(value):
             raise ValidationError(f"{label} {key} must be finite, got {value!r}")
+        # events are stored as JSON whose integers are 64-bit
+        if isinstance(value, int) and abs(value) > MAX_INTEGER:
+            raise ValidationError(f"{label} {key} is too large, got {value!r}")
     try:
         return model(**overrides)
     except pydantic.ValidationError as error:

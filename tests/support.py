@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from domain.application import TrainingLedger
+from domain.experiment import ExperimentRequest
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATASET = REPO / "examples" / "data" / "sample.jsonl"
 READER_FAMILY = "qwen2.5-7b-reader"
@@ -87,6 +90,38 @@ def experiment_args(output_dir: Path, **overrides: str) -> list[str]:
         if value:
             args += [key, value]
     return args
+
+
+def reader_request(output_dir: Path, benchmark: str = "bench-1") -> ExperimentRequest:
+    """A valid dry-run experiment for the reader family."""
+    return ExperimentRequest(
+        profile="local-reader",
+        family=READER_FAMILY,
+        backend="dry-run",
+        benchmark_export_id=benchmark,
+        output_dir=str(output_dir),
+    )
+
+
+def deployable_lifecycle(
+    ledger: TrainingLedger, output_dir: Path, *, eval_id: str, actor: str = "a"
+) -> tuple[str, str]:
+    """create → start → register → complete → attach eval and mark; (run, checkpoint) ids."""
+    run_id: str = ledger.create_experiment(
+        reader_request(output_dir),
+        dataset_fingerprint="0123456789abcdef",
+        sample_count=10,
+        actor=actor,
+    )["trainRunId"]
+    ledger.start_run(run_id, actor=actor)
+    checkpoint_id: str = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path=str(output_dir / "adapter"), actor=actor
+    )["checkpointId"]
+    ledger.complete_run(run_id, actor=actor)
+    ledger.attach_eval(
+        checkpoint_id, eval_summary(checkpoint_id, eval_id), mark_deployable=True, actor=actor
+    )
+    return run_id, checkpoint_id
 
 
 def eval_summary(checkpoint_id: str, eval_id: str = "eval-1", **overrides: Any) -> dict[str, Any]:

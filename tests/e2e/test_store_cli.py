@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from adapters.store import open_ledger
-from domain.experiment import ExperimentRequest
 from tests.postgres_cluster import SUPERUSER_PASSWORD, PostgresCluster
 from tests.support import (
     READER_FAMILY,
@@ -20,6 +19,7 @@ from tests.support import (
     Cli,
     eval_summary,
     experiment_args,
+    reader_request,
 )
 
 
@@ -53,13 +53,7 @@ def build_history_in_process(url: str, tmp_path: Path) -> dict[str, str]:
     eval_file = tmp_path / "eval.json"
     ledger = open_ledger(url)
     try:
-        request = ExperimentRequest(
-            profile="local-reader",
-            family=READER_FAMILY,
-            backend="dry-run",
-            benchmark_export_id="bench-1",
-            output_dir=str(out),
-        )
+        request = reader_request(out)
         run_id = ledger.create_experiment(
             request, dataset_path=str(SAMPLE_DATASET), actor="tester", idempotency_key="create-1"
         )["trainRunId"]

@@ -25,10 +25,9 @@ from eventsourcing.persistence import Notification
 
 from adapters.store import open_ledger
 from domain.application import EVAL_ID, TrainingLedger
-from domain.experiment import ExperimentRequest
 from domain.model import Checkpoint, TrainingRun
 from tests.concurrency_driver import LIFECYCLES
-from tests.support import READER_FAMILY, REPO, eval_summary
+from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
 
 WORKERS = {"sqlite": 4, "postgresql": 8}
 SHARED_OPS = 7
@@ -42,13 +41,7 @@ RACE_REFUSALS = {
 
 
 def seed_shared_records(ledger: TrainingLedger, output_dir: Path) -> dict[str, str]:
-    request = ExperimentRequest(
-        profile="local-reader",
-        family=READER_FAMILY,
-        backend="dry-run",
-        benchmark_export_id="bench-race",
-        output_dir=str(output_dir),
-    )
+    request = reader_request(output_dir, benchmark="bench-race")
 
     def new_run() -> str:
         created = ledger.create_experiment(

@@ -13,40 +13,17 @@ import pytest
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from domain.errors import CorruptStoreError
-from tests.support import READER_FAMILY, eval_summary, experiment_args
 from tests.support import Cli as CliType
+from tests.support import deployable_lifecycle, experiment_args
 
 Tamper = Callable[[sqlite3.Connection], int]
 
 
 def build_history(url: str, tmp_path: Path, eval_prefix: str = "e") -> TrainingLedger:
     """Two runs, each with a deployable checkpoint: 14 events (7 per lifecycle)."""
-    from domain.experiment import ExperimentRequest
-
     ledger = open_ledger(url)
-    request = ExperimentRequest(
-        profile="local-reader",
-        family=READER_FAMILY,
-        backend="dry-run",
-        benchmark_export_id="bench-1",
-        output_dir=str(tmp_path),
-    )
     for n in range(2):
-        created = ledger.create_experiment(
-            request, dataset_fingerprint="0123456789abcdef", sample_count=10, actor="a"
-        )
-        run_id = created["trainRunId"]
-        ledger.start_run(run_id, actor="a")
-        checkpoint = ledger.register_checkpoint(
-            run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "x"), actor="a"
-        )
-        ledger.complete_run(run_id, actor="a")
-        ledger.attach_eval(
-            checkpoint["checkpointId"],
-            eval_summary(checkpoint["checkpointId"], eval_id=f"{eval_prefix}{n}"),
-            mark_deployable=True,
-            actor="b",
-        )
+        deployable_lifecycle(ledger, tmp_path, eval_id=f"{eval_prefix}{n}")
     return ledger
 
 

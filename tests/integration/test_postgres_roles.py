@@ -9,9 +9,8 @@ import psycopg
 import pytest
 
 from adapters.store import open_ledger
-from domain.experiment import ExperimentRequest
 from tests.postgres_cluster import SUPERUSER, SUPERUSER_PASSWORD
-from tests.support import READER_FAMILY, REPO, eval_summary
+from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
 
 GUIDE = REPO / "README.md"
 
@@ -42,15 +41,8 @@ def test_a_writer_with_the_documented_grants_runs_the_ledger_but_cannot_rewrite_
     writer_url = postgres_url.replace(f"{SUPERUSER}:{SUPERUSER_PASSWORD}", f"{role}:change-me")
     writer = open_ledger(writer_url)
     try:
-        request = ExperimentRequest(
-            profile="local-reader",
-            family=READER_FAMILY,
-            backend="dry-run",
-            benchmark_export_id="bench-1",
-            output_dir=str(tmp_path),
-        )
         run_id = writer.create_experiment(
-            request,
+            reader_request(tmp_path),
             dataset_fingerprint="0123456789abcdef",
             sample_count=2,
             actor="w",

@@ -23,22 +23,15 @@ from domain.errors import (
     ImportRefusedError,
     StoreNotEmptyError,
 )
-from domain.experiment import ExperimentRequest
 from domain.model import LedgerAggregate, chain_hash, command_context
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, reader_request
 
 Lines = list[dict[str, Any]]
 
 
 def populate(ledger: TrainingLedger, tmp_path: Path) -> dict[str, str]:
     """Two runs: one with a deployable-then-revoked checkpoint, one failed."""
-    request = ExperimentRequest(
-        profile="local-reader",
-        family=READER_FAMILY,
-        backend="dry-run",
-        benchmark_export_id="bench-1",
-        output_dir=str(tmp_path),
-    )
+    request = reader_request(tmp_path)
     run_id = ledger.create_experiment(
         request,
         dataset_fingerprint="0123456789abcdef",
@@ -313,13 +306,7 @@ def test_a_key_whose_command_never_finished_moves_without_a_record(
     source = open_ledger("memory://")
     populate(source, tmp_path)
     pending = source.create_experiment(
-        ExperimentRequest(
-            profile="local-reader",
-            family=READER_FAMILY,
-            backend="dry-run",
-            benchmark_export_id="bench-1",
-            output_dir=str(tmp_path),
-        ),
+        reader_request(tmp_path),
         dataset_fingerprint="0123456789abcdef",
         sample_count=1,
         actor="alice",

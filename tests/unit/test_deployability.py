@@ -8,30 +8,11 @@ import pytest
 
 from domain.application import TrainingLedger
 from domain.errors import DeployabilityError
-from domain.experiment import ExperimentRequest
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import deployable_lifecycle, eval_summary
 
 
 def deployable_checkpoint(ledger: TrainingLedger, tmp_path: Path) -> str:
-    request = ExperimentRequest(
-        profile="local-reader",
-        family=READER_FAMILY,
-        backend="dry-run",
-        benchmark_export_id="bench-1",
-        output_dir=str(tmp_path),
-    )
-    run_id = ledger.create_experiment(
-        request, dataset_fingerprint="0123456789abcdef", sample_count=3, actor="a"
-    )["trainRunId"]
-    ledger.start_run(run_id, actor="a")
-    checkpoint_id: str = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "x"), actor="a"
-    )["checkpointId"]
-    ledger.complete_run(run_id, actor="a")
-    ledger.attach_eval(
-        checkpoint_id, eval_summary(checkpoint_id, "e1"), mark_deployable=True, actor="a"
-    )
-    return checkpoint_id
+    return deployable_lifecycle(ledger, tmp_path, eval_id="e1")[1]
 
 
 def test_attach_and_mark_on_a_deployable_checkpoint_rests_it_on_the_new_eval(
