@@ -5,15 +5,21 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domain.errors import DatasetError
-from domain.experiment import DatasetDigest
+
+if TYPE_CHECKING:
+    from domain.experiment import DatasetDigest
 
 CHUNK = 1 << 20
 
 
 def load_dataset(path: str) -> DatasetDigest:
     """Fingerprint a JSONL dataset: content digest and non-blank line count."""
+    # Imported here: only `experiment create` reads a dataset (start-up time).
+    from domain.experiment import DatasetDigest
+
     file = Path(path)
     if not file.is_file():
         raise DatasetError(f"dataset {path!r} does not exist or is not a file")

@@ -6,15 +6,15 @@ Chosen through the library's environment settings (`MAPPER_TOPIC`,
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
-from pydantic import BaseModel
 
-from domain.model import stored_state
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class OrjsonTranscoder(Transcoder):
@@ -29,8 +29,11 @@ class PydanticMapper(Mapper[Any]):
     """Maps pydantic events to stored events, upcasting old class versions."""
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        # Imported here: a query that reads no events never loads the event models (start-up).
+        from domain.model import stored_state
+
         event_cls = type(domain_event)
-        state = stored_state(cast(BaseModel, domain_event))
+        state = stored_state(cast("BaseModel", domain_event))
         class_version = getattr(event_cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version

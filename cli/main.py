@@ -17,15 +17,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-import pydantic
 from eventsourcing.domain import EventSourcingError
 
 from adapters.store import DEFAULT_STORE, STORE_ENV, open_ledger
 from cli import output
 from domain.application import TrainingLedger
-from domain.contract import EvalSummary, ExperimentSpec, TrainerResult
 from domain.errors import LedgerError, ValidationError
-from domain.experiment import ExperimentRequest
 from domain.queries import parse_moment
 
 USAGE_EXIT = 2
@@ -159,6 +156,9 @@ def experiment_create(
     idempotency_key: str | None,
 ) -> None:
     """Validate an experiment and register its pending training run."""
+    # Imported here: the contract's pydantic models cost every other verb's start-up.
+    from domain.experiment import ExperimentRequest
+
     if (dataset_path is None) == (dataset_fingerprint is None):
         raise click.UsageError("give exactly one of --dataset or --dataset-fingerprint")
     if sample_count is not None and dataset_fingerprint is None:
@@ -266,7 +266,7 @@ def checkpoint_register(
     document = session.ledger.register_checkpoint(
         run_id,
         family=family,
-        artifact_path=str(Path(artifact_path).absolute()),
+        artifact_path=str(Path(artifact_path).absolute()) if artifact_path.strip() else "",
         actor=session.actor,
         idempotency_key=idempotency_key,
     )
@@ -439,18 +439,21 @@ def verify(session: Session, digest: str | None) -> None:
         sys.exit(INTEGRITY_EXIT)
 
 
-SCHEMAS: dict[str, type[pydantic.BaseModel]] = {
-    "spec": ExperimentSpec,
-    "result": TrainerResult,
-    "eval": EvalSummary,
-}
-
-
 @cli.command("schema")
-@click.argument("name", type=click.Choice(sorted(SCHEMAS)))
+@click.argument("name", type=click.Choice(["eval", "result", "spec"]))
 def schema(name: str) -> None:
     """JSON Schema of the experiment spec, trainer result or eval summary."""
-    click.echo(output.dumps(SCHEMAS[name].model_json_schema(), pretty=True))
+    # Imported here: the contract's pydantic models cost every other verb's start-up.
+    import pydantic
+
+    from domain.contract import EvalSummary, ExperimentSpec, TrainerResult
+
+    models: dict[str, type[pydantic.BaseModel]] = {
+        "spec": ExperimentSpec,
+        "result": TrainerResult,
+        "eval": EvalSummary,
+    }
+    click.echo(output.dumps(models[name].model_json_schema(), pretty=True))
 
 
 # --- entry point -------------------------------------------------------------

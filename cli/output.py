@@ -476,7 +476,9 @@ DOT_NEWLINE = "\\n"
 
 
 def _dot_text(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    # a line break in a free-text field (a reason) stays inside its label
+    return "\\n".join(escaped.splitlines()) if escaped else escaped
 
 
 def lineage_dot(lineage: dict[str, Any]) -> list[str]:
@@ -502,7 +504,7 @@ def _mermaid_text(text: str) -> str:
     # Mermaid entity codes: `#` first, so the codes themselves are not escaped.
     for character, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
         text = text.replace(character, code)
-    return text
+    return "<br/>".join(text.splitlines()) if text else text
 
 
 def lineage_mermaid(lineage: dict[str, Any]) -> list[str]:

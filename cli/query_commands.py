@@ -23,8 +23,14 @@ LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "mermaid": output.lineage_mermaid,
 }
 
+# positions and limits go to SQL as signed 64-bit integers
+MAX_SQL_INTEGER = 2**63 - 1
+
 limit_option = click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="At most N, newest first."
+    "--limit",
+    type=click.IntRange(min=1, max=MAX_SQL_INTEGER),
+    default=None,
+    help="At most N, newest first.",
 )
 
 
@@ -157,8 +163,15 @@ EVENTS_PAGE = 500
 
 
 @cli.command("events")
-@click.option("--after", type=click.IntRange(min=0), default=0, metavar="POSITION")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N events.")
+@click.option(
+    "--after", type=click.IntRange(min=0, max=MAX_SQL_INTEGER), default=0, metavar="POSITION"
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=MAX_SQL_INTEGER),
+    default=None,
+    help="At most N events.",
+)
 @click.option("--follow", is_flag=True, help="Keep waiting for new events (Ctrl-C stops).")
 @click.option(
     "--interval",

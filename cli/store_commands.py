@@ -9,7 +9,6 @@ import click
 
 from cli import output
 from cli.main import Session, cli, pass_session
-from domain.archive import export_log, import_log
 from domain.errors import ValidationError
 
 
@@ -25,6 +24,9 @@ from domain.errors import ValidationError
 @pass_session
 def export(session: Session, export_format: str) -> None:
     """Write the whole log to stdout, restorable with `import` into any backend."""
+    # Imported here, as in `import_`: archiving costs every other verb's start-up.
+    from domain.archive import export_log
+
     for line in export_log(session.ledger):
         output.write_json_line(line)
 
@@ -38,6 +40,8 @@ def import_(session: Session, file: str) -> None:
     Every line is checked first (order, versions, hash chains, reservations);
     a single fault refuses the whole file and writes nothing.
     """
+    from domain.archive import import_log  # here, as in `export` (start-up time)
+
     try:
         if file == "-":
             lines = sys.stdin.buffer.read().splitlines()

@@ -27,14 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID, uuid4
 
-import pydantic
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
-from domain.contract import EvalSummary
 from domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -49,10 +47,6 @@ from domain.errors import (
     RunNotFoundError,
     ValidationError,
 )
-from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
-from domain.experiment import describe_validation_error as describe
-from domain.integrity import IntegrityFailure, LogVerifier
-from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
 from domain.queries import LedgerQueries, ReadModelFactory
 from domain.trainer import (
     ABANDONED,
@@ -70,6 +64,14 @@ from domain.trainer import (
     trainer_timeout,
 )
 from domain.views import checkpoint_document, iso, run_document, training_document
+
+# The aggregates, the contract and the experiment and integrity rules are imported
+# by the commands that use them: queries answer from the projections, and loading
+# those pydantic models would be most of a query's start-up time in the CLI.
+if TYPE_CHECKING:
+    from domain.contract import EvalSummary
+    from domain.experiment import DatasetDigest, ExperimentRequest
+    from domain.model import Checkpoint, LedgerAggregate, TrainingRun
 
 IDEMPOTENCY = "idempotency"
 EVAL_ID = "eval"
@@ -93,10 +95,10 @@ class LedgerRecorder(Protocol):
     def positions(self, originator_id: UUID) -> list[int]: ...
 
 
-DatasetLoader = Callable[[str], DatasetDigest]
+DatasetLoader = Callable[[str], "DatasetDigest"]
 ArtifactDigester = Callable[[str], "str | None"]
 
-A = TypeVar("A", bound=LedgerAggregate)
+A = TypeVar("A", bound="LedgerAggregate")
 
 Outcome = dict[str, Any]
 
@@ -175,6 +177,9 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         Give either `dataset_path` (a JSONL file, fingerprinted here) or an
         explicit `dataset_fingerprint` (with its `sample_count`).
         """
+        from domain.experiment import DatasetDigest, build_spec
+        from domain.model import TrainingRun
+
         if (dataset_path is None) == (dataset_fingerprint is None):
             raise ValidationError("give either a dataset path or a dataset fingerprint")
 
@@ -268,6 +273,10 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
         The artifact's content digest is recorded when the path exists.
         """
+        from domain.model import Checkpoint
+
+        if not artifact_path.strip():
+            raise ValidationError("an artifact path is required")
         digest = self.digest_artifact(artifact_path)
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
@@ -307,14 +316,14 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             eval_summary = eval_summary.model_copy(update={"checkpointId": str(checkpoint_uuid)})
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
-            checkpoint = self._get(checkpoint_uuid, Checkpoint, CheckpointNotFoundError)
+            checkpoint = self.get_checkpoint(checkpoint_uuid)
             if self.ledger_recorder.find_reservation(EVAL_ID, eval_summary.evalId) is not None:
                 raise DuplicateEvalError(
                     f"evalId {eval_summary.evalId} was already used in this ledger"
                 )
             checkpoint.attach_eval(eval_summary)
             if mark_deployable:
-                checkpoint.mark_deployable(self._get(checkpoint.train_run_id, TrainingRun))
+                checkpoint.mark_deployable(self.get_run(checkpoint.train_run_id))
             reservation = Reservation(EVAL_ID, eval_summary.evalId, str(checkpoint.id).encode())
             return [checkpoint], checkpoint_document(checkpoint), [reservation]
 
@@ -332,7 +341,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             checkpoint = self.get_checkpoint(checkpoint_id)
-            checkpoint.mark_deployable(self._get(checkpoint.train_run_id, TrainingRun))
+            checkpoint.mark_deployable(self.get_run(checkpoint.train_run_id))
             return [checkpoint], checkpoint_document(checkpoint), []
 
         params = {"checkpointId": checkpoint_id}
@@ -392,7 +401,9 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
         def record_started(started: TrainerStarted) -> None:
             def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
-                running = self._get(run.id, TrainingRun)
+                from domain.model import command_context
+
+                running = self.get_run(run.id)
                 # Stamped with the key, which is reserved by the outcome's append.
                 with command_context(actor, idempotency_key):
                     running.start(
@@ -466,7 +477,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             abandoned: list[LedgerAggregate] = []
             documents = []
             for run_id in self._running_run_ids():
-                run = self._get(run_id, TrainingRun)
+                run = self.get_run(run_id)
                 if run.status != "running" or run.started_at is None:
                     continue
                 deadline = budget_deadline(run.started_at, run.spec)
@@ -491,6 +502,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         importing: bool,
     ) -> Outcome:
         """Save an outcome in one append: checkpoint, its link and the run's end."""
+        from domain.model import Checkpoint
+
         artifact_digest = None
         if outcome.status == "completed":
             assert outcome.artifact_path is not None
@@ -500,7 +513,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
                 outcome = dataclasses.replace(outcome, status="failed", reason=reason)
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
-            run = self._get(run_id, TrainingRun)
+            run = self.get_run(run_id)
             if importing:
                 if run.is_terminal:  # finished by someone else since we looked
                     return [], self._repeat_of_recorded_result(run, outcome.result_digest), []
@@ -552,9 +565,13 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     # --- reads on aggregates -----------------------------------------------
 
     def get_run(self, run_id: str | UUID) -> TrainingRun:
+        from domain.model import TrainingRun
+
         return self._get(self._parse_id(run_id, RunNotFoundError), TrainingRun)
 
     def get_checkpoint(self, checkpoint_id: str | UUID) -> Checkpoint:
+        from domain.model import Checkpoint
+
         uuid = self._parse_id(checkpoint_id, CheckpointNotFoundError)
         return self._get(uuid, Checkpoint, CheckpointNotFoundError)
 
@@ -589,6 +606,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         log still has exactly that digest. `progress(done, total)` is called
         after each page.
         """
+        from domain.integrity import IntegrityFailure, LogVerifier
+
         verifier = LogVerifier(
             gap_free=bool(getattr(self.recorder, "gap_free_positions", False)),
             expected_digest=digest,
@@ -603,16 +622,23 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             if not page:
                 break
             for n in page:
+                # the ledger writes bytes; a row edited behind its back may hold
+                # text (SQL replace()) or anything else, which must not crash verify
+                raw_state: Any = n.state
+                if isinstance(raw_state, str):
+                    raw_state = raw_state.encode()
+                elif not isinstance(raw_state, bytes):
+                    raw_state = repr(raw_state).encode()
                 try:
-                    state = decode(n.state)
-                except ValueError:
+                    state = decode(raw_state)
+                except (ValueError, TypeError):
                     state = None
                 verifier.feed(
                     n.id,
                     n.originator_id,
                     n.originator_version,
                     n.topic,
-                    n.state,
+                    raw_state,
                     state if isinstance(state, dict) else None,
                 )
             after = page[-1].id
@@ -668,6 +694,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             raise ValidationError("an actor is required")
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationError("an idempotency key must not be empty")
+        from domain.model import command_context
+
         request_digest = _request_digest(command, params)
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
@@ -723,7 +751,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             aggregate: LedgerAggregate = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise not_found(aggregate_id) from None
-        except (pydantic.ValidationError, ValueError, KeyError) as error:
+        except (ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
             raise CorruptStoreError(
                 f"stored events of {aggregate_id} cannot be read ({type(error).__name__}); "
                 "run `trainledger verify`"
@@ -734,6 +762,11 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
     @staticmethod
     def _parse_eval(summary: dict[str, Any] | EvalSummary) -> EvalSummary:
+        import pydantic
+
+        from domain.contract import EvalSummary
+        from domain.experiment import describe_validation_error as describe
+
         if isinstance(summary, EvalSummary):
             return summary
         try:

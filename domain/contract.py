@@ -13,30 +13,22 @@ import math
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Backend = Literal["peft-trl-orpo", "unsloth-orpo", "dry-run"]
-HardwareTier = Literal["consumer-gpu", "small-gpu", "cpu-experimental"]
-WorkerProfile = Literal["local-reader", "local-editor"]
-TrainingMode = Literal["orpo"]
-EvalMode = Literal["prompt_assisted", "reduced_prompt"]
-Verdict = Literal["pass", "fail", "compare_only"]
-ResultStatus = Literal["completed", "failed", "dry_run"]
-RunStatus = Literal["pending", "running", "completed", "failed"]
-
-BACKENDS: tuple[str, ...] = get_args(Backend)
-HARDWARE_TIERS: tuple[str, ...] = get_args(HardwareTier)
-WORKER_PROFILES: tuple[str, ...] = get_args(WorkerProfile)
-TRAINING_MODES: tuple[str, ...] = get_args(TrainingMode)
-EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
-VERDICTS: tuple[str, ...] = get_args(Verdict)
-RESULT_STATUSES: tuple[str, ...] = get_args(ResultStatus)
-RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-
-ADAPTER_FORMAT: Literal["peft-adapter"] = "peft-adapter"
-FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"
+from domain import vocabulary
+from domain.vocabulary import (
+    ADAPTER_FORMAT,
+    FINGERPRINT_PATTERN,
+    Backend,
+    EvalMode,
+    HardwareTier,
+    ResultStatus,
+    TrainingMode,
+    Verdict,
+    WorkerProfile,
+)
 
 
 class Contract(BaseModel):
@@ -249,8 +241,8 @@ def dataset_fingerprint(content_digest16: str, sample_count: int) -> str:
 
 @cache
 def code_hash() -> str:
-    """sha256 over the source of the contract module, 16 hex.
+    """sha256 over the sources of the contract (this module, then its vocabulary), 16 hex.
 
     Ties every spec and result to the contract version that produced them.
     """
-    return short_sha256(Path(__file__).read_bytes())
+    return short_sha256(Path(__file__).read_bytes() + Path(vocabulary.__file__).read_bytes())

@@ -16,12 +16,6 @@ from typing import Any
 import pydantic
 
 from domain.contract import (
-    ADAPTER_FORMAT,
-    BACKENDS,
-    FINGERPRINT_PATTERN,
-    HARDWARE_TIERS,
-    TRAINING_MODES,
-    WORKER_PROFILES,
     Budget,
     ExpectedArtifact,
     ExperimentSpec,
@@ -35,6 +29,14 @@ from domain.errors import (
     HardwareTierError,
     ProfileNotEnabledError,
     ValidationError,
+)
+from domain.vocabulary import (
+    ADAPTER_FORMAT,
+    BACKENDS,
+    FINGERPRINT_PATTERN,
+    HARDWARE_TIERS,
+    TRAINING_MODES,
+    WORKER_PROFILES,
 )
 
 PROFILE_FAMILY_PATTERNS: dict[str, tuple[str, ...]] = {

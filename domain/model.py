@@ -26,7 +26,7 @@ from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggre
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from domain.contract import EvalSummary, ExperimentSpec, RunStatus
+from domain.contract import EvalSummary, ExperimentSpec
 from domain.errors import (
     DeployabilityError,
     EvalRefusedError,
@@ -34,6 +34,7 @@ from domain.errors import (
     InvalidTransitionError,
     ValidationError,
 )
+from domain.vocabulary import RunStatus
 
 GENESIS_HASH = "0" * 64
 """The `previous_hash` of every aggregate's first event."""

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from domain.contract import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
 from domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
 from domain.views import iso
+from domain.vocabulary import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
 
 Document = dict[str, Any]
 
@@ -117,7 +117,12 @@ def require_zone(moment: datetime) -> datetime:
             f"as-of time {moment.isoformat()} has no time zone; "
             "add one, e.g. 2025-01-31T12:00:00Z or +02:00"
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # within hours of year 1 or 9999: before, or after, every event
+        edge = datetime.min if moment.year == 1 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 class LedgerQueries:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import PurePath
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import pydantic
+from domain.vocabulary import ADAPTER_FORMAT
 
-from domain.contract import ADAPTER_FORMAT, ExperimentSpec, TrainerResult
-from domain.experiment import describe_validation_error
+if TYPE_CHECKING:  # the contract's models are loaded once a result is read (start-up time)
+    from domain.contract import ExperimentSpec, TrainerResult
 
 TIMEOUT_GRACE_SECONDS = 30.0
 """Added to the budget: a trainer may take this long to wrap up."""
@@ -53,7 +53,10 @@ def budget_deadline(started_at: datetime, spec: ExperimentSpec) -> datetime:
     `reconcile` treats a run still running after this moment as abandoned: a
     live `train` would have killed its trainer and recorded the outcome by then.
     """
-    return started_at + timedelta(seconds=trainer_timeout(spec))
+    try:
+        return started_at + timedelta(seconds=trainer_timeout(spec))
+    except OverflowError:  # a budget of millions of years never runs out
+        return datetime.max.replace(tzinfo=started_at.tzinfo)
 
 
 def log_file_name(spec: ExperimentSpec) -> str:
@@ -225,6 +228,12 @@ def read_result(data: bytes, source: str) -> ResultReading:
     names the problem (empty, no JSON object, or why the last object is not a
     trainer result).
     """
+    # Imported here, not with the module: see its imports (start-up time).
+    import pydantic
+
+    from domain.contract import TrainerResult
+    from domain.experiment import describe_validation_error
+
     if not data.strip():
         return ResultReading(None, None, None, (f"{source} was empty",))
     text = data.decode("utf-8", errors="replace")
@@ -329,7 +338,7 @@ def contract_mismatches(spec: ExperimentSpec, result: TrainerResult) -> list[str
     """Each checked field the result reports differently from the spec."""
     return [
         f"{name}: expected {_shown(getattr(spec, name))}, got {_shown(getattr(result, name))}"
-        for name in TrainerResult.CHECKED_FIELDS
+        for name in result.CHECKED_FIELDS
         if getattr(result, name) != getattr(spec, name)
     ]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from domain.model import Checkpoint, TrainingRun
+if TYPE_CHECKING:  # queries use `iso` without loading the aggregates (start-up time)
+    from domain.model import Checkpoint, TrainingRun
 
 
 def iso(moment: datetime | None) -> str | None:

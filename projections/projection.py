@@ -13,17 +13,15 @@ everything else a rebuild does). Both paths go through the same translation,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
-from pydantic import BaseModel
 
 from domain.errors import CorruptStoreError
-from domain.model import Checkpoint, TrainingRun, stored_state
 from projections.facts import (
     CheckpointRecord,
     CompletionFact,
@@ -37,6 +35,9 @@ from projections.facts import (
     timestamp_micros,
 )
 from projections.view import LedgerView
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class EventRecord(NamedTuple):
@@ -191,16 +192,18 @@ def _deployability_revoked(event: EventRecord, batch: FactBatch) -> None:
 
 Translation = Callable[[EventRecord, FactBatch], None]
 
+# Keyed by the topics as stored (`get_topic` of the event classes of `domain.model`,
+# which a test checks), so that reading the log needs no event model (start-up time).
 TRANSLATIONS: dict[str, Translation] = {
-    get_topic(TrainingRun.Registered): _run_registered,
-    get_topic(TrainingRun.Started): _run_started,
-    get_topic(TrainingRun.Completed): _run_completed,
-    get_topic(TrainingRun.Failed): _run_failed,
-    get_topic(TrainingRun.CheckpointLinked): _checkpoint_linked,
-    get_topic(Checkpoint.Registered): _checkpoint_registered,
-    get_topic(Checkpoint.EvalAttached): _eval_attached,
-    get_topic(Checkpoint.MarkedDeployable): _marked_deployable,
-    get_topic(Checkpoint.DeployabilityRevoked): _deployability_revoked,
+    "domain.model:TrainingRun.Registered": _run_registered,
+    "domain.model:TrainingRun.Started": _run_started,
+    "domain.model:TrainingRun.Completed": _run_completed,
+    "domain.model:TrainingRun.Failed": _run_failed,
+    "domain.model:TrainingRun.CheckpointLinked": _checkpoint_linked,
+    "domain.model:Checkpoint.Registered": _checkpoint_registered,
+    "domain.model:Checkpoint.EvalAttached": _eval_attached,
+    "domain.model:Checkpoint.MarkedDeployable": _marked_deployable,
+    "domain.model:Checkpoint.DeployabilityRevoked": _deployability_revoked,
 }
 
 
@@ -228,7 +231,9 @@ def unreadable(position: int, error: Exception) -> CorruptStoreError:
 
 def record_of_event(event: DomainEventProtocol[Any], position: int) -> EventRecord:
     """A domain event in the shape it is stored in (what the mapper writes)."""
-    state = stored_state(cast(BaseModel, event))
+    from domain.model import stored_state  # loaded already: `event` is one of its models
+
+    state = stored_state(cast("BaseModel", event))
     return EventRecord(
         position, event.originator_id.hex, event.originator_version, get_topic(type(event)), state
     )

@@ -364,6 +364,27 @@ CREATE_REFUSALS: list[tuple[str, dict[str, str], list[str], str, str]] = [
         "invalid_input",
         "sample count must be >= 0",
     ),
+    (
+        "sample count beyond 64 bits",
+        {"--dataset": "", "--dataset-fingerprint": FINGERPRINT, "--sample-count": "9" * 25},
+        [],
+        "invalid_input",
+        "sample count is too large",
+    ),
+    (
+        "hyperparameter beyond 64 bits",
+        {},
+        ["--hp", "maxSteps=" + "9" * 25],
+        "invalid_input",
+        "hyperparameter maxSteps is too large",
+    ),
+    (
+        "budget beyond 64 bits",
+        {},
+        ["--budget-tokens", "9" * 25],
+        "invalid_input",
+        "budget maxTrainTokens is too large",
+    ),
 ]
 
 
@@ -442,6 +463,8 @@ def test_experiment_create_usage_errors_exit_2(
         (["run", "fail", str(uuid4())], "Missing option '--reason'"),
         (["checkpoint", "revoke", str(uuid4())], "Missing option '--reason'"),
         (["schema", "bogus"], "'bogus' is not one of"),
+        (["events", "--after", "9" * 25], "Invalid value for '--after'"),
+        (["run", "list", "--limit", "9" * 25], "Invalid value for '--limit'"),
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, args: list[str], match: str) -> None:

@@ -80,8 +80,28 @@ def reorder_versions(c: sqlite3.Connection) -> int:
     return 2
 
 
+def edit_with_sql_text(c: sqlite3.Connection) -> int:
+    """An edit with SQL's replace(), which leaves TEXT where the ledger wrote a BLOB."""
+    c.execute('UPDATE stored_events SET state=replace(state, \'"actor":"a"\', \'"actor":"m"\')')
+    return 1
+
+
+def null_state(c: sqlite3.Connection) -> int:
+    c.execute("UPDATE stored_events SET state=NULL WHERE rowid=3")
+    return 3
+
+
 @pytest.mark.parametrize(
-    "tamper", [edit_payload, delete_middle, swap_states, insert_forged, reorder_versions]
+    "tamper",
+    [
+        edit_payload,
+        delete_middle,
+        swap_states,
+        insert_forged,
+        reorder_versions,
+        edit_with_sql_text,
+        null_state,
+    ],
 )
 def test_verify_names_the_first_tampered_position(tmp_path: Path, tamper: Tamper) -> None:
     path = tmp_path / "ledger.db"

@@ -389,6 +389,14 @@ REFUSALS: list[tuple[str, Command, type[LedgerError], str]] = [
         "reason is required",
     ),
     (
+        "checkpoint without an artifact path",
+        lambda ledger, w: ledger.register_checkpoint(
+            w.running_run, family=READER_FAMILY, artifact_path=" ", actor="alice"
+        ),
+        ValidationError,
+        "artifact path is required",
+    ),
+    (
         "no actor",
         lambda ledger, w: ledger.start_run(w.pending_run, actor=" "),
         ValidationError,

@@ -14,6 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import domain.contract
+import domain.vocabulary
 from adapters.files import digest_artifact, load_dataset
 from domain.contract import (
     EvalSummary,
@@ -198,8 +199,9 @@ def test_an_explicit_dataset_fingerprint_is_taken_as_given() -> None:
         DatasetDigest.explicit("a6468e43d3336456", -1)
 
 
-def test_code_hash_is_sha256_of_the_contract_source() -> None:
-    assert code_hash() == sha16(Path(domain.contract.__file__).read_bytes())
+def test_code_hash_is_sha256_of_the_contract_sources() -> None:
+    sources = [domain.contract.__file__, domain.vocabulary.__file__]
+    assert code_hash() == sha16(b"".join(Path(source).read_bytes() for source in sources))
 
 
 # --- artifact digest ----------------------------------------------------------

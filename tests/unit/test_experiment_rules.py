@@ -352,6 +352,12 @@ def test_a_budget_below_its_minimum_is_refused(budget: dict[str, float], match: 
     refused(reader_request(budget=budget), ValidationError, f"invalid budget: {match}")
 
 
+def test_an_explicit_sample_count_must_fit_in_64_bits() -> None:
+    assert DatasetDigest.explicit("0123456789abcdef", 2**63 - 1).sample_count == 2**63 - 1
+    with pytest.raises(ValidationError, match="sample count is too large"):
+        DatasetDigest.explicit("0123456789abcdef", 2**63)
+
+
 def test_a_one_minute_budget_is_allowed() -> None:
     assert build(reader_request(budget={"maxWallClockMinutes": 1})).budget.maxWallClockMinutes == 1
 
@@ -365,6 +371,7 @@ def test_a_one_minute_budget_is_allowed() -> None:
         (math.nan, "must be finite"),
         (math.inf, "must be finite"),
         (10**400, "must be finite"),
+        (2**63, "is too large"),
     ],
 )
 def test_non_numbers_and_non_finite_values_are_refused(value: object, match: str) -> None:

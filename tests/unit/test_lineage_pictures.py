@@ -55,6 +55,26 @@ def test_mermaid_labels_hold_no_syntax(lineage: dict[str, object]) -> None:
     assert any("#quot;hi#quot;" in line for line in lines)
 
 
+def test_a_multi_line_reason_stays_inside_its_node(ledger: TrainingLedger) -> None:
+    run_id = create_run(ledger)
+    ledger.start_run(run_id, actor=ACTOR)
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+    )["checkpointId"]
+    ledger.complete_run(run_id, actor=ACTOR)
+    summary = eval_summary(checkpoint_id, "eval-1")
+    ledger.attach_eval(checkpoint_id, summary, mark_deployable=True, actor=ACTOR)
+    ledger.revoke_deployability(checkpoint_id, "first line\r\nsecond line", actor=ACTOR)
+    lineage = ledger.lineage(checkpoint_id)
+    dot = output.lineage_dot(lineage)
+    mermaid = output.lineage_mermaid(lineage)
+    for line in dot + mermaid:
+        assert "\n" not in line, line
+        assert "\r" not in line, line
+    assert any("first line\\nsecond line" in line for line in dot)
+    assert any("first line<br/>second line" in line for line in mermaid)
+
+
 def test_text_tree_marks_the_current_eval_and_every_decision(lineage: dict[str, object]) -> None:
     text = "\n".join(output.lineage_text(lineage))
     assert "[current]" in text
@@ -70,3 +90,8 @@ def test_as_of_times_need_a_zone() -> None:
         parse_moment("2025-01-31T12:00:00")
     with pytest.raises(ValidationError, match="ISO-8601"):
         parse_moment("last tuesday")
+
+
+def test_as_of_times_at_the_calendar_edges_clamp_instead_of_overflowing() -> None:
+    assert parse_moment("0001-01-01T00:00:00+14:00") == datetime.min.replace(tzinfo=UTC)
+    assert parse_moment("9999-12-31T23:59:59-14:00") == datetime.max.replace(tzinfo=UTC)

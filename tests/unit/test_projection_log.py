@@ -11,8 +11,9 @@ from eventsourcing.utils import get_topic
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
 from adapters.store import open_ledger
 from domain.errors import CorruptStoreError
-from domain.model import command_context
+from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
 from projections.log import LogReader
+from projections.projection import TRANSLATIONS
 from tests.unit.test_upcasting import Dataset
 
 
@@ -47,3 +48,15 @@ def test_an_unreadable_stored_event_names_its_position(stored: bytes) -> None:
     reader = LogReader(open_ledger("memory://").recorder, mapper)
     with pytest.raises(CorruptStoreError, match=r"position 7 .*verify"):
         reader.records([(7, uuid4().hex, 1, get_topic(Dataset.Registered), stored)])
+
+
+def test_the_projection_translates_every_event_of_the_aggregates_by_its_stored_topic() -> None:
+    events = [
+        value
+        for aggregate in (TrainingRun, Checkpoint)
+        for name, value in vars(aggregate).items()
+        if isinstance(value, type)
+        and issubclass(value, LedgerAggregate.Event)
+        and name not in ("Event", "Created")  # the library's per-aggregate bases
+    ]
+    assert sorted(get_topic(event) for event in events) == sorted(TRANSLATIONS)

@@ -344,3 +344,10 @@ def test_budget_deadline() -> None:
     started = datetime(2025, 1, 1, tzinfo=UTC)
     spec = make_spec(maxWallClockMinutes=2)
     assert budget_deadline(started, spec) == started + timedelta(seconds=150)
+
+
+def test_a_budget_beyond_the_calendar_has_the_last_moment_as_deadline() -> None:
+    started = datetime(2025, 1, 1, tzinfo=UTC)
+    for minutes in (1e19, 1e300):
+        spec = make_spec(maxWallClockMinutes=minutes)
+        assert budget_deadline(started, spec) == datetime.max.replace(tzinfo=UTC)
