@@ -10,6 +10,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Store
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
 from domain.application import Reservation
+from domain.integrity import LOG_GENESIS, log_links
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
@@ -18,6 +19,8 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
     def __init__(self) -> None:
         super().__init__()
         self._reservations: dict[tuple[str, str], bytes] = {}
+        self._log_chain: dict[int, str] = {}
+        self._log_head = LOG_GENESIS
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -28,6 +31,13 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
                 if (r.kind, r.key) in self._reservations:
                     raise IntegrityError(f"{r.kind} {r.key!r} already reserved")
             notification_ids = super()._insert_events(stored_events, **kwargs)
+            assert notification_ids is not None
+            rows = [
+                (n, s.originator_id, s.originator_version, s.topic, s.state)
+                for n, s in zip(notification_ids, stored_events, strict=True)
+            ]
+            for position, link in log_links(self._log_head, rows):
+                self._log_chain[position] = self._log_head = link
             for r in reservations:
                 self._reservations[(r.kind, r.key)] = r.value
             return notification_ids
@@ -39,6 +49,14 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
     def reservations(self) -> list[Reservation]:
         with self._database_lock:
             return [Reservation(k, key, v) for (k, key), v in sorted(self._reservations.items())]
+
+    def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
+        with self._database_lock:
+            return {
+                p: link
+                for p, link in self._log_chain.items()
+                if p > after and (upto is None or p <= upto)
+            }
 
     def positions(self, originator_id: UUID) -> list[int]:
         with self._database_lock:

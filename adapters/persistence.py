@@ -13,6 +13,8 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 
+from domain.chain import stored_state
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -29,9 +31,6 @@ class PydanticMapper(Mapper[Any]):
     """Maps pydantic events to stored events, upcasting old class versions."""
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
-        # Imported here: a query that reads no events never loads the event models (start-up).
-        from domain.model import stored_state
-
         event_cls = type(domain_event)
         state = stored_state(cast("BaseModel", domain_event))
         class_version = getattr(event_cls, "class_version", 1)

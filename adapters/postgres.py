@@ -43,9 +43,11 @@ from psycopg.sql import SQL, Identifier
 
 from domain.application import Reservation
 from domain.errors import StoreError
+from domain.integrity import LOG_GENESIS, log_links
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 RESERVATIONS_TABLE = "ledger_reservations"
+LOG_CHAIN_TABLE = "ledger_log_chain"
 
 
 def connect(datastore: PostgresDatastore, **options: Any) -> psycopg.Connection[Any]:
@@ -124,12 +126,19 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         schema = Identifier(self.datastore.schema)
         events = Identifier(self.events_table_name)
         reservations = Identifier(self.reservations_table_name)
+        log_chain = Identifier(LOG_CHAIN_TABLE)
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "kind text NOT NULL, key text NOT NULL, value bytea NOT NULL, "
                 "PRIMARY KEY (kind, key))"
             ).format(schema=schema, table=reservations)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "position bigint PRIMARY KEY, link text NOT NULL)"
+            ).format(schema=schema, table=log_chain)
         )
         # As on SQLite: the ledger only ever appends, so refuse anything else.
         self.append_only_function = f"{self.events_table_name}_append_only"
@@ -142,7 +151,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "RAISE EXCEPTION 'trainledger: % is append-only', TG_TABLE_NAME; END $$"
             ).format(schema=schema, function=function)
         )
-        for table in (events, reservations):
+        for table in (events, reservations, log_chain):
             self.sql_create_statements.append(
                 SQL(
                     "CREATE OR REPLACE TRIGGER append_only "
@@ -159,6 +168,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_all_reservations_statement = SQL(
             "SELECT kind, key, value FROM {schema}.{table} ORDER BY kind, key"
         ).format(schema=schema, table=reservations)
+        self.select_last_link_statement = SQL(
+            "SELECT link FROM {schema}.{table} ORDER BY position DESC LIMIT 1"
+        ).format(schema=schema, table=log_chain)
+        self.insert_link_statement = SQL(
+            "INSERT INTO {schema}.{table} (position, link) VALUES (%s, %s)"
+        ).format(schema=schema, table=log_chain)
+        self.select_links_statement = SQL(
+            "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s"
+        ).format(schema=schema, table=log_chain)
         self.select_positions_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version"
@@ -175,6 +193,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self.events_table_name,
                 self.notification_id_index_name,
                 self.reservations_table_name,
+                LOG_CHAIN_TABLE,
             ),
             regtypes=(self.stored_event_type_name,),
             regprocedures=(f"{self.append_only_function}()",),
@@ -195,7 +214,29 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # transaction commits, as an opaque "pipeline aborted".
             curs.fetchone()
 
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert notification_ids is not None
+        # The events table's EXCLUSIVE lock is held: the chain grows in commit order.
+        curs.execute(self.select_last_link_statement)
+        last = curs.fetchone()
+        rows = [
+            (n, s.originator_id, s.originator_version, s.topic, s.state)
+            for n, s in zip(notification_ids, stored_events, strict=True)
+        ]
+        links = log_links(LOG_GENESIS if last is None else str(last["link"]), rows)
+        curs.executemany(self.insert_link_statement, links)
+        return notification_ids
+
     # --- reading --------------------------------------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_links_statement, (after, upto or 2**63 - 1))
+            return {int(row["position"]): str(row["link"]) for row in curs.fetchall()}
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def find_reservation(self, kind: str, key: str) -> bytes | None:

@@ -29,8 +29,10 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from domain.application import Reservation
+from domain.integrity import LOG_GENESIS, log_links
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
+LOG_CHAIN_TABLE = "ledger_log_chain"
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
 
 
@@ -45,7 +47,7 @@ class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
 
 
 class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
-    """Events, reservations, and triggers that refuse UPDATE and DELETE on both."""
+    """Events, reservations, the log chain, and triggers that refuse UPDATE and DELETE."""
 
     gap_free_positions = True
 
@@ -55,11 +57,13 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "CREATE TABLE IF NOT EXISTS ledger_reservations ("
             "kind TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
             "PRIMARY KEY (kind, key)) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {LOG_CHAIN_TABLE} ("
+            "position INTEGER PRIMARY KEY, link TEXT NOT NULL)",
             *(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{action.lower()} "
                 f"BEFORE {action} ON {table} BEGIN "
                 f"SELECT RAISE(ABORT, 'trainledger: {table} is append-only'); END"
-                for table in (self.events_table_name, "ledger_reservations")
+                for table in (self.events_table_name, "ledger_reservations", LOG_CHAIN_TABLE)
                 for action in ("UPDATE", "DELETE")
             ),
         ]
@@ -68,6 +72,18 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        assert notification_ids is not None
+        # The write lock is held: no other writer can extend the chain meanwhile.
+        c.execute(f"SELECT link FROM {LOG_CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
+        last = c.fetchone()
+        rows = [
+            (n, s.originator_id, s.originator_version, s.topic, s.state)
+            for n, s in zip(notification_ids, stored_events, strict=True)
+        ]
+        c.executemany(
+            f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)",
+            log_links(LOG_GENESIS if last is None else last["link"], rows),
+        )
         for r in kwargs.get("reservations", ()):
             c.execute(
                 "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
@@ -85,6 +101,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute("SELECT kind, key, value FROM ledger_reservations ORDER BY kind, key")
             return [Reservation(r["kind"], r["key"], bytes(r["value"])) for r in c.fetchall()]
+
+    def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
+        """The log chain links the ledger wrote for positions in (after, upto]."""
+        with self.datastore.transaction(commit=False) as c:
+            if upto is None:
+                c.execute(
+                    f"SELECT position, link FROM {LOG_CHAIN_TABLE} WHERE position>?", (after,)
+                )
+            else:
+                c.execute(
+                    f"SELECT position, link FROM {LOG_CHAIN_TABLE} "
+                    "WHERE position>? AND position<=?",
+                    (after, upto),
+                )
+            return {int(row["position"]): str(row["link"]) for row in c.fetchall()}
 
     def positions(self, originator_id: UUID) -> list[int]:
         with self.datastore.transaction(commit=False) as c:

@@ -241,8 +241,12 @@ def run_fail(session: Session, run_id: str, reason: str, idempotency_key: str | 
 @as_of_option
 @pass_session
 def run_show(session: Session, run_id: str, as_of: datetime | None) -> None:
-    """A run: status, timestamps, spec fingerprints, checkpoints."""
-    session.emit(session.ledger.show_run(run_id, as_of=as_of), output.run_text)
+    """A run: status, timestamps, spec fingerprints, checkpoints.
+
+    With --as-of before the run existed: an empty answer ({} with --json).
+    """
+    document = session.ledger.show_run(run_id, as_of=as_of)
+    session.emit(document, output.or_nothing(output.run_text, "run", run_id, as_of))
 
 
 # --- checkpoint --------------------------------------------------------------
@@ -278,9 +282,13 @@ def checkpoint_register(
 @as_of_option
 @pass_session
 def checkpoint_show(session: Session, checkpoint_id: str, as_of: datetime | None) -> None:
-    """A checkpoint: artifact, evals, deployability and its history."""
+    """A checkpoint: artifact, evals, deployability and its history.
+
+    With --as-of before it was registered: an empty answer ({} with --json).
+    """
     document = session.ledger.show_checkpoint(checkpoint_id, as_of=as_of)
-    session.emit(document, output.checkpoint_text)
+    text = output.or_nothing(output.checkpoint_text, "checkpoint", checkpoint_id, as_of)
+    session.emit(document, text)
 
 
 @checkpoint.command("mark-deployable")

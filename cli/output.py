@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import click
 import orjson
+
+from domain.views import iso
 
 
 def dumps(document: Any, *, pretty: bool = False) -> str:
@@ -112,6 +115,25 @@ CHECKPOINT_KEYS = (
 
 def run_text(run: dict[str, Any]) -> list[str]:
     return _fields(run, RUN_KEYS)
+
+
+def nothing_as_of(kind: str, identifier: str, as_of: datetime | None) -> str:
+    """What an empty as-of answer says: nothing was recorded for that id by then."""
+    return " ".join(f"no {kind} {identifier} as of {iso(as_of)}".split())
+
+
+def or_nothing(
+    text: Callable[[dict[str, Any]], list[str]],
+    kind: str,
+    identifier: str,
+    as_of: datetime | None,
+) -> Callable[[dict[str, Any]], list[str]]:
+    """`text`, or for the empty answer of a moment before `identifier` existed, one line."""
+
+    def render(document: dict[str, Any]) -> list[str]:
+        return text(document) if document else [nothing_as_of(kind, identifier, as_of)]
+
+    return render
 
 
 def checkpoint_text(checkpoint: dict[str, Any]) -> list[str]:
@@ -481,6 +503,11 @@ def _dot_text(text: str) -> str:
     return "\\n".join(escaped.splitlines()) if escaped else escaped
 
 
+def empty_lineage_dot(note: str) -> list[str]:
+    """An empty digraph (the answer as of a moment before the checkpoint), titled `note`."""
+    return ["digraph lineage {", f'  label="{_dot_text(note)}";', "}"]
+
+
 def lineage_dot(lineage: dict[str, Any]) -> list[str]:
     """The lineage as a Graphviz digraph (`dot -Tsvg`)."""
     nodes, edges = _lineage_nodes(lineage)
@@ -505,6 +532,11 @@ def _mermaid_text(text: str) -> str:
     for character, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
         text = text.replace(character, code)
     return "<br/>".join(text.splitlines()) if text else text
+
+
+def empty_lineage_mermaid(note: str) -> list[str]:
+    """An empty flowchart (the answer as of a moment before the checkpoint), `note` a comment."""
+    return ["flowchart LR", f"    %% {' '.join(note.split())}"]
 
 
 def lineage_mermaid(lineage: dict[str, Any]) -> list[str]:

@@ -22,6 +22,11 @@ LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "dot": output.lineage_dot,
     "mermaid": output.lineage_mermaid,
 }
+EMPTY_LINEAGE_FORMATS: dict[str, Callable[[str], list[str]]] = {
+    "text": lambda note: [note],
+    "dot": output.empty_lineage_dot,
+    "mermaid": output.empty_lineage_mermaid,
+}
 
 # positions and limits go to SQL as signed 64-bit integers
 MAX_SQL_INTEGER = 2**63 - 1
@@ -51,13 +56,20 @@ def lineage(
     """Where a checkpoint comes from and what was decided about it.
 
     Its run (spec, dataset fingerprint), artifact digest, current eval, all
-    evals, and every deployability decision with its actor and reason.
+    evals, and every deployability decision with its actor and reason. With
+    --as-of before the checkpoint was registered: an empty answer ({} in
+    json, one line in text, an empty graph in dot and mermaid).
     """
     document = session.ledger.lineage(checkpoint_id, as_of=as_of)
     if picture == "json" or (picture is None and session.json_mode):
         click.echo(output.dumps(document, pretty=True))
         return
-    for line in LINEAGE_FORMATS[picture or "text"](document):
+    if document:
+        lines = LINEAGE_FORMATS[picture or "text"](document)
+    else:
+        note = output.nothing_as_of("checkpoint", checkpoint_id, as_of)
+        lines = EMPTY_LINEAGE_FORMATS[picture or "text"](note)
+    for line in lines:
         click.echo(line)
 
 

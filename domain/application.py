@@ -94,6 +94,8 @@ class LedgerRecorder(Protocol):
 
     def positions(self, originator_id: UUID) -> list[int]: ...
 
+    def log_chain(self, after: int, upto: int | None) -> dict[int, str]: ...
+
 
 DatasetLoader = Callable[[str], "DatasetDigest"]
 ArtifactDigester = Callable[[str], "str | None"]
@@ -532,12 +534,20 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
                     metrics=outcome.metrics,
                     checkpoint_ref=outcome.checkpoint_ref,
                 )
-                run.complete(result_digest=outcome.result_digest)
+                run.complete(
+                    result_digest=outcome.result_digest, trainer_result=outcome.trainer_result
+                )
                 touched.insert(0, checkpoint)
             elif outcome.status == "dry_run":
-                run.complete(result_digest=outcome.result_digest)
+                run.complete(
+                    result_digest=outcome.result_digest, trainer_result=outcome.trainer_result
+                )
             else:
-                run.fail(outcome.reason or "failed", result_digest=outcome.result_digest)
+                run.fail(
+                    outcome.reason or "failed",
+                    result_digest=outcome.result_digest,
+                    trainer_result=outcome.trainer_result,
+                )
             document = training_document(run, outcome.status, checkpoint)
             document.update(resultStatus=outcome.result_status, resultSource=outcome.result_source)
             return touched, document, []
@@ -621,7 +631,12 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             )
             if not page:
                 break
+            links = self.ledger_recorder.log_chain(after, page[-1].id)
+            present = {n.id for n in page}
+            unmatched = sorted(p for p in links if p not in present)
             for n in page:
+                while unmatched and unmatched[0] < n.id:
+                    verifier.missing(unmatched.pop(0))
                 # the ledger writes bytes; a row edited behind its back may hold
                 # text (SQL replace()) or anything else, which must not crash verify
                 raw_state: Any = n.state
@@ -640,10 +655,15 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
                     n.topic,
                     raw_state,
                     state if isinstance(state, dict) else None,
+                    links.get(n.id),
+                    check_link=True,
                 )
             after = page[-1].id
             if progress is not None:
                 progress(verifier.events, total)
+        # Chain entries past the last stored event: events deleted from the end.
+        for position in sorted(self.ledger_recorder.log_chain(after, None)):
+            verifier.missing(position)
         failure = verifier.failure
         if failure is None and digest is not None and verifier.digest_matched_at is None:
             failure = IntegrityFailure(

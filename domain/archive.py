@@ -45,9 +45,10 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mappe
 from eventsourcing.utils import get_topic
 
 from domain.application import EVAL_ID, IDEMPOTENCY, Reservation, event_document
+from domain.chain import GENESIS_HASH, chain_hash, stored_state
 from domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
 from domain.experiment import describe_validation_error
-from domain.model import GENESIS_HASH, LedgerAggregate, chain_hash, stored_state
+from domain.model import LedgerAggregate
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"

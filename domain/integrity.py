@@ -5,10 +5,12 @@ rather than domain objects, so tampering that would stop an event from
 deserialising is reported like any other, and so it is fast.
 
 What it proves: every aggregate's events follow each other without gaps, each
-carries the hash of its predecessor as written, and (with a digest from an
-earlier run) the log up to that digest's position is byte-for-byte unchanged.
-An attacker who can rewrite the file can also recompute the chains; only the
-digest, kept somewhere else, catches that.
+carries the hash of its predecessor as written, every stored row matches the
+log chain the recorder wrote beside it (a hash over all rows in log order, so a
+row moved, swapped, inserted or deleted anywhere is named at its position), and
+(with a digest from an earlier run) the log up to that digest's position is
+byte-for-byte unchanged. An attacker who can rewrite the file can also
+recompute the chains; only the digest, kept somewhere else, catches that.
 """
 
 from __future__ import annotations
@@ -18,9 +20,36 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from domain.model import GENESIS_HASH, chain_hash
+from domain.chain import GENESIS_HASH, chain_hash
 
-DIGEST_SEED = b"trainledger-log-v1"
+LOG_GENESIS = hashlib.sha256(b"trainledger-log-v1").hexdigest()
+"""The log chain's value before the first event; the digest of an empty log."""
+
+
+def log_link(
+    previous: str,
+    position: int,
+    originator_id: UUID | str,
+    version: int,
+    topic: str,
+    raw_state: bytes,
+) -> str:
+    """The log chain after one more stored row: covers its position and bytes."""
+    row = f"{position}\0{originator_id!s}\0{version}\0{topic}\0".encode()
+    return hashlib.sha256(
+        bytes.fromhex(previous) + row + hashlib.sha256(raw_state).digest()
+    ).hexdigest()
+
+
+def log_links(
+    previous: str, rows: list[tuple[int, UUID | str, int, str, bytes]]
+) -> list[tuple[int, str]]:
+    """(position, link) for rows appended after a log chain value `previous`."""
+    links = []
+    for position, originator_id, version, topic, raw_state in rows:
+        previous = log_link(previous, position, originator_id, version, topic, raw_state)
+        links.append((position, previous))
+    return links
 
 
 @dataclass(frozen=True)
@@ -51,11 +80,13 @@ class LogVerifier:
     events: int = 0
     digest_matched_at: int | None = None
     _chains: dict[str, _Chain] = field(default_factory=dict)
-    _running: Any = field(default_factory=lambda: hashlib.sha256(DIGEST_SEED))
+    digest: str = LOG_GENESIS
+    """The log chain over every row fed so far: what `--digest` takes later."""
 
-    @property
-    def digest(self) -> str:
-        return self._running.hexdigest()  # type: ignore[no-any-return]
+    def missing(self, position: int) -> None:
+        """The recorder's log chain has a row here, the events table does not."""
+        if self.failure is None:
+            self.failure = IntegrityFailure(position, f"position {position} is missing (deleted)")
 
     def feed(
         self,
@@ -65,13 +96,25 @@ class LogVerifier:
         topic: str,
         raw_state: bytes,
         state: dict[str, Any] | None,
+        recorded_link: str | None = None,
+        *,
+        check_link: bool = False,
     ) -> None:
-        """Check one stored event; `state` is None when it could not be decoded."""
+        """Check one stored event; `state` is None when it could not be decoded.
+
+        With `check_link`, `recorded_link` is the log chain value the recorder
+        wrote for this position when it appended the row (None: it wrote none).
+        """
         aggregate_id = str(originator_id)
-        self._running.update(
-            f"{position}\0{aggregate_id}\0{version}\0{topic}\0".encode()
-            + hashlib.sha256(raw_state).digest()
-        )
+        self.digest = log_link(self.digest, position, aggregate_id, version, topic, raw_state)
+        if self.failure is None and check_link and recorded_link != self.digest:
+            self.failure = IntegrityFailure(
+                position,
+                f"position {position} was not appended by the ledger (no log chain entry)"
+                if recorded_link is None
+                else f"position {position} differs from what was appended there "
+                "(event modified, moved, swapped or replaced)",
+            )
         if self.failure is None:
             if self.gap_free and position > self.position + 1:
                 missing = self.position + 1

@@ -12,7 +12,6 @@ of its aggregate's previous event, so each aggregate's history is a hash chain.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,11 +20,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-import orjson
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
+from domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
 from domain.contract import EvalSummary, ExperimentSpec
 from domain.errors import (
     DeployabilityError,
@@ -35,51 +34,6 @@ from domain.errors import (
     ValidationError,
 )
 from domain.vocabulary import RunStatus
-
-GENESIS_HASH = "0" * 64
-"""The `previous_hash` of every aggregate's first event."""
-
-# Envelope fields every stored event state has (camelCase, as stored);
-# whatever else it holds is the event's payload.
-STORED_ENVELOPE = frozenset(
-    {"originatorTopic", "timestamp", "actor", "idempotencyKey", "previousHash", "eventHash"}
-)
-
-NOT_PAYLOAD = STORED_ENVELOPE | {"class_version"}
-
-
-def stored_state(event: BaseModel) -> dict[str, Any]:
-    """The event as stored: camelCase JSON values, without id and version."""
-    return event.model_dump(
-        mode="json", by_alias=True, exclude={"originator_id", "originator_version"}
-    )
-
-
-def canonical_event_bytes(
-    aggregate_id: str, version: int, type_name: str, state: dict[str, Any]
-) -> bytes:
-    """The serialisation an event's chain hash is computed over.
-
-    Built from the stored state alone, so `verify` can recompute chains from
-    raw rows without reconstructing domain objects.
-    """
-    document = {
-        "aggregateId": aggregate_id,
-        "version": version,
-        "type": type_name,
-        "timestamp": state["timestamp"],
-        "actor": state["actor"],
-        "idempotencyKey": state.get("idempotencyKey"),
-        "previousHash": state["previousHash"],
-        "payload": {k: v for k, v in state.items() if k not in NOT_PAYLOAD},
-    }
-    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
-
-
-def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str, Any]) -> str:
-    return hashlib.sha256(
-        canonical_event_bytes(aggregate_id, version, type_name, state)
-    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -221,6 +175,7 @@ class TrainingRun(LedgerAggregate):
     checkpoint_ids: list[UUID]
     trainer_log_path: str | None
     result_digest: str | None
+    trainer_result: dict[str, Any] | None
 
     def __init__(self) -> None:
         """State is set by `Registered.apply`."""
@@ -235,7 +190,7 @@ class TrainingRun(LedgerAggregate):
             run.status = "pending"
             run.started_at = run.completed_at = run.failed_at = None
             run.host = run.failure_reason = run.trainer_log_path = run.result_digest = None
-            run.pid = None
+            run.pid = run.trainer_result = None
             run.checkpoint_ids = []
 
     class Started(LedgerAggregate.Event):
@@ -250,21 +205,31 @@ class TrainingRun(LedgerAggregate):
 
     class Completed(LedgerAggregate.Event):
         result_digest: str | None = None
+        trainer_result: dict[str, Any] | None = None
+        """The whole trainer result document as received (unknown fields kept).
+
+        Added with a default and no class_version: events stored before it
+        load with None, and their hashes (over the state as stored) still hold.
+        """
 
         def apply(self, run: TrainingRun) -> None:
             run.status = "completed"
             run.completed_at = self.timestamp
             run.result_digest = self.result_digest
+            run.trainer_result = self.trainer_result
 
     class Failed(LedgerAggregate.Event):
         reason: str
         result_digest: str | None = None
+        trainer_result: dict[str, Any] | None = None
+        """As `Completed.trainer_result`: the result the trainer gave, if any."""
 
         def apply(self, run: TrainingRun) -> None:
             run.status = "failed"
             run.failed_at = self.timestamp
             run.failure_reason = self.reason
             run.result_digest = self.result_digest
+            run.trainer_result = self.trainer_result
 
     class CheckpointLinked(LedgerAggregate.Event):
         checkpoint_id: UUID
@@ -310,17 +275,30 @@ class TrainingRun(LedgerAggregate):
         self._require_transition("running")
         self._trigger(self.Started, host=host, pid=pid, trainer_log_path=trainer_log_path)
 
-    def complete(self, *, result_digest: str | None = None) -> None:
+    def complete(
+        self,
+        *,
+        result_digest: str | None = None,
+        trainer_result: dict[str, Any] | None = None,
+    ) -> None:
         """running → completed."""
         self._require_transition("completed")
-        self._trigger(self.Completed, result_digest=result_digest)
+        self._trigger(self.Completed, result_digest=result_digest, trainer_result=trainer_result)
 
-    def fail(self, reason: str, *, result_digest: str | None = None) -> None:
+    def fail(
+        self,
+        reason: str,
+        *,
+        result_digest: str | None = None,
+        trainer_result: dict[str, Any] | None = None,
+    ) -> None:
         """pending | running → failed, with a reason."""
         if not reason.strip():
             raise ValidationError("a failure reason is required")
         self._require_transition("failed")
-        self._trigger(self.Failed, reason=reason, result_digest=result_digest)
+        self._trigger(
+            self.Failed, reason=reason, result_digest=result_digest, trainer_result=trainer_result
+        )
 
     def link_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Record that this run produced the checkpoint (saved with it)."""

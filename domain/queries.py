@@ -8,8 +8,11 @@ to the next query.
 
 `as_of` (a datetime with a time zone) asks for the answer as it was then: the
 state made of the events whose timestamp is at or before that moment. A moment
-before the first event gives empty answers, and `show` of anything finds
-nothing.
+before an entity existed gives an empty answer, not an error (issue 4: "a time
+before the first event gives an empty answer, not an error"): lists are empty,
+counts are zero, and `show_run`, `show_checkpoint` and `lineage` of an id that
+did not exist then answer `{}`. Asking about the past is not a mistake; only
+without `as_of` does an unknown id raise a not-found error.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
-from domain.views import iso
+from domain.errors import (
+    CheckpointNotFoundError,
+    NotFoundError,
+    RunNotFoundError,
+    ValidationError,
+)
 from domain.vocabulary import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
 
 Document = dict[str, Any]
@@ -134,19 +141,22 @@ class LedgerQueries:
     read_model: ReadModel | None = None
 
     def show_run(self, run_id: str, *, as_of: datetime | None = None) -> Document:
-        """The run as it is now, or as it was at `as_of`."""
+        """The run as it is now, or as it was at `as_of` (`{}` if it did not exist then)."""
         moment = _moment(as_of)
         found = self._reader().run(run_id, moment)
         if found is None:
-            raise RunNotFoundError(_described(run_id, moment))
+            return _nothing_then(moment, RunNotFoundError(run_id))
         return found
 
     def show_checkpoint(self, checkpoint_id: str, *, as_of: datetime | None = None) -> Document:
-        """The checkpoint with all its evals and its deployability history."""
+        """The checkpoint with all its evals and its deployability history.
+
+        `{}` if, at `as_of`, it was not registered yet.
+        """
         moment = _moment(as_of)
         found = self._reader().checkpoint(checkpoint_id, moment)
         if found is None:
-            raise CheckpointNotFoundError(_described(checkpoint_id, moment))
+            return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
 
     def lineage(self, checkpoint_id: str, *, as_of: datetime | None = None) -> Document:
@@ -154,12 +164,13 @@ class LedgerQueries:
 
         The run (with its spec and dataset fingerprint), the checkpoint (with
         its artifact digest), its current eval, all evals, and the
-        deployability history with actors and reasons.
+        deployability history with actors and reasons. `{}` if, at `as_of`,
+        the checkpoint was not registered yet.
         """
         moment = _moment(as_of)
         found = self._reader().lineage(checkpoint_id, moment)
         if found is None:
-            raise CheckpointNotFoundError(_described(checkpoint_id, moment))
+            return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
 
     def impact(self, dataset_fingerprint: str, *, as_of: datetime | None = None) -> Document:
@@ -237,8 +248,11 @@ def _moment(as_of: datetime | None) -> datetime | None:
     return None if as_of is None else require_zone(as_of)
 
 
-def _described(identifier: str, moment: datetime | None) -> str:
-    return identifier if moment is None else f"{identifier} as of {iso(moment)}"
+def _nothing_then(moment: datetime | None, missing: NotFoundError) -> Document:
+    """The answer for an id found nowhere: empty as of a moment, else not found."""
+    if moment is None:
+        raise missing
+    return {}
 
 
 def _require_member(name: str, value: str | None, allowed: tuple[str, ...]) -> None:

@@ -286,7 +286,9 @@ class TrainerOutcome:
 
     `completed` registers a checkpoint of `artifact_path` (with `metrics`) and
     completes the run; `dry_run` completes it without a checkpoint; `failed`
-    fails it with `reason`.
+    fails it with `reason`. `trainer_result` is the whole result document as
+    received (unknown fields kept, SPEC §4.6), recorded with the run's end;
+    None when there was no valid result or it cannot be stored.
     """
 
     status: OutcomeStatus
@@ -297,6 +299,7 @@ class TrainerOutcome:
     artifact_path: str | None = None
     checkpoint_ref: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    trainer_result: dict[str, Any] | None = None
 
     @classmethod
     def failure(cls, reason: str, reading: ResultReading | None = None) -> TrainerOutcome:
@@ -306,6 +309,7 @@ class TrainerOutcome:
             result_status=reading.result.status if reading and reading.result else None,
             result_source=reading.source if reading else None,
             result_digest=reading.digest if reading else None,
+            trainer_result=storable_result(reading),
         )
 
 
@@ -376,6 +380,28 @@ def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
     return f"{where} is not a JSON value"
 
 
+def unportable_result(document: dict[str, Any]) -> str | None:
+    """Why a trainer result document cannot be stored as-is, or None.
+
+    Each top-level field is checked as `unportable_json` checks metrics, so a
+    problem in `metrics` is named the same way by both checks.
+    """
+    for key, value in document.items():
+        if not isinstance(key, str) or clean_text(key) != key:
+            return "the result has a key that is not valid Unicode text"
+        problem = unportable_json(value, key)
+        if problem:
+            return problem
+    return None
+
+
+def storable_result(reading: ResultReading | None) -> dict[str, Any] | None:
+    """The result document a reading found, if every store can hold it as-is."""
+    if reading is None or reading.document is None or unportable_result(reading.document):
+        return None
+    return reading.document
+
+
 def checkpoint_metrics(result: TrainerResult) -> dict[str, Any]:
     """The trainer's `metrics` object, with its top-level `finalLoss` when given."""
     metrics = dict(result.metrics or {})
@@ -432,6 +458,11 @@ def assess_result(
             problem = unportable_json(value, name)
             if problem:
                 problems.append(problem)
+    if result.status != "failed":
+        # the whole document is recorded with the run's end: it must be storable
+        problem = unportable_result(reading.document or {})
+        if problem and problem not in problems:
+            problems.append(problem)
     if result.status == "failed":
         trainer_reason = (result.failureReason or "").strip()
         if problems:
@@ -454,6 +485,7 @@ def assess_result(
             result_status=result.status,
             result_source=reading.source,
             result_digest=reading.digest,
+            trainer_result=reading.document,
         )
     assert location is not None
     return TrainerOutcome(
@@ -464,6 +496,7 @@ def assess_result(
         artifact_path=location.resolved,
         checkpoint_ref=result.checkpointRef or result.checkpointId,
         metrics=checkpoint_metrics(result),
+        trainer_result=reading.document,
     )
 
 

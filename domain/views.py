@@ -36,6 +36,7 @@ def run_document(run: TrainingRun) -> dict[str, Any]:
         "host": run.host,
         "pid": run.pid,
         "trainerLogPath": run.trainer_log_path,
+        "trainerResult": run.trainer_result,
         "checkpointIds": [str(c) for c in run.checkpoint_ids],
         "version": run.version,
         "spec": spec.model_dump(mode="json"),

@@ -66,6 +66,11 @@ def run_document(run: RunRecord, links: Sequence[LinkFact], as_of: int | None) -
         "host": run.host if started is not None else None,
         "pid": run.pid if started is not None else None,
         "trainerLogPath": run.trainer_log_path if started is not None else None,
+        "trainerResult": (
+            orjson.loads(run.trainer_result)
+            if run.trainer_result is not None and (completed or failed) is not None
+            else None
+        ),
         "checkpointIds": [uuid_text(link.checkpoint_id) for link in links],
         "version": version + len(links),
         "spec": spec,

@@ -75,10 +75,12 @@ class CompletionFact(NamedTuple):
 
     completed_at: int
     result_digest: str | None
+    trainer_result: str | None  # JSON, the trainer's result document as received
     run_id: str
 
     def applied_to(self, run: RunRecord) -> RunRecord:
-        return RunRecord._make((*run[:12], self.completed_at, self.result_digest, *run[14:]))
+        completion = (self.completed_at, self.result_digest)
+        return RunRecord._make((*run[:12], *completion, *run[14:16], self.trainer_result))
 
 
 class FailureFact(NamedTuple):
@@ -87,10 +89,12 @@ class FailureFact(NamedTuple):
     failed_at: int
     failure_reason: str
     result_digest: str | None
+    trainer_result: str | None  # JSON, the trainer's result document as received
     run_id: str
 
     def applied_to(self, run: RunRecord) -> RunRecord:
-        return RunRecord._make((*run[:13], self.result_digest, self.failed_at, self.failure_reason))
+        failure = (self.result_digest, self.failed_at, self.failure_reason, self.trainer_result)
+        return RunRecord._make((*run[:13], *failure))
 
 
 _RunUpdate = TypeVar("_RunUpdate", StartFact, CompletionFact, FailureFact)
@@ -158,6 +162,7 @@ class RunRecord(NamedTuple):
     result_digest: str | None = None
     failed_at: int | None = None
     failure_reason: str | None = None
+    trainer_result: str | None = None  # JSON, set by the completion or the failure
 
 
 class CheckpointRecord(NamedTuple):

@@ -20,7 +20,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 
-from projections.projection import EventRecord, record_of_event, unreadable
+from projections.projection import READ_VERSIONS, EventRecord, record_of_event, unreadable
 
 StoredRow = tuple[int, str, int, str, bytes]
 """position, aggregate id (32 hex digits), version, topic, stored state."""
@@ -44,7 +44,8 @@ class LogReader:
     def __init__(self, recorder: ApplicationRecorder, mapper: Mapper[Any]) -> None:
         self.recorder = recorder
         self.mapper = mapper
-        self._versioned: dict[str, int] = {}  # topic: its class's current class_version
+        # topic: its class's current class_version (the ledger's known without loading them)
+        self._versioned: dict[str, int] = dict(READ_VERSIONS)
 
     @staticmethod
     def of(recorder: ApplicationRecorder, mapper: Mapper[Any]) -> LogReader:

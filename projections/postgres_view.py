@@ -32,6 +32,7 @@ from projections.sqlite_view import (
     INSERT_EVAL,
     INSERT_LINK,
     INSERT_RUN,
+    RUNS,
     TABLES,
     UPDATE_COMPLETION,
     UPDATE_DEPLOYABLE,
@@ -50,6 +51,10 @@ def postgres_sql(statement: str) -> SQL:
 def postgres_ddl(statement: str) -> SQL:
     """A CREATE statement of the SQLite view, without SQLite's table options."""
     return postgres_sql(statement.removesuffix(" WITHOUT ROWID"))
+
+
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ((RUNS, "trainer_result", "TEXT"),)
+"""(table, column, type) of the columns added to the view after its first version."""
 
 
 class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
@@ -92,6 +97,29 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             regclasses=(self.tracking_table_name, *TABLES, *INDEX_NAMES),
             create=super().create_table,
         )
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a store's views were made (SQLite rebuilds instead).
+
+        NULL is their right value in existing rows: no event recorded before
+        the column existed carries what it holds.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            for table, column, kind in ADDED_COLUMNS:
+                curs.execute(
+                    "SELECT 1 FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+                    (self.datastore.schema, table, column),
+                )
+                if curs.fetchone() is None:
+                    curs.execute(
+                        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            Identifier(self.datastore.schema, table),
+                            Identifier(column),
+                            SQL(kind),
+                        )
+                    )
 
     @contextmanager
     def _view_transaction(self) -> Iterator[Cursor[DictRow]]:

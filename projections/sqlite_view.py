@@ -40,7 +40,7 @@ EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
 TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: view_runs.trainer_result
 """Bump when the tables change: views of another version are rebuilt."""
 
 CREATE_TABLES = (
@@ -50,6 +50,7 @@ CREATE_TABLES = (
     "created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
     "started_at BIGINT, host TEXT, pid INTEGER, trainer_log_path TEXT, "
     "completed_at BIGINT, result_digest TEXT, failed_at BIGINT, failure_reason TEXT, "
+    "trainer_result TEXT, "
     "status TEXT GENERATED ALWAYS AS (CASE "
     "WHEN failed_at IS NOT NULL THEN 'failed' "
     "WHEN completed_at IS NOT NULL THEN 'completed' "
@@ -108,9 +109,12 @@ INSERT_DEPLOYABILITY = _insert(DEPLOYABILITY, DeployabilityFact._fields)
 UPDATE_START = (
     f"UPDATE {RUNS} SET started_at = ?, host = ?, pid = ?, trainer_log_path = ? WHERE run_id = ?"
 )
-UPDATE_COMPLETION = f"UPDATE {RUNS} SET completed_at = ?, result_digest = ? WHERE run_id = ?"
+UPDATE_COMPLETION = (
+    f"UPDATE {RUNS} SET completed_at = ?, result_digest = ?, trainer_result = ? WHERE run_id = ?"
+)
 UPDATE_FAILURE = (
-    f"UPDATE {RUNS} SET failed_at = ?, failure_reason = ?, result_digest = ? WHERE run_id = ?"
+    f"UPDATE {RUNS} SET failed_at = ?, failure_reason = ?, result_digest = ?, "
+    "trainer_result = ? WHERE run_id = ?"
 )
 # Deployability only moves forward in version, whatever order a page applies it in.
 UPDATE_DEPLOYABLE = (

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -274,8 +274,50 @@ def test_before_the_first_event_there_is_nothing(history: History) -> None:
     assert history.cli.ok("run", "list", "--as-of", before) == {"runs": []}
     assert history.cli.ok("checkpoint", "list", "--as-of", before) == {"checkpoints": []}
     assert set(history.cli.ok("stats", "--as-of", before).values()) == {0}
-    refused(history.cli, "run", "show", history.run, "--as-of", before, match="not found")
-    refused(history.cli, "lineage", history.checkpoint, "--as-of", before, match="not found")
+    # an entity that did not exist yet: an empty answer, not an error (issue 4)
+    assert history.cli.ok("run", "show", history.run, "--as-of", before) == {}
+    assert history.cli.ok("checkpoint", "show", history.checkpoint, "--as-of", before) == {}
+    assert history.cli.ok("lineage", history.checkpoint, "--as-of", before) == {}
+    assert (
+        history.cli.ok("lineage", history.checkpoint, "--as-of", before, "--format", "json") == {}
+    )
+    as_of = (history.first_event_at - timedelta(seconds=1)).astimezone(UTC)
+    stamp = as_of.isoformat().replace("+00:00", "Z")
+    for args, kind, identifier in (
+        (("run", "show", history.run), "run", history.run),
+        (("checkpoint", "show", history.checkpoint), "checkpoint", history.checkpoint),
+        (("lineage", history.checkpoint), "checkpoint", history.checkpoint),
+    ):
+        text = history.cli(*args, "--as-of", before)
+        assert (text.code, text.stderr) == (0, "")
+        assert text.stdout == f"no {kind} {identifier} as of {stamp}\n"
+
+
+def test_lineage_pictures_before_the_checkpoint_are_empty_graphs(history: History) -> None:
+    before = (history.first_event_at - timedelta(seconds=1)).isoformat()
+    mermaid = history.cli("lineage", history.checkpoint, "--as-of", before, "--format", "mermaid")
+    assert mermaid.code == 0
+    assert mermaid.stdout.splitlines()[0] == "flowchart LR"
+    assert all(line.startswith("    %% ") for line in mermaid.stdout.splitlines()[1:])
+    picture = history.cli("lineage", history.checkpoint, "--as-of", before, "--format", "dot")
+    assert picture.code == 0
+    assert picture.stdout.startswith("digraph lineage {")
+    dot = shutil.which("dot")
+    if dot is None:
+        pytest.skip("Graphviz `dot` is not installed: cannot check that the picture renders")
+    rendered = subprocess.run(
+        [dot, "-Tsvg"], input=picture.stdout, capture_output=True, text=True, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert "<svg" in rendered.stdout
+    assert '<g id="node' not in rendered.stdout
+
+
+def test_without_as_of_an_unknown_id_is_still_not_found(history: History) -> None:
+    unknown = str(uuid4())
+    refused(history.cli, "run", "show", unknown, match="not found")
+    refused(history.cli, "checkpoint", "show", unknown, match="not found")
+    refused(history.cli, "lineage", unknown, match="not found")
 
 
 def test_bad_ids_and_times_are_one_line_errors(history: History) -> None:

@@ -317,3 +317,91 @@ def test_stopping_train_kills_the_trainer_and_fails_the_run(
     assert run.failure_reason.startswith("interrupted")
     assert run.pid is not None
     assert process_gone(run.pid)
+
+
+def test_the_whole_trainer_result_is_kept_with_unknown_fields_and_nulls(
+    cli: Cli, store: TrainingLedger, tmp_path: Path
+) -> None:
+    """SPEC §4.6: optional fields may be null, unknown extra fields are kept."""
+    script = write_trainer(
+        tmp_path / "scripts",
+        """
+        print("step 1/1")
+        print(json.dumps(completed(
+            finalLoss=None, seedVersion="v7", gpu={"name": "A10", "memoryGb": 24},
+            tags=["orpo", None], steps=12,
+        )))
+        """,
+    )
+    # `completed()` sets finalLoss=0.25; the body overrides it with null
+    script.write_text(
+        script.read_text().replace("finalLoss=0.25,\n                  **fields", "**fields")
+    )
+    run_id = create_run(store, tmp_path / "out")
+    trained = cli.ok("train", run_id, "--trainer", str(script))
+    assert trained["status"] == "completed"
+    kept = cli.ok("run", "show", run_id)["trainerResult"]
+    assert kept["finalLoss"] is None
+    assert kept["seedVersion"] == "v7"
+    assert kept["gpu"] == {"name": "A10", "memoryGb": 24}
+    assert kept["tags"] == ["orpo", None]
+    assert kept["steps"] == 12
+    assert kept["metrics"] == {"trainLoss": 0.5}
+    assert kept["status"] == "completed"
+    assert kept["artifact"]["adapterFormat"] == "peft-adapter"
+    assert trained["trainerResult"] == kept
+    assert cli.ok("lineage", trained["checkpointId"])["run"]["trainerResult"] == kept
+    # as of a moment before the run ended there was no result yet
+    running_at = cli.ok("run", "show", run_id)["startedAt"]
+    assert cli.ok("run", "show", run_id, "--as-of", running_at)["trainerResult"] is None
+
+    failed = write_trainer(
+        tmp_path / "failing",
+        'print(json.dumps(result("failed", failureReason="OOM", finalLoss=None, node="n3")))',
+    )
+    other = create_run(store, tmp_path / "out")
+    assert cli("train", other, "--trainer", str(failed)).code == 1
+    kept = cli.ok("run", "show", other)["trainerResult"]
+    assert kept["failureReason"] == "OOM"
+    assert kept["node"] == "n3"
+    assert kept["finalLoss"] is None
+
+
+def test_import_result_keeps_the_whole_result(
+    cli: Cli, store: TrainingLedger, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    run_id = create_run(store, output_dir)
+    (output_dir / "adapter").mkdir(parents=True)
+    (output_dir / "adapter" / "adapter_config.json").write_text("{}")
+    result_file = tmp_path / "result.json"
+    extra = {"finalLoss": None, "wandbRun": "abc", "nested": {"a": [1, 2.5, "x"]}}
+    result_file.write_bytes(
+        result_document(
+            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, **extra
+        )
+    )
+    imported = cli.ok("run", "import-result", run_id, "--result", str(result_file))
+    assert imported["outcome"] == "completed"
+    shown = cli.ok("run", "show", run_id)["trainerResult"]
+    assert shown == json.loads(result_file.read_bytes())
+    assert cli.ok("run", "import-result", run_id, "--result", str(result_file))["alreadyRecorded"]
+
+
+def test_a_result_that_cannot_be_stored_whole_fails_the_run(
+    cli: Cli, store: TrainingLedger, tmp_path: Path
+) -> None:
+    output_dir = tmp_path / "out"
+    run_id = create_run(store, output_dir)
+    (output_dir / "adapter").mkdir(parents=True)
+    (output_dir / "adapter" / "adapter_config.json").write_text("{}")
+    result_file = tmp_path / "result.json"
+    result_file.write_bytes(
+        result_document(
+            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, seed=2**70
+        )
+    )
+    refused = cli("run", "import-result", run_id, "--result", str(result_file), json_mode=True)
+    assert refused.code == 1
+    assert "seed is out of 64-bit range" in refused.json["failureReason"]
+    assert cli.ok("run", "show", run_id)["trainerResult"] is None

@@ -13,6 +13,7 @@ import pytest
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from domain.errors import CorruptStoreError
+from domain.integrity import LOG_GENESIS, log_links
 from tests.support import Cli as CliType
 from tests.support import deployable_lifecycle, experiment_args
 
@@ -80,6 +81,19 @@ def reorder_versions(c: sqlite3.Connection) -> int:
     return 2
 
 
+def swap_rows_of_two_aggregates(c: sqlite3.Connection) -> int:
+    """Exchange whole rows 3 and 4 (checkpoint Registered, run CheckpointLinked)."""
+    c.execute("UPDATE stored_events SET rowid=-3 WHERE rowid=3")
+    c.execute("UPDATE stored_events SET rowid=3 WHERE rowid=4")
+    c.execute("UPDATE stored_events SET rowid=4 WHERE rowid=-3")
+    return 3
+
+
+def delete_last(c: sqlite3.Connection) -> int:
+    c.execute("DELETE FROM stored_events WHERE rowid=14")
+    return 14
+
+
 def edit_with_sql_text(c: sqlite3.Connection) -> int:
     """An edit with SQL's replace(), which leaves TEXT where the ledger wrote a BLOB."""
     c.execute('UPDATE stored_events SET state=replace(state, \'"actor":"a"\', \'"actor":"m"\')')
@@ -96,7 +110,9 @@ def null_state(c: sqlite3.Connection) -> int:
     [
         edit_payload,
         delete_middle,
+        delete_last,
         swap_states,
+        swap_rows_of_two_aggregates,
         insert_forged,
         reorder_versions,
         edit_with_sql_text,
@@ -136,7 +152,7 @@ def test_direct_update_and_delete_are_refused(tmp_path: Path) -> None:
 
 def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None:
     """An attacker who recomputes every hash passes the chain check, not the digest."""
-    from domain.model import chain_hash
+    from domain.chain import chain_hash
 
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
@@ -160,6 +176,21 @@ def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None
         connection.execute(
             "UPDATE stored_events SET state=? WHERE rowid=?", (orjson.dumps(state), rowid)
         )
+    connection.commit()
+    connection.close()
+    half_done = open_ledger(url).verify()
+    assert half_done["failure"]["position"] == 13, "the log chain still has the old row"
+    # The attacker recomputes the log chain the recorder kept beside the rows, too.
+    connection = unguarded(path)
+    connection.execute("DELETE FROM ledger_log_chain")
+    stored = connection.execute(
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+        "ORDER BY rowid"
+    ).fetchall()
+    connection.executemany(
+        "INSERT INTO ledger_log_chain (position, link) VALUES (?, ?)",
+        log_links(LOG_GENESIS, [(r, UUID(o), v, t, s) for r, o, v, t, s in stored]),
+    )
     connection.commit()
     connection.close()
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
+from uuid import uuid4
 
 import pytest
 
@@ -88,8 +89,10 @@ def test_as_of_at_each_event_boundary_is_the_state_after_that_many_events(
     assert ledger.list_checkpoints(as_of=before_first) == {"checkpoints": []}
     assert ledger.list_evals(as_of=before_first) == {"evals": []}
     assert ledger.stats(as_of=before_first) == ZERO_STATS
+    # before an entity existed the answer is empty, not an error (issue 4)
+    assert ledger.show_run(events[0].aggregate_id, as_of=before_first) == {}
     with pytest.raises(RunNotFoundError):
-        ledger.show_run(events[0].aggregate_id, as_of=before_first)
+        ledger.show_run(str(uuid4()))  # without as-of an unknown id is not found
 
     checked = 0
     for k, event in enumerate(events):

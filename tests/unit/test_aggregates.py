@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from domain.chain import GENESIS_HASH, chain_hash, stored_state
 from domain.contract import EvalSummary
 from domain.errors import (
     DeployabilityError,
@@ -21,15 +22,12 @@ from domain.errors import (
 )
 from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
 from domain.model import (
-    GENESIS_HASH,
     Checkpoint,
     DomainEvent,
     LedgerAggregate,
     TrainingRun,
     _command_context,
-    chain_hash,
     command_context,
-    stored_state,
 )
 
 FAMILY = "qwen2.5-7b-reader"

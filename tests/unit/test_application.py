@@ -20,6 +20,7 @@ from eventsourcing.persistence import StoredEvent
 from adapters.files import load_dataset
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
+from domain.chain import GENESIS_HASH
 from domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -36,7 +37,7 @@ from domain.errors import (
     ValidationError,
 )
 from domain.experiment import ExperimentRequest
-from domain.model import GENESIS_HASH, DomainEvent
+from domain.model import DomainEvent
 from tests.support import READER_FAMILY, eval_summary
 
 DATASET_FINGERPRINT = "a6468e43d3336456"

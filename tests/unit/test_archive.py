@@ -17,13 +17,14 @@ from eventsourcing.utils import get_topic
 from adapters.store import open_ledger
 from domain.application import Reservation, TrainingLedger
 from domain.archive import export_log, import_log
+from domain.chain import chain_hash
 from domain.errors import (
     DuplicateEvalError,
     ExportRefusedError,
     ImportRefusedError,
     StoreNotEmptyError,
 )
-from domain.model import LedgerAggregate, chain_hash, command_context
+from domain.model import LedgerAggregate, command_context
 from tests.support import READER_FAMILY, eval_summary, reader_request
 
 Lines = list[dict[str, Any]]

@@ -11,7 +11,7 @@ import pytest
 
 from cli import output
 from domain.application import TrainingLedger
-from domain.errors import ValidationError
+from domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
 from domain.queries import parse_moment
 from tests.projection_support import ACTOR, create_run
 from tests.support import READER_FAMILY, eval_summary
@@ -95,3 +95,53 @@ def test_as_of_times_need_a_zone() -> None:
 def test_as_of_times_at_the_calendar_edges_clamp_instead_of_overflowing() -> None:
     assert parse_moment("0001-01-01T00:00:00+14:00") == datetime.min.replace(tzinfo=UTC)
     assert parse_moment("9999-12-31T23:59:59-14:00") == datetime.max.replace(tzinfo=UTC)
+
+
+def test_before_an_entity_existed_the_answer_is_empty_not_an_error(
+    ledger: TrainingLedger,
+) -> None:
+    run_id = create_run(ledger)
+    created = parse_moment(ledger.show_run(run_id)["createdAt"])
+    ledger.start_run(run_id, actor=ACTOR)
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+    )["checkpointId"]
+    registered = parse_moment(ledger.show_checkpoint(checkpoint_id)["createdAt"])
+    before = created - timedelta(microseconds=1)
+    assert ledger.show_run(run_id, as_of=before) == {}
+    assert ledger.show_checkpoint(checkpoint_id, as_of=before) == {}
+    assert ledger.lineage(checkpoint_id, as_of=before) == {}
+    # between the run's creation and the checkpoint's registration
+    between = registered - timedelta(microseconds=1)
+    assert ledger.show_run(run_id, as_of=between)["status"] in {"pending", "running"}
+    assert ledger.show_checkpoint(checkpoint_id, as_of=between) == {}
+    assert ledger.lineage(checkpoint_id, as_of=between) == {}
+    assert ledger.lineage(checkpoint_id, as_of=registered)["checkpointId"] == checkpoint_id
+    # an id found nowhere: empty as of a moment, not found without one
+    assert ledger.show_run("not-an-id", as_of=before) == {}
+    assert ledger.lineage(run_id, as_of=registered) == {}
+    with pytest.raises(RunNotFoundError):
+        ledger.show_run(checkpoint_id)
+    with pytest.raises(CheckpointNotFoundError):
+        ledger.show_checkpoint(run_id)
+    with pytest.raises(CheckpointNotFoundError):
+        ledger.lineage("not-an-id")
+
+
+def test_the_empty_pictures_are_valid() -> None:
+    note = output.nothing_as_of(
+        "checkpoint", f"{HOSTILE}\nline", parse_moment("2020-01-01T00:00:00Z")
+    )
+    assert note == f"no checkpoint {HOSTILE} line as of 2020-01-01T00:00:00Z"
+    mermaid = output.empty_lineage_mermaid(note)
+    assert mermaid[0] == "flowchart LR"
+    assert all(line.startswith("    %% ") and "\n" not in line for line in mermaid[1:])
+    dot = shutil.which("dot")
+    if dot is None:
+        pytest.skip("Graphviz `dot` is not installed: cannot check that the picture parses")
+    picture = "\n".join(output.empty_lineage_dot(note))
+    rendered = subprocess.run(
+        [dot, "-Tsvg"], input=picture, capture_output=True, text=True, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert '<g id="node' not in rendered.stdout

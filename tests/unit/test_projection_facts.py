@@ -26,12 +26,17 @@ def test_each_lifecycle_fact_sets_exactly_its_own_columns() -> None:
     assert started == REGISTERED._replace(
         started_at=2_000, host="gpu-1", pid=42, trainer_log_path="/log"
     )
-    completed = CompletionFact(3_000, "sha256:r", REGISTERED.run_id).applied_to(started)
-    assert completed == started._replace(completed_at=3_000, result_digest="sha256:r")
-    failed = FailureFact(4_000, "oom", "sha256:f", REGISTERED.run_id).applied_to(started)
-    assert failed == started._replace(
-        failed_at=4_000, failure_reason="oom", result_digest="sha256:f"
+    completed = CompletionFact(3_000, "sha256:r", '{"a":1}', REGISTERED.run_id).applied_to(started)
+    assert completed == started._replace(
+        completed_at=3_000, result_digest="sha256:r", trainer_result='{"a":1}'
     )
+    failed = FailureFact(4_000, "oom", "sha256:f", '{"b":2}', REGISTERED.run_id).applied_to(started)
+    assert failed == started._replace(
+        failed_at=4_000, failure_reason="oom", result_digest="sha256:f", trainer_result='{"b":2}'
+    )
+    assert FailureFact(4_000, "oom", None, None, REGISTERED.run_id).applied_to(
+        started
+    ) == started._replace(failed_at=4_000, failure_reason="oom")
 
 
 def test_a_deployability_change_sets_the_checkpoints_deployability_columns() -> None:

@@ -13,7 +13,7 @@ from adapters.store import open_ledger
 from domain.errors import CorruptStoreError
 from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
 from projections.log import LogReader
-from projections.projection import TRANSLATIONS
+from projections.projection import READ_VERSIONS, TRANSLATIONS
 from tests.unit.test_upcasting import Dataset
 
 
@@ -60,3 +60,5 @@ def test_the_projection_translates_every_event_of_the_aggregates_by_its_stored_t
         and name not in ("Event", "Created")  # the library's per-aggregate bases
     ]
     assert sorted(get_topic(event) for event in events) == sorted(TRANSLATIONS)
+    versions = {get_topic(event): getattr(event, "class_version", 1) for event in events}
+    assert versions == READ_VERSIONS

@@ -22,9 +22,10 @@ from adapters.files import digest_artifact
 from adapters.store import open_ledger
 from adapters.trainer import locate_artifact
 from domain.application import TrainingLedger
+from domain.chain import GENESIS_HASH
 from domain.contract import TrainerResult
 from domain.errors import ValidationError
-from domain.model import GENESIS_HASH, DomainEvent
+from domain.model import DomainEvent
 from domain.trainer import TrainerExit, TrainerLaunch, TrainerStarted, read_trainer_output
 from tests.e2e.trainer_scripts import create_run
 

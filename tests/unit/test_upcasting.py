@@ -15,8 +15,9 @@ from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from eventsourcing.utils import get_topic
 
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
+from domain.chain import chain_hash
 from domain.integrity import LogVerifier
-from domain.model import LedgerAggregate, chain_hash, command_context
+from domain.model import LedgerAggregate, command_context
 
 
 class Dataset(LedgerAggregate):
