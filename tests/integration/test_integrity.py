@@ -296,3 +296,34 @@ def test_sqlite_durability_setting(tmp_path: Path, query: str, level: int) -> No
     with datastore.transaction(commit=False) as cursor:
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == level
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("statement", "rank"),
+    [
+        ("DELETE FROM trainledger_events WHERE notification_id = %s", 7),
+        ("DELETE FROM trainledger_events WHERE notification_id = %s", 14),
+        ("UPDATE trainledger_events SET state = 'x'::bytea WHERE notification_id = %s", 9),
+    ],
+)
+def test_verify_names_tampered_positions_on_postgresql(
+    postgres_url: str, tmp_path: Path, statement: str, rank: int
+) -> None:
+    """PostgreSQL may skip positions, so deletions are found through the log chain."""
+    import psycopg
+
+    before = build_history(postgres_url, tmp_path).verify()
+    assert before["ok"]
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        positions = [
+            row[0]
+            for row in connection.execute(
+                "SELECT notification_id FROM trainledger_events ORDER BY notification_id"
+            )
+        ]
+        connection.execute("ALTER TABLE trainledger_events DISABLE TRIGGER ALL")
+        connection.execute(statement, (positions[rank - 1],))
+    report = open_ledger(postgres_url).verify()
+    assert not report["ok"]
+    assert report["failure"]["position"] == positions[rank - 1]
