@@ -6,6 +6,7 @@ Answers are checked against an oracle built from the aggregates themselves
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import cast
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
+from domain.contract import TrainerResult
 from domain.errors import (
     CheckpointNotFoundError,
     NotFoundError,
@@ -28,9 +31,11 @@ from domain.errors import (
 from projections.read_model import ProjectionReadModel
 from projections.sqlite_view import INDEX_NAMES
 from tests.projection_support import (
+    ACTOR,
     DATASETS,
     Oracle,
     copy_log,
+    create_run,
     logged_events,
     moment_of,
     scripted_history,
@@ -267,3 +272,30 @@ def test_rebuild_reports_and_restores_indexes(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "ledger.db") as connection:
         indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert set(INDEX_NAMES) <= indexes
+
+
+def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> None:
+    """SQLite rebuilds views of an older schema version; PostgreSQL adds the column."""
+    opened = open_ledger(store_url)
+    run_id = create_run(opened)
+    assert len(opened.list_runs()["runs"]) == 1  # views made and caught up
+    opened.close()
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            db.execute("ALTER TABLE view_runs DROP COLUMN trainer_result")
+            db.execute("UPDATE view_schema SET version = 1")
+    else:
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute("ALTER TABLE view_runs DROP COLUMN trainer_result")
+
+    ledger = open_ledger(store_url)
+    try:
+        spec = ledger.get_run(run_id).spec
+        document = {name: getattr(spec, name) for name in TrainerResult.CHECKED_FIELDS}
+        document.update(status="failed", failureReason="OOM", finalLoss=None, node="n3")
+        ledger.import_result(run_id, json.dumps(document).encode(), source="r.json", actor=ACTOR)
+        shown = ledger.show_run(run_id)
+        assert (shown["status"], shown["trainerResult"]) == ("failed", document)
+        assert ledger.projection_differences() == []
+    finally:
+        ledger.close()

@@ -281,6 +281,42 @@ def test_metrics_that_no_store_can_hold_are_refused() -> None:
     assert "not valid Unicode" in surrogate.reason
 
 
+def test_the_whole_result_document_is_kept_as_received() -> None:
+    spec = make_spec()
+    document = result_for(spec, finalLoss=None, extra={"k": [1, None]}, seedOnly="yes")
+    outcome = assess(spec, document)
+    assert outcome.status == "completed"
+    assert outcome.trainer_result == document
+    dry = make_spec("dry-run")
+    dry_document = result_for(dry, "dry_run", probe={"ok": True})
+    assert assess(dry, dry_document).trainer_result == dry_document
+    failed = result_for(spec, "failed", failureReason="OOM", node="n3")
+    assert assess(spec, failed).trainer_result == failed
+    rejected = result_for(spec, backend="unsloth-orpo", note="x")
+    assert assess(spec, rejected).status == "failed"
+    assert assess(spec, rejected).trainer_result == rejected
+
+
+def test_a_result_that_no_store_can_hold_is_refused_and_not_kept() -> None:
+    spec = make_spec()
+    for extra, problem in (
+        ({"seed": 2**70}, "seed is out of 64-bit range"),
+        ({"log": {"line": "\ud800"}}, "log.line is not valid Unicode text"),
+    ):
+        outcome = assess(spec, result_for(spec, **extra))
+        assert outcome.status == "failed"
+        assert outcome.reason is not None
+        assert problem in outcome.reason
+        assert outcome.trainer_result is None
+        # a failed result is recorded as failed either way, without the document
+        failed = assess(spec, result_for(spec, "failed", failureReason="OOM", **extra))
+        assert (failed.status, failed.reason, failed.trainer_result) == ("failed", "OOM", None)
+    # a metrics problem is named once, not again by the whole-document check
+    steps = assess(spec, result_for(spec, metrics={"steps": 2**70}))
+    assert steps.reason is not None
+    assert steps.reason.count("metrics.steps is out of 64-bit range") == 1
+
+
 def test_reasons_are_storable_and_bounded() -> None:
     spec = make_spec()
     outcome = assess(spec, result_for(spec, "failed", failureReason="\ud800" + "x" * 10_000))

@@ -8,16 +8,18 @@ agree after an upgrade.
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import orjson
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from eventsourcing.utils import get_topic
 
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
+from adapters.store import open_ledger
 from domain.chain import chain_hash
 from domain.integrity import LogVerifier
-from domain.model import LedgerAggregate, command_context
+from domain.model import LedgerAggregate, TrainingRun, command_context
+from tests.projection_support import ACTOR, create_run
 
 
 class Dataset(LedgerAggregate):
@@ -101,3 +103,41 @@ def test_library_transcoder_is_not_what_stores_events() -> None:
     assert {"originatorTopic", "previousHash", "eventHash", "idempotencyKey"} <= set(state)
     assert state["idempotencyKey"] == "key-1"
     assert not isinstance(mapper.transcoder, JSONTranscoder)
+
+
+def test_a_run_end_stored_before_trainer_result_existed_still_loads() -> None:
+    """`trainerResult` came with a default, not a class_version: old events load as None."""
+    ledger = open_ledger("memory://")
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    for end in ("complete", "fail"):
+        run_id = create_run(ledger)
+        ledger.start_run(run_id, actor=ACTOR)
+        if end == "complete":
+            ledger.complete_run(run_id, actor=ACTOR)
+        else:
+            ledger.fail_run(run_id, "oom", actor=ACTOR)
+        events: list[Any] = list(ledger.repository.event_store.get(UUID(run_id)))
+        *earlier, last = events
+        assert isinstance(last, (TrainingRun.Completed, TrainingRun.Failed))
+
+        # What the ledger wrote before the field existed: no `trainerResult`.
+        old_state = orjson.loads(mapper.to_stored_event(last).state)
+        assert old_state.pop("trainerResult") is None
+        type_name = type(last).__name__
+        old_state["eventHash"] = chain_hash(run_id, last.originator_version, type_name, old_state)
+        stored_old = StoredEvent(
+            last.originator_id,
+            last.originator_version,
+            get_topic(type(last)),
+            orjson.dumps(old_state),
+        )
+
+        loaded = mapper.to_domain_event(stored_old)
+        assert isinstance(loaded, type(last))
+        assert loaded.trainer_result is None
+        assert loaded.chain_hash() == old_state["eventHash"]
+        run: Any = None
+        for event in (*earlier, loaded):
+            run = event.mutate(run)
+        assert run.status == ("completed" if end == "complete" else "failed")
+        assert run.trainer_result is None
