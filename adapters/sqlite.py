@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,6 +26,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
     SQLiteFactory,
     SQLiteTrackingRecorder,
+    SQLiteTransaction,
 )
 from eventsourcing.utils import Environment
 
@@ -67,6 +69,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 for action in ("UPDATE", "DELETE")
             ),
         ]
+
+    def create_table(self) -> None:
+        """Create what is missing; most opens find everything in place and only read."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT name FROM sqlite_master")
+            existing = {row["name"] for row in c.fetchall()}
+        if not self.schema_object_names() <= existing:
+            super().create_table()
+
+    def schema_object_names(self) -> set[str]:
+        tables = (self.events_table_name, "ledger_reservations", LOG_CHAIN_TABLE)
+        return {
+            *tables,
+            *(f"{t}_append_only_{a}" for t in tables for a in ("update", "delete")),
+        }
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -127,8 +144,35 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             return [int(row["rowid"]) for row in c.fetchall()]
 
 
+class ImmediateTransaction(SQLiteTransaction):
+    """A write transaction that takes the write lock at BEGIN.
+
+    A deferred transaction that reads first and writes later cannot upgrade
+    once another process has committed in between: SQLite refuses at once
+    with "database is locked" instead of waiting. Taking the lock up front
+    makes every writer wait its turn (up to the lock timeout) instead.
+    """
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
+
+
 class LedgerSQLiteDatastore(SQLiteDatastore):
-    """The library's datastore with the ledger's connection pool."""
+    """The library's datastore with the ledger's connection pool and write transactions."""
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
+        if not commit:
+            with super().transaction(commit=False) as cursor:
+                yield cursor
+            return
+        with (
+            self.get_connection(commit=True) as connection,
+            ImmediateTransaction(connection, commit=True) as cursor,
+        ):
+            yield cursor
 
     def __init__(self, *, synchronous: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
