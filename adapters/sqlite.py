@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import ConnectionPoolClosedError, IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -52,6 +54,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     """Events, reservations, the log chain, and triggers that refuse UPDATE and DELETE."""
 
     gap_free_positions = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tail: tuple[int, str] | None = None
+        """(position, link) of the last log chain link this recorder committed."""
+        self._lane_tail = _PendingTail()
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -90,23 +98,43 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         assert notification_ids is not None
-        # The write lock is held: no other writer can extend the chain meanwhile.
-        c.execute(f"SELECT link FROM {LOG_CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
-        last = c.fetchone()
-        rows = [
-            (n, s.originator_id, s.originator_version, s.topic, s.state)
-            for n, s in zip(notification_ids, stored_events, strict=True)
-        ]
-        c.executemany(
-            f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)",
-            log_links(LOG_GENESIS if last is None else last["link"], rows),
-        )
+        if notification_ids:
+            rows = [
+                (n, s.originator_id, s.originator_version, s.topic, s.state)
+                for n, s in zip(notification_ids, stored_events, strict=True)
+            ]
+            links = log_links(self._link_before(c, notification_ids[0]), rows)
+            c.executemany(f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
+            self._lane_tail.pending = links[-1]
         for r in kwargs.get("reservations", ()):
             c.execute(
                 "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
                 (r.kind, r.key, r.value),
             )
         return notification_ids
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tail = self._lane_tail
+        tail.pending = None
+        positions = super().insert_events(stored_events, **kwargs)
+        if tail.pending is not None:  # committed: this is the chain's last link now
+            self._tail = tail.pending
+        return positions
+
+    def _link_before(self, c: SQLiteCursor, position: int) -> str:
+        """The log chain's link just before `position`; the write lock is held.
+
+        When this recorder wrote the link just before (nothing was appended
+        since its last commit), it is known without a query.
+        """
+        known = self._tail
+        if known is not None and known[0] == position - 1:
+            return known[1]
+        c.execute(f"SELECT link FROM {LOG_CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
+        last = c.fetchone()
+        return LOG_GENESIS if last is None else str(last["link"])
 
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self.datastore.transaction(commit=False) as c:
@@ -159,20 +187,28 @@ class ImmediateTransaction(SQLiteTransaction):
         return cursor
 
 
-class LedgerSQLiteDatastore(SQLiteDatastore):
-    """The library's datastore with the ledger's connection pool and write transactions."""
+class _PendingTail(threading.local):
+    """The last link an append of this thread wrote, until its transaction commits."""
 
-    @contextmanager
-    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
-        if not commit:
-            with super().transaction(commit=False) as cursor:
-                yield cursor
-            return
-        with (
-            self.get_connection(commit=True) as connection,
-            ImmediateTransaction(connection, commit=True) as cursor,
-        ):
-            yield cursor
+    pending: tuple[int, str] | None = None
+
+
+class _Lane(threading.local):
+    """One thread's own connection, and whether a transaction of this thread holds it."""
+
+    connection: SQLiteConnection | None = None
+    busy = False
+
+
+class LedgerSQLiteDatastore(SQLiteDatastore):
+    """The library's datastore with the ledger's connections and write transactions.
+
+    Each thread keeps one connection of its own for `transaction()`: taking a
+    connection from the library's pool (semaphore, locks, bookkeeping) costs
+    more than the statements of a small command. A transaction begun while
+    the thread's connection is in use (nested), and `get_connection()`, use
+    the pool as before. Write transactions begin IMMEDIATE either way.
+    """
 
     def __init__(self, *, synchronous: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -181,6 +217,55 @@ class LedgerSQLiteDatastore(SQLiteDatastore):
             db_name=kwargs["db_name"], lock_timeout=kwargs.get("lock_timeout")
         )
         self.pool.synchronous = synchronous
+        self._lane = _Lane()
+        # Weak: a thread's connection is closed with its thread-local when the thread ends.
+        self._lane_connections: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
+        self._lanes_lock = threading.Lock()
+        # Shared in-memory databases need the pool's reader/writer interlocking.
+        self._pool_only = self.pool.is_sqlite_memory_mode
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
+        lane = self._lane
+        if lane.busy or self._pool_only:
+            with (
+                self.get_connection(commit=commit) as connection,
+                _begin(connection, commit) as cursor,
+                cursor,
+            ):
+                yield cursor
+            return
+        own = lane.connection
+        if own is None or own.closed:
+            own = self._open_lane()
+            lane.connection = own
+        lane.busy = True
+        try:
+            with _begin(own, commit) as cursor, cursor:
+                yield cursor
+        finally:
+            lane.busy = False
+
+    def _open_lane(self) -> SQLiteConnection:
+        connection = self.pool._create_connection()
+        with self._lanes_lock:
+            if self._pool_only:
+                connection.close()
+                raise ConnectionPoolClosedError
+            self._lane_connections.add(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._lanes_lock:
+            self._pool_only = True
+            lanes, self._lane_connections = list(self._lane_connections), weakref.WeakSet()
+        for connection in lanes:
+            connection.close()
+        super().close()
+
+
+def _begin(connection: SQLiteConnection, commit: bool) -> SQLiteTransaction:
+    return (ImmediateTransaction if commit else SQLiteTransaction)(connection, commit=commit)
 
 
 class LedgerSQLiteFactory(SQLiteFactory):

@@ -23,15 +23,18 @@ import json
 import math
 import os
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from domain.errors import (
     CheckpointNotFoundError,
@@ -123,6 +126,19 @@ def _no_artifact_locator(reported: str, output_dir: str) -> ArtifactLocation:
     return ArtifactLocation(reported, reported, output_dir, exists=False)
 
 
+def _project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Apply events in order (the library's projector, without its per-event protocol check)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+_loaded_by_command: ContextVar[list[LedgerAggregate] | None] = ContextVar(
+    "loaded_by_command", default=None
+)
+"""The aggregates the current command loaded: candidates for the warm cache once it is saved."""
+
+
 def _request_digest(command: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(
         json.dumps([command, params], sort_keys=True, default=str).encode()
@@ -138,6 +154,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
     name = "trainledger"
     MAX_ATTEMPTS = 8
+    WARM_AGGREGATES = 2048
+    """How many aggregates, as last saved by a command here, are kept to skip a reload."""
 
     def __init__(
         self,
@@ -161,6 +179,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         self.run_trainer = run_trainer
         self.locate_artifact = locate_artifact
         self.read_model = None if read_model is None else read_model(self)
+        self._warm: OrderedDict[UUID, LedgerAggregate] = OrderedDict()
+        self._warm_lock = threading.Lock()
 
     # --- commands -----------------------------------------------------------
 
@@ -716,24 +736,30 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             raise ValidationError("an idempotency key must not be empty")
         from domain.model import command_context
 
-        request_digest = _request_digest(command, params)
+        request_digest = "" if idempotency_key is None else _request_digest(command, params)
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
                 earlier = self._earlier_outcome(idempotency_key, request_digest)
                 if earlier is not None:
                     return earlier
-            with command_context(actor, idempotency_key):
-                aggregates, outcome, reservations = body()
+            loaded: list[LedgerAggregate] = []
+            loading = _loaded_by_command.set(loaded)
+            try:
+                with command_context(actor, idempotency_key):
+                    aggregates, outcome, reservations = body()
+            finally:
+                _loaded_by_command.reset(loading)
             if idempotency_key is not None:
                 record = json.dumps({"request": request_digest, "outcome": outcome}).encode()
                 reservations = [*reservations, Reservation(IDEMPOTENCY, idempotency_key, record)]
             try:
-                self.save(*aggregates, reservations=reservations)
+                self.append(aggregates, reservations)
             except IntegrityError:
                 # Someone appended to one of these aggregates (or took the same
                 # key) since we loaded it: back off, reload, decide again.
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
+            self._keep_warm([*loaded, *aggregates])
             return outcome
         raise ConflictError(
             f"{command}: concurrent changes to the same records; gave up after "
@@ -768,7 +794,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         not_found: Callable[[object], NotFoundError] = RunNotFoundError,
     ) -> A:
         try:
-            aggregate: LedgerAggregate = self.repository.get(aggregate_id)
+            aggregate = self._load(aggregate_id)
         except AggregateNotFoundError:
             raise not_found(aggregate_id) from None
         except (ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
@@ -778,7 +804,57 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             ) from None
         if not isinstance(aggregate, kind):
             raise not_found(aggregate_id)
+        loaded = _loaded_by_command.get()
+        if loaded is not None:
+            loaded.append(aggregate)
         return aggregate
+
+    def _load(self, aggregate_id: UUID) -> LedgerAggregate:
+        """An aggregate at its latest version: a warm copy brought up to date, else replayed.
+
+        A warm copy is taken out of the cache while a command holds it, so
+        commands never share one object; it returns only once the command's
+        append succeeded (`_keep_warm`). Events appended since, by any
+        process, are applied to it here.
+        """
+        with self._warm_lock:
+            warm = self._warm.pop(aggregate_id, None)
+        if warm is None:
+            aggregate: LedgerAggregate = self.repository.get(aggregate_id, projector_func=_project)
+            return aggregate
+        newer = self.events.get(aggregate_id, gt=warm.version)
+        brought_up: LedgerAggregate = _project(warm, newer)
+        return brought_up
+
+    def _keep_warm(self, aggregates: Sequence[LedgerAggregate]) -> None:
+        """Keep what a successful command loaded and saved, to skip the next reload.
+
+        Only aggregates whose state is exactly their stored events qualify:
+        nothing pending (every change was just appended). Later entries for
+        the same id win; a stale one would be brought up to date on load.
+        """
+        with self._warm_lock:
+            for aggregate in aggregates:
+                if aggregate.pending_events:
+                    continue
+                self._warm[aggregate.id] = aggregate
+                self._warm.move_to_end(aggregate.id)
+            while len(self._warm) > self.WARM_AGGREGATES:
+                self._warm.popitem(last=False)
+
+    def append(
+        self, aggregates: Sequence[LedgerAggregate], reservations: Sequence[Reservation] = ()
+    ) -> Sequence[int] | None:
+        """Append the aggregates' new events and the reservations in one transaction.
+
+        The library's `save` without what the ledger does not use (snapshots,
+        recordings, its per-event protocol checks). Returns the positions.
+        """
+        to_stored = self.mapper.to_stored_event
+        stored: list[StoredEvent] = [
+            to_stored(event) for aggregate in aggregates for event in aggregate.collect_events()
+        ]
+        return self.recorder.insert_events(stored, reservations=reservations)
 
     @staticmethod
     def _parse_eval(summary: dict[str, Any] | EvalSummary) -> EvalSummary:

@@ -677,15 +677,15 @@ def interleave(
 ) -> list[int]:
     """After each load by `ledger`, run `meanwhile(n)`: another writer gets in first."""
     loads: list[int] = []
-    get = ledger.repository.get
+    load = ledger._load
 
-    def get_then_interfere(*args: Any, **kwargs: Any) -> Any:
-        aggregate = get(*args, **kwargs)
+    def load_then_interfere(aggregate_id: Any) -> Any:
+        aggregate = load(aggregate_id)
         loads.append(len(loads))
         meanwhile(len(loads))
         return aggregate
 
-    monkeypatch.setattr(ledger.repository, "get", get_then_interfere)
+    monkeypatch.setattr(ledger, "_load", load_then_interfere)
     return loads
 
 
