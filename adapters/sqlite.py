@@ -32,6 +32,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
+from adapters.sqlite_verify import ParallelLogCheck, snapshot
 from domain.application import Reservation
 from domain.integrity import LOG_GENESIS, log_links
 
@@ -135,6 +136,23 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         c.execute(f"SELECT link FROM {LOG_CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
         last = c.fetchone()
         return LOG_GENESIS if last is None else str(last["link"])
+
+    def start_log_check(
+        self, *, digest: str | None, parts: int, minimum: int
+    ) -> ParallelLogCheck | None:
+        """Start worker processes checking the log, when it has at least `minimum` rows.
+
+        None when the store cannot be read by other processes (in memory), is
+        shorter, or its positions are not exactly 1..N (the one-pass check
+        then says where).
+        """
+        if self.datastore.pool.is_sqlite_memory_mode:
+            return None
+        with self.datastore.transaction(commit=False) as c:
+            log = snapshot(c.sqlite_cursor, self.events_table_name, LOG_CHAIN_TABLE, digest)
+        if log is None or log.upto < minimum:
+            return None
+        return ParallelLogCheck.start(self.datastore.pool.db_name, log, parts)
 
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self.datastore.transaction(commit=False) as c:

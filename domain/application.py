@@ -74,6 +74,7 @@ from domain.views import checkpoint_document, iso, run_document, training_docume
 if TYPE_CHECKING:
     from domain.contract import EvalSummary
     from domain.experiment import DatasetDigest, ExperimentRequest
+    from domain.integrity import IntegrityFailure
     from domain.model import Checkpoint, LedgerAggregate, TrainingRun
 
 IDEMPOTENCY = "idempotency"
@@ -626,6 +627,9 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     # --- integrity ----------------------------------------------------------
 
     VERIFY_PAGE = 2000
+    PARALLEL_VERIFY_FROM = 50_000
+    """A log at least this long is checked by worker processes, where the store allows."""
+    VERIFY_WORKERS = 4
 
     def verify(
         self, *, digest: str | None = None, progress: Callable[[int, int], None] | None = None
@@ -635,8 +639,59 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         With `digest` (from an earlier run) also prove that some prefix of the
         log still has exactly that digest. `progress(done, total)` is called
         after each page.
+
+        A long log on a store that supports it is first checked by worker
+        processes, each taking a share of the aggregates, while this process
+        compares the views with a replay. Only a sound log is answered that
+        way; anything else is checked again in one pass, which names the
+        first bad position.
         """
-        from domain.integrity import IntegrityFailure, LogVerifier
+        report = self._verify_in_parallel(digest, progress)
+        return report if report is not None else self._verify_in_one_pass(digest, progress)
+
+    def _verify_in_parallel(
+        self, digest: str | None, progress: Callable[[int, int], None] | None
+    ) -> Outcome | None:
+        from domain.integrity import IntegrityFailure
+
+        start = getattr(self.recorder, "start_log_check", None)
+        parts = min(self.VERIFY_WORKERS, _usable_cpus())
+        if start is None or parts < 2:
+            return None
+        check = start(digest=digest, parts=parts, minimum=self.PARALLEL_VERIFY_FROM)
+        if check is None:
+            return None
+        log = check.snapshot
+        if progress is not None:
+            progress(0, log.upto)
+        digest_missing = digest is not None and log.digest_position is None
+        try:
+            differences = None if digest_missing else self._view_differences()
+        except BaseException:
+            check.cancel()
+            raise
+        if not check.sound():
+            return None
+        if progress is not None:
+            progress(log.upto, log.upto)
+        failure = None
+        if digest is not None and log.digest_position is None:
+            failure = _no_prefix_with(digest, log.upto)
+        elif differences:
+            failure = IntegrityFailure(log.upto, _views_differ(differences))
+        return _verify_report(
+            position=log.upto,
+            digest=log.last_link,
+            events=log.upto,
+            matched_at=log.digest_position,
+            differences=differences,
+            failure=failure,
+        )
+
+    def _verify_in_one_pass(
+        self, digest: str | None, progress: Callable[[int, int], None] | None
+    ) -> Outcome:
+        from domain.integrity import LogVerifier
 
         verifier = LogVerifier(
             gap_free=bool(getattr(self.recorder, "gap_free_positions", False)),
@@ -686,33 +741,21 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             verifier.missing(position)
         failure = verifier.failure
         if failure is None and digest is not None and verifier.digest_matched_at is None:
-            failure = IntegrityFailure(
-                verifier.position,
-                f"no prefix of the log has digest {digest}: events up to the position it "
-                "covered were modified, deleted, reordered or inserted",
-            )
+            failure = _no_prefix_with(digest, verifier.position)
         # The views are only worth comparing with a replay of a sound log.
-        projection_differences = None if failure is not None else self._view_differences()
-        if projection_differences:
-            failure = IntegrityFailure(
-                verifier.position,
-                "projections differ from a fresh replay of the log ("
-                + "; ".join(projection_differences)
-                + "); run `trainledger projections rebuild`",
-            )
-        return {
-            "ok": failure is None,
-            "position": verifier.position,
-            "digest": verifier.digest,
-            "events": verifier.events,
-            "digestVerifiedUpTo": verifier.digest_matched_at,
-            "projectionsMatchReplay": None
-            if projection_differences is None
-            else not projection_differences,
-            "failure": None
-            if failure is None
-            else {"position": failure.position, "reason": failure.reason},
-        }
+        differences = None if failure is not None else self._view_differences()
+        if differences:
+            from domain.integrity import IntegrityFailure
+
+            failure = IntegrityFailure(verifier.position, _views_differ(differences))
+        return _verify_report(
+            position=verifier.position,
+            digest=verifier.digest,
+            events=verifier.events,
+            matched_at=verifier.digest_matched_at,
+            differences=differences,
+            failure=failure,
+        )
 
     def _view_differences(self) -> list[str]:
         try:
@@ -869,6 +912,53 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             return EvalSummary.model_validate(summary)
         except pydantic.ValidationError as error:
             raise EvalRefusedError(f"invalid eval summary: {describe(error)}") from None
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:
+    from domain.integrity import IntegrityFailure
+
+    return IntegrityFailure(
+        position,
+        f"no prefix of the log has digest {digest}: events up to the position it "
+        "covered were modified, deleted, reordered or inserted",
+    )
+
+
+def _views_differ(differences: list[str]) -> str:
+    return (
+        "projections differ from a fresh replay of the log ("
+        + "; ".join(differences)
+        + "); run `trainledger projections rebuild`"
+    )
+
+
+def _verify_report(
+    *,
+    position: int,
+    digest: str,
+    events: int,
+    matched_at: int | None,
+    differences: list[str] | None,
+    failure: IntegrityFailure | None,
+) -> Outcome:
+    return {
+        "ok": failure is None,
+        "position": position,
+        "digest": digest,
+        "events": events,
+        "digestVerifiedUpTo": matched_at,
+        "projectionsMatchReplay": None if differences is None else not differences,
+        "failure": None
+        if failure is None
+        else {"position": failure.position, "reason": failure.reason},
+    }
 
 
 class UnknownAggregateError(NotFoundError):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
 import orjson
 import pytest
 
+from adapters.sqlite_verify import ParallelLogCheck
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from domain.errors import CorruptStoreError
@@ -105,20 +107,20 @@ def null_state(c: sqlite3.Connection) -> int:
     return 3
 
 
-@pytest.mark.parametrize(
-    "tamper",
-    [
-        edit_payload,
-        delete_middle,
-        delete_last,
-        swap_states,
-        swap_rows_of_two_aggregates,
-        insert_forged,
-        reorder_versions,
-        edit_with_sql_text,
-        null_state,
-    ],
-)
+TAMPERINGS = [
+    edit_payload,
+    delete_middle,
+    delete_last,
+    swap_states,
+    swap_rows_of_two_aggregates,
+    insert_forged,
+    reorder_versions,
+    edit_with_sql_text,
+    null_state,
+]
+
+
+@pytest.mark.parametrize("tamper", TAMPERINGS)
 def test_verify_names_the_first_tampered_position(tmp_path: Path, tamper: Tamper) -> None:
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
@@ -134,6 +136,89 @@ def test_verify_names_the_first_tampered_position(tmp_path: Path, tamper: Tamper
     report = open_ledger(url).verify()
     assert not report["ok"]
     assert report["failure"]["position"] == bad_position
+    # Worker processes find the log unsound too, and the one-pass check names it.
+    with workers_check_every_log():
+        assert open_ledger(url).verify() == report
+
+
+@contextmanager
+def workers_check_every_log() -> Iterator[list[bool]]:
+    """Make `verify` start its worker processes on any log; yields their verdicts."""
+    verdicts: list[bool] = []
+    sound = ParallelLogCheck.sound
+
+    def spy(check: ParallelLogCheck) -> bool:
+        verdicts.append(sound(check))
+        return verdicts[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
+        patch.setattr("domain.application._usable_cpus", lambda: 2)
+        patch.setattr(ParallelLogCheck, "sound", spy)
+        yield verdicts
+
+
+def test_workers_verify_a_sound_log_as_the_one_pass_check_does(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = build_history(url, tmp_path)
+    earlier = ledger.verify()
+    build_history(url, tmp_path / "more", eval_prefix="f")
+    one_pass = ledger.verify(digest=earlier["digest"])
+    with workers_check_every_log() as verdicts:
+        in_parallel = ledger.verify(digest=earlier["digest"])
+        unknown_digest = ledger.verify(digest="0" * 64)
+    assert verdicts == [True, True]
+    assert in_parallel == one_pass
+    assert in_parallel["ok"]
+    assert in_parallel["digestVerifiedUpTo"] == 14
+    assert in_parallel["projectionsMatchReplay"] is True
+    assert unknown_digest == ledger.verify(digest="0" * 64)
+    assert not unknown_digest["ok"]
+
+
+def test_workers_find_each_tampering_unsound(tmp_path: Path) -> None:
+    """The parallel verdict itself catches every tampering of the corpus."""
+    for tamper in TAMPERINGS:
+        path = tmp_path / tamper.__name__ / "ledger.db"
+        url = f"sqlite:///{path}"
+        build_history(url, path.parent).close()
+        connection = unguarded(path)
+        tamper(connection)
+        connection.commit()
+        connection.close()
+        with workers_check_every_log() as verdicts:
+            report = open_ledger(url).verify()
+        assert not report["ok"], tamper.__name__
+        assert True not in verdicts, tamper.__name__
+
+
+def test_views_that_differ_fail_verify_when_workers_check_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    ledger = build_history(url, tmp_path)
+    assert ledger.stats()["totalEvals"] == 2  # the views caught up
+    ledger.close()
+    connection = sqlite3.connect(path)
+    connection.execute("DELETE FROM view_evals")
+    connection.commit()
+    connection.close()
+    with workers_check_every_log() as verdicts:
+        report = open_ledger(url).verify()
+    assert verdicts == [True]
+    assert report["projectionsMatchReplay"] is False
+    assert "projections rebuild" in report["failure"]["reason"]
+
+
+def test_workers_that_cannot_run_leave_the_check_to_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = build_history(url, tmp_path)
+    one_pass = ledger.verify()
+    monkeypatch.setattr("adapters.sqlite_verify.sys.executable", "/bin/false")
+    with workers_check_every_log() as verdicts:
+        assert ledger.verify() == one_pass
+    assert verdicts == [False]
 
 
 def test_direct_update_and_delete_are_refused(tmp_path: Path) -> None:

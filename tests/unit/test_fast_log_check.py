@@ -1,0 +1,150 @@
+"""The workers' fast check never passes a log the one-pass verifier fails.
+
+`first_unsound` (run per share of the aggregates by `verify`'s worker
+processes) and `LogVerifier` (the one-pass check) implement the same rules
+twice, the first for speed. Random tampering of a real log shows the fast
+verdict is conservative: whenever it calls every share sound, the one-pass
+check agrees.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.sqlite_verify import HEX_DIGITS
+from adapters.store import open_ledger
+from domain.integrity import LogVerifier, Row, first_unsound
+from tests.support import deployable_lifecycle
+
+Link = tuple[int, str]
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Row], list[Link]]:
+    """Three lifecycles as stored: 21 rows and their log chain links."""
+    root = tmp_path_factory.mktemp("fast-log")
+    path = root / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    for n in range(3):
+        deployable_lifecycle(ledger, root, eval_id=f"e{n}")
+    ledger.close()
+    connection = sqlite3.connect(path)
+    rows = connection.execute(
+        "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
+        "ORDER BY rowid"
+    ).fetchall()
+    links = connection.execute(
+        "SELECT position, link FROM ledger_log_chain ORDER BY position"
+    ).fetchall()
+    connection.close()
+    return rows, links
+
+
+def one_pass_ok(rows: list[Row], links: list[Link]) -> bool:
+    """`TrainingLedger.verify`'s one-pass check, on plain rows."""
+    recorded = dict(links)
+    verifier = LogVerifier(gap_free=True)
+    for position, hex_id, version, topic, raw in rows:
+        for missing in sorted(p for p in recorded if verifier.position < p < position):
+            verifier.missing(missing)
+        try:
+            state: Any = orjson.loads(raw)
+        except (ValueError, TypeError):
+            state = None
+        verifier.feed(
+            position,
+            UUID(hex_id),
+            version,
+            topic,
+            raw,
+            state if isinstance(state, dict) else None,
+            recorded.get(position),
+            check_link=True,
+        )
+    for position in sorted(p for p in recorded if p > verifier.position):
+        verifier.missing(position)
+    return verifier.failure is None
+
+
+def fast_sound(rows: list[Row], links: list[Link], parts: int) -> bool:
+    """The workers' verdict: positions exactly 1..N, then every share sound."""
+    positions = [r[0] for r in rows]
+    if positions != list(range(1, len(rows) + 1)) or [p for p, _ in links] != positions:
+        return False
+    checked = 0
+    for part in range(parts):
+        share = [r for r in rows if (HEX_DIGITS.find(r[1][:1]) + 1) % parts == part]
+        count, problem = first_unsound(share, iter(links))
+        if problem is not None:
+            return False
+        checked += count
+    return checked == len(rows)
+
+
+def test_a_sound_log_is_sound_either_way(log: tuple[list[Row], list[Link]]) -> None:
+    rows, links = log
+    assert one_pass_ok(rows, links)
+    for parts in (1, 2, 3, 4):
+        assert fast_sound(rows, links, parts)
+
+
+def _edit_state(state: bytes, choice: int) -> bytes:
+    document = orjson.loads(state)
+    key = sorted(document)[choice % len(document)]
+    document[key] = "tampered" if document[key] != "tampered" else "again"
+    return orjson.dumps(document)
+
+
+@st.composite
+def tamperings(draw: st.DrawFn, rows: list[Row], links: list[Link]) -> tuple[list[Row], list[Link]]:
+    rows, links = list(rows), list(links)
+    for _ in range(draw(st.integers(1, 2))):
+        i = draw(st.integers(0, len(rows) - 1))
+        j = draw(st.integers(0, len(rows) - 1))
+        position, hex_id, version, topic, raw = rows[i]
+        kind = draw(
+            st.sampled_from(
+                ["state", "version", "topic", "id", "swap", "delete", "link", "bytes", "move"]
+            )
+        )
+        if kind == "state":
+            rows[i] = (position, hex_id, version, topic, _edit_state(raw, draw(st.integers(0, 9))))
+        elif kind == "version":
+            rows[i] = (position, hex_id, version + draw(st.sampled_from([-1, 1, 2])), topic, raw)
+        elif kind == "topic":
+            rows[i] = (position, hex_id, version, rows[j][3], raw)
+        elif kind == "id":
+            rows[i] = (position, rows[j][1], version, topic, raw)
+        elif kind == "swap":
+            rows[i], rows[j] = (position, *rows[j][1:]), (rows[j][0], *rows[i][1:])
+        elif kind == "delete":
+            del rows[i]
+        elif kind == "link":
+            links[i] = (links[i][0], links[j][1])
+        elif kind == "bytes":
+            cut = draw(st.integers(0, len(raw) - 1))
+            rows[i] = (position, hex_id, version, topic, raw[:cut] + b"#" + raw[cut + 1 :])
+        else:  # an event moved to another position, the rows renumbered
+            moved = rows.pop(i)
+            rows.insert(j, moved)
+            rows = [(n + 1, *row[1:]) for n, row in enumerate(rows)]
+    return rows, links
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), parts=st.integers(1, 4))
+def test_the_fast_check_never_passes_what_one_pass_fails(
+    log: tuple[list[Row], list[Link]], data: st.DataObject, parts: int
+) -> None:
+    rows, links = data.draw(tamperings(*log))
+    if fast_sound(rows, links, parts):
+        assert one_pass_ok(rows, links)
