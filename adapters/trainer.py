@@ -3,7 +3,8 @@
 The trainer runs as `python3 <script> --spec <specPath> --output-dir <outputDir>`:
 argv without a shell, in its own process group (so a timeout kills its
 children too), with the output directory as its working directory. The spec
-is written into a private temporary directory that is always removed. stderr
+is written into a private temporary directory that is always removed (one left
+by a killed ledger process is removed by the next `train`). stderr
 goes to `<outputDir>/trainer-<experimentId>.log`; the tail of stdout is kept
 in memory by a reader thread, so a chatty trainer never blocks on a full pipe.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,7 +165,8 @@ class SubprocessTrainerRunner:
             )
         stale_result = _identity(result_path)
         log_path = output_dir / log_file_name(spec)
-        with tempfile.TemporaryDirectory(prefix="trainledger-spec-") as private_dir:
+        remove_abandoned_spec_dirs(Path(tempfile.gettempdir()))
+        with tempfile.TemporaryDirectory(prefix=spec_dir_prefix(os.getpid())) as private_dir:
             spec_path = Path(private_dir) / f"experiment-{spec.experimentId}.json"
             spec_path.write_text(spec.model_dump_json(indent=2), encoding="utf-8")
             argv = [
@@ -232,6 +235,58 @@ class SubprocessTrainerRunner:
         exit_code = process.wait()
         tail = stdout.finish(READER_DRAIN_SECONDS)
         return exit_code, timed_out, tail, stdout.size
+
+
+SPEC_DIR_PREFIX: Final = "trainledger-spec-"
+
+
+def _host_tag() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+
+
+def spec_dir_prefix(pid: int) -> str:
+    """Private spec directories are named for the host and the ledger process holding them."""
+    return f"{SPEC_DIR_PREFIX}{_host_tag()}-{pid}-"
+
+
+def remove_abandoned_spec_dirs(temp_dir: Path) -> list[Path]:
+    """Remove spec directories of this host's ledger processes that no longer exist.
+
+    A ledger process killed while its trainer ran (SIGKILL, power loss) never
+    removes its private spec directory; the next `train` does. Directories of
+    live processes, of other hosts or users, and anything else are left alone.
+    """
+    own = f"{SPEC_DIR_PREFIX}{_host_tag()}-"
+    removed: list[Path] = []
+    try:
+        entries = list(temp_dir.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name.removeprefix(own).split("-", 1)[0]
+        if not entry.name.startswith(own) or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid() or _process_exists(pid):
+            continue
+        try:
+            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -12,7 +12,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +27,7 @@ from typing import Any
 import pytest
 
 from adapters.files import digest_artifact
-from adapters.trainer import SubprocessTrainerRunner
+from adapters.trainer import SubprocessTrainerRunner, spec_dir_prefix
 from domain.application import TrainingLedger
 from domain.contract import TrainerResult
 from domain.errors import InvalidTransitionError, ResultRefusedError, ValidationError
@@ -640,3 +644,27 @@ def test_reconcile_fails_runs_past_their_budget_deadline(
     assert ledger.get_run(pending).status == "pending"
     assert ledger.get_run(finished).status == "completed"
     assert ledger.reconcile(now=deadline + timedelta(days=1), actor="t")["abandoned"] == []
+
+
+def test_a_spec_dir_left_by_a_killed_ledger_is_removed_by_the_next_train(
+    ledger: TrainingLedger, train: TrainFn, tmp_path: Path
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a ledger process that no longer exists
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    temp_dir = Path(tempfile.gettempdir())
+    leftover = Path(tempfile.mkdtemp(prefix=spec_dir_prefix(gone.pid), dir=temp_dir))
+    (leftover / "experiment-x.json").write_text("{}")
+    in_use = Path(tempfile.mkdtemp(prefix=spec_dir_prefix(alive.pid), dir=temp_dir))
+    unrelated = Path(tempfile.mkdtemp(prefix=f"trainledger-spec-elsewhere-{gone.pid}-"))
+    try:
+        outcome = train("print(json.dumps(completed()))")
+        assert outcome["outcome"] == "completed"
+        assert not leftover.exists()
+        assert in_use.is_dir()
+        assert unrelated.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
+        for directory in (leftover, in_use, unrelated):
+            shutil.rmtree(directory, ignore_errors=True)
