@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -61,6 +62,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self._tail: tuple[int, str] | None = None
         """(position, link) of the last log chain link this recorder committed."""
         self._lane_tail = _PendingTail()
+        store = self.datastore
+        self._lanes = store if isinstance(store, LedgerSQLiteDatastore) else None
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -107,6 +110,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             links = log_links(self._link_before(c, notification_ids[0]), rows)
             c.executemany(f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
             self._lane_tail.pending = links[-1]
+        self._lane_tail.token = None if self._lanes is None else self._lanes.quiet_token(c)
         for r in kwargs.get("reservations", ()):
             c.execute(
                 "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
@@ -118,11 +122,20 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         tail = self._lane_tail
-        tail.pending = None
+        tail.pending = tail.token = tail.committed_token = None
         positions = super().insert_events(stored_events, **kwargs)
         if tail.pending is not None:  # committed: this is the chain's last link now
             self._tail = tail.pending
+        tail.committed_token = tail.token
         return positions
+
+    def last_append_token(self) -> QuietToken | None:
+        """A token for the moment this thread's last append committed (None: unknown)."""
+        return self._lane_tail.committed_token
+
+    def unchanged_since(self, token: QuietToken) -> bool:
+        """Whether no other connection has committed since the append that gave `token`."""
+        return self._lanes is not None and self._lanes.is_quiet_since(token)
 
     def _link_before(self, c: SQLiteCursor, position: int) -> str:
         """The log chain's link just before `position`; the write lock is held.
@@ -206,15 +219,29 @@ class ImmediateTransaction(SQLiteTransaction):
 
 
 class _PendingTail(threading.local):
-    """The last link an append of this thread wrote, until its transaction commits."""
+    """The last link an append of this thread wrote, until its transaction commits.
+
+    With it, the quiet token read inside that transaction, and the token of
+    this thread's last committed append.
+    """
 
     pending: tuple[int, str] | None = None
+    token: QuietToken | None = None
+    committed_token: QuietToken | None = None
+
+
+QuietToken = tuple[int, int]
+"""(lane connection serial, `PRAGMA data_version`): the log as one connection saw it."""
+
+_lane_serials = itertools.count(1)
 
 
 class _Lane(threading.local):
     """One thread's own connection, and whether a transaction of this thread holds it."""
 
     connection: SQLiteConnection | None = None
+    serial = 0
+    cursor: SQLiteCursor | None = None
     busy = False
 
 
@@ -256,13 +283,40 @@ class LedgerSQLiteDatastore(SQLiteDatastore):
         own = lane.connection
         if own is None or own.closed:
             own = self._open_lane()
-            lane.connection = own
+            lane.connection, lane.serial = own, next(_lane_serials)
         lane.busy = True
         try:
             with _begin(own, commit) as cursor, cursor:
+                lane.cursor = cursor
                 yield cursor
         finally:
             lane.busy = False
+            lane.cursor = None
+
+    def quiet_token(self, cursor: SQLiteCursor) -> QuietToken | None:
+        """Within a write transaction on this thread's connection: the log as it sees it.
+
+        `PRAGMA data_version` changes when another connection commits, never
+        for the connection's own commits; the write lock is held, so nothing
+        else commits before this transaction does.
+        """
+        lane = self._lane
+        if cursor is not lane.cursor:
+            return None
+        cursor.execute("PRAGMA data_version")
+        return (lane.serial, int(cursor.fetchone()[0]))
+
+    def is_quiet_since(self, token: QuietToken) -> bool:
+        """True when no other connection committed since the token was taken."""
+        lane = self._lane
+        if lane.busy or lane.connection is None or lane.serial != token[0] or self._pool_only:
+            return False
+        cursor = lane.connection.cursor()
+        try:
+            cursor.execute("PRAGMA data_version")
+            return bool(int(cursor.fetchone()[0]) == token[1])
+        finally:
+            cursor.sqlite_cursor.close()
 
     def _open_lane(self) -> SQLiteConnection:
         connection = self.pool._create_connection()

@@ -180,8 +180,15 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         self.run_trainer = run_trainer
         self.locate_artifact = locate_artifact
         self.read_model = None if read_model is None else read_model(self)
-        self._warm: OrderedDict[UUID, LedgerAggregate] = OrderedDict()
+        self._warm: OrderedDict[UUID, tuple[LedgerAggregate, object | None]] = OrderedDict()
         self._warm_lock = threading.Lock()
+        # Stores that can tell whether anything was appended since an append of ours.
+        self._last_append_token: Callable[[], object | None] = getattr(
+            self.recorder, "last_append_token", lambda: None
+        )
+        self._unchanged_since: Callable[[Any], bool] = getattr(
+            self.recorder, "unchanged_since", lambda token: False
+        )
 
     # --- commands -----------------------------------------------------------
 
@@ -802,7 +809,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
                 # key) since we loaded it: back off, reload, decide again.
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
-            self._keep_warm([*loaded, *aggregates])
+            self._keep_warm(loaded, aggregates)
             return outcome
         raise ConflictError(
             f"{command}: concurrent changes to the same records; gave up after "
@@ -865,25 +872,43 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         if warm is None:
             aggregate: LedgerAggregate = self.repository.get(aggregate_id, projector_func=_project)
             return aggregate
-        newer = self.events.get(aggregate_id, gt=warm.version)
-        brought_up: LedgerAggregate = _project(warm, newer)
+        kept, token = warm
+        if token is not None and self._unchanged_since(token):
+            return kept  # nothing at all was appended by anyone else since we saved it
+        newer = self.events.get(aggregate_id, gt=kept.version)
+        brought_up: LedgerAggregate = _project(kept, newer)
         return brought_up
 
-    def _keep_warm(self, aggregates: Sequence[LedgerAggregate]) -> None:
+    def _keep_warm(
+        self, loaded: Sequence[LedgerAggregate], saved: Sequence[LedgerAggregate]
+    ) -> None:
         """Keep what a successful command loaded and saved, to skip the next reload.
 
         Only aggregates whose state is exactly their stored events qualify:
-        nothing pending (every change was just appended). Later entries for
-        the same id win; a stale one would be brought up to date on load.
+        nothing pending (every change was just appended). Saved ones carry
+        the store's token for the append (if it gives one): while nothing
+        else is appended, they are current as they are. Aggregates only read
+        may have changed before the append; they are brought up to date.
         """
+        token = self._last_append_token()
         with self._warm_lock:
-            for aggregate in aggregates:
-                if aggregate.pending_events:
-                    continue
-                self._warm[aggregate.id] = aggregate
-                self._warm.move_to_end(aggregate.id)
+            for aggregates, trusted in ((loaded, None), (saved, token)):
+                for aggregate in aggregates:
+                    if aggregate.pending_events:
+                        continue
+                    self._warm[aggregate.id] = (aggregate, trusted)
+                    self._warm.move_to_end(aggregate.id)
             while len(self._warm) > self.WARM_AGGREGATES:
                 self._warm.popitem(last=False)
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """The library's save; what it saves is no longer taken from the warm copies."""
+        with self._warm_lock:
+            for obj in objs:  # aggregates, or events (which name theirs)
+                key: UUID | None = getattr(obj, "originator_id", None) or getattr(obj, "id", None)
+                if key is not None:
+                    self._warm.pop(key, None)
+        return super().save(*objs, **kwargs)
 
     def append(
         self, aggregates: Sequence[LedgerAggregate], reservations: Sequence[Reservation] = ()

@@ -21,7 +21,7 @@ from adapters.sqlite import LedgerSQLiteDatastore, LedgerSQLiteRecorder
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from domain.errors import DeployabilityError, InvalidTransitionError
-from domain.model import TrainingRun
+from domain.model import TrainingRun, command_context
 from tests.support import eval_summary
 from tests.unit.test_application import create, register, running_run
 
@@ -65,7 +65,7 @@ def test_a_run_only_read_by_a_command_is_brought_up_to_date(
     run_id = running_run(mine)
     checkpoint_id = register(mine, run_id)
     mine.attach_eval(checkpoint_id, eval_summary(checkpoint_id, "eval-1"), actor="alice")
-    warm = mine._warm[UUID(run_id)]
+    warm, _ = mine._warm[UUID(run_id)]
     assert isinstance(warm, TrainingRun)
     assert warm.status == "running"
 
@@ -197,3 +197,59 @@ def test_a_rolled_back_append_does_not_become_the_known_chain_tail(
     running_run(mine)  # chains onto their link, not onto the one rolled back
     assert mine.verify()["ok"]
     assert mine.show_run(run_id)["status"] == "completed"
+
+
+def test_a_saved_aggregate_is_reused_as_is_while_nothing_else_was_appended(
+    two_ledgers: tuple[TrainingLedger, TrainingLedger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, theirs = two_ledgers
+    run_id = running_run(mine)
+    reads: list[Any] = []
+    get = mine.events.get
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(mine.events, "get", counted)
+    checkpoint_id = register(mine, run_id)
+    assert reads == []  # the run, as saved by the start, was current
+
+    theirs.attach_eval(checkpoint_id, eval_summary(checkpoint_id, "theirs"), actor="bob")
+    mine.complete_run(run_id, actor="alice")
+    assert reads, "another connection appended: the run is read again"
+    current = mine.get_checkpoint(checkpoint_id).current_eval
+    assert current is not None
+    assert current.evalId == "theirs"
+
+
+def test_an_aggregate_only_read_is_not_trusted_as_is(
+    two_ledgers: tuple[TrainingLedger, TrainingLedger],
+) -> None:
+    """It may have changed between its load and the append: it is brought up to date."""
+    mine, _ = two_ledgers
+    run_id = running_run(mine)
+    checkpoint_id = register(mine, run_id)
+    mine.complete_run(run_id, actor="alice")
+    mine.attach_eval(checkpoint_id, eval_summary(checkpoint_id, "eval-1"), actor="alice")
+    mine.mark_deployable(checkpoint_id, actor="alice")  # reads the run, appends to the checkpoint
+    _, run_token = mine._warm[UUID(run_id)]
+    _, checkpoint_token = mine._warm[UUID(checkpoint_id)]
+    assert run_token is None
+    assert checkpoint_token is not None
+
+
+def test_the_librarys_save_drops_the_warm_copy_of_what_it_saves(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'save.db'}")
+    run_id = running_run(ledger)
+    checkpoint_id = register(ledger, run_id)
+    ledger.attach_eval(checkpoint_id, eval_summary(checkpoint_id, "eval-1"), actor="alice")
+    assert UUID(run_id) in ledger._warm
+    run: TrainingRun = ledger.repository.get(UUID(run_id))  # past the ledger's commands
+    with command_context("alice"):
+        run.complete()
+    ledger.save(run)
+    assert UUID(run_id) not in ledger._warm
+    # the mark reads the run only: a stale warm copy would still say running
+    assert ledger.mark_deployable(checkpoint_id, actor="alice")["deployable"] is True
+    ledger.close()
