@@ -18,9 +18,10 @@ The field order of each fact is the order of its SQL parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar
+from functools import partial
+from typing import Any, NamedTuple
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -64,10 +65,13 @@ class StartFact(NamedTuple):
     trainer_log_path: str | None
     run_id: str
 
+    def set_on(self, row: list[Any]) -> None:
+        """Set this fact's columns on a run's row (its `RunRecord` fields, as a list)."""
+        _set_columns(row, _START_COLUMNS, self)
+
     def applied_to(self, run: RunRecord) -> RunRecord:
         """The run's row with this fact's columns set."""
-        start = (self.started_at, self.host, self.pid, self.trainer_log_path)
-        return RunRecord._make((*run[:8], *start, *run[12:]))
+        return _run_with(run, self)
 
 
 class CompletionFact(NamedTuple):
@@ -78,9 +82,11 @@ class CompletionFact(NamedTuple):
     trainer_result: str | None  # JSON, the trainer's result document as received
     run_id: str
 
+    def set_on(self, row: list[Any]) -> None:
+        _set_columns(row, _COMPLETION_COLUMNS, self)
+
     def applied_to(self, run: RunRecord) -> RunRecord:
-        completion = (self.completed_at, self.result_digest)
-        return RunRecord._make((*run[:12], *completion, *run[14:16], self.trainer_result))
+        return _run_with(run, self)
 
 
 class FailureFact(NamedTuple):
@@ -92,12 +98,15 @@ class FailureFact(NamedTuple):
     trainer_result: str | None  # JSON, the trainer's result document as received
     run_id: str
 
+    def set_on(self, row: list[Any]) -> None:
+        _set_columns(row, _FAILURE_COLUMNS, self)
+
     def applied_to(self, run: RunRecord) -> RunRecord:
-        failure = (self.result_digest, self.failed_at, self.failure_reason, self.trainer_result)
-        return RunRecord._make((*run[:13], *failure))
+        return _run_with(run, self)
 
 
-_RunUpdate = TypeVar("_RunUpdate", StartFact, CompletionFact, FailureFact)
+RunUpdate = StartFact | CompletionFact | FailureFact
+"""A fact of a run's lifecycle: it sets the `RunRecord` columns named like its fields."""
 
 
 class LinkFact(NamedTuple):
@@ -135,16 +144,22 @@ class DeployabilityFact(NamedTuple):
     eval_id: str | None
     reason: str | None
 
+    def set_on(self, row: list[Any]) -> None:
+        """Set a checkpoint's row (its `CheckpointRecord` fields, as a list) deployable
+        or not, unless it already holds a later change."""
+        if self.checkpoint_version > row[_DEPLOYABILITY_VERSION]:
+            row[_DEPLOYABLE] = self.deployable
+            row[_DEPLOYABILITY_VERSION] = self.checkpoint_version
+
     def applied_to(self, checkpoint: CheckpointRecord) -> CheckpointRecord:
         """The checkpoint's row, deployable (or not) from this change's version on."""
-        return CheckpointRecord._make((*checkpoint[:9], self.deployable, self.checkpoint_version))
+        row = list(checkpoint)
+        self.set_on(row)
+        return CheckpointRecord._make(row)
 
 
 class RunRecord(NamedTuple):
-    """A run's row: `TrainingRun.Registered`, completed by the facts of its lifecycle.
-
-    The lifecycle columns come last, in this order (`applied_to` relies on it).
-    """
+    """A run's row: `TrainingRun.Registered`, completed by the facts of its lifecycle."""
 
     run_id: str
     experiment_id: str
@@ -166,10 +181,7 @@ class RunRecord(NamedTuple):
 
 
 class CheckpointRecord(NamedTuple):
-    """A checkpoint's row: `Checkpoint.Registered`, and its deployability now.
-
-    The deployability columns come last (`DeployabilityFact.applied_to` relies on it).
-    """
+    """A checkpoint's row: `Checkpoint.Registered`, and its deployability now."""
 
     checkpoint_id: str
     run_id: str
@@ -182,6 +194,30 @@ class CheckpointRecord(NamedTuple):
     position: int
     deployable: int = 0
     deployability_version: int = 0
+
+
+def _columns(fields: tuple[str, ...]) -> tuple[int, ...]:
+    """Where a lifecycle fact's fields are in a run's row (all but its last, the run id)."""
+    assert fields[-1] == "run_id"
+    return tuple(RunRecord._fields.index(name) for name in fields[:-1])
+
+
+_START_COLUMNS = _columns(StartFact._fields)
+_COMPLETION_COLUMNS = _columns(CompletionFact._fields)
+_FAILURE_COLUMNS = _columns(FailureFact._fields)
+_DEPLOYABLE = CheckpointRecord._fields.index("deployable")
+_DEPLOYABILITY_VERSION = CheckpointRecord._fields.index("deployability_version")
+
+
+def _set_columns(row: list[Any], columns: tuple[int, ...], values: tuple[Any, ...]) -> None:
+    for column, value in zip(columns, values, strict=False):
+        row[column] = value
+
+
+def _run_with(run: RunRecord, fact: RunUpdate) -> RunRecord:
+    row = list(run)
+    fact.set_on(row)
+    return RunRecord._make(row)
 
 
 def status_at(run: RunRecord, at: int | None) -> str:
@@ -205,9 +241,10 @@ class FactBatch:
 
     Rows (runs, checkpoints) and appended facts (links, evals, deployability
     changes) are inserted first, then the updates of rows registered in
-    earlier pages. Updates of one row touch different columns, and a
-    checkpoint's deployability only moves forward in version, so applying by
-    kind gives the same state as applying in log order.
+    earlier pages. Updates of one row touch different columns (a run ends
+    once: completed or failed), and a checkpoint's deployability only moves
+    forward in version, so applying by kind gives the same state as applying
+    in log order.
     """
 
     runs: list[RunRecord] = field(default_factory=list)
@@ -221,36 +258,97 @@ class FactBatch:
     deployability_updates: list[DeployabilityFact] = field(default_factory=list)
     """The deployability changes of checkpoints registered in earlier pages."""
 
-    def fold(self) -> FactBatch:
-        """Complete the rows registered in this page with the page's later facts.
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as plain tuples (log workers send batches): a NamedTuple
+        # pickles and unpickles through a Python-level call each.
+        kinds = (getattr(self, kind.name) for kind in fields(self))
+        return (_batch_of_tuples, tuple([tuple(fact) for fact in facts] for facts in kinds))
 
-        The updates left are those of rows of earlier pages: with a rebuild's
-        large pages, most rows are written once, whole.
-        """
-        runs = {run.run_id: i for i, run in enumerate(self.runs)}
 
-        def unfolded(facts: list[_RunUpdate]) -> list[_RunUpdate]:
-            left = []
-            for fact in facts:
-                i = runs.get(fact.run_id)
-                if i is None:
-                    left.append(fact)
-                else:
-                    self.runs[i] = fact.applied_to(self.runs[i])
-            return left
+def _batch_of_tuples(*kinds: list[tuple[Any, ...]]) -> FactBatch:
+    # `tuple.__new__(cls, values)` makes the NamedTuple without its Python `__new__`.
+    facts: list[Any] = [
+        list(map(partial(tuple.__new__, kind), values))
+        for kind, values in zip(_FACT_KINDS, kinds, strict=True)
+    ]
+    return FactBatch(*facts)
 
-        self.starts = unfolded(self.starts)
-        self.completions = unfolded(self.completions)
-        self.failures = unfolded(self.failures)
-        checkpoints = {c.checkpoint_id: i for i, c in enumerate(self.checkpoints)}
-        self.deployability_updates = []
-        for change in self.deployability:
-            i = checkpoints.get(change.checkpoint_id)
-            if i is None:
-                self.deployability_updates.append(change)
-            elif change.checkpoint_version > self.checkpoints[i].deployability_version:
-                self.checkpoints[i] = change.applied_to(self.checkpoints[i])
-        return self
+
+_FACT_KINDS: tuple[type[tuple[Any, ...]], ...] = (
+    RunRecord,
+    StartFact,
+    CompletionFact,
+    FailureFact,
+    LinkFact,
+    CheckpointRecord,
+    EvalFact,
+    DeployabilityFact,
+    DeployabilityFact,
+)
+"""The kind of fact in each of `FactBatch`'s lists, in order."""
+
+
+class PageFacts:
+    """Collects the facts of a page of events, in log order, into a `FactBatch`.
+
+    The row of a run or checkpoint registered in the page stays open (a list)
+    while the page is read: its later facts set their columns in place. So
+    with a rebuild's large pages most rows are written once, whole, and only
+    the facts about rows of earlier pages are left as updates.
+    """
+
+    def __init__(self) -> None:
+        self.batch = FactBatch()
+        self._runs: list[list[Any]] = []
+        self._open_runs: dict[str, list[Any]] = {}
+        self._checkpoints: list[list[Any]] = []
+        self._open_checkpoints: dict[str, list[Any]] = {}
+
+    def run(self, run: RunRecord) -> None:
+        row = list(run)
+        self._runs.append(row)
+        self._open_runs[run.run_id] = row
+
+    def start(self, fact: StartFact) -> None:
+        row = self._open_runs.get(fact.run_id)
+        if row is None:
+            self.batch.starts.append(fact)
+        else:
+            fact.set_on(row)
+
+    def completion(self, fact: CompletionFact) -> None:
+        row = self._open_runs.get(fact.run_id)
+        if row is None:
+            self.batch.completions.append(fact)
+        else:
+            fact.set_on(row)
+
+    def failure(self, fact: FailureFact) -> None:
+        row = self._open_runs.get(fact.run_id)
+        if row is None:
+            self.batch.failures.append(fact)
+        else:
+            fact.set_on(row)
+
+    def checkpoint(self, checkpoint: CheckpointRecord) -> None:
+        row = list(checkpoint)
+        self._checkpoints.append(row)
+        self._open_checkpoints[checkpoint.checkpoint_id] = row
+
+    def deployability(self, change: DeployabilityFact) -> None:
+        self.batch.deployability.append(change)
+        row = self._open_checkpoints.get(change.checkpoint_id)
+        if row is None:
+            self.batch.deployability_updates.append(change)
+        else:
+            change.set_on(row)
+
+    def finished(self) -> FactBatch:
+        """The page's batch, its open rows closed."""
+        batch = self.batch
+        batch.runs = [RunRecord._make(row) for row in self._runs]
+        batch.checkpoints = [CheckpointRecord._make(row) for row in self._checkpoints]
+        return batch
 
 
 @dataclass(frozen=True)

@@ -228,13 +228,17 @@ class _MemoryReader(FactReader):
         return Counts(dict(runs_by_status), len(checkpoints), deployable, dict(evals_by_verdict))
 
     def dump(self) -> ViewDump:
+        # In key order: rows are unique by key (their first columns), and the
+        # links and changes of one run or checkpoint are kept in version order.
         tables = self.tables
         return {
-            "runs": sorted(tuple(r) for r in tables.runs.values()),
-            "links": sorted(tuple(k) for links in tables.links.values() for k in links),
-            "checkpoints": sorted(tuple(c) for c in tables.checkpoints.values()),
-            "evals": sorted(tuple(e) for e in tables.evals.values()),
-            "deployability": sorted(
-                tuple(d) for changes in tables.deployability.values() for d in changes
-            ),
+            "runs": [tables.runs[key] for key in sorted(tables.runs)],
+            "links": [link for key in sorted(tables.links) for link in tables.links[key]],
+            "checkpoints": [tables.checkpoints[key] for key in sorted(tables.checkpoints)],
+            "evals": [tables.evals[key] for key in sorted(tables.evals)],
+            "deployability": [
+                change
+                for key in sorted(tables.deployability)
+                for change in tables.deployability[key]
+            ],
         }

@@ -2,12 +2,12 @@
 
 `LedgerProjection` is the library's `Projection` over a `LedgerView`. Its
 `process_event` takes one domain event, as the library's projection runner
-delivers them; the catch-up loop (`projections.read_model`) instead hands it
-whole pages of stored events, which it reads as JSON without building domain
-objects (validating every stored event with pydantic would cost more than
-everything else a rebuild does). Both paths go through the same translation,
-`record_facts`, keyed by the event's topic. A stored event of an older
-`class_version` is first upcast by the application's mapper.
+delivers them; the catch-up loop (`projections.read_model`) instead has whole
+pages of stored events translated (`projections.log`), read as JSON without
+building domain objects (validating every stored event with pydantic would
+cost more than everything else a rebuild does). Both paths go through the
+same translation, `record_facts`, keyed by the event's topic. A stored event
+of an older `class_version` is first upcast by the application's mapper.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from projections.facts import (
     FactBatch,
     FailureFact,
     LinkFact,
+    PageFacts,
     RunRecord,
     StartFact,
     timestamp_micros,
@@ -66,10 +67,10 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else _json(value)
 
 
-def _run_registered(event: EventRecord, batch: FactBatch) -> None:
+def _run_registered(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     spec = state["spec"]
-    batch.runs.append(
+    page.run(
         RunRecord(
             event.aggregate_id,
             spec["experimentId"],
@@ -83,9 +84,9 @@ def _run_registered(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _run_started(event: EventRecord, batch: FactBatch) -> None:
+def _run_started(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.starts.append(
+    page.start(
         StartFact(
             timestamp_micros(state["timestamp"]),
             state.get("host"),
@@ -96,9 +97,9 @@ def _run_started(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _run_completed(event: EventRecord, batch: FactBatch) -> None:
+def _run_completed(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.completions.append(
+    page.completion(
         CompletionFact(
             timestamp_micros(state["timestamp"]),
             state.get("resultDigest"),
@@ -108,9 +109,9 @@ def _run_completed(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _run_failed(event: EventRecord, batch: FactBatch) -> None:
+def _run_failed(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.failures.append(
+    page.failure(
         FailureFact(
             timestamp_micros(state["timestamp"]),
             state["reason"],
@@ -121,9 +122,9 @@ def _run_failed(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _checkpoint_linked(event: EventRecord, batch: FactBatch) -> None:
+def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.links.append(
+    page.batch.links.append(
         LinkFact(
             event.aggregate_id,
             event.version,
@@ -133,9 +134,9 @@ def _checkpoint_linked(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _checkpoint_registered(event: EventRecord, batch: FactBatch) -> None:
+def _checkpoint_registered(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.checkpoints.append(
+    page.checkpoint(
         CheckpointRecord(
             event.aggregate_id,
             _hex(state["trainRunId"]),
@@ -150,10 +151,10 @@ def _checkpoint_registered(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _eval_attached(event: EventRecord, batch: FactBatch) -> None:
+def _eval_attached(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     summary = state["eval"]
-    batch.evals.append(
+    page.batch.evals.append(
         EvalFact(
             summary["evalId"],
             event.aggregate_id,
@@ -169,9 +170,9 @@ def _eval_attached(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _marked_deployable(event: EventRecord, batch: FactBatch) -> None:
+def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.deployability.append(
+    page.deployability(
         DeployabilityFact(
             event.aggregate_id,
             event.version,
@@ -184,9 +185,9 @@ def _marked_deployable(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-def _deployability_revoked(event: EventRecord, batch: FactBatch) -> None:
+def _deployability_revoked(event: EventRecord, page: PageFacts) -> None:
     state = event.state
-    batch.deployability.append(
+    page.deployability(
         DeployabilityFact(
             event.aggregate_id,
             event.version,
@@ -199,7 +200,7 @@ def _deployability_revoked(event: EventRecord, batch: FactBatch) -> None:
     )
 
 
-Translation = Callable[[EventRecord, FactBatch], None]
+Translation = Callable[[EventRecord, PageFacts], None]
 
 # Keyed by the topics as stored (`get_topic` of the event classes of `domain.model`,
 # which a test checks), so that reading the log needs no event model (start-up time).
@@ -222,18 +223,18 @@ READ_VERSIONS: dict[str, int] = dict.fromkeys(TRANSLATIONS, 1)
 
 
 def record_facts(events: Iterable[EventRecord]) -> FactBatch:
-    """The facts a page of events records, folded (events of unknown topics record none)."""
-    batch = FactBatch()
+    """The facts a page of events records (events of unknown topics record none)."""
+    page = PageFacts()
     translations = TRANSLATIONS
     for event in events:
         translate = translations.get(event.topic)
         if translate is None:
             continue
         try:
-            translate(event, batch)
+            translate(event, page)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise unreadable(event.position, error) from None
-    return batch.fold()
+    return page.finished()
 
 
 def unreadable(position: int, error: Exception) -> CorruptStoreError:

@@ -1,12 +1,15 @@
 """The read model: the ledger projection kept caught up, and the queries on it.
 
 Catching up reads the log after the view's tracked position in pages
-(`select_notifications`; the SQLite recorder cannot subscribe) and applies
-each page in one transaction together with its tracking position. If another
-process moved the view meanwhile (its own catch-up, or a rebuild), the page is
-refused whole and the loop carries on from where the view now is: each event
-is applied exactly once, and a process killed at any point leaves the view at
-the end of its last committed page.
+(`select_notifications`; the SQLite recorder cannot subscribe), translated
+into facts (`LogReader.fact_pages`), and applies each page in one transaction
+together with its tracking position. If another process moved the view
+meanwhile (its own catch-up, or a rebuild), the page is refused whole and the
+loop carries on from where the view now is: each event is applied exactly
+once, and a process killed at any point leaves the view at the end of its last
+committed page. A rebuild, or the replay `verify` compares the views with,
+reads the whole log: on SQLite, worker processes translate it while this one
+applies the pages (`projections.log_workers`).
 
 Every query catches up first, then reads one consistent state of the view
 (`LedgerView.reader`), so a command's effect is visible to the next query.
@@ -17,7 +20,8 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -35,7 +39,7 @@ from projections.documents import (
     run_document,
 )
 from projections.facts import CheckpointRecord, RunRecord, micros
-from projections.log import LogReader
+from projections.log import FactPage, LogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import LedgerProjection
 from projections.view import FactReader, LedgerView, StaleTrackingError
@@ -70,11 +74,24 @@ def _micros(as_of: datetime | None) -> int | None:
     return None if as_of is None else micros(as_of)
 
 
+@contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    # A rebuild or a replay allocates millions of short-lived, acyclic
+    # objects: the cycle collector would only walk them over and over.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class ProjectionReadModel:
     """Implements `domain.queries.ReadModel` on a `LedgerView`."""
 
     CATCH_UP_PAGE = 1000
-    REBUILD_PAGE = 5000
+    REBUILD_PAGE = 50_000
 
     def __init__(self, application_name: str, log: LogReader, view: LedgerView) -> None:
         self.application_name = application_name
@@ -97,53 +114,65 @@ class ProjectionReadModel:
         stop: int | None = None,
     ) -> int:
         """Apply the log after the view's position (up to `stop`), page by page."""
-        name = self.application_name
         with self._lock:
-            position = self.view.position(name)
-            total = 0
-            if progress is not None:
-                last = self.log.last_position()
-                total = max(0, (last if stop is None else min(stop, last)) - position)
-            applied = 0
+            position = self.view.position(self.application_name)
+            with self.log.fact_pages(position, page_size, stop) as pages:
+                return self._apply(pages, position, page_size, progress, stop)
+
+    def _apply(
+        self,
+        pages: Generator[FactPage, None, None],
+        position: int,
+        page_size: int,
+        progress: Progress | None,
+        stop: int | None,
+    ) -> int:
+        """Apply `pages`, the translated log after `position`; return how many events."""
+        name = self.application_name
+        total = 0
+        if progress is not None:
+            last = self.log.last_position()
+            total = max(0, (last if stop is None else min(stop, last)) - position)
+        applied = 0
+        with ExitStack() as translating:
             while True:
-                page = self.log.page(position, page_size, stop)
-                if not page:
+                for page in pages:
+                    try:
+                        self.view.apply(page.facts, Tracking(name, page.last), position)
+                    except StaleTrackingError:
+                        moved = self.view.position(name)
+                        if moved == position:
+                            raise
+                        position = moved
+                        break
+                    except IntegrityError as error:
+                        raise ViewsInconsistentError(
+                            f"the views refused events {page.first}..{page.last} ({error}); "
+                            "run `trainledger projections rebuild`"
+                        ) from None
+                    applied += page.events
+                    position = page.last
+                    if progress is not None:
+                        progress(applied, max(total, applied))
+                else:
                     return applied
-                first, end = page[0].position, page[-1].position
-                try:
-                    self.projection.apply_page(page, Tracking(name, end), position)
-                except StaleTrackingError:
-                    # Another process moved the view on: carry on from where it is.
-                    moved = self.view.position(name)
-                    if moved == position:
-                        raise
-                    position = moved
-                    continue
-                except IntegrityError as error:
-                    raise ViewsInconsistentError(
-                        f"the views refused events {first}..{end} ({error}); "
-                        "run `trainledger projections rebuild`"
-                    ) from None
-                applied += len(page)
-                position = end
-                if progress is not None:
-                    progress(applied, max(total, applied))
+                # Another process moved the view on: carry on from where it is.
+                pages.close()
+                translating.close()
+                pages = translating.enter_context(self.log.fact_pages(position, page_size, stop))
 
     def rebuild(self, progress: Progress | None = None) -> Document:
         """Drop every view and apply the whole log again, in large pages."""
         with self._lock:
             started = time.perf_counter()
-            self.view.reset(self.application_name)
-            # A rebuild allocates millions of short-lived, acyclic objects: the
-            # cycle collector would only walk them over and over.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
-                applied = self.apply_log(page_size=self.REBUILD_PAGE, progress=progress)
-            finally:
-                if collecting:
-                    gc.enable()
-                self.view.finish_rebuild()
+            # The log is read and translated from its start while the views are emptied.
+            translation = self.log.fact_pages(0, self.REBUILD_PAGE, whole_log=True)
+            with translation as pages, _cycle_collection_paused():
+                self.view.reset(self.application_name)
+                try:
+                    applied = self._apply(pages, 0, self.REBUILD_PAGE, progress, None)
+                finally:
+                    self.view.finish_rebuild()
             seconds = time.perf_counter() - started
         return {
             "eventsApplied": applied,
@@ -155,13 +184,18 @@ class ProjectionReadModel:
     def differences_from_replay(self) -> list[str]:
         """Compare the views with a replay of the log into a fresh in-memory view."""
         self.catch_up()
-        with self.view.reader() as reader:
-            position = reader.position(self.application_name)
-            live = reader.dump()
-        fresh = ProjectionReadModel(self.application_name, self.log, MemoryLedgerView())
-        fresh.apply_log(page_size=self.REBUILD_PAGE, stop=position)
-        with fresh.view.reader() as reader:
-            replayed = reader.dump()
+        replay = ProjectionReadModel(self.application_name, self.log, MemoryLedgerView())
+        with ExitStack() as translating, _cycle_collection_paused():
+            with self.view.reader() as reader:
+                position = reader.position(self.application_name)
+                # The log is read and translated while the views are read.
+                pages = translating.enter_context(
+                    self.log.fact_pages(0, self.REBUILD_PAGE, stop=position, whole_log=True)
+                )
+                live = reader.dump()
+            replay._apply(pages, 0, self.REBUILD_PAGE, None, position)
+            with replay.view.reader() as reader:
+                replayed = reader.dump()
         return [
             f"{table}: {len(live[table])} rows in the view, {len(replayed[table])} "
             f"in a replay, {len(set(live[table]) ^ set(replayed[table]))} differ"

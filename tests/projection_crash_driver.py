@@ -1,6 +1,6 @@
 """Child process of the projection crash tests: applies the log in small pages, saying so.
 
-    python -m tests.projection_crash_driver URL catch-up|rebuild PAGE_SIZE
+    python -m tests.projection_crash_driver URL catch-up|rebuild|rebuild-by-workers PAGE_SIZE
 
 Prints one line per committed page (`applied N`), so the parent can SIGKILL
 it while it is still working.
@@ -12,6 +12,7 @@ import sys
 from typing import cast
 
 from adapters.store import open_ledger
+from projections.log import SQLiteLogReader
 from projections.read_model import ProjectionReadModel
 
 
@@ -22,8 +23,10 @@ def main(url: str, mode: str, page_size: int) -> None:
     def report(applied: int, total: int) -> None:
         print(f"applied {applied} of {total}", flush=True)
 
-    if mode == "rebuild":
+    if mode.startswith("rebuild"):
         read_model.REBUILD_PAGE = page_size
+        if mode == "rebuild-by-workers":
+            cast(SQLiteLogReader, read_model.log).WORKERS_FROM = 1
         read_model.rebuild(report)
     else:
         read_model.apply_log(page_size=page_size, progress=report)

@@ -111,7 +111,10 @@ def test_sigkill_during_catch_up(history: tuple[Path, dict[str, Any]], tmp_path:
 
 
 @pytest.mark.slow
-def test_sigkill_during_rebuild(history: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["rebuild", "rebuild-by-workers"])
+def test_sigkill_during_rebuild(
+    history: tuple[Path, dict[str, Any]], tmp_path: Path, mode: str
+) -> None:
     path, expected = history
     url = fresh_copy(path, tmp_path)
     ledger = open_ledger(url)
@@ -119,8 +122,8 @@ def test_sigkill_during_rebuild(history: tuple[Path, dict[str, Any]], tmp_path: 
     total = ledger.recorder.max_notification_id() or 0
     ledger.close()
     rng = random.Random(2)
-    for after_pages in (4, 2):
-        kill_while_applying(url, "rebuild", after_pages, rng)
+    for after_pages in (4, 2) if mode == "rebuild" else (9, 7):
+        kill_while_applying(url, mode, after_pages, rng)
         ledger = open_ledger(url)
         position = assert_consistent_at_its_position(ledger)
         assert 0 < position < total  # killed after the reset, before the end

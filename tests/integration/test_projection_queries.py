@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
@@ -17,6 +18,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
@@ -272,6 +274,33 @@ def test_rebuild_reports_and_restores_indexes(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "ledger.db") as connection:
         indexes = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert set(INDEX_NAMES) <= indexes
+
+
+def test_a_rebuild_leaves_the_connections_settings_as_the_store_set_them(tmp_path: Path) -> None:
+    """The rebuild's own settings (no fsync per page, a large cache...) end with it."""
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    scripted_history(ledger, runs=3)
+    pragmas = ("synchronous", "wal_autocheckpoint", "cache_size", "secure_delete")
+    datastore = cast(SQLiteApplicationRecorder, ledger.recorder).datastore
+
+    def settings() -> set[tuple[int, ...]]:
+        seen = set()
+        with ExitStack() as held:  # several connections of the pool at once
+            for _ in range(3):
+                connection = held.enter_context(datastore.get_connection(commit=False))
+                cursor = connection.cursor()
+                values = []
+                for pragma in pragmas:
+                    cursor.execute(f"PRAGMA {pragma}")
+                    values.append(int(cursor.fetchone()[0]))
+                seen.add(tuple(values))
+        return seen
+
+    before = settings()
+    ledger.rebuild_projections()
+    assert settings() == before
+    assert {values[0] for values in before} == {2}  # FULL: the store's, for events
+    ledger.close()
 
 
 def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> None:

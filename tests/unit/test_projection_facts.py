@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import datetime
 
 import pytest
@@ -10,7 +11,11 @@ from projections.facts import (
     CheckpointRecord,
     CompletionFact,
     DeployabilityFact,
+    EvalFact,
+    FactBatch,
     FailureFact,
+    LinkFact,
+    PageFacts,
     RunRecord,
     StartFact,
     micros,
@@ -62,3 +67,59 @@ def test_event_timestamps_read_as_microseconds_since_the_epoch(text: str) -> Non
     assert timestamp_micros(text) == micros(expected)
     assert timestamp_micros(text) == timestamp_micros(text)  # the cached second agrees
     assert moment(timestamp_micros(text)) == expected
+
+
+def test_a_page_completes_the_rows_it_registers_and_updates_only_earlier_ones() -> None:
+    page = PageFacts()
+    page.run(REGISTERED)
+    page.start(StartFact(2_000, "gpu-1", 42, "/log", REGISTERED.run_id))
+    page.completion(CompletionFact(3_000, "sha256:r", None, REGISTERED.run_id))
+    earlier_run = "e" * 32
+    page.failure(FailureFact(4_000, "oom", None, None, earlier_run))
+    checkpoint = CheckpointRecord(
+        "c" * 32, REGISTERED.run_id, "family", "/a", None, None, "{}", 1, 2
+    )
+    page.checkpoint(checkpoint)
+    marked = DeployabilityFact(checkpoint.checkpoint_id, 3, 1, 2_000, "alice", "e1", None)
+    earlier_change = DeployabilityFact("d" * 32, 5, 0, 2_500, "bob", None, "bad")
+    page.deployability(marked)
+    page.deployability(earlier_change)
+
+    batch = page.finished()
+
+    assert batch.runs == [
+        REGISTERED._replace(
+            started_at=2_000,
+            host="gpu-1",
+            pid=42,
+            trainer_log_path="/log",
+            completed_at=3_000,
+            result_digest="sha256:r",
+        )
+    ]
+    assert (batch.starts, batch.completions) == ([], [])
+    assert batch.failures == [FailureFact(4_000, "oom", None, None, earlier_run)]
+    assert batch.checkpoints == [checkpoint._replace(deployable=1, deployability_version=3)]
+    assert batch.deployability == [marked, earlier_change]  # the history keeps every change
+    assert batch.deployability_updates == [earlier_change]
+
+
+def test_a_fact_batch_pickles_as_the_same_facts_of_the_same_kinds() -> None:
+    """Log workers send batches pickled (as plain tuples, made NamedTuples again)."""
+    checkpoint = CheckpointRecord("c" * 32, "r" * 32, "family", "/a", None, None, "{}", 1, 2)
+    change = DeployabilityFact(checkpoint.checkpoint_id, 3, 1, 2_000, "alice", "e1", None)
+    batch = FactBatch(
+        runs=[REGISTERED],
+        starts=[StartFact(2_000, None, None, None, "s" * 32)],
+        completions=[CompletionFact(3_000, None, '{"a":1}', "t" * 32)],
+        failures=[FailureFact(4_000, "oom", None, None, "u" * 32)],
+        links=[LinkFact(REGISTERED.run_id, 3, checkpoint.checkpoint_id, 2_500)],
+        checkpoints=[checkpoint],
+        evals=[EvalFact("e1", checkpoint.checkpoint_id, 2, "b", "family", "pass", "{}", 3, "a", 9)],
+        deployability=[change],
+        deployability_updates=[change],
+    )
+    received = pickle.loads(pickle.dumps(batch))
+    assert received == batch
+    for name, facts in vars(batch).items():
+        assert [type(fact) for fact in getattr(received, name)] == [type(f) for f in facts]
