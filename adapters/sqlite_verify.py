@@ -135,10 +135,13 @@ class ParallelLogCheck:
         return verdict and checked == self.snapshot.upto
 
     def cancel(self) -> None:
+        """Stop the workers (also after `sound()` was interrupted part-way)."""
         for worker in self.workers:
             if worker.poll() is None:
                 worker.kill()
-            worker.communicate()
+            worker.wait()
+            if worker.stdout is not None:
+                worker.stdout.close()
 
 
 def main(argv: list[str]) -> int:

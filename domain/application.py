@@ -674,10 +674,11 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         digest_missing = digest is not None and log.digest_position is None
         try:
             differences = None if digest_missing else self._view_differences()
-        except BaseException:
+            sound = check.sound()
+        except BaseException:  # an interrupt, or views that cannot be read: stop the workers
             check.cancel()
             raise
-        if not check.sound():
+        if not sound:
             return None
         if progress is not None:
             progress(log.upto, log.upto)

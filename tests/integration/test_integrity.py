@@ -412,3 +412,27 @@ def test_verify_names_tampered_positions_on_postgresql(
     report = open_ledger(postgres_url).verify()
     assert not report["ok"]
     assert report["failure"]["position"] == positions[rank - 1]
+
+
+def test_an_interrupted_verify_stops_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = build_history(url, tmp_path)
+    started: list[ParallelLogCheck] = []
+    start = ParallelLogCheck.start
+
+    def keep(*args: object) -> ParallelLogCheck:
+        started.append(start(*args))  # type: ignore[arg-type]
+        return started[-1]
+
+    def interrupted() -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ParallelLogCheck, "start", staticmethod(keep))
+    monkeypatch.setattr(ledger, "projection_differences", interrupted)
+    with workers_check_every_log(), pytest.raises(KeyboardInterrupt):
+        ledger.verify()
+    assert started
+    assert all(worker.poll() is not None for worker in started[0].workers)
+    ledger.close()
