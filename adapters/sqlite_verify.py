@@ -19,15 +19,14 @@ Run as `python -m adapters.sqlite_verify DATABASE UPTO PART PARTS`: prints
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from domain.integrity import first_unsound
+from domain.workers import worker_env
 
 HEX_DIGITS = "0123456789abcdef"
 
@@ -92,11 +91,6 @@ def check_part(database: str, upto: int, part: int, parts: int) -> tuple[int, in
         connection.close()
 
 
-def _source_root() -> str:
-    """The directory holding this project's packages, for the workers' import path."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
 @dataclass
 class ParallelLogCheck:
     """Worker processes checking the log; `sound()` waits for their verdict."""
@@ -106,8 +100,7 @@ class ParallelLogCheck:
 
     @staticmethod
     def start(database: str, log: LogSnapshot, parts: int) -> ParallelLogCheck:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH")) if p)
+        env = worker_env()
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", __name__, database, str(log.upto), str(part), str(parts)],

@@ -26,6 +26,7 @@ from bench.context import BenchContext
 from bench.stats import Figure, Summary, Target
 from bench.workload import FAMILIES, dataset_fingerprint, sqlite_url
 from domain.application import TrainingLedger
+from domain.workers import usable_cpus
 
 REBUILD_TARGET = 100_000
 VERIFY_TARGET = 100_000
@@ -111,7 +112,7 @@ def verify(ctx: BenchContext) -> Figure:
             "verify in one pass (no worker processes), one run", Summary.of(one_pass, "events/s")
         )
         figure.notes.append(
-            f"verify checks the hash chains in {min(TrainingLedger.VERIFY_WORKERS, _cpus())} "
+            f"verify checks the hash chains in {min(TrainingLedger.VERIFY_WORKERS, usable_cpus())} "
             "worker processes (one share of the aggregates each) while the calling process "
             "compares every view with a fresh replay; the one-pass row is the same check "
             "in the calling process alone"
@@ -127,10 +128,6 @@ def verify(ctx: BenchContext) -> Figure:
         return figure
     finally:
         ledger.close()
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _verify_rate(ctx: BenchContext, ledger: TrainingLedger, label: str) -> float:

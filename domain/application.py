@@ -67,6 +67,7 @@ from domain.trainer import (
     trainer_timeout,
 )
 from domain.views import checkpoint_document, iso, run_document, training_document
+from domain.workers import usable_cpus
 
 # The aggregates, the contract and the experiment and integrity rules are imported
 # by the commands that use them: queries answer from the projections, and loading
@@ -662,7 +663,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         from domain.integrity import IntegrityFailure
 
         start = getattr(self.recorder, "start_log_check", None)
-        parts = min(self.VERIFY_WORKERS, _usable_cpus())
+        parts = min(self.VERIFY_WORKERS, usable_cpus())
         if start is None or parts < 2:
             return None
         check = start(digest=digest, parts=parts, minimum=self.PARALLEL_VERIFY_FROM)
@@ -938,13 +939,6 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             return EvalSummary.model_validate(summary)
         except pydantic.ValidationError as error:
             raise EvalRefusedError(f"invalid eval summary: {describe(error)}") from None
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:

@@ -14,7 +14,6 @@ an older `class_version` is upcast by the application's mapper first.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,6 +23,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 
+from domain.workers import usable_cpus
 from projections.facts import FactBatch
 from projections.projection import (
     READ_VERSIONS,
@@ -64,13 +64,6 @@ def _current_class_version(topic: str) -> int:
         return int(getattr(resolve_topic(topic), "class_version", 1))
     except Exception:  # an event class that no longer exists: read it as stored
         return 1
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _hex_id(originator_id: UUID | str) -> str:
@@ -219,7 +212,7 @@ class SQLiteLogReader(LogReader):
     ) -> Iterator[Generator[FactPage, None, None]]:
         pool = self.recorder.datastore.pool
         workers = None
-        if whole_log and self.WORKERS > 0 and _usable_cpus() > 1 and not pool.is_sqlite_memory_mode:
+        if whole_log and self.WORKERS > 0 and usable_cpus() > 1 and not pool.is_sqlite_memory_mode:
             # Imported here: most processes never start workers.
             from projections.log_workers import WorkerPages
 

@@ -32,12 +32,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from eventsourcing.persistence import Mapper
 
+from domain.workers import worker_env
 from projections.log import SELECT_ROWS, EventDecoder, FactPage
 
 
@@ -110,11 +110,6 @@ def _write_all(pending: queue.SimpleQueue[bytes | None], out: IO[bytes]) -> None
         out.flush()
 
 
-def _source_root() -> str:
-    """The directory holding this project's packages, for the workers' import path."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
 PIPE_BYTES = 1 << 20
 WORKER_NICENESS = 5
 
@@ -157,8 +152,7 @@ class WorkerPages:
             jobs = [pickle.dumps(replace(job, part=part)) for part in range(parts)]
         except Exception:  # a mapper that cannot be sent (say, a cipher's key object)
             return None
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_source_root(), env.get("PYTHONPATH")) if p)
+        env = worker_env()
         workers: list[subprocess.Popen[bytes]] = []
         try:
             for part_job in jobs:

@@ -153,7 +153,7 @@ def workers_check_every_log() -> Iterator[list[bool]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
-        patch.setattr("domain.application._usable_cpus", lambda: 2)
+        patch.setattr("domain.application.usable_cpus", lambda: 2)
         patch.setattr(ParallelLogCheck, "sound", spy)
         yield verdicts
 
