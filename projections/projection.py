@@ -225,6 +225,12 @@ READ_VERSIONS: dict[str, int] = dict.fromkeys(TRANSLATIONS, 1)
 def record_facts(events: Iterable[EventRecord]) -> FactBatch:
     """The facts a page of events records (events of unknown topics record none)."""
     page = PageFacts()
+    translate_into(page, events)
+    return page.finished()
+
+
+def translate_into(page: PageFacts, events: Iterable[EventRecord]) -> None:
+    """Add the facts these events record to `page` (a page may be fed several times)."""
     translations = TRANSLATIONS
     for event in events:
         translate = translations.get(event.topic)
@@ -234,7 +240,6 @@ def record_facts(events: Iterable[EventRecord]) -> FactBatch:
             translate(event, page)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise unreadable(event.position, error) from None
-    return page.finished()
 
 
 def unreadable(position: int, error: Exception) -> CorruptStoreError:
