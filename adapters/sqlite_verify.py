@@ -1,11 +1,15 @@
-"""Checking a large SQLite log in worker processes, one part of the aggregates each.
+"""Checking a large SQLite log in worker processes, one share of the aggregates each.
 
 `verify` recomputes a hash chain per aggregate and the log chain over every
-row. Both split: an aggregate's chain depends only on its own events, and the
-link the recorder wrote at each position can be checked against the link it
-wrote at the position before. So each worker reads the rows of its share of
-the aggregates (by the first hex digit of the id) with every recorded link,
-and checks them; together the workers check every row.
+row, and compares the views with a replay of the log. All three split: an
+aggregate's chain depends only on its own events, the link the recorder
+wrote at each position can be checked against the link it wrote at the
+position before, and every view row is made by one aggregate's events
+(`projections.shares`). So each worker reads the rows of its share of the
+aggregates (by the first hex digit of the id), each with the links at its
+position and the one before, checks them, replays them, and reports a digest
+of each view table its share makes; together the workers read every row
+once. The parent meanwhile takes the same digests of the live views.
 
 The result is only ever "all sound" or "look closer": the parent process then
 runs the one-pass check (`TrainingLedger.verify`), which names the first bad
@@ -13,22 +17,27 @@ position exactly as it always does. A worker that fails in any way counts as
 "look closer".
 
 Run as `python -m adapters.sqlite_verify DATABASE UPTO PART PARTS`: prints
-`{"events": N, "problem": POSITION-or-null}`.
+`{"events": N, "problem": POSITION-or-null, "views": {TABLE: DIGEST}-or-null}`.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from domain.integrity import first_unsound
+from domain.integrity import FastLogCheck
 from domain.workers import worker_env
 
+if TYPE_CHECKING:
+    from projections.shares import ShareDigests
+
 HEX_DIGITS = "0123456789abcdef"
+"""Shares by the id's first digit, as `projections.shares.share_of` does."""
 
 
 @dataclass(frozen=True)
@@ -68,25 +77,41 @@ def snapshot(
     return LogSnapshot(int(high), str(last_link), digest_position)
 
 
-def check_part(database: str, upto: int, part: int, parts: int) -> tuple[int, int | None]:
-    """Check the rows of one part of the aggregates: (rows checked, first problem or None)."""
+CHUNK = 20_000
+"""Rows read, checked and replayed at a time."""
+
+
+def check_part(
+    database: str, upto: int, part: int, parts: int
+) -> tuple[int, int | None, ShareDigests | None]:
+    """Check and replay one share: (rows checked, first problem or None, view digests)."""
+    # Imported here: the parent imports this module without needing the projections.
+    from projections.projection import EventRecord
+    from projections.shares import ShareReplay
+
     connection = sqlite3.connect(database, isolation_level=None)
+    check = FastLogCheck()
+    replay = ShareReplay()
     try:
-        connection.execute("BEGIN")  # one snapshot for both reads
-        links: Iterator[tuple[int, str]] = iter(
-            connection.execute(
-                "SELECT position, link FROM ledger_log_chain WHERE position<=? ORDER BY position",
-                (upto,),
-            )
-        )
-        rows = connection.cursor().execute(
-            "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events "
-            "WHERE rowid<=? AND instr(?, substr(originator_id, 1, 1)) % ?=? ORDER BY rowid",
+        connection.execute("BEGIN")  # one snapshot for the whole read
+        rows = connection.execute(
+            "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+            "b.link, l.link FROM stored_events e "
+            "JOIN ledger_log_chain l ON l.position = e.rowid "
+            "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
+            "WHERE e.rowid <= ? AND instr(?, substr(e.originator_id, 1, 1)) % ? = ? "
+            "ORDER BY e.rowid",
             (upto, HEX_DIGITS, parts, part),
         )
-        return first_unsound(rows, links)
+        while chunk := rows.fetchmany(CHUNK):
+            decoded: list[EventRecord] = []
+            problem = check.check(chunk, decoded, EventRecord)
+            if problem is not None:
+                return check.checked, problem, None
+            replay.add(decoded)
+        return check.checked, None, replay.digests()
     except sqlite3.Error:
-        return 0, 0
+        return 0, 0, None
     finally:
         connection.close()
 
@@ -97,6 +122,9 @@ class ParallelLogCheck:
 
     snapshot: LogSnapshot
     workers: list[subprocess.Popen[bytes]]
+    view_digests: list[ShareDigests] | None = None
+    """After `sound()`: each share's digests of the views a replay of it makes, in
+    share order; None unless every worker sent them."""
 
     @staticmethod
     def start(database: str, log: LogSnapshot, parts: int) -> ParallelLogCheck:
@@ -117,14 +145,21 @@ class ParallelLogCheck:
         """True when every worker checked its rows and found nothing wrong."""
         checked = 0
         verdict = True
+        views: list[ShareDigests] | None = []
         for worker in self.workers:
             output, _ = worker.communicate()
             try:
                 report = json.loads(output)
                 checked += int(report["events"])
                 verdict = verdict and worker.returncode == 0 and report["problem"] is None
+                digests = report["views"]
             except (ValueError, KeyError, TypeError):
-                verdict = False
+                verdict, digests = False, None
+            if views is not None and isinstance(digests, dict):
+                views.append({str(table): str(digest) for table, digest in digests.items()})
+            else:
+                views = None
+        self.view_digests = views
         return verdict and checked == self.snapshot.upto
 
     def cancel(self) -> None:
@@ -138,9 +173,11 @@ class ParallelLogCheck:
 
 
 def main(argv: list[str]) -> int:
+    # Hundreds of thousands of acyclic objects kept: the cycle collector would only walk them.
+    gc.disable()
     database, upto, part, parts = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    checked, problem = check_part(database, upto, part, parts)
-    sys.stdout.write(json.dumps({"events": checked, "problem": problem}) + "\n")
+    checked, problem, views = check_part(database, upto, part, parts)
+    sys.stdout.write(json.dumps({"events": checked, "problem": problem, "views": views}) + "\n")
     return 0
 
 

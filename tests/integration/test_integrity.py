@@ -158,16 +158,27 @@ def workers_check_every_log() -> Iterator[list[bool]]:
         yield verdicts
 
 
-def test_workers_verify_a_sound_log_as_the_one_pass_check_does(tmp_path: Path) -> None:
+def test_workers_verify_a_sound_log_as_the_one_pass_check_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = build_history(url, tmp_path)
     earlier = ledger.verify()
     build_history(url, tmp_path / "more", eval_prefix="f")
     one_pass = ledger.verify(digest=earlier["digest"])
+    compared_in_full: list[bool] = []
+    compare = ledger.projection_differences
+
+    def spy() -> list[str]:
+        compared_in_full.append(True)
+        return compare()
+
+    monkeypatch.setattr(ledger, "projection_differences", spy)
     with workers_check_every_log() as verdicts:
         in_parallel = ledger.verify(digest=earlier["digest"])
         unknown_digest = ledger.verify(digest="0" * 64)
     assert verdicts == [True, True]
+    assert compared_in_full == []  # the workers' digests of the views matched
     assert in_parallel == one_pass
     assert in_parallel["ok"]
     assert in_parallel["digestVerifiedUpTo"] == 14
@@ -426,11 +437,11 @@ def test_an_interrupted_verify_stops_its_workers(
         started.append(start(*args))  # type: ignore[arg-type]
         return started[-1]
 
-    def interrupted() -> list[str]:
-        raise KeyboardInterrupt
+    def interrupted(position: int, parts: int) -> list[dict[str, str]]:
+        raise KeyboardInterrupt  # while the parent reads the views, the workers running
 
     monkeypatch.setattr(ParallelLogCheck, "start", staticmethod(keep))
-    monkeypatch.setattr(ledger, "projection_differences", interrupted)
+    monkeypatch.setattr(ledger, "projection_share_digests", interrupted)
     with workers_check_every_log(), pytest.raises(KeyboardInterrupt):
         ledger.verify()
     assert started
