@@ -151,9 +151,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         return LOG_GENESIS if last is None else str(last["link"])
 
     def start_log_check(
-        self, *, digest: str | None, parts: int, minimum: int
+        self, *, digest: str | None, parts: int, minimum: int, application_name: str
     ) -> ParallelLogCheck | None:
         """Start worker processes checking the log, when it has at least `minimum` rows.
+
+        They also compare the views of `application_name` kept in this file
+        with a replay (`ParallelLogCheck.views_match`).
 
         None when the store cannot be read by other processes (in memory), is
         shorter, or its positions are not exactly 1..N (the one-pass check
@@ -165,7 +168,7 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             log = snapshot(c.sqlite_cursor, self.events_table_name, LOG_CHAIN_TABLE, digest)
         if log is None or log.upto < minimum:
             return None
-        return ParallelLogCheck.start(self.datastore.pool.db_name, log, parts)
+        return ParallelLogCheck.start(self.datastore.pool.db_name, log, parts, application_name)
 
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self.datastore.transaction(commit=False) as c:

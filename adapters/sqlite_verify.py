@@ -7,17 +7,19 @@ wrote at each position can be checked against the link it wrote at the
 position before, and every view row is made by one aggregate's events
 (`projections.shares`). So each worker reads the rows of its share of the
 aggregates (by the first hex digit of the id), each with the links at its
-position and the one before, checks them, replays them, and reports a digest
-of each view table its share makes; together the workers read every row
-once. The parent meanwhile takes the same digests of the live views.
+position and the one before, checks them, replays them, and compares the
+replay with its share of the live views, read in the same transaction;
+together the workers read every row once.
 
 The result is only ever "all sound" or "look closer": the parent process then
 runs the one-pass check (`TrainingLedger.verify`), which names the first bad
 position exactly as it always does. A worker that fails in any way counts as
 "look closer".
 
-Run as `python -m adapters.sqlite_verify DATABASE UPTO PART PARTS`: prints
-`{"events": N, "problem": POSITION-or-null, "views": {TABLE: DIGEST}-or-null}`.
+Run as `python -m adapters.sqlite_verify DATABASE UPTO PART PARTS APPLICATION`:
+prints `{"events": N, "problem": POSITION-or-null, "views": SAME-or-null}`, where
+SAME says whether the share of the views (those of the application's name)
+equals its replay.
 """
 
 from __future__ import annotations
@@ -28,13 +30,9 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from domain.integrity import FastLogCheck
 from domain.workers import worker_env
-
-if TYPE_CHECKING:
-    from projections.shares import ShareDigests
 
 HEX_DIGITS = "0123456789abcdef"
 """Shares by the id's first digit, as `projections.shares.share_of` does."""
@@ -82,18 +80,22 @@ CHUNK = 20_000
 
 
 def check_part(
-    database: str, upto: int, part: int, parts: int
-) -> tuple[int, int | None, ShareDigests | None]:
-    """Check and replay one share: (rows checked, first problem or None, view digests)."""
+    database: str, upto: int, part: int, parts: int, application_name: str
+) -> tuple[int, int | None, bool | None]:
+    """Check and replay one share of the aggregates.
+
+    Returns (rows checked, the first problem or None, whether the share of the
+    views equals its replay: None when that could not be told).
+    """
     # Imported here: the parent imports this module without needing the projections.
     from projections.projection import EventRecord
-    from projections.shares import ShareReplay
+    from projections.shares import ShareReplay, live_share, tracked_position
 
     connection = sqlite3.connect(database, isolation_level=None)
     check = FastLogCheck()
     replay = ShareReplay()
     try:
-        connection.execute("BEGIN")  # one snapshot for the whole read
+        connection.execute("BEGIN")  # one snapshot of the log and the views
         rows = connection.execute(
             "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
             "b.link, l.link FROM stored_events e "
@@ -109,9 +111,17 @@ def check_part(
             if problem is not None:
                 return check.checked, problem, None
             replay.add(decoded)
-        return check.checked, None, replay.digests()
     except sqlite3.Error:
+        connection.close()
         return 0, 0, None
+    try:
+        cursor = connection.cursor()
+        replayed = replay.dump()
+        if replayed is None or tracked_position(cursor, application_name) != upto:
+            return check.checked, None, None
+        return check.checked, None, live_share(cursor, part, parts) == replayed
+    except (sqlite3.Error, TypeError):  # no views here, or rows that do not even sort
+        return check.checked, None, None
     finally:
         connection.close()
 
@@ -122,16 +132,27 @@ class ParallelLogCheck:
 
     snapshot: LogSnapshot
     workers: list[subprocess.Popen[bytes]]
-    view_digests: list[ShareDigests] | None = None
-    """After `sound()`: each share's digests of the views a replay of it makes, in
-    share order; None unless every worker sent them."""
+    views_match: bool | None = None
+    """After `sound()`: whether the views equal a replay of the log up to the
+    snapshot (every share's did), or None when some worker could not tell."""
 
     @staticmethod
-    def start(database: str, log: LogSnapshot, parts: int) -> ParallelLogCheck:
+    def start(
+        database: str, log: LogSnapshot, parts: int, application_name: str
+    ) -> ParallelLogCheck:
         env = worker_env()
         workers = [
             subprocess.Popen(
-                [sys.executable, "-m", __name__, database, str(log.upto), str(part), str(parts)],
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    database,
+                    str(log.upto),
+                    str(part),
+                    str(parts),
+                    application_name,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
@@ -145,21 +166,20 @@ class ParallelLogCheck:
         """True when every worker checked its rows and found nothing wrong."""
         checked = 0
         verdict = True
-        views: list[ShareDigests] | None = []
+        shares: list[object] = []
         for worker in self.workers:
             output, _ = worker.communicate()
             try:
                 report = json.loads(output)
                 checked += int(report["events"])
                 verdict = verdict and worker.returncode == 0 and report["problem"] is None
-                digests = report["views"]
+                shares.append(report["views"])
             except (ValueError, KeyError, TypeError):
-                verdict, digests = False, None
-            if views is not None and isinstance(digests, dict):
-                views.append({str(table): str(digest) for table, digest in digests.items()})
-            else:
-                views = None
-        self.view_digests = views
+                verdict = False
+                shares.append(None)
+        self.views_match = (
+            None if None in shares or not all(type(s) is bool for s in shares) else all(shares)
+        )
         return verdict and checked == self.snapshot.upto
 
     def cancel(self) -> None:
@@ -176,7 +196,7 @@ def main(argv: list[str]) -> int:
     # Hundreds of thousands of acyclic objects kept: the cycle collector would only walk them.
     gc.disable()
     database, upto, part, parts = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    checked, problem, views = check_part(database, upto, part, parts)
+    checked, problem, views = check_part(database, upto, part, parts, argv[4])
     sys.stdout.write(json.dumps({"events": checked, "problem": problem, "views": views}) + "\n")
     return 0
 

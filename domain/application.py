@@ -667,16 +667,18 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         if start is None or parts < 2:
             return None
         self._catch_up_views()  # so that the views are at the end of the log the workers read
-        check = start(digest=digest, parts=parts, minimum=self.PARALLEL_VERIFY_FROM)
+        check = start(
+            digest=digest,
+            parts=parts,
+            minimum=self.PARALLEL_VERIFY_FROM,
+            application_name=self.name,
+        )
         if check is None:
             return None
         log = check.snapshot
         if progress is not None:
             progress(0, log.upto)
-        digest_missing = digest is not None and log.digest_position is None
         try:
-            # The views' digests per share, while the workers replay the shares.
-            live = None if digest_missing else self._view_share_digests(log.upto, parts)
             sound = check.sound()
         except BaseException:  # an interrupt: stop the workers
             check.cancel()
@@ -684,10 +686,10 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         if not sound:
             return None
         differences = None
-        if not digest_missing:
-            # The rows are compared in full only when some digest differs, to say how.
-            same = live is not None and live == check.view_digests
-            differences = [] if same else self._view_differences()
+        if digest is None or log.digest_position is not None:
+            # The rows are compared here only when the workers found some
+            # share of the views different (or could not tell), to say how.
+            differences = [] if check.views_match else self._view_differences()
         if progress is not None:
             progress(log.upto, log.upto)
         failure = None
@@ -778,14 +780,6 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             # What stops it, the comparison with a replay reports.
             with contextlib.suppress(LedgerError):
                 self.read_model.catch_up()
-
-    def _view_share_digests(self, position: int, parts: int) -> list[dict[str, str]] | None:
-        if self.read_model is None:
-            return None
-        try:
-            return self.projection_share_digests(position, parts)
-        except LedgerError:
-            return None  # compared in full, which says what is wrong
 
     def _view_differences(self) -> list[str]:
         try:

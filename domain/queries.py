@@ -78,15 +78,6 @@ class ReadModel(Protocol):
         """How the views differ from a fresh replay of the log (empty: they are equal)."""
         ...
 
-    def share_digests(self, position: int, parts: int) -> list[dict[str, str]] | None:
-        """A digest of each view table for each of `parts` shares of the aggregates.
-
-        None when the views are not at `position`. A replay of each share of
-        the log up to `position` gives the same digests when the views equal a
-        replay (see `projections.shares`).
-        """
-        ...
-
     def run(self, run_id: str, as_of: datetime | None) -> Document | None: ...
 
     def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
@@ -244,10 +235,6 @@ class LedgerQueries:
     def projection_differences(self) -> list[str]:
         """How the views differ from a fresh replay of the log (empty when equal)."""
         return self._reader().differences_from_replay()
-
-    def projection_share_digests(self, position: int, parts: int) -> list[dict[str, str]] | None:
-        """The views' digests per share of the aggregates, if they are at `position`."""
-        return self._reader().share_digests(position, parts)
 
     def _reader(self) -> ReadModel:
         if self.read_model is None:

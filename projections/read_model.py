@@ -42,7 +42,6 @@ from projections.facts import CheckpointRecord, RunRecord, micros
 from projections.log import FactPage, LogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import LedgerProjection
-from projections.shares import ShareDigests, share_digests
 from projections.view import FactReader, LedgerView, StaleTrackingError
 
 
@@ -203,16 +202,6 @@ class ProjectionReadModel:
             for table in sorted(live)
             if live[table] != replayed[table]
         ]
-
-    def share_digests(self, position: int, parts: int) -> list[ShareDigests] | None:
-        """A digest of each view table for each share of the aggregates (`projections.shares`).
-
-        None when the views are not at `position`.
-        """
-        with _cycle_collection_paused(), self.view.reader() as reader:
-            if reader.position(self.application_name) != position:
-                return None
-            return share_digests(reader.dump(), parts)
 
     # --- queries ---------------------------------------------------------------
 

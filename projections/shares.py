@@ -1,14 +1,14 @@
-"""The views split into shares of the aggregates, each summed up by a digest per table.
+"""The views split into shares of the aggregates, for `verify`'s worker processes.
 
 Every row of every view table is made by the events of one aggregate: a run's
 row and its checkpoint links by the run's, a checkpoint's row, its evals and
 its deployability changes by the checkpoint's. So the views a replay of the
 whole log makes are the union of what replays of each share of the
-aggregates make, and `verify`'s worker processes, which read a share of the
-log each to check its hash chains, can replay that share too and send back
-only a digest per table. The parent compares them with the same digests of
-the live views (`share_digests`), and compares rows in full only when some
-digest differs, to say how.
+aggregates make, and a worker that reads a share of the log to check its
+hash chains can replay that share too (`ShareReplay`) and compare it with
+the same share of the live views (`live_share`), read in the same
+transaction. The parent then compares rows in full only when some share
+differs, to say how.
 
 Aggregates are shared out by the first hex digit of their id, as the SQL
 `instr('0123456789abcdef', substr(id, 1, 1)) % parts` does (`share_of`).
@@ -16,15 +16,23 @@ Aggregates are shared out by the first hex digit of their id, as the SQL
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
-from typing import Any
-
-import orjson
+import sqlite3
 
 from domain.errors import CorruptStoreError
 from projections.facts import PageFacts, ViewDump
 from projections.projection import READ_VERSIONS, EventRecord, translate_into
+from projections.sqlite_view import (
+    CHECKPOINT_COLUMNS,
+    CHECKPOINTS,
+    DEPLOYABILITY,
+    DEPLOYABILITY_COLUMNS,
+    EVAL_COLUMNS,
+    EVALS,
+    LINK_COLUMNS,
+    LINKS,
+    RUN_COLUMNS,
+    RUNS,
+)
 
 HEX_DIGITS = "0123456789abcdef"
 
@@ -37,8 +45,14 @@ OWNER_COLUMN: dict[str, int] = {
 }
 """For each table of a `ViewDump`, the column holding the id of the aggregate that made the row."""
 
-ShareDigests = dict[str, str]
-"""A share's digest of each view table."""
+_SQLITE_TABLES: dict[str, tuple[str, str]] = {
+    "runs": (RUNS, RUN_COLUMNS),
+    "links": (LINKS, LINK_COLUMNS),
+    "checkpoints": (CHECKPOINTS, CHECKPOINT_COLUMNS),
+    "evals": (EVALS, EVAL_COLUMNS),
+    "deployability": (DEPLOYABILITY, DEPLOYABILITY_COLUMNS),
+}
+"""Each `ViewDump` table's SQLite table and columns."""
 
 
 def share_of(aggregate_id: str, parts: int) -> int:
@@ -46,30 +60,33 @@ def share_of(aggregate_id: str, parts: int) -> int:
     return (HEX_DIGITS.find(aggregate_id[:1]) + 1) % parts
 
 
-def table_digest(rows: Iterable[tuple[Any, ...]]) -> str:
-    """A digest of a table's rows, in their order: equal for equal rows of equal types."""
-    return hashlib.sha256(orjson.dumps(list(rows), default=tuple)).hexdigest()
+def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
+    """One share of the SQLite views, each table's rows sorted (as `FactReader.dump`)."""
+    dump: ViewDump = {}
+    for table, (name, columns) in _SQLITE_TABLES.items():
+        owner = columns.split(", ")[OWNER_COLUMN[table]]
+        rows = cursor.execute(
+            f"SELECT {columns} FROM {name} WHERE instr(?, substr({owner}, 1, 1)) % ? = ?",
+            (HEX_DIGITS, parts, part),
+        ).fetchall()
+        rows.sort()
+        dump[table] = rows
+    return dump
 
 
-def share_digests(dump: ViewDump, parts: int) -> list[ShareDigests]:
-    """The digests of every share of the views, from a dump of them."""
-    shares: list[dict[str, list[tuple[object, ...]]]] = [
-        {table: [] for table in dump} for _ in range(parts)
-    ]
-    for table, rows in dump.items():
-        column = OWNER_COLUMN[table]
-        tables = [share[table] for share in shares]
-        for row in rows:
-            owner = row[column]
-            tables[share_of(owner if isinstance(owner, str) else "", parts)].append(row)
-    return [{table: table_digest(rows) for table, rows in share.items()} for share in shares]
+def tracked_position(cursor: sqlite3.Cursor, application_name: str) -> int:
+    """The position of the last event the SQLite views applied (0: none)."""
+    row = cursor.execute(
+        "SELECT notification_id FROM tracking WHERE application_name = ?", (application_name,)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class ShareReplay:
     """The views made by one share of the aggregates, fed their events in log order.
 
-    `digests()` is None when an event would have to be upcast first (the
-    replay reads states as stored) or cannot be translated: the caller then
+    `dump()` is None when an event would have to be upcast first (the replay
+    reads states as stored) or cannot be translated: the caller then
     compares in full, which says why.
     """
 
@@ -92,17 +109,17 @@ class ShareReplay:
         except CorruptStoreError:
             self._incomplete = True
 
-    def digests(self) -> ShareDigests | None:
+    def dump(self) -> ViewDump | None:
+        """The share's rows of every view table, sorted (as `FactReader.dump`)."""
         if self._incomplete:
             return None
         batch = self._page.finished()
-        # As a view is dumped: every row sorted. Updates of rows outside the
-        # share (left in the batch) change no row here, as in any view.
-        dump: ViewDump = {
+        # Updates of rows outside the share (left in the batch) change no
+        # row here, as in any view.
+        return {
             "runs": sorted(batch.runs),
             "links": sorted(batch.links),
             "checkpoints": sorted(batch.checkpoints),
             "evals": sorted(batch.evals),
             "deployability": sorted(batch.deployability),
         }
-        return {table: table_digest(rows) for table, rows in dump.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -437,11 +438,11 @@ def test_an_interrupted_verify_stops_its_workers(
         started.append(start(*args))  # type: ignore[arg-type]
         return started[-1]
 
-    def interrupted(position: int, parts: int) -> list[dict[str, str]]:
-        raise KeyboardInterrupt  # while the parent reads the views, the workers running
+    def interrupted(output: object = None, timeout: float | None = None) -> tuple[bytes, bytes]:
+        raise KeyboardInterrupt  # while the parent waits for the workers
 
     monkeypatch.setattr(ParallelLogCheck, "start", staticmethod(keep))
-    monkeypatch.setattr(ledger, "projection_share_digests", interrupted)
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
     with workers_check_every_log(), pytest.raises(KeyboardInterrupt):
         ledger.verify()
     assert started

@@ -1,4 +1,4 @@
-"""Shares of the views: how `verify`'s workers and the parent split and digest them."""
+"""Shares of the views: how `verify`'s workers split, replay and compare them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from adapters.sqlite_verify import HEX_DIGITS, check_part
 from adapters.store import open_ledger
-from projections.facts import ViewDump
+from domain.application import TrainingLedger
 from projections.log import LogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import READ_VERSIONS
-from projections.shares import OWNER_COLUMN, ShareReplay, share_digests, share_of
+from projections.shares import OWNER_COLUMN, ShareReplay, live_share, share_of
 from tests.support import deployable_lifecycle
 
 
@@ -33,7 +33,7 @@ def test_every_view_table_names_its_owner() -> None:
         assert set(reader.dump()) == set(OWNER_COLUMN)
 
 
-def test_an_event_that_needs_upcasting_leaves_the_share_to_a_full_comparison(
+def test_an_event_that_needs_upcasting_leaves_the_views_to_a_full_comparison(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
@@ -41,56 +41,69 @@ def test_an_event_that_needs_upcasting_leaves_the_share_to_a_full_comparison(
     records = LogReader.of(ledger.recorder, ledger.mapper).page(0, 100)
     replay = ShareReplay()
     replay.add(records)
-    assert replay.digests() is not None
+    assert replay.dump() is not None
     monkeypatch.setitem(READ_VERSIONS, records[0].topic, 2)  # its class moved on
     stale = ShareReplay()
     stale.add(records)
-    assert stale.digests() is None
+    assert stale.dump() is None
     ledger.close()
 
 
-def test_workers_replay_their_shares_to_the_views_digests(tmp_path: Path) -> None:
-    """A worker's digests of its share equal the live views', until a view row is edited."""
-    path = tmp_path / "ledger.db"
+def _history(path: Path) -> tuple[TrainingLedger, int]:
     ledger = open_ledger(f"sqlite:///{path}")
     for n in range(6):
-        deployable_lifecycle(ledger, tmp_path / str(n), eval_id=f"e{n}")
+        deployable_lifecycle(ledger, path.parent / str(n), eval_id=f"e{n}")
     assert ledger.read_model is not None
     ledger.read_model.catch_up()
-    upto = ledger.recorder.max_notification_id() or 0
-    for parts in (1, 2, 3):
-        workers = [check_part(str(path), upto, part, parts) for part in range(parts)]
-        assert sum(checked for checked, _, _ in workers) == upto
-        assert all(problem is None for _, problem, _ in workers)
-        assert [views for _, _, views in workers] == ledger.projection_share_digests(upto, parts)
+    return ledger, ledger.recorder.max_notification_id() or 0
 
+
+def test_each_worker_finds_its_share_of_the_views_equal_to_its_replay(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger, upto = _history(path)
+    with sqlite3.connect(path) as connection:
+        whole = dict.fromkeys(OWNER_COLUMN, 0)
+        for parts in (1, 2, 3):
+            for part in range(parts):
+                for table, rows in live_share(connection.cursor(), part, parts).items():
+                    whole[table] += len(rows)
+        # every row is in exactly one share, for each number of shares
+        assert whole == {
+            "runs": 18,
+            "links": 18,
+            "checkpoints": 18,
+            "evals": 18,
+            "deployability": 18,
+        }
+    for parts in (1, 2, 3):
+        workers = [check_part(str(path), upto, part, parts, ledger.name) for part in range(parts)]
+        assert sum(checked for checked, _, _ in workers) == upto
+        assert [(problem, views) for _, problem, views in workers] == [(None, True)] * parts
+    ledger.close()
+
+
+def test_a_worker_finds_its_share_of_edited_views_different(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger, upto = _history(path)
     with sqlite3.connect(path) as connection:
         (checkpoint_id,) = connection.execute("SELECT checkpoint_id FROM view_evals").fetchone()
         connection.execute(
             "UPDATE view_evals SET verdict = 'fail' WHERE checkpoint_id = ?", (checkpoint_id,)
         )
     edited = share_of(checkpoint_id, 3)
-    live = ledger.projection_share_digests(upto, 3)
-    assert live is not None
-    replayed = [views for _, _, views in (check_part(str(path), upto, p, 3) for p in range(3))]
-    assert [share == live[n] for n, share in enumerate(replayed)] == [n != edited for n in range(3)]
-    share = replayed[edited]
-    assert share is not None
-    assert share["evals"] != live[edited]["evals"]
-    assert share["runs"] == live[edited]["runs"]
-    # Views that are not at the position asked about give no digests.
-    assert ledger.projection_share_digests(upto - 1, 3) is None
+    views = [check_part(str(path), upto, part, 3, ledger.name)[2] for part in range(3)]
+    assert views == [part != edited for part in range(3)]
     ledger.close()
 
 
-def test_share_digests_keep_each_row_with_its_owner() -> None:
-    a, b = "0" + "a" * 31, "1" + "b" * 31
-    dump: ViewDump = {table: [] for table in OWNER_COLUMN}
-    dump["runs"] = [(a, "x"), (b, "y")]
-    dump["evals"] = [("eval-1", b, 1)]
-    empty: ViewDump = {table: [] for table in OWNER_COLUMN}
-    alone_a = empty | {"runs": [(a, "x")]}
-    alone_b = empty | {"runs": [(b, "y")], "evals": [("eval-1", b, 1)]}
-    both = share_digests(dump, 2)
-    assert both[share_of(a, 2)] == share_digests(alone_a, 1)[0]
-    assert both[share_of(b, 2)] == share_digests(alone_b, 1)[0]
+def test_views_at_another_position_or_of_another_name_are_left_to_the_parent(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    ledger, upto = _history(path)
+    assert check_part(str(path), upto - 1, 0, 1, ledger.name) == (upto - 1, None, None)
+    assert check_part(str(path), upto, 0, 1, "SomeOtherApplication") == (upto, None, None)
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE view_evals")
+    assert check_part(str(path), upto, 0, 1, ledger.name) == (upto, None, None)
+    ledger.close()
