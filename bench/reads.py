@@ -112,10 +112,10 @@ def verify(ctx: BenchContext) -> Figure:
             "verify in one pass (no worker processes), one run", Summary.of(one_pass, "events/s")
         )
         figure.notes.append(
-            f"verify checks the hash chains in {min(TrainingLedger.VERIFY_WORKERS, usable_cpus())} "
-            "worker processes (one share of the aggregates each) while the calling process "
-            "compares every view with a fresh replay; the one-pass row is the same check "
-            "in the calling process alone"
+            f"verify runs in {min(TrainingLedger.VERIFY_WORKERS, usable_cpus())} worker "
+            "processes, one share of the aggregates each: its hash chains and log chain "
+            "links, and its share of the views against a replay of it; the one-pass row "
+            "is the same check in the calling process alone"
         )
         figure.targets.append(
             Target(

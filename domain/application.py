@@ -648,11 +648,12 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         log still has exactly that digest. `progress(done, total)` is called
         after each page.
 
-        A long log on a store that supports it is first checked by worker
-        processes, each taking a share of the aggregates, while this process
-        compares the views with a replay. Only a sound log is answered that
-        way; anything else is checked again in one pass, which names the
-        first bad position.
+        A long log on a store that supports it is checked by worker
+        processes, each taking a share of the aggregates: its chains, and its
+        share of the views against a replay of it. Only a sound log is
+        answered that way; anything else is checked again in one pass, which
+        names the first bad position. Views a worker finds different are
+        compared here in full, which says how.
         """
         report = self._verify_in_parallel(digest, progress)
         return report if report is not None else self._verify_in_one_pass(digest, progress)
