@@ -6,7 +6,7 @@ aggregate's chain depends only on its own events, the link the recorder
 wrote at each position can be checked against the link it wrote at the
 position before, and every view row is made by one aggregate's events
 (`projections.shares`). So each worker reads the rows of its share of the
-aggregates (by the first hex digit of the id), each with the links at its
+aggregates (by ranges of their ids), each with the links at its
 position and the one before, checks them, replays them, and compares the
 replay with its share of the live views, read in the same transaction;
 together the workers read every row once.
@@ -33,9 +33,6 @@ from dataclasses import dataclass
 
 from domain.integrity import FastLogCheck
 from domain.workers import worker_env
-
-HEX_DIGITS = "0123456789abcdef"
-"""Shares by the id's first digit, as `projections.shares.share_of` does."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +86,12 @@ def check_part(
     """
     # Imported here: the parent imports this module without needing the projections.
     from projections.projection import EventRecord
-    from projections.shares import ShareReplay, live_share, tracked_position
+    from projections.shares import ShareReplay, live_share, share_condition, tracked_position
 
     connection = sqlite3.connect(database, isolation_level=None)
     check = FastLogCheck()
     replay = ShareReplay()
+    share, params = share_condition("e.originator_id", part, parts)
     try:
         connection.execute("BEGIN")  # one snapshot of the log and the views
         rows = connection.execute(
@@ -101,9 +99,8 @@ def check_part(
             "b.link, l.link FROM stored_events e "
             "JOIN ledger_log_chain l ON l.position = e.rowid "
             "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
-            "WHERE e.rowid <= ? AND instr(?, substr(e.originator_id, 1, 1)) % ? = ? "
-            "ORDER BY e.rowid",
-            (upto, HEX_DIGITS, parts, part),
+            f"WHERE e.rowid <= ? AND {share} ORDER BY e.rowid",
+            (upto, *params),
         )
         while chunk := rows.fetchmany(CHUNK):
             decoded: list[EventRecord] = []

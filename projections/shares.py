@@ -10,8 +10,9 @@ the same share of the live views (`live_share`), read in the same
 transaction. The parent then compares rows in full only when some share
 differs, to say how.
 
-Aggregates are shared out by the first hex digit of their id, as the SQL
-`instr('0123456789abcdef', substr(id, 1, 1)) % parts` does (`share_of`).
+Aggregates are shared out by ranges of their ids (`share_of`), which SQLite
+tells from a comparison of the id column (`share_condition`) while it scans a
+table in order: the 16 first hex digits split as evenly as they go.
 """
 
 from __future__ import annotations
@@ -55,9 +56,36 @@ _SQLITE_TABLES: dict[str, tuple[str, str]] = {
 """Each `ViewDump` table's SQLite table and columns."""
 
 
+def _bounds(parts: int) -> list[str]:
+    """Where shares 1.. of `parts` begin: a first hex digit each."""
+    if not 1 <= parts <= len(HEX_DIGITS):
+        raise ValueError(f"between 1 and {len(HEX_DIGITS)} shares, not {parts}")
+    return [HEX_DIGITS[-(-len(HEX_DIGITS) * part // parts)] for part in range(1, parts)]
+
+
 def share_of(aggregate_id: str, parts: int) -> int:
-    """Which of `parts` shares an aggregate (32 hex digits) belongs to."""
-    return (HEX_DIGITS.find(aggregate_id[:1]) + 1) % parts
+    """Which of `parts` shares an aggregate (32 hex digits) belongs to.
+
+    Any string belongs to exactly one share, as with `share_condition`.
+    """
+    return sum(aggregate_id >= bound for bound in _bounds(parts))
+
+
+def share_condition(column: str, part: int, parts: int) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition (and its parameters) true for the rows of one share.
+
+    The column is compared as `+column`, so that SQLite scans the table in
+    rowid order rather than walk an index of it.
+    """
+    bounds = _bounds(parts)
+    conditions, params = [], []
+    if part > 0:
+        conditions.append(f"+{column} >= ?")
+        params.append(bounds[part - 1])
+    if part < parts - 1:
+        conditions.append(f"+{column} < ?")
+        params.append(bounds[part])
+    return " AND ".join(conditions) or "1", tuple(params)
 
 
 def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
@@ -65,10 +93,8 @@ def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
     dump: ViewDump = {}
     for table, (name, columns) in _SQLITE_TABLES.items():
         owner = columns.split(", ")[OWNER_COLUMN[table]]
-        rows = cursor.execute(
-            f"SELECT {columns} FROM {name} WHERE instr(?, substr({owner}, 1, 1)) % ? = ?",
-            (HEX_DIGITS, parts, part),
-        ).fetchall()
+        condition, params = share_condition(owner, part, parts)
+        rows = cursor.execute(f"SELECT {columns} FROM {name} WHERE {condition}", params).fetchall()
         rows.sort()
         dump[table] = rows
     return dump

@@ -7,25 +7,41 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite_verify import HEX_DIGITS, check_part
+from adapters.sqlite_verify import check_part
 from adapters.store import open_ledger
 from domain.application import TrainingLedger
 from projections.log import LogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import READ_VERSIONS
-from projections.shares import OWNER_COLUMN, ShareReplay, live_share, share_of
+from projections.shares import (
+    HEX_DIGITS,
+    OWNER_COLUMN,
+    ShareReplay,
+    live_share,
+    share_condition,
+    share_of,
+)
 from tests.support import deployable_lifecycle
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
-def test_share_of_agrees_with_the_workers_sql(parts: int) -> None:
+def test_each_id_is_in_one_share_and_sqlite_finds_it_there(parts: int) -> None:
+    ids = [d + "0" * 31 for d in HEX_DIGITS + HEX_DIGITS.upper()] + ["g", "-", "", "8", "7fff"]
     connection = sqlite3.connect(":memory:")
-    for first in [*HEX_DIGITS, *HEX_DIGITS.upper(), "g", "-", ""]:
-        aggregate_id = first + "0" * 31 if first else ""
-        (expected,) = connection.execute(
-            "SELECT instr(?, substr(?, 1, 1)) % ?", (HEX_DIGITS, aggregate_id, parts)
-        ).fetchone()
-        assert share_of(aggregate_id, parts) == expected, repr(aggregate_id)
+    connection.execute("CREATE TABLE t (id TEXT)")
+    connection.executemany("INSERT INTO t VALUES (?)", [(i,) for i in ids])
+    found = []
+    for part in range(parts):
+        condition, params = share_condition("id", part, parts)
+        rows = connection.execute(f"SELECT id FROM t WHERE {condition}", params).fetchall()
+        assert sorted(i for (i,) in rows) == sorted(i for i in ids if share_of(i, parts) == part)
+        found += rows
+    assert len(found) == len(ids)
+    # the hex digits spread evenly, in order
+    shares = [share_of(d, parts) for d in HEX_DIGITS]
+    assert shares == sorted(shares)
+    sizes = [shares.count(part) for part in range(parts)]
+    assert max(sizes) - min(sizes) <= 1
 
 
 def test_every_view_table_names_its_owner() -> None:

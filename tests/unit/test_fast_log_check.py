@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.sqlite_verify import HEX_DIGITS
 from adapters.store import open_ledger
 from domain.integrity import LOG_GENESIS, FastLogCheck, LinkedRow, LogVerifier, log_links
+from projections.shares import share_of
 from tests.support import deployable_lifecycle
 
 Row = tuple[int, str, int, str, bytes]
@@ -87,7 +87,7 @@ def fast_sound(rows: list[Row], links: list[Link], parts: int, *, chunk: int = 5
         return False
     checked = 0
     for part in range(parts):
-        share = [r for r in linked(rows, links) if (HEX_DIGITS.find(r[1][:1]) + 1) % parts == part]
+        share = [r for r in linked(rows, links) if share_of(r[1], parts) == part]
         check = FastLogCheck()
         for start in range(0, len(share), chunk):  # in several calls, as the workers do
             if check.check(share[start : start + chunk]) is not None:
