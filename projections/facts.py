@@ -18,6 +18,7 @@ The field order of each fact is the order of its SQL parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -304,6 +305,10 @@ class PageFacts:
         self._checkpoints: list[list[Any]] = []
         self._open_checkpoints: dict[str, list[Any]] = {}
 
+    # A rebuild calls these once per event: they set a row's columns by their
+    # index (`_STARTED_AT` and the like, checked where they are defined)
+    # rather than through `set_on`'s loop.
+
     def run(self, run: RunRecord) -> None:
         row = list(run)
         self._runs.append(row)
@@ -314,21 +319,28 @@ class PageFacts:
         if row is None:
             self.batch.starts.append(fact)
         else:
-            fact.set_on(row)
+            row[_STARTED_AT:_STARTED_END] = fact[:-1]
 
     def completion(self, fact: CompletionFact) -> None:
         row = self._open_runs.get(fact.run_id)
         if row is None:
             self.batch.completions.append(fact)
         else:
-            fact.set_on(row)
+            completed_at, result_digest, trainer_result, _ = fact
+            row[_COMPLETED_AT] = completed_at
+            row[_RESULT_DIGEST] = result_digest
+            row[_TRAINER_RESULT] = trainer_result
 
     def failure(self, fact: FailureFact) -> None:
         row = self._open_runs.get(fact.run_id)
         if row is None:
             self.batch.failures.append(fact)
         else:
-            fact.set_on(row)
+            failed_at, failure_reason, result_digest, trainer_result, _ = fact
+            row[_FAILED_AT] = failed_at
+            row[_FAILURE_REASON] = failure_reason
+            row[_RESULT_DIGEST] = result_digest
+            row[_TRAINER_RESULT] = trainer_result
 
     def checkpoint(self, checkpoint: CheckpointRecord) -> None:
         row = list(checkpoint)
@@ -346,9 +358,19 @@ class PageFacts:
     def finished(self) -> FactBatch:
         """The page's batch, its open rows closed."""
         batch = self.batch
-        batch.runs = [RunRecord._make(row) for row in self._runs]
-        batch.checkpoints = [CheckpointRecord._make(row) for row in self._checkpoints]
+        batch.runs = list(map(_make_run, self._runs))
+        batch.checkpoints = list(map(_make_checkpoint, self._checkpoints))
         return batch
+
+
+_make_run: Callable[[list[Any]], RunRecord] = partial(tuple.__new__, RunRecord)
+_make_checkpoint: Callable[[list[Any]], CheckpointRecord] = partial(tuple.__new__, CheckpointRecord)
+_STARTED_AT = _START_COLUMNS[0]
+_STARTED_END = _START_COLUMNS[-1] + 1
+_COMPLETED_AT, _RESULT_DIGEST, _TRAINER_RESULT = _COMPLETION_COLUMNS
+_FAILED_AT, _FAILURE_REASON, _, _ = _FAILURE_COLUMNS
+assert tuple(range(_STARTED_AT, _STARTED_END)) == _START_COLUMNS
+assert _FAILURE_COLUMNS == (_FAILED_AT, _FAILURE_REASON, _RESULT_DIGEST, _TRAINER_RESULT)
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 
 from domain.workers import usable_cpus
-from projections.facts import FactBatch
+from projections.facts import FactBatch, PageFacts
 from projections.projection import (
     READ_VERSIONS,
     EventRecord,
     record_facts,
     record_of_event,
+    translate_into,
     unreadable,
 )
 
@@ -56,6 +57,25 @@ class FactPage(NamedTuple):
         return FactPage(
             records[0].position, records[-1].position, len(records), record_facts(records)
         )
+
+    @staticmethod
+    def gathered(stretches: Iterable[Sequence[EventRecord]]) -> FactPage | None:
+        """The facts of a page read a stretch at a time (None when it has no events).
+
+        Each stretch is translated and dropped before the next is read, so
+        that the decoded events of a large page never pile up in memory.
+        """
+        page = PageFacts()
+        first = last = events = 0
+        for records in stretches:
+            if not records:
+                continue
+            if not events:
+                first = records[0].position
+            translate_into(page, records)
+            events += len(records)
+            last = records[-1].position
+        return FactPage(first, last, events, page.finished()) if events else None
 
 
 @functools.cache

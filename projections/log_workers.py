@@ -32,6 +32,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from types import TracebackType
 from typing import IO, Any
 
@@ -58,13 +59,30 @@ class TranslationJob:
         """Every page of the job, as (after, last) positions.
 
         The first pages are smaller (doubling up to `page_size`), so that the
-        view starts writing soon after the workers start reading.
+        view starts writing soon after the workers start reading; so are the
+        last ones (halving again), so that little is left for the view to
+        write once the workers are done.
         """
-        pages = []
-        low, size = self.after, max(1, self.page_size // 16)
-        while low < self.upto:
-            pages.append((low, min(low + size, self.upto)))
-            low, size = low + size, min(2 * size, self.page_size)
+        ramp, size = [], max(1, self.page_size // 16)
+        while size < self.page_size:
+            ramp.append(size)
+            size *= 2
+        first: list[int] = []
+        last: list[int] = []
+        remaining = self.upto - self.after
+        for size in ramp:
+            for end in (first, last):
+                if remaining > 0:
+                    end.append(min(size, remaining))
+                    remaining -= end[-1]
+        middle = []
+        while remaining > 0:
+            middle.append(min(self.page_size, remaining))
+            remaining -= middle[-1]
+        pages, low = [], self.after
+        for size in (*first, *middle, *reversed(last)):
+            pages.append((low, low + size))
+            low += size
         return pages
 
 
@@ -84,8 +102,10 @@ def translate_part(job: TranslationJob, out: IO[bytes]) -> None:
         for after, last in job.pages()[job.part :: job.parts]:
             if not writer.is_alive():  # the parent stopped reading
                 break
-            records = decoder.records(connection.execute(select, (after, last)).fetchall())
-            page = FactPage.of(records) if records else None
+            rows = connection.execute(select, (after, last))
+            page = FactPage.gathered(
+                decoder.records(stretch) for stretch in iter(partial(rows.fetchmany, STRETCH), [])
+            )
             data = _pickled(page)
             pending.put(len(data).to_bytes(8, "little") + data)
     finally:
@@ -110,6 +130,9 @@ def _write_all(pending: queue.SimpleQueue[bytes | None], out: IO[bytes]) -> None
         out.flush()
 
 
+STRETCH = 2000
+"""Events read, decoded and translated at a time: a page's decoded events never all
+stay in memory (fewer fresh pages for the allocator to fault in, and warmer caches)."""
 PIPE_BYTES = 1 << 20
 WORKER_NICENESS = 5
 

@@ -67,19 +67,29 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else _json(value)
 
 
+# The translations below make their facts with `_new(Kind, (values...))`, which
+# is `tuple.__new__`: the NamedTuple without the Python-level call of its own
+# `__new__` (a rebuild makes a fact or two per event).
+_new = tuple.__new__
+
+
 def _run_registered(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     spec = state["spec"]
     page.run(
-        RunRecord(
-            event.aggregate_id,
-            spec["experimentId"],
-            spec["targetModelFamily"],
-            spec["datasetFingerprint"],
-            _json(spec),
-            state.get("sampleCount"),
-            timestamp_micros(state["timestamp"]),
-            event.position,
+        _new(
+            RunRecord,
+            (
+                event.aggregate_id,
+                spec["experimentId"],
+                spec["targetModelFamily"],
+                spec["datasetFingerprint"],
+                _json(spec),
+                state.get("sampleCount"),
+                timestamp_micros(state["timestamp"]),
+                event.position,
+                *_RUN_UNSET,
+            ),
         )
     )
 
@@ -87,12 +97,15 @@ def _run_registered(event: EventRecord, page: PageFacts) -> None:
 def _run_started(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.start(
-        StartFact(
-            timestamp_micros(state["timestamp"]),
-            state.get("host"),
-            state.get("pid"),
-            state.get("trainerLogPath"),
-            event.aggregate_id,
+        _new(
+            StartFact,
+            (
+                timestamp_micros(state["timestamp"]),
+                state.get("host"),
+                state.get("pid"),
+                state.get("trainerLogPath"),
+                event.aggregate_id,
+            ),
         )
     )
 
@@ -100,11 +113,14 @@ def _run_started(event: EventRecord, page: PageFacts) -> None:
 def _run_completed(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.completion(
-        CompletionFact(
-            timestamp_micros(state["timestamp"]),
-            state.get("resultDigest"),
-            _json_or_none(state.get("trainerResult")),
-            event.aggregate_id,
+        _new(
+            CompletionFact,
+            (
+                timestamp_micros(state["timestamp"]),
+                state.get("resultDigest"),
+                _json_or_none(state.get("trainerResult")),
+                event.aggregate_id,
+            ),
         )
     )
 
@@ -112,12 +128,15 @@ def _run_completed(event: EventRecord, page: PageFacts) -> None:
 def _run_failed(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.failure(
-        FailureFact(
-            timestamp_micros(state["timestamp"]),
-            state["reason"],
-            state.get("resultDigest"),
-            _json_or_none(state.get("trainerResult")),
-            event.aggregate_id,
+        _new(
+            FailureFact,
+            (
+                timestamp_micros(state["timestamp"]),
+                state["reason"],
+                state.get("resultDigest"),
+                _json_or_none(state.get("trainerResult")),
+                event.aggregate_id,
+            ),
         )
     )
 
@@ -125,11 +144,14 @@ def _run_failed(event: EventRecord, page: PageFacts) -> None:
 def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.batch.links.append(
-        LinkFact(
-            event.aggregate_id,
-            event.version,
-            _hex(state["checkpointId"]),
-            timestamp_micros(state["timestamp"]),
+        _new(
+            LinkFact,
+            (
+                event.aggregate_id,
+                event.version,
+                _hex(state["checkpointId"]),
+                timestamp_micros(state["timestamp"]),
+            ),
         )
     )
 
@@ -137,16 +159,20 @@ def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
 def _checkpoint_registered(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.checkpoint(
-        CheckpointRecord(
-            event.aggregate_id,
-            _hex(state["trainRunId"]),
-            state["family"],
-            state["artifactPath"],
-            state.get("artifactDigest"),
-            state.get("checkpointRef"),
-            _json(state.get("metrics") or {}),
-            timestamp_micros(state["timestamp"]),
-            event.position,
+        _new(
+            CheckpointRecord,
+            (
+                event.aggregate_id,
+                _hex(state["trainRunId"]),
+                state["family"],
+                state["artifactPath"],
+                state.get("artifactDigest"),
+                state.get("checkpointRef"),
+                _json(state.get("metrics") or {}),
+                timestamp_micros(state["timestamp"]),
+                event.position,
+                *_CHECKPOINT_UNSET,
+            ),
         )
     )
 
@@ -155,17 +181,20 @@ def _eval_attached(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     summary = state["eval"]
     page.batch.evals.append(
-        EvalFact(
-            summary["evalId"],
-            event.aggregate_id,
-            event.version,
-            summary["benchmarkId"],
-            summary["targetModelFamily"],
-            summary["verdict"],
-            _json(summary),
-            timestamp_micros(state["timestamp"]),
-            state["actor"],
-            event.position,
+        _new(
+            EvalFact,
+            (
+                summary["evalId"],
+                event.aggregate_id,
+                event.version,
+                summary["benchmarkId"],
+                summary["targetModelFamily"],
+                summary["verdict"],
+                _json(summary),
+                timestamp_micros(state["timestamp"]),
+                state["actor"],
+                event.position,
+            ),
         )
     )
 
@@ -173,14 +202,17 @@ def _eval_attached(event: EventRecord, page: PageFacts) -> None:
 def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.deployability(
-        DeployabilityFact(
-            event.aggregate_id,
-            event.version,
-            1,
-            timestamp_micros(state["timestamp"]),
-            state["actor"],
-            state["evalId"],
-            None,
+        _new(
+            DeployabilityFact,
+            (
+                event.aggregate_id,
+                event.version,
+                1,
+                timestamp_micros(state["timestamp"]),
+                state["actor"],
+                state["evalId"],
+                None,
+            ),
         )
     )
 
@@ -188,16 +220,26 @@ def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
 def _deployability_revoked(event: EventRecord, page: PageFacts) -> None:
     state = event.state
     page.deployability(
-        DeployabilityFact(
-            event.aggregate_id,
-            event.version,
-            0,
-            timestamp_micros(state["timestamp"]),
-            state["actor"],
-            state.get("evalId"),
-            state["reason"],
+        _new(
+            DeployabilityFact,
+            (
+                event.aggregate_id,
+                event.version,
+                0,
+                timestamp_micros(state["timestamp"]),
+                state["actor"],
+                state.get("evalId"),
+                state["reason"],
+            ),
         )
     )
+
+
+# The defaults of the columns a registration leaves for later facts.
+_RUN_UNSET = tuple(RunRecord._field_defaults.values())
+_CHECKPOINT_UNSET = tuple(CheckpointRecord._field_defaults.values())
+assert len(RunRecord._fields) == 8 + len(_RUN_UNSET)
+assert len(CheckpointRecord._fields) == 9 + len(_CHECKPOINT_UNSET)
 
 
 Translation = Callable[[EventRecord, PageFacts], None]

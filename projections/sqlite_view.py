@@ -42,7 +42,7 @@ EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
 TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 2  # 2: view_runs.trainer_result
+SCHEMA_VERSION = 3  # 2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`)
 """Bump when the tables change: views of another version are rebuilt."""
 
 CREATE_TABLES = (
@@ -76,6 +76,30 @@ CREATE_TABLES = (
     "checkpoint_id TEXT NOT NULL, checkpoint_version INTEGER NOT NULL, "
     "deployable INTEGER NOT NULL, changed_at BIGINT NOT NULL, actor TEXT NOT NULL, "
     "eval_id TEXT, reason TEXT, PRIMARY KEY (checkpoint_id, checkpoint_version)) WITHOUT ROWID",
+)
+
+KEYS = ((RUNS, "run_id"), (CHECKPOINTS, "checkpoint_id"), (EVALS, "eval_id"))
+"""The tables keyed by one id column: `TEXT PRIMARY KEY` in `CREATE_TABLES` (PostgreSQL's)."""
+
+# On SQLite those ids are unique indexes of their own instead, which a rebuild
+# drops with the other indexes and makes once at the end (`DeferredKeys`):
+# keeping an index of random ids up to date row by row costs more than all
+# the rest of writing the row.
+
+
+def _keyed_by_index(statement: str) -> str:
+    for table, key in KEYS:
+        statement = statement.replace(
+            f"{table} ({key} TEXT PRIMARY KEY,", f"{table} ({key} TEXT NOT NULL,"
+        )
+    return statement
+
+
+SQLITE_TABLES = tuple(map(_keyed_by_index, CREATE_TABLES))
+KEY_NAMES = tuple(f"{table}_key" for table, _ in KEYS)
+CREATE_KEYS = tuple(
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({key})"
+    for name, (table, key) in zip(KEY_NAMES, KEYS, strict=True)
 )
 
 # Each list filter walks one of these newest first and stops at its limit.
@@ -123,6 +147,11 @@ UPDATE_DEPLOYABLE = (
     f"UPDATE {CHECKPOINTS} SET deployable = ?, deployability_version = ? "
     "WHERE checkpoint_id = ? AND deployability_version < ?"
 )
+# During a rebuild, without the key indexes, rows of earlier pages are updated by rowid.
+UPDATE_START_ROW = UPDATE_START.replace("WHERE run_id = ?", "WHERE rowid = ?")
+UPDATE_COMPLETION_ROW = UPDATE_COMPLETION.replace("WHERE run_id = ?", "WHERE rowid = ?")
+UPDATE_FAILURE_ROW = UPDATE_FAILURE.replace("WHERE run_id = ?", "WHERE rowid = ?")
+UPDATE_DEPLOYABLE_ROW = UPDATE_DEPLOYABLE.replace("WHERE checkpoint_id = ?", "WHERE rowid = ?")
 START_TRACKING = (
     "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0) "
     "ON CONFLICT (application_name) DO NOTHING"
@@ -179,9 +208,10 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             raise ValueError("the ledger view needs single-row tracking (SINGLE_ROW_TRACKING)")
         super().__init__(datastore, **kwargs)
         self._rebuilding = False
+        self._deferred: DeferredKeys | None = None
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *CREATE_TABLES, *CREATE_INDEXES]
+        return [*super().construct_create_table_statements(), *SQLITE_TABLES, *CREATE_INDEXES]
 
     def _create_table(self, c: SQLiteCursor) -> None:
         # Tables of another schema version are dropped, and the view's
@@ -200,6 +230,31 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.execute(f"DELETE FROM {SCHEMA}")
             c.execute(f"INSERT INTO {SCHEMA} (version) VALUES (?)", (SCHEMA_VERSION,))
         super()._create_table(c)
+        self._create_keys(c)
+
+    def _create_keys(self, c: SQLiteCursor) -> None:
+        """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
+
+        Should the rows hold a duplicate id all the same (only another
+        process's catch-up during the rebuild could have written one), they
+        are dropped with the view's position: the next catch-up applies the
+        log again, and refuses the page with the duplicate as it always does.
+        """
+        c.execute("SAVEPOINT keys")
+        try:
+            for statement in CREATE_KEYS:
+                c.execute(statement)
+        except sqlite3.IntegrityError:
+            c.execute("ROLLBACK TO keys")
+            for table in TABLES:
+                c.execute(f"DELETE FROM {table}")
+            c.execute(
+                "DELETE FROM tracking WHERE application_name <> ?",
+                (self.table_migration_identifier,),
+            )
+            for statement in CREATE_KEYS:
+                c.execute(statement)
+        c.execute("RELEASE keys")
 
     @contextmanager
     def _view_transaction(self) -> Iterator[SQLiteCursor]:
@@ -237,6 +292,10 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                     cursor.execute(f"PRAGMA {pragma}={restored}")
 
     def apply(self, batch: FactBatch, tracking: Tracking, previous: int) -> None:
+        deferred = self._deferred
+        if deferred is not None:
+            self._apply_deferred(deferred, batch, tracking, previous)
+            return
         with self._view_transaction() as c:
             self._move_tracking(c, tracking, previous)
             c.executemany(INSERT_RUN, batch.runs)
@@ -254,6 +313,29 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                     for d in batch.deployability_updates
                 ],
             )
+
+    def _apply_deferred(
+        self, deferred: DeferredKeys, batch: FactBatch, tracking: Tracking, previous: int
+    ) -> None:
+        """`apply`, during a rebuild that has dropped the key indexes."""
+        added: list[tuple[dict[str, int], list[str]]] = []
+        try:
+            with self._view_transaction() as c:
+                self._move_tracking(c, tracking, previous)
+                deferred.insert(c, batch, added)
+                deferred.update(c, batch)
+        except StaleTrackingError:
+            # Another process applied pages meanwhile: the ids this one
+            # wrote are not all the view's any more. Back to the indexes.
+            deferred.forget(added)
+            self._deferred = None
+            with self._view_transaction() as c:
+                for statement in CREATE_KEYS:
+                    c.execute(statement)
+            raise
+        except BaseException:
+            deferred.forget(added)
+            raise
 
     @staticmethod
     def _move_tracking(c: SQLiteCursor, tracking: Tracking, previous: int) -> None:
@@ -274,11 +356,12 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         # rebuild be interrupted, the next open of the store creates them.
         with self._view_transaction() as c:
             c.execute(RESET_TRACKING, (application_name,))
-            for index in INDEX_NAMES:
+            for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
             for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
+        self._deferred = DeferredKeys()
 
     def finish_rebuild(self) -> None:
         # The rows' pages are copied from the WAL into the database file (in
@@ -286,8 +369,9 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         copying = threading.Thread(target=self._checkpoint)
         copying.start()
         try:
+            self._deferred = None
             with self._view_transaction() as c:
-                for statement in CREATE_INDEXES:
+                for statement in (*CREATE_KEYS, *CREATE_INDEXES):
                     c.execute(statement)
         finally:
             self._rebuilding = False
@@ -304,6 +388,93 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
             yield SQLFactReader(c)
+
+
+class DeferredKeys:
+    """The ids a rebuild has written since it dropped the key indexes, and their rows.
+
+    A page whose ids are already there (or twice in the page) is refused as
+    the unique indexes would refuse it; the updates of rows written by
+    earlier pages find them by rowid: rows take the rowids that follow the
+    table's largest (SQLite's rule, and no other writer can insert within
+    the write transaction).
+    """
+
+    def __init__(self) -> None:
+        self.runs: dict[str, int] = {}
+        self.checkpoints: dict[str, int] = {}
+        self.evals: dict[str, int] = {}
+
+    def _tables(self) -> tuple[tuple[str, str, str, dict[str, int]], ...]:
+        return (
+            (RUNS, "run_id", INSERT_RUN, self.runs),
+            (CHECKPOINTS, "checkpoint_id", INSERT_CHECKPOINT, self.checkpoints),
+            (EVALS, "eval_id", INSERT_EVAL, self.evals),
+        )
+
+    def insert(
+        self, c: SQLiteCursor, batch: FactBatch, added: list[tuple[dict[str, int], list[str]]]
+    ) -> None:
+        """Insert the batch's rows, remembering their ids (and where, in `added`)."""
+        keyed: tuple[Sequence[tuple[Any, ...]], ...] = (batch.runs, batch.checkpoints, batch.evals)
+        for (table, key, _, known), rows in zip(self._tables(), keyed, strict=True):
+            ids = _ids_of(rows)
+            if len(set(ids)) != len(ids) or not known.keys().isdisjoint(ids):
+                raise sqlite3.IntegrityError(f"UNIQUE constraint failed: {table}.{key}")
+        for (table, _, insert, known), rows in zip(self._tables(), keyed, strict=True):
+            first = _last_rowid(c, table) + 1
+            c.executemany(insert, rows)
+            if _last_rowid(c, table) != first + len(rows) - 1:
+                raise sqlite3.IntegrityError(f"{table}: rows did not take the next rowids")
+            ids = _ids_of(rows)
+            known.update(zip(ids, range(first, first + len(rows)), strict=True))
+            added.append((known, ids))
+        c.executemany(INSERT_LINK, batch.links)
+        c.executemany(INSERT_DEPLOYABILITY, batch.deployability)
+
+    def update(self, c: SQLiteCursor, batch: FactBatch) -> None:
+        """Apply the batch's updates of rows written by earlier pages."""
+        runs, checkpoints = self.runs, self.checkpoints
+        for statement, facts in (
+            (UPDATE_START_ROW, batch.starts),
+            (UPDATE_COMPLETION_ROW, batch.completions),
+            (UPDATE_FAILURE_ROW, batch.failures),
+        ):
+            # A run the view does not hold has no row to update (as `WHERE run_id = ?`).
+            c.executemany(
+                statement,
+                [(*fact[:-1], runs[fact[-1]]) for fact in facts if fact[-1] in runs],
+            )
+        c.executemany(
+            UPDATE_DEPLOYABLE_ROW,
+            [
+                (
+                    d.deployable,
+                    d.checkpoint_version,
+                    checkpoints[d.checkpoint_id],
+                    d.checkpoint_version,
+                )
+                for d in batch.deployability_updates
+                if d.checkpoint_id in checkpoints
+            ],
+        )
+
+    @staticmethod
+    def forget(added: list[tuple[dict[str, int], list[str]]]) -> None:
+        """Forget the ids of rows that were not committed after all."""
+        for known, ids in added:
+            for key in ids:
+                del known[key]
+
+
+def _ids_of(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The ids of rows whose first column is their id."""
+    return [row[0] for row in rows]
+
+
+def _last_rowid(c: SQLiteCursor, table: str) -> int:
+    c.execute(f"SELECT max(rowid) FROM {table}")
+    return int(c.fetchone()[0] or 0)
 
 
 class _Select:
