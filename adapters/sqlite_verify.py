@@ -93,32 +93,32 @@ def check_part(
     replay = ShareReplay()
     share, params = share_condition("e.originator_id", part, parts)
     try:
-        connection.execute("BEGIN")  # one snapshot of the log and the views
-        rows = connection.execute(
-            "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
-            "b.link, l.link FROM stored_events e "
-            "JOIN ledger_log_chain l ON l.position = e.rowid "
-            "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
-            f"WHERE e.rowid <= ? AND {share} ORDER BY e.rowid",
-            (upto, *params),
-        )
-        while chunk := rows.fetchmany(CHUNK):
-            decoded: list[EventRecord] = []
-            problem = check.check(chunk, decoded, EventRecord)
-            if problem is not None:
-                return check.checked, problem, None
-            replay.add(decoded)
-    except sqlite3.Error:
-        connection.close()
-        return 0, 0, None
-    try:
-        cursor = connection.cursor()
-        replayed = replay.dump()
-        if replayed is None or tracked_position(cursor, application_name) != upto:
+        try:
+            connection.execute("BEGIN")  # one snapshot of the log and the views
+            rows = connection.execute(
+                "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
+                "b.link, l.link FROM stored_events e "
+                "JOIN ledger_log_chain l ON l.position = e.rowid "
+                "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
+                f"WHERE e.rowid <= ? AND {share} ORDER BY e.rowid",
+                (upto, *params),
+            )
+            while chunk := rows.fetchmany(CHUNK):
+                decoded: list[EventRecord] = []
+                problem = check.check(chunk, decoded, EventRecord)
+                if problem is not None:
+                    return check.checked, problem, None
+                replay.add(decoded)
+        except sqlite3.Error:
+            return 0, 0, None
+        try:
+            cursor = connection.cursor()
+            replayed = replay.dump()
+            if replayed is None or tracked_position(cursor, application_name) != upto:
+                return check.checked, None, None
+            return check.checked, None, live_share(cursor, part, parts) == replayed
+        except (sqlite3.Error, TypeError):  # no views here, or rows that do not even sort
             return check.checked, None, None
-        return check.checked, None, live_share(cursor, part, parts) == replayed
-    except (sqlite3.Error, TypeError):  # no views here, or rows that do not even sort
-        return check.checked, None, None
     finally:
         connection.close()
 
