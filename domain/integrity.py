@@ -23,7 +23,7 @@ from uuid import UUID
 
 import orjson
 
-from domain.chain import GENESIS_HASH, chain_hash
+from domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash
 
 LOG_GENESIS = hashlib.sha256(b"trainledger-log-v1").hexdigest()
 """The log chain's value before the first event; the digest of an empty log."""
@@ -190,6 +190,14 @@ topic, state, and the log chain links recorded at the position before and at its
 
 Decoded = tuple[int, str, int, str, dict[str, Any]]
 """A row the fast check passed, with its state decoded: position, id, version, topic, state."""
+
+
+# What `FastLogCheck.check` takes out of a state to leave the payload, one by one.
+_ENVELOPE_TAKEN = frozenset(
+    {"eventHash", "previousHash", "originatorTopic", "class_version", "timestamp", "actor"}
+    | {"idempotencyKey"}
+)
+assert _ENVELOPE_TAKEN == NOT_PAYLOAD, "FastLogCheck.check must take out what is not payload"
 
 
 class FastLogCheck:
