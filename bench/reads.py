@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -70,14 +71,19 @@ def rebuild(ctx: BenchContext) -> Figure:
             return figure
         events = _events_in(ledger)
         rates: list[float] = []
+        cpu: list[float] = []
         for i in range(ctx.sizes.heavy_repeats):
+            cpu_before = _cpu_seconds()
             start = time.perf_counter()
             result = ledger.rebuild_projections()
             seconds = time.perf_counter() - start
+            cpu.append(_cpu_seconds() - cpu_before)
             applied = int(result.get("eventsApplied", events))
             rates.append(applied / seconds)
-            ctx.log(f"rebuild {i + 1}: {applied:,} events in {seconds:.2f} s")
+            ctx.log(f"rebuild {i + 1}: {applied:,} events in {seconds:.2f} s, {cpu[-1]:.1f} CPU-s")
         summary = figure.add("rebuild", Summary.of(rates, "events/s"))
+        figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
+        figure.notes.append(CPU_NOTE)
         figure.targets.append(
             Target(
                 f">= {REBUILD_TARGET:,} events/s",
@@ -97,9 +103,12 @@ def verify(ctx: BenchContext) -> Figure:
     ledger = _open(ctx)
     try:
         rates: list[float] = []
+        cpu: list[float] = []
         one_pass: list[float] = []
         for i in range(ctx.sizes.heavy_repeats):
+            cpu_before = _cpu_seconds()
             rates.append(_verify_rate(ctx, ledger, f"verify {i + 1}"))
+            cpu.append(_cpu_seconds() - cpu_before)
             if i == 0:  # the same check without worker processes, once, for comparison
                 default = TrainingLedger.PARALLEL_VERIFY_FROM
                 TrainingLedger.PARALLEL_VERIFY_FROM = sys.maxsize
@@ -108,6 +117,8 @@ def verify(ctx: BenchContext) -> Figure:
                 finally:
                     TrainingLedger.PARALLEL_VERIFY_FROM = default
         summary = figure.add("verify", Summary.of(rates, "events/s"))
+        figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
+        figure.notes.append(CPU_NOTE)
         figure.add(
             "verify in one pass (no worker processes), one run", Summary.of(one_pass, "events/s")
         )
@@ -128,6 +139,22 @@ def verify(ctx: BenchContext) -> Figure:
         return figure
     finally:
         ledger.close()
+
+
+CPU_ROW = "CPU time of this process and its workers, per run"
+CPU_NOTE = (
+    "CPU time is the work done, which the wall time divides over the cores; on a shared "
+    "machine the same work takes more CPU time while the host is busy"
+)
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and its finished child processes."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _verify_rate(ctx: BenchContext, ledger: TrainingLedger, label: str) -> float:
