@@ -18,6 +18,9 @@ table in order: the 16 first hex digits split as evenly as they go.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
 
 from domain.errors import CorruptStoreError
 from projections.facts import PageFacts, ViewDump
@@ -45,6 +48,19 @@ OWNER_COLUMN: dict[str, int] = {
     "deployability": 0,  # checkpoint_id
 }
 """For each table of a `ViewDump`, the column holding the id of the aggregate that made the row."""
+
+ORDER: dict[str, Callable[[tuple[Any, ...]], Any]] = {
+    "runs": itemgetter(0),
+    "links": itemgetter(0, 1),  # run_id, run_version
+    "checkpoints": itemgetter(0),
+    "evals": itemgetter(0),
+    "deployability": itemgetter(0, 1),  # checkpoint_id, checkpoint_version
+}
+"""How both sides sort a share's rows: by each table's key (cheaper than whole rows).
+
+Rows with equal keys (only in views gone wrong) may then keep different
+orders on the two sides: they compare as different, and the parent's full
+comparison, which sorts whole rows, says whether they are."""
 
 _SQLITE_TABLES: dict[str, tuple[str, str]] = {
     "runs": (RUNS, RUN_COLUMNS),
@@ -89,13 +105,13 @@ def share_condition(column: str, part: int, parts: int) -> tuple[str, tuple[str,
 
 
 def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
-    """One share of the SQLite views, each table's rows sorted (as `FactReader.dump`)."""
+    """One share of the SQLite views, each table's rows in `ORDER`."""
     dump: ViewDump = {}
     for table, (name, columns) in _SQLITE_TABLES.items():
         owner = columns.split(", ")[OWNER_COLUMN[table]]
         condition, params = share_condition(owner, part, parts)
         rows = cursor.execute(f"SELECT {columns} FROM {name} WHERE {condition}", params).fetchall()
-        rows.sort()
+        rows.sort(key=ORDER[table])
         dump[table] = rows
     return dump
 
@@ -136,16 +152,17 @@ class ShareReplay:
             self._incomplete = True
 
     def dump(self) -> ViewDump | None:
-        """The share's rows of every view table, sorted (as `FactReader.dump`)."""
+        """The share's rows of every view table, in `ORDER`."""
         if self._incomplete:
             return None
         batch = self._page.finished()
         # Updates of rows outside the share (left in the batch) change no
         # row here, as in any view.
-        return {
-            "runs": sorted(batch.runs),
-            "links": sorted(batch.links),
-            "checkpoints": sorted(batch.checkpoints),
-            "evals": sorted(batch.evals),
-            "deployability": sorted(batch.deployability),
+        tables: dict[str, list[Any]] = {
+            "runs": batch.runs,
+            "links": batch.links,
+            "checkpoints": batch.checkpoints,
+            "evals": batch.evals,
+            "deployability": batch.deployability,
         }
+        return {table: sorted(rows, key=ORDER[table]) for table, rows in tables.items()}

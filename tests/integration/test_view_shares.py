@@ -15,6 +15,7 @@ from projections.memory_view import MemoryLedgerView
 from projections.projection import READ_VERSIONS
 from projections.shares import (
     HEX_DIGITS,
+    ORDER,
     OWNER_COLUMN,
     ShareReplay,
     live_share,
@@ -44,9 +45,9 @@ def test_each_id_is_in_one_share_and_sqlite_finds_it_there(parts: int) -> None:
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_every_view_table_names_its_owner() -> None:
+def test_every_view_table_names_its_owner_and_order() -> None:
     with MemoryLedgerView().reader() as reader:
-        assert set(reader.dump()) == set(OWNER_COLUMN)
+        assert set(reader.dump()) == set(OWNER_COLUMN) == set(ORDER)
 
 
 def test_an_event_that_needs_upcasting_leaves_the_views_to_a_full_comparison(
