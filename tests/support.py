@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,3 +139,15 @@ def eval_summary(checkpoint_id: str, eval_id: str = "eval-1", **overrides: Any) 
         "verdict": "pass",
         **overrides,
     }
+
+
+@contextmanager
+def keyboard_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt here meanwhile, and processes started meanwhile
+    begin with SIGINT's default action (so Python in them raises it too), even in a
+    test run started with SIGINT ignored (as a shell does for background commands)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -24,7 +24,7 @@ import pytest
 
 from adapters.store import open_ledger
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
-from tests.support import READER_FAMILY, Cli, eval_summary, experiment_args
+from tests.support import READER_FAMILY, Cli, eval_summary, experiment_args, keyboard_interrupts
 
 STATS_FIELDS = {
     "totalRuns",
@@ -346,14 +346,25 @@ def test_events_follow_waits_for_new_events(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     cli = Cli(url, cwd=tmp_path)
     first = cli.ok(*experiment_args(tmp_path / "out"))["trainRunId"]
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--store", url, "events", "--follow", "--interval", "0.05"],
-        cwd=tmp_path,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with keyboard_interrupts():  # the follower starts interruptible
+        follower = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "--store",
+                url,
+                "events",
+                "--follow",
+                "--interval",
+                "0.05",
+            ],
+            cwd=tmp_path,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
         assert follower.stdout is not None
         assert json.loads(follower.stdout.readline())["aggregateId"] == first

@@ -34,6 +34,7 @@ from domain.errors import InvalidTransitionError, ResultRefusedError, Validation
 from domain.model import TrainingRun
 from domain.trainer import TrainerLaunch, TrainerStarted
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
+from tests.support import keyboard_interrupts
 
 
 @pytest.fixture
@@ -538,9 +539,10 @@ def test_interrupting_the_ledger_fails_the_run_and_kills_the_trainer(
         wait_for(pid_file)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_when_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        ledger.train(run_id, trainer_script=str(script), actor="tester", timeout_seconds=30)
+    with keyboard_interrupts():
+        threading.Thread(target=interrupt_when_running, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            ledger.train(run_id, trainer_script=str(script), actor="tester", timeout_seconds=30)
     run = ledger.get_run(run_id)
     assert run.status == "failed"
     assert run.failure_reason is not None
