@@ -39,9 +39,10 @@ from projections.documents import (
     run_document,
 )
 from projections.facts import CheckpointRecord, RunRecord, micros
-from projections.log import FactPage, LogReader
+from projections.log import FactPage, LogReader, SQLiteLogReader
 from projections.memory_view import MemoryLedgerView
 from projections.projection import LedgerProjection
+from projections.sqlite_view import SQLiteLedgerView
 from projections.view import FactReader, LedgerView, StaleTrackingError
 
 
@@ -59,7 +60,14 @@ def open_read_model(app: Application[Any]) -> ProjectionReadModel:
             raise TypeError(f"{type(view).__name__} is not a LedgerView")
     else:
         view = MemoryLedgerView()
-    return ProjectionReadModel(app.name, LogReader.of(app.recorder, app.mapper), view)
+    log = LogReader.of(app.recorder, app.mapper)
+    if (
+        isinstance(view, SQLiteLedgerView)
+        and isinstance(log, SQLiteLogReader)
+        and view.datastore is log.recorder.datastore
+    ):
+        view.log_table = log.recorder.events_table_name
+    return ProjectionReadModel(app.name, log, view)
 
 
 def canonical_id(text: str) -> str | None:
@@ -205,30 +213,44 @@ class ProjectionReadModel:
 
     # --- queries ---------------------------------------------------------------
 
-    def run(self, run_id: str, as_of: datetime | None) -> Document | None:
+    @contextmanager
+    def _current(self) -> Iterator[FactReader]:
+        """A reader of the view caught up with the log.
+
+        Where the view lives with the log, one transaction tells that it is
+        caught up and answers the query; otherwise (or when it is behind) the
+        view catches up first.
+        """
+        with self.view.reader() as reader:
+            end = reader.log_position()
+            if end is not None and end == reader.position(self.application_name):
+                yield reader
+                return
         self.catch_up()
+        with self.view.reader() as reader:
+            yield reader
+
+    def run(self, run_id: str, as_of: datetime | None) -> Document | None:
         key, at = canonical_id(run_id), _micros(as_of)
         if key is None:
             return None
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.runs(ids=[key], as_of=at)
             return self._run_documents(reader, found, at)[0] if found else None
 
     def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None:
-        self.catch_up()
         key, at = canonical_id(checkpoint_id), _micros(as_of)
         if key is None:
             return None
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.checkpoints(ids=[key], as_of=at)
             return self._checkpoint_documents(reader, found, at)[0] if found else None
 
     def lineage(self, checkpoint_id: str, as_of: datetime | None) -> Document | None:
-        self.catch_up()
         key, at = canonical_id(checkpoint_id), _micros(as_of)
         if key is None:
             return None
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.checkpoints(ids=[key], as_of=at)
             if not found:
                 return None
@@ -257,9 +279,8 @@ class ProjectionReadModel:
         }
 
     def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document:
-        self.catch_up()
         at = _micros(as_of)
-        with self.view.reader() as reader:
+        with self._current() as reader:
             runs = reader.runs(dataset_fingerprint=dataset_fingerprint, as_of=at)
             run_documents = self._run_documents(reader, runs, at)
             checkpoints = reader.checkpoints(run_ids=[r.run_id for r in runs], as_of=at)
@@ -280,9 +301,8 @@ class ProjectionReadModel:
         }
 
     def runs(self, where: RunFilter, as_of: datetime | None, limit: int | None) -> list[Document]:
-        self.catch_up()
         at = _micros(as_of)
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.runs(
                 status=where.status,
                 family=where.family,
@@ -295,7 +315,6 @@ class ProjectionReadModel:
     def checkpoints(
         self, where: CheckpointFilter, as_of: datetime | None, limit: int | None
     ) -> list[Document]:
-        self.catch_up()
         at = _micros(as_of)
         run_ids = None
         if where.run_id is not None:
@@ -303,7 +322,7 @@ class ProjectionReadModel:
             if key is None:
                 return []
             run_ids = [key]
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.checkpoints(
                 run_ids=run_ids,
                 family=where.family,
@@ -314,14 +333,13 @@ class ProjectionReadModel:
             return self._checkpoint_documents(reader, found, at)
 
     def evals(self, where: EvalFilter, as_of: datetime | None, limit: int | None) -> list[Document]:
-        self.catch_up()
         checkpoint_ids = None
         if where.checkpoint_id is not None:
             key = canonical_id(where.checkpoint_id)
             if key is None:
                 return []
             checkpoint_ids = [key]
-        with self.view.reader() as reader:
+        with self._current() as reader:
             found = reader.evals(
                 checkpoint_ids=checkpoint_ids,
                 benchmark_id=where.benchmark_id,
@@ -333,8 +351,7 @@ class ProjectionReadModel:
         return [eval_document(e) for e in found]
 
     def stats(self, as_of: datetime | None) -> Document:
-        self.catch_up()
-        with self.view.reader() as reader:
+        with self._current() as reader:
             counts = reader.counts(_micros(as_of))
         runs, verdicts = counts.runs_by_status, counts.evals_by_verdict
         return {

@@ -209,6 +209,9 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         super().__init__(datastore, **kwargs)
         self._rebuilding = False
         self._deferred: DeferredKeys | None = None
+        self.log_table: str | None = None
+        """The events table of the log, when the log is in this database (its
+        readers then tell whether the view is caught up in their own transaction)."""
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *SQLITE_TABLES, *CREATE_INDEXES]
@@ -387,7 +390,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
     def reader(self) -> Iterator[FactReader]:
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
-            yield SQLFactReader(c)
+            yield SQLFactReader(c, log_table=self.log_table)
 
 
 class DeferredKeys:
@@ -516,12 +519,27 @@ class SQLFactReader(FactReader):
     (`%s` for psycopg), and rows may be tuples, `sqlite3.Row`s or dicts.
     """
 
+    log_table: str | None = None
+    """The SQLite events table of the log, when it is in this database."""
+
     def __init__(
-        self, cursor: Any, *, placeholder: str = "?", tracking_table: str = "tracking"
+        self,
+        cursor: Any,
+        *,
+        placeholder: str = "?",
+        tracking_table: str = "tracking",
+        log_table: str | None = None,
     ) -> None:
         self.c = cursor
         self.placeholder = placeholder
         self.tracking_table = tracking_table
+        self.log_table = log_table
+
+    def log_position(self) -> int | None:
+        if self.log_table is None:
+            return None
+        rows = self._rows(f"SELECT MAX(rowid) FROM {self.log_table}", ())
+        return int(rows[0][0] or 0)
 
     def position(self, application_name: str) -> int:
         rows = self._rows(

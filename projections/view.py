@@ -50,6 +50,13 @@ class FactReader(ABC):
     def position(self, application_name: str) -> int:
         """The position of the last event applied to this state (0: none)."""
 
+    def log_position(self) -> int | None:
+        """The log's last position as of this state, where the view lives with the log.
+
+        None when this reader cannot tell (the view is kept apart from the log).
+        """
+        return None
+
     @abstractmethod
     def runs(
         self,
