@@ -11,8 +11,11 @@ committed page. A rebuild, or the replay `verify` compares the views with,
 reads the whole log: on SQLite, worker processes translate it while this one
 applies the pages (`projections.log_workers`).
 
-Every query catches up first, then reads one consistent state of the view
-(`LedgerView.reader`), so a command's effect is visible to the next query.
+Every query reads one consistent state of the view (`LedgerView.reader`)
+caught up with the log, so a command's effect is visible to the next query.
+Where the view lives in the log's SQLite file, the query's own transaction
+tells that it is caught up; otherwise, or when it is behind, it catches up
+first.
 """
 
 from __future__ import annotations
