@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from domain.integrity import FastLogCheck
-from domain.workers import worker_env
+from domain.workers import stop_workers, worker_env
 
 
 @dataclass(frozen=True)
@@ -181,12 +181,7 @@ class ParallelLogCheck:
 
     def cancel(self) -> None:
         """Stop the workers (also after `sound()` was interrupted part-way)."""
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.kill()
-            worker.wait()
-            if worker.stdout is not None:
-                worker.stdout.close()
+        stop_workers(self.workers)
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from eventsourcing.persistence import Mapper
 
-from domain.workers import worker_env
+from domain.workers import stop_workers, worker_env
 from projections.log import SELECT_ROWS, EventDecoder, FactPage
 
 
@@ -213,12 +213,7 @@ class WorkerPages:
             yield page
 
     def close(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.kill()
-            worker.wait()
-            if worker.stdout is not None:
-                worker.stdout.close()
+        stop_workers(self.workers)
 
     def __enter__(self) -> WorkerPages:
         return self
