@@ -13,7 +13,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic, resolve_topic
 
-from domain.chain import state_to_store
+from domain.chain import stored_state
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -32,8 +32,10 @@ class PydanticMapper(Mapper[Any]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         event_cls = type(domain_event)
-        # Serialised as `domain.chain.hash_of_new_event` does: the event's hash covers these bytes.
-        state = state_to_store(cast("BaseModel", domain_event))
+        state = stored_state(cast("BaseModel", domain_event))
+        class_version = getattr(event_cls, "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
         data = self.transcoder.encode(state)
         if self.compressor:
             data = self.compressor.compress(data)

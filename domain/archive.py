@@ -45,7 +45,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mappe
 from eventsourcing.utils import get_topic
 
 from domain.application import EVAL_ID, IDEMPOTENCY, Reservation, event_document
-from domain.chain import GENESIS_HASH, event_hash_matches
+from domain.chain import GENESIS_HASH, chain_hash, stored_state
 from domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
 from domain.experiment import describe_validation_error
 from domain.model import LedgerAggregate
@@ -353,9 +353,8 @@ def _rebuild_event(
             f"{where}: not a valid {line.aggregateType}.{line.type} event: "
             f"{describe_validation_error(error)}"
         ) from None
-    stored = mapper.to_stored_event(event)
-    _check_faithful(event, line, stored, where)
-    return event, stored
+    _check_faithful(event, line, stored_state(event), where)
+    return event, mapper.to_stored_event(event)
 
 
 def _rebuild_stored(line: ExportLine, mapper: Mapper[UUID], where: str) -> tuple[Any, StoredEvent]:
@@ -373,11 +372,11 @@ def _rebuild_stored(line: ExportLine, mapper: Mapper[UUID], where: str) -> tuple
         raise ImportRefusedError(
             f"{where}: storedState is not a readable {line.topic} event ({error})"
         ) from None
-    _check_faithful(event, line, stored, where)
+    _check_faithful(event, line, line.storedState, where)
     return event, stored
 
 
-def _check_faithful(event: Any, line: ExportLine, stored: StoredEvent, where: str) -> None:
+def _check_faithful(event: Any, line: ExportLine, state: dict[str, Any], where: str) -> None:
     """The event says exactly what the line says, and its hash is its own."""
     # Nothing dropped, defaulted or coerced on the way in.
     rebuilt = {**event_document(event, line.position), "eventHash": event.event_hash}
@@ -387,10 +386,8 @@ def _check_faithful(event: Any, line: ExportLine, stored: StoredEvent, where: st
         raise ImportRefusedError(
             f"{where}: {', '.join(differing)} do not match the {line.topic} event they describe"
         )
-    raw_state = stored.state
-    if not event_hash_matches(
-        line.aggregateId, line.version, line.topic, raw_state, orjson.loads(raw_state)
-    ):
+    type_name = line.topic.rsplit(".", 1)[-1]
+    if chain_hash(line.aggregateId, line.version, type_name, state) != line.eventHash:
         raise ImportRefusedError(
             f"{where}: aggregate {line.aggregateId} version {line.version}: content does not "
             "match its eventHash (modified)"

@@ -23,14 +23,7 @@ from uuid import UUID
 
 import orjson
 
-from domain.chain import (
-    GENESIS_HASH,
-    HASH_MEMBER,
-    ROW_HASH_TAG,
-    SEALED_MEMBER,
-    chain_hash,
-    event_hash_matches,
-)
+from domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash
 
 LOG_GENESIS = hashlib.sha256(b"trainledger-log-v1").hexdigest()
 """The log chain's value before the first event; the digest of an empty log."""
@@ -86,16 +79,9 @@ class AggregateChains:
         self._chains: dict[str, _Chain] = {}
 
     def check(
-        self,
-        aggregate_id: str,
-        version: int,
-        topic: str,
-        raw_state: bytes,
-        state: dict[str, Any] | None,
+        self, aggregate_id: str, version: int, topic: str, state: dict[str, Any] | None
     ) -> str | None:
-        """Why this event breaks its aggregate's chain, or None (then it extends it).
-
-        `state` is `raw_state` decoded, None when it is not valid JSON."""
+        """Why this event breaks its aggregate's chain, or None (then it extends it)."""
         if state is None:
             return "stored event state is not valid JSON"
         chain = self._chains.get(aggregate_id)
@@ -109,12 +95,13 @@ class AggregateChains:
             previous = state["previousHash"]
             recorded = state["eventHash"]
             aggregate_topic = state["originatorTopic"] if chain is None else chain.aggregate_topic
-            matches = event_hash_matches(aggregate_id, version, topic, raw_state, state)
+            type_name = topic.rsplit(".", 1)[-1]
+            recomputed = chain_hash(aggregate_id, version, type_name, state)
         except (KeyError, TypeError, AttributeError):
             return "stored event lacks its chain fields"
         if not topic.startswith(aggregate_topic + "."):
             return f"event type {topic} does not belong to aggregate type {aggregate_topic}"
-        if not matches:
+        if recorded != recomputed:
             return (
                 f"aggregate {aggregate_id} version {version}: content does not match its "
                 "recorded hash (event modified or swapped)"
@@ -188,7 +175,7 @@ class LogVerifier:
                     position, f"position {position} is out of order after position {self.position}"
                 )
             else:
-                reason = self.chains.check(aggregate_id, version, topic, raw_state, state)
+                reason = self.chains.check(aggregate_id, version, topic, state)
                 if reason is not None:
                     self.failure = IntegrityFailure(position, reason)
         self.position = position
@@ -203,6 +190,14 @@ topic, state, and the log chain links recorded at the position before and at its
 
 Decoded = tuple[int, str, int, str, dict[str, Any]]
 """A row the fast check passed, with its state decoded: position, id, version, topic, state."""
+
+
+# What `FastLogCheck.check` takes out of a state to leave the payload, one by one.
+_ENVELOPE_TAKEN = frozenset(
+    {"eventHash", "previousHash", "originatorTopic", "class_version", "timestamp", "actor"}
+    | {"idempotencyKey"}
+)
+assert _ENVELOPE_TAKEN == NOT_PAYLOAD, "FastLogCheck.check must take out what is not payload"
 
 
 class FastLogCheck:
@@ -220,6 +215,7 @@ class FastLogCheck:
     def __init__(self) -> None:
         # hex id: version, event hash, "aggregate topic.", id as written in the log chain
         self._heads: dict[str, tuple[int, str, str, str]] = {}
+        self._type_names: dict[str, str] = {}  # topic: the event's type name
         self.checked = 0
         """How many rows passed so far."""
 
@@ -236,10 +232,12 @@ class FastLogCheck:
         """
         sha256 = hashlib.sha256
         loads = orjson.loads
+        dumps = orjson.dumps
+        sort_keys = orjson.OPT_SORT_KEYS
         fromhex = bytes.fromhex
         new = tuple.__new__
-        tag, hash_member, sealed_member = ROW_HASH_TAG, HASH_MEMBER, SEALED_MEMBER
         heads = self._heads
+        type_names = self._type_names
         keep = None if decoded is None else decoded.append
         checked = position = 0
         try:
@@ -258,9 +256,8 @@ class FastLogCheck:
                 before = LOG_GENESIS if position == 1 else recorded_before
                 if type(raw) is not bytes or before is None:
                     return position
-                header = f"{aggregate_id}\0{version}\0{topic}\0".encode()  # `row_header`
-                log_row = fromhex(before) + b"%d\0" % position + header + sha256(raw).digest()
-                if sha256(log_row).hexdigest() != link:
+                header = f"{position}\0{aggregate_id}\0{version}\0{topic}\0".encode()
+                if sha256(fromhex(before) + header + sha256(raw).digest()).hexdigest() != link:
                     return position
                 state = loads(raw)
                 if head is None:
@@ -269,14 +266,31 @@ class FastLogCheck:
                 else:
                     prefix = head[2]
                     expected_previous = head[1]
-                recorded = state["eventHash"]
-                if not topic.startswith(prefix) or state["previousHash"] != expected_previous:
+                if not topic.startswith(prefix):
                     return position
-                # The row's hash (`domain.chain.row_hash` of the `seal`ed state),
-                # or for an event written before chain format 2, `chain_hash`.
-                sealed = raw.replace(hash_member + recorded.encode() + b'"', sealed_member, 1)
-                if sha256(tag + header + sealed).hexdigest() != recorded and not (
-                    _format_1_matches(aggregate_id, version, topic, state, recorded)
+                type_name = type_names.get(topic)
+                if type_name is None:
+                    type_name = type_names[topic] = topic.rsplit(".", 1)[-1]
+                # The canonical document (`domain.chain.canonical_event_bytes`):
+                # the envelope's chain fields, and the rest of the state as payload.
+                payload = state.copy()
+                recorded = payload.pop("eventHash")
+                previous = payload.pop("previousHash")
+                payload.pop("originatorTopic", None)
+                payload.pop("class_version", None)
+                document = {
+                    "aggregateId": aggregate_id,
+                    "version": version,
+                    "type": type_name,
+                    "timestamp": payload.pop("timestamp"),
+                    "actor": payload.pop("actor"),
+                    "idempotencyKey": payload.pop("idempotencyKey", None),
+                    "previousHash": previous,
+                    "payload": payload,
+                }
+                if (
+                    previous != expected_previous
+                    or sha256(dumps(document, option=sort_keys)).hexdigest() != recorded
                 ):
                     return position
                 heads[hex_id] = (version, recorded, prefix, aggregate_id)
@@ -288,9 +302,3 @@ class FastLogCheck:
         finally:
             self.checked += checked
         return None
-
-
-def _format_1_matches(
-    aggregate_id: str, version: int, topic: str, state: dict[str, Any], recorded: str
-) -> bool:
-    return bool(chain_hash(aggregate_id, version, topic.rsplit(".", 1)[-1], state) == recorded)

@@ -21,11 +21,10 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
-from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from domain.chain import GENESIS_HASH, NOT_PAYLOAD, hash_of_new_event, stored_state
+from domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
 from domain.contract import EvalSummary, ExperimentSpec
 from domain.errors import (
     DeployabilityError,
@@ -84,13 +83,16 @@ class DomainEvent(BaseModel):
     idempotency_key: str | None = None
     previous_hash: str = GENESIS_HASH
     event_hash: str = ""
-    """Hash of this event as stored (see `domain.chain`); set on creation."""
+    """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
 
     @model_validator(mode="after")
     def _seal(self) -> DomainEvent:
         if not self.event_hash:
-            digest = hash_of_new_event(
-                self, str(self.originator_id), self.originator_version, get_topic(type(self))
+            digest = chain_hash(
+                str(self.originator_id),
+                self.originator_version,
+                self.short_type,
+                stored_state(self),
             )
             object.__setattr__(self, "event_hash", digest)
         return self

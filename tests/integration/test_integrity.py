@@ -249,7 +249,7 @@ def test_direct_update_and_delete_are_refused(tmp_path: Path) -> None:
 
 def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None:
     """An attacker who recomputes every hash passes the chain check, not the digest."""
-    from domain.chain import SEALED_HASH, row_hash, row_header
+    from domain.chain import chain_hash
 
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
@@ -268,8 +268,7 @@ def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None
             state["eval"]["delta"] = 0.49
         aggregate_id = str(UUID(originator))
         state["previousHash"] = heads.get(aggregate_id, "0" * 64)
-        state["eventHash"] = SEALED_HASH
-        state["eventHash"] = row_hash(row_header(aggregate_id, version, topic), orjson.dumps(state))
+        state["eventHash"] = chain_hash(aggregate_id, version, topic.rsplit(".", 1)[-1], state)
         heads[aggregate_id] = state["eventHash"]
         connection.execute(
             "UPDATE stored_events SET state=? WHERE rowid=?", (orjson.dumps(state), rowid)

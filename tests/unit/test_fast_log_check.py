@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.store import open_ledger
-from domain.chain import SEALED_HASH, chain_hash, row_hash, row_header
 from domain.integrity import LOG_GENESIS, FastLogCheck, LinkedRow, LogVerifier, log_links
 from projections.shares import share_of
 from tests.support import deployable_lifecycle
@@ -172,48 +171,3 @@ def test_the_fast_check_never_passes_what_one_pass_fails(
     rows, links = data.draw(tamperings(*log))
     if fast_sound(rows, links, parts):
         assert one_pass_ok(rows, links)
-
-
-def _in_chain_format_1(rows: list[Row], upto: int) -> list[Row]:
-    """The log as an older version wrote it up to position `upto`: format 1 event hashes."""
-    heads: dict[str, str] = {}
-    converted = []
-    for position, hex_id, version, topic, raw in rows:
-        state = orjson.loads(raw)
-        aggregate_id = str(UUID(hex_id))
-        if aggregate_id in heads:
-            state["previousHash"] = heads[aggregate_id]
-        if position <= upto:
-            state["eventHash"] = chain_hash(aggregate_id, version, topic.rsplit(".", 1)[-1], state)
-        else:
-            state["eventHash"] = SEALED_HASH
-            header = row_header(aggregate_id, version, topic)
-            state["eventHash"] = row_hash(header, orjson.dumps(state))
-        heads[aggregate_id] = state["eventHash"]
-        converted.append((position, hex_id, version, topic, orjson.dumps(state)))
-    return converted
-
-
-def test_a_log_begun_in_chain_format_1_is_checked_in_both_formats(
-    log: tuple[list[Row], list[Link]],
-) -> None:
-    rows, _ = log
-    mixed = _in_chain_format_1(rows, upto=10)
-    old_aggregates = {row[1] for row in rows[:10]}
-    for converted, written in zip(mixed[10:], rows[10:], strict=True):
-        if written[1] not in old_aggregates:  # recomputed as the ledger wrote it
-            assert converted == written
-    assert all(
-        converted != written for converted, written in zip(mixed[:10], rows[:10], strict=True)
-    )
-    links = log_links(LOG_GENESIS, [(p, UUID(i), v, t, raw) for p, i, v, t, raw in mixed])
-    assert one_pass_ok(mixed, links)
-    for parts in (1, 2, 3):
-        assert fast_sound(mixed, links, parts)
-    # An old event's content changed, the log chain recomputed: its own hash tells.
-    position, hex_id, version, topic, raw = mixed[3]
-    tampered = [*mixed[:3], (position, hex_id, version, topic, _edit_state(raw, 5)), *mixed[4:]]
-    links = log_links(LOG_GENESIS, [(p, UUID(i), v, t, raw) for p, i, v, t, raw in tampered])
-    assert not one_pass_ok(tampered, links)
-    for parts in (1, 2, 3):
-        assert not fast_sound(tampered, links, parts)
