@@ -16,7 +16,7 @@ recompute the chains; only the digest, kept somewhere else, catches that.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -200,6 +200,22 @@ _ENVELOPE_TAKEN = frozenset(
 assert _ENVELOPE_TAKEN == NOT_PAYLOAD, "FastLogCheck.check must take out what is not payload"
 
 
+def _native_check() -> Any:
+    """The C loop of `FastLogCheck.check` (`domain/_fastcheck.c`), or None if not built."""
+    try:
+        from domain import _fastcheck
+    except ImportError:
+        return None
+    _fastcheck.configure(
+        orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, LOG_GENESIS, GENESIS_HASH
+    )
+    return _fastcheck
+
+
+NATIVE_CHECK = _native_check()
+"""The C loop, when the package was built with it (a C compiler and OpenSSL's headers)."""
+
+
 class FastLogCheck:
     """Check rows of whole aggregates against the recorded log chain, fast.
 
@@ -210,18 +226,22 @@ class FastLogCheck:
     as `LogVerifier`, in one loop without calls per row: a conservative
     verdict (anything unexpected counts as unsound) for a log that
     `LogVerifier` then reads again to say what is wrong.
+
+    The loop runs in C (`NATIVE_CHECK`) where the package was built with it,
+    else in Python (`native=False` asks for Python); both give the same verdicts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, native: bool = True) -> None:
         # hex id: version, event hash, "aggregate topic.", id as written in the log chain
         self._heads: dict[str, tuple[int, str, str, str]] = {}
         self._type_names: dict[str, str] = {}  # topic: the event's type name
+        self._native = NATIVE_CHECK if native else None
         self.checked = 0
         """How many rows passed so far."""
 
     def check(
         self,
-        rows: Iterable[LinkedRow],
+        rows: Sequence[LinkedRow],
         decoded: list[Any] | None = None,
         as_type: type[tuple[Any, ...]] = tuple,
     ) -> int | None:
@@ -230,6 +250,19 @@ class FastLogCheck:
         `decoded`, if given, gets each row that passed with its state decoded
         (a `Decoded`), made as `as_type` (a tuple type of that shape).
         """
+        if self._native is not None:
+            problem: int | None
+            checked: int
+            problem, checked = self._native.check(
+                rows, self._heads, self._type_names, decoded, as_type
+            )
+            self.checked += checked
+            return problem
+        return self._check_in_python(rows, decoded, as_type)
+
+    def _check_in_python(
+        self, rows: Sequence[LinkedRow], decoded: list[Any] | None, as_type: type[tuple[Any, ...]]
+    ) -> int | None:
         sha256 = hashlib.sha256
         loads = orjson.loads
         dumps = orjson.dumps

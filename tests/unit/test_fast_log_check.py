@@ -9,8 +9,9 @@ check agrees.
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -19,7 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.store import open_ledger
-from domain.integrity import LOG_GENESIS, FastLogCheck, LinkedRow, LogVerifier, log_links
+from domain.integrity import (
+    LOG_GENESIS,
+    NATIVE_CHECK,
+    FastLogCheck,
+    LinkedRow,
+    LogVerifier,
+    log_links,
+)
 from projections.shares import share_of
 from tests.support import deployable_lifecycle
 
@@ -80,7 +88,21 @@ def linked(rows: list[Row], links: list[Link]) -> list[LinkedRow]:
     return [(*row, recorded.get(row[0] - 1), recorded.get(row[0])) for row in rows]
 
 
-def fast_sound(rows: list[Row], links: list[Link], parts: int, *, chunk: int = 5) -> bool:
+@pytest.fixture(params=["C", "Python"])
+def native(request: pytest.FixtureRequest) -> bool:
+    """Each test runs against both loops of `FastLogCheck.check`."""
+    if request.param == "C" and NATIVE_CHECK is None:
+        if os.environ.get("CI"):
+            pytest.fail("the C loop (domain/_fastcheck.c) was not built")
+        pytest.skip(
+            "the C loop (domain/_fastcheck.c) was not built: no C compiler or OpenSSL headers"
+        )
+    return bool(request.param == "C")
+
+
+def fast_sound(
+    rows: list[Row], links: list[Link], parts: int, *, chunk: int = 5, native: bool = True
+) -> bool:
     """The workers' verdict: positions exactly 1..N, then every share sound."""
     positions = [r[0] for r in rows]
     if positions != list(range(1, len(rows) + 1)) or [p for p, _ in links] != positions:
@@ -88,7 +110,7 @@ def fast_sound(rows: list[Row], links: list[Link], parts: int, *, chunk: int = 5
     checked = 0
     for part in range(parts):
         share = [r for r in linked(rows, links) if share_of(r[1], parts) == part]
-        check = FastLogCheck()
+        check = FastLogCheck(native=native)
         for start in range(0, len(share), chunk):  # in several calls, as the workers do
             if check.check(share[start : start + chunk]) is not None:
                 return False
@@ -96,22 +118,68 @@ def fast_sound(rows: list[Row], links: list[Link], parts: int, *, chunk: int = 5
     return checked == len(rows)
 
 
-def test_a_sound_log_is_sound_either_way(log: tuple[list[Row], list[Link]]) -> None:
+def test_a_sound_log_is_sound_either_way(log: tuple[list[Row], list[Link]], native: bool) -> None:
     rows, links = log
     assert one_pass_ok(rows, links)
     for parts in (1, 2, 3, 4):
-        assert fast_sound(rows, links, parts)
+        assert fast_sound(rows, links, parts, native=native)
+
+
+class Record(NamedTuple):
+    position: int
+    aggregate_id: str
+    version: int
+    topic: str
+    state: dict[str, Any]
 
 
 def test_the_fast_check_hands_over_each_row_it_passed_decoded(
-    log: tuple[list[Row], list[Link]],
+    log: tuple[list[Row], list[Link]], native: bool
 ) -> None:
     rows, links = log
-    decoded: list[tuple[int, str, int, str, dict[str, Any]]] = []
-    check = FastLogCheck()
-    assert check.check(linked(rows, links), decoded) is None
+    decoded: list[Record] = []
+    check = FastLogCheck(native=native)
+    assert check.check(linked(rows, links), decoded, Record) is None
     assert check.checked == len(rows)
     assert decoded == [(p, i, v, t, orjson.loads(raw)) for p, i, v, t, raw in rows]
+    assert {type(record) for record in decoded} == {Record}
+    # A row that fails ends the check there; the rows before it passed.
+    tampered = linked(rows, links)
+    tampered[7] = (
+        *tampered[7][:4],
+        tampered[7][4].replace(b'"actor":"', b'"actor":"x'),
+        *tampered[7][5:],
+    )
+    check = FastLogCheck(native=native)
+    assert check.check(tampered, []) == tampered[7][0]
+    assert check.checked == 7
+
+
+def test_both_loops_give_the_same_verdicts_on_odd_rows(
+    log: tuple[list[Row], list[Link]], native: bool
+) -> None:
+    """Values of unexpected types fail the row; they never raise."""
+    rows, links = log
+    good = linked(rows, links)[0]
+    link = str(good[6])
+    odd: list[tuple[Any, ...]] = [
+        (good[0], good[1].upper(), *good[2:]),
+        (good[0], good[1][:31], *good[2:]),
+        (good[0], good[1], "1", *good[3:]),
+        (good[0], good[1], good[2], None, *good[4:]),
+        (*good[:4], good[4].decode(), *good[5:]),
+        (*good[:4], b"[]", *good[5:]),
+        (*good[:4], b"{", *good[5:]),
+        (*good[:6], None),
+        (*good[:6], link.upper()),
+        (*good[:6], link[:63]),
+        (2, *good[1:5], None, link),
+        (2, *good[1:5], "zz" * 32, link),
+    ]
+    for row in odd:
+        check = FastLogCheck(native=native)
+        assert check.check([row]) == row[0], row
+        assert check.checked == 0
 
 
 def _edit_state(state: bytes, choice: int) -> bytes:
@@ -169,5 +237,9 @@ def test_the_fast_check_never_passes_what_one_pass_fails(
     log: tuple[list[Row], list[Link]], data: st.DataObject, parts: int
 ) -> None:
     rows, links = data.draw(tamperings(*log))
-    if fast_sound(rows, links, parts):
+    verdicts = {fast_sound(rows, links, parts, native=False)}
+    if NATIVE_CHECK is not None:
+        verdicts.add(fast_sound(rows, links, parts, native=True))
+    assert len(verdicts) == 1, "the C and the Python loop disagree"
+    if verdicts == {True}:
         assert one_pass_ok(rows, links)
