@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,6 +28,7 @@ from bench.context import BenchContext
 from bench.stats import Figure, Summary, Target
 from bench.workload import FAMILIES, dataset_fingerprint, sqlite_url
 from domain.application import TrainingLedger
+from domain.integrity import NATIVE_CHECK, PURE_PYTHON
 from domain.workers import usable_cpus
 
 REBUILD_TARGET = 100_000
@@ -105,10 +107,20 @@ def verify(ctx: BenchContext) -> Figure:
         rates: list[float] = []
         cpu: list[float] = []
         one_pass: list[float] = []
+        in_python: list[float] = []
+        # Side by side, where the workers run: their check loop in Python.
+        compare = NATIVE_CHECK is not None and (
+            _events_in(ledger) >= TrainingLedger.PARALLEL_VERIFY_FROM
+        )
         for i in range(ctx.sizes.heavy_repeats):
             cpu_before = _cpu_seconds()
             rates.append(_verify_rate(ctx, ledger, f"verify {i + 1}"))
             cpu.append(_cpu_seconds() - cpu_before)
+            if compare:
+                with _environment(PURE_PYTHON, "1"):
+                    in_python.append(
+                        _verify_rate(ctx, ledger, f"verify {i + 1}, check loop in Python")
+                    )
             if i == 0:  # the same check without worker processes, once, for comparison
                 default = TrainingLedger.PARALLEL_VERIFY_FROM
                 TrainingLedger.PARALLEL_VERIFY_FROM = sys.maxsize
@@ -119,6 +131,18 @@ def verify(ctx: BenchContext) -> Figure:
         summary = figure.add("verify", Summary.of(rates, "events/s"))
         figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
         figure.notes.append(CPU_NOTE)
+        if in_python:
+            figure.add(
+                "verify, the workers' check loop in Python", Summary.of(in_python, "events/s")
+            )
+            figure.add(
+                "ratio verify / verify with the check loop in Python, per round",
+                Summary.of([c / p for c, p in zip(rates, in_python, strict=True)], "x"),
+            )
+        elif NATIVE_CHECK is None:
+            figure.notes.append(
+                "the C check loop (domain/_fastcheck.c) was not built here: verify ran in Python"
+            )
         figure.add(
             "verify in one pass (no worker processes), one run", Summary.of(one_pass, "events/s")
         )
@@ -155,6 +179,20 @@ def _cpu_seconds() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` in this process's environment (and its workers') meanwhile."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def _verify_rate(ctx: BenchContext, ledger: TrainingLedger, label: str) -> float:

@@ -16,6 +16,7 @@ recompute the chains; only the digest, kept somewhere else, catches that.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,8 +201,15 @@ _ENVELOPE_TAKEN = frozenset(
 assert _ENVELOPE_TAKEN == NOT_PAYLOAD, "FastLogCheck.check must take out what is not payload"
 
 
+PURE_PYTHON = "TRAINLEDGER_PURE_PYTHON"
+"""Set (to anything but empty) in the environment: the check loop runs in Python even
+where the C one was built (`verify`'s workers inherit it; the bench compares the two)."""
+
+
 def _native_check() -> Any:
     """The C loop of `FastLogCheck.check` (`domain/_fastcheck.c`), or None if not built."""
+    if os.environ.get(PURE_PYTHON):
+        return None
     try:
         from domain import _fastcheck
     except ImportError:
