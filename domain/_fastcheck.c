@@ -4,8 +4,10 @@
  * recorder wrote at its position (recomputed from the link before it), the
  * aggregate's version order, and the aggregate's hash chain (the event's
  * hash recomputed over its canonical document, `domain.chain`). JSON is
- * decoded and the canonical document serialised by the same orjson
- * functions the Python loop calls; what C saves is the hashing, the hex
+ * decoded by the same orjson function the Python loop calls. The canonical
+ * document is written straight from the stored bytes where that is certain
+ * to give orjson's bytes (`direct_canonical`), else serialised by orjson as
+ * in Python. What C saves is that serialisation, the hashing, the hex
  * conversions and the per-row bookkeeping, which in Python cost a call and
  * an object each.
  *
@@ -201,6 +203,432 @@ done:
     return result;
 }
 
+
+/* ---- The canonical document straight from the stored bytes ----
+ *
+ * `canonical_hash` builds the document as dicts and has orjson serialise it
+ * with sorted keys: the largest cost of a row. But the stored state was
+ * itself written by orjson, so each value in it, as written, is what orjson
+ * writes for that value: the canonical document is the stored tokens
+ * rearranged (the envelope taken out of the payload, keys sorted at every
+ * level, whitespace dropped). `direct_canonical` writes that. It answers
+ * only where every token is certainly what orjson would write for its
+ * value, and says UNSURE otherwise, and the row takes the orjson path:
+ * - a string or key with a backslash (an escape), or a key repeated;
+ * - an integer written "-0" or with 19 or more digits;
+ * - a number with a fraction or an exponent, unless it is written as
+ *   Python's shortest repr writes it without an exponent (where orjson
+ *   writes the same; it writes exponents differently);
+ * - nesting deeper than MAX_DEPTH, or more than MAX_MEMBERS keys in an object.
+ * So whenever it answers, its bytes are exactly what orjson makes.
+ */
+
+#define MAX_DEPTH 64
+#define MAX_MEMBERS 128
+
+enum { FAILED = -1, UNSURE = 0, SURE = 1 };
+
+typedef struct {
+    char *data;
+    size_t size, capacity;
+} Buffer;
+
+static Buffer out;
+
+static int
+reserve(size_t extra)
+{
+    if (out.size + extra > out.capacity) {
+        size_t capacity = out.capacity ? out.capacity : 8192;
+        char *grown;
+        while (capacity < out.size + extra) capacity *= 2;
+        grown = realloc(out.data, capacity);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        out.data = grown;
+        out.capacity = capacity;
+    }
+    return 1;
+}
+
+static int
+put(const char *bytes, size_t size)
+{
+    if (!reserve(size)) return 0;
+    memcpy(out.data + out.size, bytes, size);
+    out.size += size;
+    return 1;
+}
+
+#define PUT_LITERAL(text) put(text, sizeof(text) - 1)
+
+/* Appends a copy of bytes already in `out` (which `reserve` may move). */
+static int
+put_own(size_t start, size_t size)
+{
+    if (!reserve(size)) return 0;
+    memcpy(out.data + out.size, out.data + start, size);
+    out.size += size;
+    return 1;
+}
+
+typedef struct {
+    const char *key; /* between its quotes */
+    size_t key_size;
+    size_t start, size; /* its value, written canonically at out.data + start */
+} Slot;
+
+static const char *
+skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* p at an opening quote: past the closing one, or NULL (an escape, or no end). */
+static const char *
+plain_string_end(const char *p, const char *end)
+{
+    const char *close = memchr(p + 1, '"', (size_t)(end - p - 1));
+    if (close == NULL || memchr(p + 1, '\\', (size_t)(close - p - 1)) != NULL) return NULL;
+    return close + 1;
+}
+
+static inline int
+compare_slots(const Slot *x, const Slot *y)
+{
+    size_t common = x->key_size < y->key_size ? x->key_size : y->key_size;
+    for (size_t i = 0; i < common; i++) {
+        unsigned char a = (unsigned char)x->key[i], b = (unsigned char)y->key[i];
+        if (a != b) return a < b ? -1 : 1;
+    }
+    return (x->key_size > y->key_size) - (x->key_size < y->key_size);
+}
+
+/* Sorted by key (few keys: insertion sort); UNSURE if a key is repeated. */
+static int
+sort_slots(Slot *slots, size_t count)
+{
+    for (size_t i = 1; i < count; i++) {
+        Slot slot = slots[i];
+        size_t j = i;
+        while (j > 0 && compare_slots(&slots[j - 1], &slot) > 0) {
+            slots[j] = slots[j - 1];
+            j--;
+        }
+        slots[j] = slot;
+    }
+    for (size_t i = 1; i < count; i++) {
+        if (compare_slots(&slots[i - 1], &slots[i]) == 0) return UNSURE;
+    }
+    return SURE;
+}
+
+static int emit(const char **p, const char *end, int depth);
+
+/* The members of the object at *p (its '{'), each value written canonically at
+ * the end of `out`, in the order given; *p left past the '}'. */
+static int
+read_object(const char **p, const char *end, int depth, Slot *slots, size_t *count)
+{
+    const char *q = skip_space(*p + 1, end);
+    *count = 0;
+    if (q < end && *q == '}') {
+        *p = q + 1;
+        return SURE;
+    }
+    for (;;) {
+        const char *key_end;
+        Slot *slot = &slots[*count];
+        int emitted;
+        if (q >= end || *q != '"' || *count == MAX_MEMBERS) return UNSURE;
+        key_end = plain_string_end(q, end);
+        if (key_end == NULL) return UNSURE;
+        slot->key = q + 1;
+        slot->key_size = (size_t)(key_end - q - 2);
+        q = skip_space(key_end, end);
+        if (q >= end || *q != ':') return UNSURE;
+        q = skip_space(q + 1, end);
+        slot->start = out.size;
+        if ((emitted = emit(&q, end, depth + 1)) != SURE) return emitted;
+        slot->size = out.size - slot->start;
+        (*count)++;
+        q = skip_space(q, end);
+        if (q < end && *q == ',') {
+            q = skip_space(q + 1, end);
+            continue;
+        }
+        if (q < end && *q == '}') {
+            *p = q + 1;
+            return SURE;
+        }
+        return UNSURE;
+    }
+}
+
+/* Appends `{"key":value,...}` for the slots, in their order. */
+static int
+write_object(const Slot *const *slots, size_t count)
+{
+    size_t needed = 2;
+    for (size_t i = 0; i < count; i++) needed += slots[i]->key_size + slots[i]->size + 4;
+    if (!reserve(needed)) return FAILED;
+    out.data[out.size++] = '{';
+    for (size_t i = 0; i < count; i++) {
+        if (i) out.data[out.size++] = ',';
+        out.data[out.size++] = '"';
+        memcpy(out.data + out.size, slots[i]->key, slots[i]->key_size);
+        out.size += slots[i]->key_size;
+        out.data[out.size++] = '"';
+        out.data[out.size++] = ':';
+        memcpy(out.data + out.size, out.data + slots[i]->start, slots[i]->size);
+        out.size += slots[i]->size;
+    }
+    out.data[out.size++] = '}';
+    return SURE;
+}
+
+static int
+emit_number(const char **p, const char *end)
+{
+    const char *start = *p, *q = *p;
+    int fraction = 0;
+    size_t digits = 0;
+    for (; q < end; q++) {
+        char c = *q;
+        if (c >= '0' && c <= '9')
+            digits++;
+        else if (c == '.' || c == 'e' || c == 'E')
+            fraction = 1;
+        else if (c != '-' && c != '+')
+            break;
+    }
+    if (q == start) return UNSURE;
+    if (!fraction) {
+        if (digits >= 19 || (q - start == 2 && start[0] == '-' && start[1] == '0')) return UNSURE;
+    }
+    else {
+        char text[40], *parsed_end = NULL, *shortest;
+        size_t size = (size_t)(q - start);
+        double value;
+        int same;
+        if (size >= sizeof text) return UNSURE;
+        memcpy(text, start, size);
+        text[size] = '\0';
+        value = PyOS_string_to_double(text, &parsed_end, NULL);
+        if (value == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return UNSURE;
+        }
+        if (parsed_end != text + size) return UNSURE;
+        shortest = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (shortest == NULL) return FAILED;
+        same = strchr(shortest, 'e') == NULL && strlen(shortest) == size
+               && memcmp(shortest, start, size) == 0;
+        PyMem_Free(shortest);
+        if (!same) return UNSURE;
+    }
+    *p = q;
+    return put(start, (size_t)(q - start)) ? SURE : FAILED;
+}
+
+/* Writes the value at *p canonically at the end of `out`; *p left past it. */
+static int
+emit(const char **p, const char *end, int depth)
+{
+    const char *q = *p;
+    if (q >= end || depth > MAX_DEPTH) return UNSURE;
+    switch (*q) {
+    case '{': {
+        Slot slots[MAX_MEMBERS];
+        const Slot *order[MAX_MEMBERS];
+        size_t count, base = out.size, sorted_at;
+        int read = read_object(&q, end, depth, slots, &count);
+        if (read != SURE) return read;
+        if (sort_slots(slots, count) != SURE) return UNSURE;
+        for (size_t i = 0; i < count; i++) order[i] = &slots[i];
+        sorted_at = out.size;
+        if (write_object(order, count) != SURE) return FAILED;
+        /* The values as read are dropped: the object takes their place. */
+        memmove(out.data + base, out.data + sorted_at, out.size - sorted_at);
+        out.size = base + (out.size - sorted_at);
+        *p = q;
+        return SURE;
+    }
+    case '[': {
+        int emitted;
+        if (!PUT_LITERAL("[")) return FAILED;
+        q = skip_space(q + 1, end);
+        if (q < end && *q == ']') {
+            *p = q + 1;
+            return PUT_LITERAL("]") ? SURE : FAILED;
+        }
+        for (;;) {
+            if ((emitted = emit(&q, end, depth + 1)) != SURE) return emitted;
+            q = skip_space(q, end);
+            if (q < end && *q == ',') {
+                if (!PUT_LITERAL(",")) return FAILED;
+                q = skip_space(q + 1, end);
+                continue;
+            }
+            if (q < end && *q == ']') {
+                *p = q + 1;
+                return PUT_LITERAL("]") ? SURE : FAILED;
+            }
+            return UNSURE;
+        }
+    }
+    case '"': {
+        const char *string_end = plain_string_end(q, end);
+        if (string_end == NULL) return UNSURE;
+        *p = string_end;
+        return put(q, (size_t)(string_end - q)) ? SURE : FAILED;
+    }
+    case 't':
+        if (end - q >= 4 && memcmp(q, "true", 4) == 0) {
+            *p = q + 4;
+            return PUT_LITERAL("true") ? SURE : FAILED;
+        }
+        return UNSURE;
+    case 'f':
+        if (end - q >= 5 && memcmp(q, "false", 5) == 0) {
+            *p = q + 5;
+            return PUT_LITERAL("false") ? SURE : FAILED;
+        }
+        return UNSURE;
+    case 'n':
+        if (end - q >= 4 && memcmp(q, "null", 4) == 0) {
+            *p = q + 4;
+            return PUT_LITERAL("null") ? SURE : FAILED;
+        }
+        return UNSURE;
+    default:
+        return emit_number(p, end);
+    }
+}
+
+static int
+is_key(const Slot *slot, const char *key, size_t size)
+{
+    return slot->key_size == size && memcmp(slot->key, key, size) == 0;
+}
+
+#define IS_KEY(slot, text) is_key(slot, text, sizeof(text) - 1)
+
+/* Whether text can stand between quotes as it is (as orjson writes it). */
+static int
+plain_text(const char *text, Py_ssize_t size)
+{
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x20 || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+/* `domain.chain.canonical_event_bytes` of a stored state, from its bytes, into
+ * out.data[*start ...]. SURE: written; UNSURE: cannot tell; FAILED: an exception. */
+static int
+direct_canonical(const char *raw, Py_ssize_t raw_size, const char *aggregate_id,
+                 Py_ssize_t id_size, long long version, const char *type_name,
+                 Py_ssize_t type_size, size_t *start)
+{
+    const char *p = raw, *end = raw + raw_size;
+    Slot slots[MAX_MEMBERS];
+    const Slot *payload[MAX_MEMBERS];
+    const Slot *actor = NULL, *key = NULL, *previous = NULL, *timestamp = NULL, *hash = NULL;
+    size_t count, payload_count = 0;
+    char version_text[24];
+    int read, version_size;
+
+    out.size = 0;
+    if (!plain_text(type_name, type_size) || !plain_text(aggregate_id, id_size)) return UNSURE;
+    p = skip_space(p, end);
+    if (p >= end || *p != '{') return UNSURE;
+    if ((read = read_object(&p, end, 0, slots, &count)) != SURE) return read;
+    if (skip_space(p, end) != end || sort_slots(slots, count) != SURE) return UNSURE;
+    for (size_t i = 0; i < count; i++) {
+        const Slot *slot = &slots[i];
+        const Slot **envelope = NULL;
+        const Slot *ignored = NULL;
+        switch (slot->key_size) { /* the envelope's keys, told apart by length first */
+        case 5:
+            if (IS_KEY(slot, "actor")) envelope = &actor;
+            break;
+        case 9:
+            if (IS_KEY(slot, "timestamp"))
+                envelope = &timestamp;
+            else if (IS_KEY(slot, "eventHash"))
+                envelope = &hash;
+            break;
+        case 12:
+            if (IS_KEY(slot, "previousHash")) envelope = &previous;
+            break;
+        case 13:
+            if (IS_KEY(slot, "class_version")) envelope = &ignored;
+            break;
+        case 14:
+            if (IS_KEY(slot, "idempotencyKey")) envelope = &key;
+            break;
+        case 15:
+            if (IS_KEY(slot, "originatorTopic")) envelope = &ignored;
+            break;
+        }
+        if (envelope == NULL)
+            payload[payload_count++] = slot;
+        else
+            *envelope = slot;
+    }
+    if (actor == NULL || previous == NULL || timestamp == NULL || hash == NULL) return UNSURE;
+    version_size = snprintf(version_text, sizeof version_text, "%lld", version);
+
+    /* Keys sorted: actor, aggregateId, idempotencyKey, payload, previousHash,
+     * timestamp, type, version. The values written so far stay before it. */
+    *start = out.size;
+    if (!PUT_LITERAL("{\"actor\":") || !put_own(actor->start, actor->size)
+        || !PUT_LITERAL(",\"aggregateId\":\"") || !put(aggregate_id, (size_t)id_size)
+        || !PUT_LITERAL("\",\"idempotencyKey\":"))
+        return FAILED;
+    if (key == NULL ? !PUT_LITERAL("null") : !put_own(key->start, key->size))
+        return FAILED;
+    if (!PUT_LITERAL(",\"payload\":") || write_object(payload, payload_count) != SURE
+        || !PUT_LITERAL(",\"previousHash\":") || !put_own(previous->start, previous->size)
+        || !PUT_LITERAL(",\"timestamp\":")
+        || !put_own(timestamp->start, timestamp->size) || !PUT_LITERAL(",\"type\":\"")
+        || !put(type_name, (size_t)type_size) || !PUT_LITERAL("\",\"version\":")
+        || !put(version_text, (size_t)version_size) || !PUT_LITERAL("}"))
+        return FAILED;
+    return SURE;
+}
+
+/* The hash of `direct_canonical`, in hex: SURE, UNSURE or FAILED as it says. */
+static int
+direct_hash(PyObject *raw, const char *aggregate_id, Py_ssize_t id_size, long long version,
+            PyObject *type_name, char hex[64])
+{
+    Py_ssize_t type_size;
+    const char *type_chars = PyUnicode_AsUTF8AndSize(type_name, &type_size);
+    size_t start;
+    unsigned char digest[32];
+    int written;
+    if (type_chars == NULL) return FAILED;
+    written = direct_canonical(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), aggregate_id,
+                               id_size, version, type_chars, type_size, &start);
+    if (written != SURE) return written;
+    {
+        const void *parts[1] = {out.data + start};
+        const size_t sizes[1] = {out.size - start};
+        if (!sha256(parts, sizes, 1, digest)) {
+            PyErr_SetString(PyExc_RuntimeError, "SHA-256 failed");
+            return FAILED;
+        }
+    }
+    to_hex(digest, hex);
+    return SURE;
+}
+
 /* Whether the pending exception is one the Python loop turns into "this row fails". */
 static int
 failing_exception(void)
@@ -355,12 +783,36 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
     }
     type_name = type_name_of(type_names, topic);
     if (type_name == NULL) goto done;
-    matched = canonical_hash(state, aggregate_id, version, type_name, &recorded, &previous,
-                             event_hex);
-    if (matched < 0) goto fail_or_raise;
+    /* The canonical document straight from the stored bytes where that can be
+     * told; otherwise, or if its hash differs, as the Python loop makes it. */
+    matched = direct_hash(raw, id_chars, id_size, version_value, type_name, event_hex);
+    if (matched < 0) goto done;
+    if (matched) {
+        recorded = PyDict_GetItemWithError(state, k_event_hash);
+        previous = recorded == NULL ? NULL : PyDict_GetItemWithError(state, k_previous_hash);
+        if (previous == NULL) {
+            if (PyErr_Occurred()) goto done;
+            recorded = NULL; /* cannot be: the stored bytes hold both */
+            matched = 0;
+        }
+        else {
+            Py_INCREF(recorded);
+            Py_INCREF(previous);
+            if (!equals_hex(recorded, event_hex)) {
+                Py_CLEAR(recorded);
+                Py_CLEAR(previous);
+                matched = 0;
+            }
+        }
+    }
     if (!matched) {
-        result = 0;
-        goto done;
+        matched = canonical_hash(state, aggregate_id, version, type_name, &recorded, &previous,
+                                 event_hex);
+        if (matched < 0) goto fail_or_raise;
+        if (!matched) {
+            result = 0;
+            goto done;
+        }
     }
     matched = PyObject_RichCompareBool(previous, expected_previous, Py_EQ);
     if (matched < 0) goto fail_or_raise;
@@ -484,7 +936,36 @@ fastcheck_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+fastcheck_canonical(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t id_size, type_size;
+    const char *aggregate_id, *type_name;
+    long long version;
+    size_t start;
+    int written;
+    (void)module;
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1])
+        || !PyLong_Check(args[2]) || !PyUnicode_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "canonical(state: bytes, aggregate_id: str, version: int, type_name: str)");
+        return NULL;
+    }
+    aggregate_id = PyUnicode_AsUTF8AndSize(args[1], &id_size);
+    type_name = PyUnicode_AsUTF8AndSize(args[3], &type_size);
+    version = PyLong_AsLongLong(args[2]);
+    if (aggregate_id == NULL || type_name == NULL || PyErr_Occurred()) return NULL;
+    written = direct_canonical(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
+                               aggregate_id, id_size, version, type_name, type_size, &start);
+    if (written == FAILED) return NULL;
+    if (written == UNSURE) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(out.data + start, (Py_ssize_t)(out.size - start));
+}
+
 static PyMethodDef methods[] = {
+    {"canonical", (PyCFunction)(void (*)(void))fastcheck_canonical, METH_FASTCALL,
+     "canonical(state, aggregate_id, version, type_name) -> the canonical document's bytes, "
+     "or None where they cannot be told from the stored bytes alone"},
     {"configure", (PyCFunction)(void (*)(void))fastcheck_configure, METH_FASTCALL,
      "configure(loads, dumps, sort_keys_option, log_genesis, genesis_hash)"},
     {"check", (PyCFunction)(void (*)(void))fastcheck_check, METH_FASTCALL,
