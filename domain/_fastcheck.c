@@ -223,7 +223,7 @@ done:
  * So whenever it answers, its bytes are exactly what orjson makes.
  */
 
-#define MAX_DEPTH 64
+#define MAX_DEPTH 32 /* each level keeps its keys on the stack: ~5 KiB */
 #define MAX_MEMBERS 128
 
 enum { FAILED = -1, UNSURE = 0, SURE = 1 };
