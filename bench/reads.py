@@ -25,7 +25,7 @@ from uuid import UUID
 
 from adapters.store import open_ledger
 from bench.context import BenchContext
-from bench.stats import Figure, Summary, Target
+from bench.stats import CPU_PROBE_LABEL, Figure, Summary, Target, cpu_probe
 from bench.workload import FAMILIES, dataset_fingerprint, sqlite_url
 from domain.application import TrainingLedger
 from domain.integrity import NATIVE_CHECK, PURE_PYTHON
@@ -74,7 +74,9 @@ def rebuild(ctx: BenchContext) -> Figure:
         events = _events_in(ledger)
         rates: list[float] = []
         cpu: list[float] = []
+        probes: list[float] = []
         for i in range(ctx.sizes.heavy_repeats):
+            probes += cpu_probe(1)
             cpu_before = _cpu_seconds()
             start = time.perf_counter()
             result = ledger.rebuild_projections()
@@ -85,6 +87,7 @@ def rebuild(ctx: BenchContext) -> Figure:
             ctx.log(f"rebuild {i + 1}: {applied:,} events in {seconds:.2f} s, {cpu[-1]:.1f} CPU-s")
         summary = figure.add("rebuild", Summary.of(rates, "events/s"))
         figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
+        figure.add(CPU_PROBE_LABEL, Summary.of(probes, "ms"))
         figure.notes.append(CPU_NOTE)
         figure.targets.append(
             Target(
@@ -112,7 +115,9 @@ def verify(ctx: BenchContext) -> Figure:
         compare = NATIVE_CHECK is not None and (
             _events_in(ledger) >= TrainingLedger.PARALLEL_VERIFY_FROM
         )
+        probes: list[float] = []
         for i in range(ctx.sizes.heavy_repeats):
+            probes += cpu_probe(1)
             cpu_before = _cpu_seconds()
             rates.append(_verify_rate(ctx, ledger, f"verify {i + 1}"))
             cpu.append(_cpu_seconds() - cpu_before)
@@ -130,6 +135,7 @@ def verify(ctx: BenchContext) -> Figure:
                     TrainingLedger.PARALLEL_VERIFY_FROM = default
         summary = figure.add("verify", Summary.of(rates, "events/s"))
         figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
+        figure.add(CPU_PROBE_LABEL, Summary.of(probes, "ms"))
         figure.notes.append(CPU_NOTE)
         if in_python:
             figure.add(
@@ -168,7 +174,8 @@ def verify(ctx: BenchContext) -> Figure:
 CPU_ROW = "CPU time of this process and its workers, per run"
 CPU_NOTE = (
     "CPU time is the work done, which the wall time divides over the cores; on a shared "
-    "machine the same work takes more CPU time while the host is busy"
+    "machine the same work takes more CPU time while the host is busy, and so does the "
+    "CPU probe (the same small Python job before each run: compare it between runs)"
 )
 
 
@@ -258,13 +265,16 @@ def queries(ctx: BenchContext) -> Figure:
         for kind, query in kinds.items():  # warm-up, untimed
             query(0)
             del kind
+        probes = cpu_probe(2)
         for i in range(calls):
             for kind, query in kinds.items():
                 t0 = time.perf_counter()
                 query(i)
                 latencies[kind].append((time.perf_counter() - t0) * 1000)
+        probes += cpu_probe(2)
         for kind, values in latencies.items():
             figure.add(kind, Summary.of(values, "ms", with_p99=True))
+        figure.add(CPU_PROBE_LABEL, Summary.of(probes, "ms"))
         lineage = figure.rows[0][1]
         figure.targets.append(
             Target(

@@ -125,3 +125,35 @@ def time_calls(call: Callable[[], object], repeats: int) -> list[float]:
         call()
         durations.append(time.perf_counter() - start)
     return durations
+
+
+CPU_PROBE_LABEL = "CPU probe: a fixed Python workload on one core"
+_PROBE_STATE = (
+    b'{"timestamp":"2026-11-28T11:47:15.353482Z","actor":"probe","n":['
+    + b",".join(str(n).encode() for n in range(40))
+    + b'],"text":"'
+    + b"x" * 200
+    + b'"}'
+)
+
+
+def cpu_probe(rounds: int = 3) -> list[float]:
+    """Milliseconds the same small, CPU-bound Python job takes, `rounds` times.
+
+    What the host gives one core now: on a shared machine the same work takes
+    longer (and more CPU time) while neighbours are busy. Compared between
+    runs, it tells a slower host from slower code.
+    """
+    import hashlib
+
+    import orjson
+
+    durations: list[float] = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for n in range(4000):
+            state = orjson.loads(_PROBE_STATE)
+            state["n"] = sorted(state["n"], key=lambda v: (v * 7919 + n) % 40)
+            hashlib.sha256(orjson.dumps(state, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        durations.append((time.perf_counter() - start) * 1000)
+    return durations
