@@ -58,19 +58,27 @@ hex_value(char c)
     return -1;
 }
 
+/* The UTF-8 of `text` if it is a str of 64 characters, else NULL (no exception). */
+static const char *
+chars_of_64(PyObject *text)
+{
+    Py_ssize_t size;
+    const char *chars;
+    if (!PyUnicode_CheckExact(text)) return NULL;
+    chars = PyUnicode_AsUTF8AndSize(text, &size);
+    if (chars == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return size == 64 ? chars : NULL;
+}
+
 /* 64 lowercase hex digits to 32 bytes; 0 if `text` is anything else. */
 static int
 from_hex(PyObject *text, unsigned char out[32])
 {
-    Py_ssize_t size;
-    const char *digits;
-    if (!PyUnicode_CheckExact(text)) return 0;
-    digits = PyUnicode_AsUTF8AndSize(text, &size);
-    if (digits == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (size != 64) return 0;
+    const char *digits = chars_of_64(text);
+    if (digits == NULL) return 0;
     for (int i = 0; i < 32; i++) {
         int high = hex_value(digits[2 * i]), low = hex_value(digits[2 * i + 1]);
         if (high < 0 || low < 0) return 0;
@@ -83,15 +91,8 @@ from_hex(PyObject *text, unsigned char out[32])
 static int
 equals_hex(PyObject *text, const char hex[64])
 {
-    Py_ssize_t size;
-    const char *chars;
-    if (!PyUnicode_CheckExact(text)) return 0;
-    chars = PyUnicode_AsUTF8AndSize(text, &size);
-    if (chars == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    return size == 64 && memcmp(chars, hex, 64) == 0;
+    const char *chars = chars_of_64(text);
+    return chars != NULL && memcmp(chars, hex, 64) == 0;
 }
 
 static int
@@ -649,10 +650,10 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
     PyObject *fields = NULL, *args = NULL, *record = NULL;
     long long position_value, version_value;
     unsigned char before_digest[32], state_digest[32], link_digest[32];
-    char link_hex[64], event_hex[64], header[64];
+    char link_hex[64], event_hex[64], position_text[24];
     const char *id_chars, *topic_chars;
     Py_ssize_t id_size, topic_size;
-    int result = -1, header_size, matched;
+    int result = -1, position_size, matched;
 
     if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 7) return 0;
     position = PyTuple_GET_ITEM(row, 0);
@@ -727,21 +728,15 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
         const size_t sizes[1] = {(size_t)PyBytes_GET_SIZE(raw)};
         if (!sha256(parts, sizes, 1, state_digest)) goto hash_failed;
     }
-    header_size = snprintf(header, sizeof header, "%lld", position_value);
+    position_size = snprintf(position_text, sizeof position_text, "%lld", position_value);
     {
         char version_text[24];
         int version_size = snprintf(version_text, sizeof version_text, "%lld", version_value);
-        const void *parts[9] = {before_digest, header, "", id_chars, "", version_text, "",
-                                topic_chars, ""};
-        const size_t sizes[9] = {32, (size_t)header_size, 1, (size_t)id_size, 1,
-                                 (size_t)version_size, 1, (size_t)topic_size, 1};
-        const void *with_state[10];
-        size_t with_state_sizes[10];
-        memcpy(with_state, parts, sizeof parts);
-        memcpy(with_state_sizes, sizes, sizeof sizes);
-        with_state[9] = state_digest;
-        with_state_sizes[9] = 32;
-        if (!sha256(with_state, with_state_sizes, 10, link_digest)) goto hash_failed;
+        const void *parts[10] = {before_digest, position_text, "", id_chars,    "",
+                                 version_text,  "",          topic_chars, "", state_digest};
+        const size_t sizes[10] = {32, (size_t)position_size, 1, (size_t)id_size, 1,
+                                  (size_t)version_size, 1, (size_t)topic_size, 1, 32};
+        if (!sha256(parts, sizes, 10, link_digest)) goto hash_failed;
     }
     to_hex(link_digest, link_hex);
     if (!equals_hex(link, link_hex)) {
