@@ -3,13 +3,16 @@
  * Same rules, same verdicts: for each row it checks the log chain link the
  * recorder wrote at its position (recomputed from the link before it), the
  * aggregate's version order, and the aggregate's hash chain (the event's
- * hash recomputed over its canonical document, `domain.chain`). JSON is
- * decoded by the same orjson function the Python loop calls. The canonical
- * document is written straight from the stored bytes where that is certain
- * to give orjson's bytes (`direct_canonical`), else serialised by orjson as
- * in Python. What C saves is that serialisation, the hashing, the hex
- * conversions and the per-row bookkeeping, which in Python cost a call and
- * an object each.
+ * hash recomputed over its canonical document, `domain.chain`). Where the
+ * stored bytes are certain to be what orjson decodes and writes again
+ * unchanged (`direct_canonical`), the canonical document is written straight
+ * from them and the chain fields are read from them: the state is never
+ * decoded. Otherwise, or if anything read so does not pass, the row is
+ * checked as in Python: decoded by the same orjson function the Python loop
+ * calls, its document serialised by orjson. What C saves is the decoding, that
+ * serialisation, the hashing, the hex conversions and the per-row
+ * bookkeeping, which in Python cost a call and an object each. Rows that pass
+ * are handed on with their state as stored (bytes), as the Python loop does.
  *
  * Never more lenient than the Python loop: anything it does not expect
  * (a value of another type, a link that is not 64 lowercase hex digits)
@@ -19,6 +22,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -213,8 +217,14 @@ done:
  * writes for that value: the canonical document is the stored tokens
  * rearranged (the envelope taken out of the payload, keys sorted at every
  * level, whitespace dropped). `direct_canonical` writes that. It answers
- * only where every token is certainly what orjson would write for its
- * value, and says UNSURE otherwise, and the row takes the orjson path:
+ * only where orjson.loads certainly takes the bytes and every token is
+ * certainly what orjson would write for its value, and says UNSURE
+ * otherwise, and the row takes the orjson path:
+ * - anything orjson.loads rejects: JSON's grammar is checked as it is read
+ *   (numbers as JSON writes them, not "01", "1-2", "-", ".5" or "+1"; no
+ *   control character in a string or key and only valid UTF-8, as orjson
+ *   demands; only whitespace after the top-level object), since the bytes
+ *   are not decoded first;
  * - a string or key with a backslash (an escape), or a key repeated;
  * - an integer written "-0" or with 19 or more digits;
  * - a number with a fraction or an exponent, unless it is written as
@@ -288,13 +298,85 @@ skip_space(const char *p, const char *end)
     return p;
 }
 
-/* p at an opening quote: past the closing one, or NULL (an escape, or no end). */
+/* The length of the UTF-8 sequence at p (a byte >= 0x80), or 0 where it is not
+ * one that orjson accepts: strict UTF-8 (RFC 3629), so no overlong forms, no
+ * surrogates, nothing above U+10FFFF, no truncated sequence. */
+static size_t
+utf8_sequence(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0], low = 0x80, high = 0xBF;
+    size_t size;
+    if (c >= 0xC2 && c <= 0xDF)
+        size = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        size = 3;
+        if (c == 0xE0) low = 0xA0;      /* not overlong */
+        else if (c == 0xED) high = 0x9F; /* not a surrogate */
+    }
+    else if (c >= 0xF0 && c <= 0xF4) {
+        size = 4;
+        if (c == 0xF0) low = 0x90;      /* not overlong */
+        else if (c == 0xF4) high = 0x8F; /* not above U+10FFFF */
+    }
+    else
+        return 0;
+    if ((size_t)(end - p) < size || p[1] < low || p[1] > high) return 0;
+    for (size_t i = 2; i < size; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    }
+    return size;
+}
+
+#define BYTES_OF(b) (0x0101010101010101ULL * (b))
+
+/* The high bit of each byte of a word that may not stand in a plain string as it
+ * is: a control character, a quote, a backslash, or one not ASCII. The lowest
+ * bit set is exactly that of the first such byte in memory order (on a
+ * little-endian machine): a borrow only carries up out of a byte found. */
+static inline uint64_t
+special_bytes(uint64_t word)
+{
+    uint64_t quote = word ^ BYTES_OF('"'), backslash = word ^ BYTES_OF('\\');
+    return (((word - BYTES_OF(0x20)) & ~word) | ((quote - BYTES_OF(1)) & ~quote)
+            | ((backslash - BYTES_OF(1)) & ~backslash) | word)
+           & BYTES_OF(0x80);
+}
+
+/* p at an opening quote: past the closing one, or NULL where orjson would not
+ * take the string as it is written, or it might not write it so: an escape, a
+ * control character, invalid UTF-8, or no closing quote. Plain ASCII is passed
+ * over 8 bytes at a time; UTF-8 is checked only where a byte >= 0x80 appears. */
 static const char *
 plain_string_end(const char *p, const char *end)
 {
-    const char *close = memchr(p + 1, '"', (size_t)(end - p - 1));
-    if (close == NULL || memchr(p + 1, '\\', (size_t)(close - p - 1)) != NULL) return NULL;
-    return close + 1;
+    const unsigned char *q = (const unsigned char *)p + 1, *stop = (const unsigned char *)end;
+    for (;;) {
+        unsigned char c;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        while (stop - q >= 8) {
+            uint64_t word, found;
+            memcpy(&word, q, 8);
+            found = special_bytes(word);
+            if (found) {
+                q += __builtin_ctzll(found) >> 3;
+                break;
+            }
+            q += 8;
+        }
+#endif
+        if (q >= stop) return NULL;
+        c = *q;
+        if (c == '"') return (const char *)q + 1;
+        if (c < 0x80) {
+            if (c == '\\' || c < 0x20) return NULL;
+            q++;
+        }
+        else {
+            size_t size = utf8_sequence(q, stop);
+            if (size == 0) return NULL;
+            q += size;
+        }
+    }
 }
 
 static inline int
@@ -391,22 +473,40 @@ write_object(const Slot *const *slots, size_t count)
     return SURE;
 }
 
+static inline int
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A number, as JSON writes one: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+ * (anything after it is for the caller to judge: "01" or "1-2" stop at "0" or
+ * "1", and what follows cannot follow a value). */
 static int
 emit_number(const char **p, const char *end)
 {
     const char *start = *p, *q = *p;
     int fraction = 0;
-    size_t digits = 0;
-    for (; q < end; q++) {
-        char c = *q;
-        if (c >= '0' && c <= '9')
-            digits++;
-        else if (c == '.' || c == 'e' || c == 'E')
-            fraction = 1;
-        else if (c != '-' && c != '+')
-            break;
+    size_t digits;
+    if (q < end && *q == '-') q++;
+    if (q >= end || !is_digit(*q)) return UNSURE;
+    if (*q == '0')
+        q++;
+    else {
+        while (q < end && is_digit(*q)) q++;
     }
-    if (q == start) return UNSURE;
+    digits = (size_t)(q - start) - (*start == '-');
+    if (q < end && *q == '.') {
+        fraction = 1;
+        if (++q >= end || !is_digit(*q)) return UNSURE;
+        while (q < end && is_digit(*q)) q++;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        fraction = 1;
+        if (++q < end && (*q == '+' || *q == '-')) q++;
+        if (q >= end || !is_digit(*q)) return UNSURE;
+        while (q < end && is_digit(*q)) q++;
+    }
     if (!fraction) {
         if (digits >= 19 || (q - start == 2 && start[0] == '-' && start[1] == '0')) return UNSURE;
     }
@@ -529,17 +629,25 @@ plain_text(const char *text, Py_ssize_t size)
     return 1;
 }
 
+/* Where the chain fields' values are written canonically in `out` (a string
+ * as its token, quotes included); the topic's size is 0 where it is absent. */
+typedef struct {
+    size_t hash_start, hash_size, previous_start, previous_size, topic_start, topic_size;
+} ChainTokens;
+
 /* `domain.chain.canonical_event_bytes` of a stored state, from its bytes, into
- * out.data[*start ...]. SURE: written; UNSURE: cannot tell; FAILED: an exception. */
+ * out.data[*start ...], and where its chain fields are (`tokens`, if not NULL).
+ * SURE: written; UNSURE: cannot tell; FAILED: an exception. */
 static int
 direct_canonical(const char *raw, Py_ssize_t raw_size, const char *aggregate_id,
                  Py_ssize_t id_size, long long version, const char *type_name,
-                 Py_ssize_t type_size, size_t *start)
+                 Py_ssize_t type_size, size_t *start, ChainTokens *tokens)
 {
     const char *p = raw, *end = raw + raw_size;
     Slot slots[MAX_MEMBERS];
     const Slot *payload[MAX_MEMBERS];
     const Slot *actor = NULL, *key = NULL, *previous = NULL, *timestamp = NULL, *hash = NULL;
+    const Slot *topic = NULL;
     size_t count, payload_count = 0;
     char version_text[24];
     int read, version_size;
@@ -574,7 +682,7 @@ direct_canonical(const char *raw, Py_ssize_t raw_size, const char *aggregate_id,
             if (IS_KEY(slot, "idempotencyKey")) envelope = &key;
             break;
         case 15:
-            if (IS_KEY(slot, "originatorTopic")) envelope = &ignored;
+            if (IS_KEY(slot, "originatorTopic")) envelope = &topic;
             break;
         }
         if (envelope == NULL)
@@ -583,6 +691,14 @@ direct_canonical(const char *raw, Py_ssize_t raw_size, const char *aggregate_id,
             *envelope = slot;
     }
     if (actor == NULL || previous == NULL || timestamp == NULL || hash == NULL) return UNSURE;
+    if (tokens != NULL) {
+        tokens->hash_start = hash->start;
+        tokens->hash_size = hash->size;
+        tokens->previous_start = previous->start;
+        tokens->previous_size = previous->size;
+        tokens->topic_start = topic == NULL ? 0 : topic->start;
+        tokens->topic_size = topic == NULL ? 0 : topic->size;
+    }
     version_size = snprintf(version_text, sizeof version_text, "%lld", version);
 
     /* Keys sorted: actor, aggregateId, idempotencyKey, payload, previousHash,
@@ -607,7 +723,7 @@ direct_canonical(const char *raw, Py_ssize_t raw_size, const char *aggregate_id,
 /* The hash of `direct_canonical`, in hex: SURE, UNSURE or FAILED as it says. */
 static int
 direct_hash(PyObject *raw, const char *aggregate_id, Py_ssize_t id_size, long long version,
-            PyObject *type_name, char hex[64])
+            PyObject *type_name, char hex[64], ChainTokens *tokens)
 {
     Py_ssize_t type_size;
     const char *type_chars = PyUnicode_AsUTF8AndSize(type_name, &type_size);
@@ -616,7 +732,7 @@ direct_hash(PyObject *raw, const char *aggregate_id, Py_ssize_t id_size, long lo
     int written;
     if (type_chars == NULL) return FAILED;
     written = direct_canonical(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), aggregate_id,
-                               id_size, version, type_chars, type_size, &start);
+                               id_size, version, type_chars, type_size, &start, tokens);
     if (written != SURE) return written;
     {
         const void *parts[1] = {out.data + start};
@@ -639,6 +755,64 @@ failing_exception(void)
            || PyErr_ExceptionMatches(PyExc_AttributeError);
 }
 
+/* Whether the token at out.data[start ...] is the string `text` (a plain string's token). */
+static int
+token_is(size_t start, size_t size, const char *text, size_t text_size)
+{
+    const char *token = out.data + start;
+    return size == text_size + 2 && token[0] == '"' && token[size - 1] == '"'
+           && memcmp(token + 1, text, text_size) == 0;
+}
+
+/* Whether the chain fields `direct_canonical` found (`tokens`) pass as the Python
+ * loop demands: the recorded event hash is `hex` (the document's hash), the
+ * previous one `expected_previous`, and the topic starts with the aggregate's
+ * topic and a dot, *prefix (read here for a first event: *prefix NULL, then set
+ * if 1). 1: they do; 0: not shown here; -1: an exception is set. */
+static int
+direct_verdict(const ChainTokens *tokens, const char hex[64], PyObject *expected_previous,
+               PyObject *topic, PyObject **prefix)
+{
+    Py_ssize_t expected_size;
+    const char *expected = PyUnicode_AsUTF8AndSize(expected_previous, &expected_size);
+    PyObject *read_prefix = NULL;
+    int matched;
+    if (expected == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!token_is(tokens->hash_start, tokens->hash_size, hex, 64)
+        || !token_is(tokens->previous_start, tokens->previous_size, expected,
+                     (size_t)expected_size))
+        return 0;
+    if (*prefix == NULL) {
+        /* the topic's text and a dot, decoded from after the bytes written */
+        size_t size = tokens->topic_size;
+        char *text;
+        if (size < 2 || out.data[tokens->topic_start] != '"') return 0;
+        if (!reserve(size - 1)) return -1;
+        text = out.data + out.size;
+        memcpy(text, out.data + tokens->topic_start + 1, size - 2);
+        text[size - 2] = '.';
+        read_prefix = PyUnicode_DecodeUTF8(text, (Py_ssize_t)(size - 1), NULL);
+        if (read_prefix == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return -1;
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    matched = (int)PyUnicode_Tailmatch(topic, *prefix != NULL ? *prefix : read_prefix, 0,
+                                       PY_SSIZE_T_MAX, -1);
+    if (matched == 1 && *prefix == NULL) *prefix = Py_NewRef(read_prefix);
+    Py_XDECREF(read_prefix);
+    if (matched < 0) {
+        if (!failing_exception()) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    return matched;
+}
+
 /* One row: 1 passed, 0 failed, -1 an exception other than a failure is set. */
 static int
 check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
@@ -651,6 +825,7 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
     long long position_value, version_value;
     unsigned char before_digest[32], state_digest[32], link_digest[32];
     char link_hex[64], event_hex[64], position_text[24];
+    ChainTokens tokens;
     const char *id_chars, *topic_chars;
     Py_ssize_t id_size, topic_size;
     int result = -1, position_size, matched;
@@ -744,63 +919,55 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
         goto done;
     }
 
-    /* The aggregate's chain. */
-    state = PyObject_CallOneArg(config.loads, raw);
-    if (state == NULL) goto fail_or_raise;
-    if (!PyDict_CheckExact(state)) {
-        result = 0;
-        goto done;
-    }
+    /* The aggregate's chain: read straight from the stored bytes where they
+     * can be read with certainty, without decoding them; otherwise, or if
+     * anything there does not pass, as the Python loop reads it. */
     if (head == NULL) {
-        PyObject *aggregate_topic = PyDict_GetItemWithError(state, k_originator_topic);
-        if (aggregate_topic == NULL) {
-            if (PyErr_Occurred()) goto done;
-            result = 0;
-            goto done;
-        }
-        if (!PyUnicode_CheckExact(aggregate_topic)) {
-            result = 0;
-            goto done;
-        }
-        prefix = PyUnicode_FromFormat("%U.", aggregate_topic);
-        if (prefix == NULL) goto done;
         expected_previous = config.genesis_hash;
     }
     else {
         prefix = Py_NewRef(PyTuple_GET_ITEM(head, 2));
         expected_previous = PyTuple_GET_ITEM(head, 1);
     }
-    matched = (int)PyUnicode_Tailmatch(topic, prefix, 0, PY_SSIZE_T_MAX, -1);
-    if (matched < 0) goto fail_or_raise;
-    if (!matched) {
-        result = 0;
-        goto done;
-    }
     type_name = type_name_of(type_names, topic);
     if (type_name == NULL) goto done;
-    /* The canonical document straight from the stored bytes where that can be
-     * told; otherwise, or if its hash differs, as the Python loop makes it. */
-    matched = direct_hash(raw, id_chars, id_size, version_value, type_name, event_hex);
+    matched = direct_hash(raw, id_chars, id_size, version_value, type_name, event_hex, &tokens);
     if (matched < 0) goto done;
     if (matched) {
-        recorded = PyDict_GetItemWithError(state, k_event_hash);
-        previous = recorded == NULL ? NULL : PyDict_GetItemWithError(state, k_previous_hash);
-        if (previous == NULL) {
-            if (PyErr_Occurred()) goto done;
-            recorded = NULL; /* cannot be: the stored bytes hold both */
-            matched = 0;
-        }
-        else {
-            Py_INCREF(recorded);
-            Py_INCREF(previous);
-            if (!equals_hex(recorded, event_hex)) {
-                Py_CLEAR(recorded);
-                Py_CLEAR(previous);
-                matched = 0;
-            }
-        }
+        matched = direct_verdict(&tokens, event_hex, expected_previous, topic, &prefix);
+        if (matched < 0) goto done;
     }
-    if (!matched) {
+    if (matched) {
+        recorded = PyUnicode_FromStringAndSize(event_hex, 64);
+        if (recorded == NULL) goto done;
+    }
+    else {
+        state = PyObject_CallOneArg(config.loads, raw);
+        if (state == NULL) goto fail_or_raise;
+        if (!PyDict_CheckExact(state)) {
+            result = 0;
+            goto done;
+        }
+        if (head == NULL) {
+            PyObject *aggregate_topic = PyDict_GetItemWithError(state, k_originator_topic);
+            if (aggregate_topic == NULL) {
+                if (PyErr_Occurred()) goto done;
+                result = 0;
+                goto done;
+            }
+            if (!PyUnicode_CheckExact(aggregate_topic)) {
+                result = 0;
+                goto done;
+            }
+            prefix = PyUnicode_FromFormat("%U.", aggregate_topic);
+            if (prefix == NULL) goto done;
+        }
+        matched = (int)PyUnicode_Tailmatch(topic, prefix, 0, PY_SSIZE_T_MAX, -1);
+        if (matched < 0) goto fail_or_raise;
+        if (!matched) {
+            result = 0;
+            goto done;
+        }
         matched = canonical_hash(state, aggregate_id, version, type_name, &recorded, &previous,
                                  event_hex);
         if (matched < 0) goto fail_or_raise;
@@ -808,18 +975,18 @@ check_row(PyObject *row, PyObject *heads, PyObject *type_names, PyObject *keep,
             result = 0;
             goto done;
         }
-    }
-    matched = PyObject_RichCompareBool(previous, expected_previous, Py_EQ);
-    if (matched < 0) goto fail_or_raise;
-    if (!matched || !equals_hex(recorded, event_hex)) {
-        result = 0;
-        goto done;
+        matched = PyObject_RichCompareBool(previous, expected_previous, Py_EQ);
+        if (matched < 0) goto fail_or_raise;
+        if (!matched || !equals_hex(recorded, event_hex)) {
+            result = 0;
+            goto done;
+        }
     }
 
     new_head = PyTuple_Pack(4, version, recorded, prefix, aggregate_id);
     if (new_head == NULL || PyDict_SetItem(heads, hex_id, new_head) < 0) goto done;
     if (keep != Py_None) {
-        fields = PyTuple_Pack(5, position, hex_id, version, topic, state);
+        fields = PyTuple_Pack(5, position, hex_id, version, topic, raw);
         if (fields == NULL) goto done;
         args = PyTuple_Pack(1, fields);
         if (args == NULL) goto done;
@@ -951,7 +1118,8 @@ fastcheck_canonical(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     version = PyLong_AsLongLong(args[2]);
     if (aggregate_id == NULL || type_name == NULL || PyErr_Occurred()) return NULL;
     written = direct_canonical(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]),
-                               aggregate_id, id_size, version, type_name, type_size, &start);
+                               aggregate_id, id_size, version, type_name, type_size, &start,
+                               NULL);
     if (written == FAILED) return NULL;
     if (written == UNSURE) Py_RETURN_NONE;
     return PyBytes_FromStringAndSize(out.data + start, (Py_ssize_t)(out.size - start));

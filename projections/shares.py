@@ -24,7 +24,12 @@ from typing import Any
 
 from domain.errors import CorruptStoreError
 from projections.facts import PageFacts, ViewDump
-from projections.projection import READ_VERSIONS, EventRecord, translate_into
+from projections.projection import (
+    READ_VERSIONS,
+    EventRecord,
+    stored_class_version,
+    translate_into,
+)
 from projections.sqlite_view import (
     CHECKPOINT_COLUMNS,
     CHECKPOINTS,
@@ -141,14 +146,14 @@ class ShareReplay:
         if self._incomplete:
             return
         read_versions = READ_VERSIONS
-        for record in records:
-            needed = read_versions.get(record.topic, 1)
-            if needed > 1 and record.state.get("class_version", 1) < needed:
-                self._incomplete = True
-                return
         try:
+            for record in records:
+                needed = read_versions.get(record.topic, 1)
+                if needed > 1 and stored_class_version(record.state) < needed:
+                    self._incomplete = True
+                    return
             translate_into(self._page, records)
-        except CorruptStoreError:
+        except (CorruptStoreError, ValueError):
             self._incomplete = True
 
     def dump(self) -> ViewDump | None:

@@ -9,8 +9,11 @@ check agrees.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sqlite3
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.store import open_ledger
+from domain.chain import GENESIS_HASH, canonical_event_bytes, chain_hash
 from domain.integrity import (
     LOG_GENESIS,
     NATIVE_CHECK,
@@ -130,10 +134,10 @@ class Record(NamedTuple):
     aggregate_id: str
     version: int
     topic: str
-    state: dict[str, Any]
+    state: bytes
 
 
-def test_the_fast_check_hands_over_each_row_it_passed_decoded(
+def test_the_fast_check_hands_over_each_row_it_passed_as_stored(
     log: tuple[list[Row], list[Link]], native: bool
 ) -> None:
     rows, links = log
@@ -141,8 +145,9 @@ def test_the_fast_check_hands_over_each_row_it_passed_decoded(
     check = FastLogCheck(native=native)
     assert check.check(linked(rows, links), decoded, Record) is None
     assert check.checked == len(rows)
-    assert decoded == [(p, i, v, t, orjson.loads(raw)) for p, i, v, t, raw in rows]
+    assert decoded == rows
     assert {type(record) for record in decoded} == {Record}
+    assert all(record.state is row[4] for record, row in zip(decoded, rows, strict=True))
     # A row that fails ends the check there; the rows before it passed.
     tampered = linked(rows, links)
     tampered[7] = (
@@ -243,3 +248,280 @@ def test_the_fast_check_never_passes_what_one_pass_fails(
     assert len(verdicts) == 1, "the C and the Python loop disagree"
     if verdicts == {True}:
         assert one_pass_ok(rows, links)
+
+
+@pytest.fixture
+def counted_loads() -> Iterator[list[bytes]]:
+    """The states the C loop decodes (it is configured with a `loads` that counts)."""
+    if NATIVE_CHECK is None:
+        pytest.skip("the C loop (domain/_fastcheck.c) was not built")
+    decoded: list[bytes] = []
+
+    def loads(raw: bytes) -> Any:
+        decoded.append(raw)
+        return orjson.loads(raw)
+
+    NATIVE_CHECK.configure(loads, orjson.dumps, orjson.OPT_SORT_KEYS, LOG_GENESIS, GENESIS_HASH)
+    try:
+        yield decoded
+    finally:
+        NATIVE_CHECK.configure(
+            orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, LOG_GENESIS, GENESIS_HASH
+        )
+
+
+def _type_name(topic: str) -> str:
+    return topic.rsplit(".", 1)[-1]
+
+
+def rechain(rows: list[Row], index: int, head: str) -> tuple[list[Row], list[Link]]:
+    """The aggregate's events after row `index` chained again from `head` (the event hash
+    that row records), and the log chain recomputed over every row."""
+    hex_id = rows[index][1]
+    aggregate_id = str(UUID(hex_id))
+    for later in range(index + 1, len(rows)):
+        position, other_id, version, topic, raw = rows[later]
+        if other_id == hex_id:
+            state = orjson.loads(raw)
+            state["previousHash"] = head
+            state["eventHash"] = head = chain_hash(aggregate_id, version, _type_name(topic), state)
+            rows[later] = (position, hex_id, version, topic, orjson.dumps(state))
+    return rows, log_links(LOG_GENESIS, [(p, UUID(i), v, t, raw) for p, i, v, t, raw in rows])
+
+
+def forge(
+    rows: list[Row],
+    index: int,
+    edit: Callable[[dict[str, Any]], None],
+    token: bytes | None = None,
+    garbage: bytes = b"",
+    topic: str | None = None,
+) -> tuple[list[Row], list[Link]]:
+    """The log as a forger who rewrote everything would leave it after editing one state.
+
+    `edit` changes the state of row `index`; then `token`, as orjson writes it
+    there, is replaced by `garbage` in the stored bytes. Its event hash is
+    recomputed over the canonical document with the same replacement (what a
+    check that took the bytes as they are, without decoding them, would
+    compute), the aggregate's later events are chained to it again and the
+    log chain is recomputed: only the state's own bytes can fail it. `topic`,
+    if given, replaces the aggregate's topic in its rows' topics (their type names kept).
+    """
+    rows = list(rows)
+    if topic is not None:
+        hex_id = rows[index][1]
+        rows = [
+            (p, i, v, f"{topic}.{_type_name(t)}" if i == hex_id else t, raw)
+            for p, i, v, t, raw in rows
+        ]
+    position, hex_id, version, topic, raw = rows[index]
+    state = orjson.loads(raw)
+    edit(state)
+    document = canonical_event_bytes(str(UUID(hex_id)), version, _type_name(topic), state)
+    if token is not None:
+        assert document.count(token) <= 1
+        document = document.replace(token, garbage)
+    state["eventHash"] = head = hashlib.sha256(document).hexdigest()
+    raw = orjson.dumps(state)
+    if token is not None:
+        assert raw.count(token) == 1
+        raw = raw.replace(token, garbage)
+    rows[index] = (position, hex_id, version, topic, raw)
+    return rechain(rows, index, head)
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state.__setitem__(key, value)
+
+
+def _drop(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda state: state.pop(key, None)
+
+
+def _unchanged(state: dict[str, Any]) -> None:
+    pass
+
+
+def test_the_c_loop_reads_plain_states_without_decoding_them(
+    log: tuple[list[Row], list[Link]], counted_loads: list[bytes]
+) -> None:
+    rows, links = log
+    check = FastLogCheck()
+    assert check.check(linked(rows, links), []) is None
+    assert check.checked == len(rows)
+    assert counted_loads == []
+    # Where it cannot read a state straight (here an escape), it decodes that one.
+    rows, links = forge(rows, 1, _set("note", "a\tb"))
+    assert FastLogCheck().check(linked(rows, links), []) is None
+    assert counted_loads == [rows[1][4]]
+
+
+# Values orjson.loads rejects that a check reading the tokens as they are, without
+# JSON's grammar, could take: numbers, control characters, invalid UTF-8 (the
+# strings of several lengths, so a bad byte falls at several places in a word).
+NOT_JSON = [
+    *(b"01", b"-01", b"00", b"1-2", b"-", b"+1", b".5", b"-.5", b"5.", b"1.e5", b"1e", b"1e+"),
+    *(b"0x1", b"Infinity", b"-Infinity", b"NaN", b"nul", b"tru"),
+    *(b'"a\x01b"', b'"\x1f"', b'"tab\there"', b'"\n"', b'"abcdefgh\x00"', b'"\xff"', b'"\x80"'),
+    *(b'"\xc0\x80"', b'"\xc3"', b'"\xe2\x82"', b'"\xed\xa0\x80"', b'"\xf4\x90\x80\x80"'),
+    *(b'"\xf8\x88\x80\x80\x80"', b'"abcdefg\xff"', b'"abcdefghijklmno\xe2\x82"'),
+]
+JSON = [
+    *(b"1", b"-1", b"0", b"1.5", b"-0.5", b"true", b'"ok"', b'"\xc3\xa9"', b'"\xef\xbf\xbf"'),
+    *(b'"abcdefghijklmno\xe2\x82\xac"', b'"\xf0\x9f\x98\x80"', b'"\xf4\x8f\xbf\xbf"', b'"\x7f"'),
+]
+# Payload keys, sorted last as "~~~~" is.
+NOT_JSON_KEYS = [b'"~~\xff"', b'"~~\x01"', b'"~~\xc0\x80"', b'"~~\xed\xa0\x80"']
+JSON_KEYS = [b'"~~\xc3\xa9"', b'"~~\x7f"']
+
+
+def test_forged_states_that_are_not_json_fail_either_way(
+    log: tuple[list[Row], list[Link]], native: bool
+) -> None:
+    """The C loop reads most states without decoding them, yet fails what orjson rejects.
+
+    A forger recomputed each state's event hash (as a check taking its bytes
+    as they are would), the chains after it and the log chain: the Python
+    loop fails the row because orjson.loads does; the C loop must too.
+    """
+    rows = log[0]
+    cases = []
+    for index in (0, 1):  # an aggregate's first event, and its second
+        for field in ("x", "actor", "class_version"):  # payload, envelope, neither
+            for garbage in NOT_JSON + JSON:
+                edit = _set(field, "forged-placeholder")
+                forged = forge(rows, index, edit, b'"forged-placeholder"', garbage)
+                cases.append((f"{index} {field}: {garbage!r}", garbage in JSON, index, forged))
+        for garbage in NOT_JSON_KEYS + JSON_KEYS:
+            forged = forge(rows, index, _set("~~~~", 1), b'"~~~~"', garbage)
+            cases.append((f"{index} key {garbage!r}", garbage in JSON_KEYS, index, forged))
+    for name, valid, index, (forged_rows, forged_links) in cases:
+        if not valid:
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(forged_rows[index][4])
+        expected = None if valid else forged_rows[index][0]
+        for loop in (native, False):
+            assert FastLogCheck(native=loop).check(linked(forged_rows, forged_links)) == expected, (
+                name,
+                loop,
+            )
+
+
+@pytest.mark.parametrize(
+    ("index", "edit", "passes", "topic"),
+    [
+        # The aggregate's topic must be a string: no other token read as text matches.
+        (0, _set("originatorTopic", [1]), False, "1"),
+        (0, _set("originatorTopic", 12), False, "2"),
+        (0, _set("originatorTopic", 12), False, "12"),
+        (0, _set("originatorTopic", {"a": 1}), False, '"a":1'),
+        (0, _set("originatorTopic", None), False, "ul"),
+        (0, _set("originatorTopic", "1"), True, "1"),
+        (0, _set("originatorTopic", "é:Ünïcode"), True, "é:Ünïcode"),
+        (0, _set("originatorTopic", "domain.model:TrainingRun"), False, "domain.model"),
+    ]
+    + [
+        (index, edit, passes, None)
+        for index, edit, passes in [
+            (0, _unchanged, True),
+            (0, _drop("originatorTopic"), False),
+            (0, _set("originatorTopic", 1), False),
+            (0, _set("originatorTopic", None), False),
+            (0, _set("originatorTopic", ["domain.model:TrainingRun"]), False),
+            (0, _set("originatorTopic", {"a": "domain.model:TrainingRun"}), False),
+            (0, _set("originatorTopic", "domain.model:Checkpoint"), False),
+            (0, _set("originatorTopic", "domain.model"), False),
+            (0, _set("originatorTopic", "domain.model:TrainingRun.Registered"), False),
+            (0, _set("originatorTopic", ""), False),
+            (0, _set("originatorTopic", "domain.model:TrainingRun\n"), False),
+            (0, _set("previousHash", None), False),
+            (0, _set("previousHash", 0), False),
+            (0, _set("previousHash", [GENESIS_HASH]), False),
+            (0, _set("previousHash", GENESIS_HASH.replace("0", "1", 1)), False),
+            (0, _set("previousHash", GENESIS_HASH + "0"), False),
+            (0, _set("previousHash", GENESIS_HASH[:-1]), False),
+            (1, _unchanged, True),
+            (1, _set("previousHash", GENESIS_HASH), False),
+            (1, _set("previousHash", {"h": GENESIS_HASH}), False),
+            (1, _set("originatorTopic", 1), True),  # read only in an aggregate's first event
+            (1, _set("originatorTopic", "anything"), True),
+            (1, _drop("idempotencyKey"), True),
+            (1, _set("note", "é\u2028\\"), True),
+        ]
+    ],
+)
+def test_chain_fields_of_odd_values_get_the_same_verdict_either_way(
+    log: tuple[list[Row], list[Link]],
+    native: bool,
+    index: int,
+    edit: Callable[[dict[str, Any]], None],
+    passes: bool,
+    topic: str | None,
+) -> None:
+    """Valid JSON, hashes and links all recomputed: only the chain fields' values decide."""
+    rows, links = forge(log[0], index, edit, topic=topic)
+    expected = None if passes else rows[index][0]
+    assert FastLogCheck(native=False).check(linked(rows, links)) == expected
+    assert FastLogCheck(native=native).check(linked(rows, links)) == expected
+    assert one_pass_ok(rows, links) == passes  # and the one-pass verifier reports, not raises
+
+
+def _in_numbers(raw: bytes) -> list[int]:
+    """Places in the numbers of a state as orjson writes it (and a few in strings)."""
+    numbers = re.finditer(rb"(?<=[:,\[])-?[0-9][0-9.eE+-]*", raw)
+    return [i for number in numbers for i in range(number.start(), number.end() + 1)]
+
+
+NUMBER_BITS = [b"-", b"+", b"0", b"00", b".", b"e", b"E", b"e+", b"-0", b"1-", b" ", b"x"]
+MUTATIONS = [
+    *(b"\x00", b"\x01", b"\t", b"\n", b"\x1f", b"\x7f", b"\x80", b"\xbf", b"\xc0", b"\xc3"),
+    *(b"\xc3\xa9", b"\xe2\x82", b"\xed\xa0\x80", b"\xef\xbf\xbf", b"\xf0\x9f\x98\x80"),
+    *(b"\xf4\x90\x80\x80", b"\xf5", b"\xff", b'"', b"\\", b"-", b"+", b".", b"e", b"E", b"0"),
+    *(b"1", b"01", b"1-2", b".5", b"5.", b"1.e5", b",", b":", b"{", b"}", b"[", b"]", b" "),
+]
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_states_mutated_then_forged_get_the_same_verdict_either_way(
+    log: tuple[list[Row], list[Link]], data: st.DataObject
+) -> None:
+    """Bytes of one state inserted, replaced or deleted; then its event hash recomputed
+    as the C loop computes it from those bytes, and the chains after it too."""
+    rows = list(log[0])
+    index = data.draw(st.integers(0, len(rows) - 1))
+    position, hex_id, version, topic, raw = rows[index]
+    placeholder = b"E" * 64
+    raw = raw.replace(orjson.loads(raw)["eventHash"].encode(), placeholder)
+    for _ in range(data.draw(st.integers(1, 3))):
+        interesting = [i for i, byte in enumerate(raw) if byte in b'0123456789"-.:,{}[]']
+        at = data.draw(st.integers(0, len(raw)) | st.sampled_from(interesting))
+        kind = data.draw(st.sampled_from(["insert", "replace", "delete", "number"]))
+        if kind == "number":  # a number's grammar broken: "1-2", "012", "1+", "-"
+            at = data.draw(st.sampled_from(_in_numbers(raw) or [len(raw)]))
+            raw = raw[:at] + data.draw(st.sampled_from(NUMBER_BITS)) + raw[at:]
+        elif kind == "delete":
+            raw = raw[:at] + raw[at + data.draw(st.integers(1, 3)) :]
+        else:
+            new = data.draw(st.sampled_from(MUTATIONS) | st.binary(min_size=1, max_size=3))
+            raw = raw[:at] + new + raw[at + (len(new) if kind == "replace" else 0) :]
+    aggregate_id, type_name = str(UUID(hex_id)), _type_name(topic)
+    document = (
+        None
+        if NATIVE_CHECK is None
+        else NATIVE_CHECK.canonical(raw, aggregate_id, version, type_name)
+    )
+    if document is None:
+        try:
+            document = canonical_event_bytes(aggregate_id, version, type_name, orjson.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            document = b""
+    head = hashlib.sha256(document).hexdigest()
+    rows[index] = (position, hex_id, version, topic, raw.replace(placeholder, head.encode()))
+    rows, links = rechain(rows, index, head)
+    verdicts = {FastLogCheck(native=False).check(linked(rows, links))}
+    if NATIVE_CHECK is not None:
+        verdicts.add(FastLogCheck(native=True).check(linked(rows, links)))
+    assert len(verdicts) == 1, "the C and the Python loop disagree"

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from uuid import uuid4
 
+import msgspec
 import orjson
 import pytest
 from eventsourcing.utils import get_topic
+from pydantic import BaseModel
 
 from adapters.persistence import OrjsonTranscoder, PydanticMapper
 from adapters.store import open_ledger
+from domain.contract import EvalSummary, ExperimentSpec
 from domain.errors import CorruptStoreError
 from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from projections import projection
 from projections.log import LogReader
-from projections.projection import READ_VERSIONS, TRANSLATIONS
+from projections.projection import READ_VERSIONS, TRANSLATIONS, record_facts
 from tests.unit.test_upcasting import Dataset
 
 
@@ -37,17 +41,35 @@ def test_a_stored_event_of_an_older_class_version_is_upcast_before_it_is_read() 
         (2, dataset.id.hex, 2, get_topic(Dataset.Renamed), orjson.dumps(v1_state)),
     ]
     first, second = reader.records(rows)
-    assert first.state["name"] == "a"
+    assert orjson.loads(first.state)["name"] == "a"
     assert (second.position, second.aggregate_id, second.version) == (2, dataset.id.hex, 2)
-    assert second.state["reason"] == "unrecorded (written before version 2)"
+    assert orjson.loads(second.state)["reason"] == "unrecorded (written before version 2)"
 
 
-@pytest.mark.parametrize("stored", [b"not json", b"[1, 2]"])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"host": "h"}',  # no timestamp
+        b'{"timestamp": 5}',  # not a time
+        b'{"timestamp": "2026-11-28T11:47:15.353248Z", "pid": 1',  # cut short
+    ],
+)
 def test_an_unreadable_stored_event_names_its_position(stored: bytes) -> None:
     mapper = PydanticMapper(transcoder=OrjsonTranscoder())
     reader = LogReader(open_ledger("memory://").recorder, mapper)
+    records = reader.records([(7, uuid4().hex, 2, get_topic(TrainingRun.Started), stored)])
     with pytest.raises(CorruptStoreError, match=r"position 7 .*verify"):
-        reader.records([(7, uuid4().hex, 1, get_topic(Dataset.Registered), stored)])
+        record_facts(records)
+
+
+@pytest.mark.parametrize("stored", [b"not json", b'{"class_version": "2"}'])
+def test_an_unreadable_event_that_may_need_upcasting_names_its_position(stored: bytes) -> None:
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    reader = LogReader(open_ledger("memory://").recorder, mapper)
+    with pytest.raises(CorruptStoreError, match=r"position 7 .*verify"):
+        reader.records([(7, uuid4().hex, 2, get_topic(Dataset.Renamed), stored)])
 
 
 def test_the_projection_translates_every_event_of_the_aggregates_by_its_stored_topic() -> None:
@@ -62,3 +84,30 @@ def test_the_projection_translates_every_event_of_the_aggregates_by_its_stored_t
     assert sorted(get_topic(event) for event in events) == sorted(TRANSLATIONS)
     versions = {get_topic(event): getattr(event, "class_version", 1) for event in events}
     assert versions == READ_VERSIONS
+
+
+def _stored_names(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+@pytest.mark.parametrize(
+    ("state_type", "model"),
+    [
+        (projection.RunRegisteredState, TrainingRun.Registered),
+        (projection.SpecState, ExperimentSpec),
+        (projection.RunStartedState, TrainingRun.Started),
+        (projection.RunCompletedState, TrainingRun.Completed),
+        (projection.RunFailedState, TrainingRun.Failed),
+        (projection.CheckpointLinkedState, TrainingRun.CheckpointLinked),
+        (projection.CheckpointRegisteredState, Checkpoint.Registered),
+        (projection.EvalAttachedState, Checkpoint.EvalAttached),
+        (projection.EvalSummaryState, EvalSummary),
+        (projection.MarkedDeployableState, Checkpoint.MarkedDeployable),
+        (projection.DeployabilityRevokedState, Checkpoint.DeployabilityRevoked),
+    ],
+)
+def test_the_translations_read_fields_their_events_store(
+    state_type: type[msgspec.Struct], model: type[BaseModel]
+) -> None:
+    read = {field.encode_name for field in msgspec.structs.fields(state_type)}
+    assert read <= _stored_names(model)
