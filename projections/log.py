@@ -105,16 +105,16 @@ class EventDecoder:
 
         States stay JSON: each translation decodes the fields it reads.
         """
+        rows = rows if isinstance(rows, list) else list(rows)
         mapper = self.mapper
         unwrap = self._unwrap if mapper.cipher or mapper.compressor else None
-        versioned = self._versioned
         # `tuple.__new__(EventRecord, values)`: the NamedTuple without its Python `__new__`.
         record = functools.partial(tuple.__new__, EventRecord)
+        if unwrap is None and not self._may_need_upcasting(rows):
+            return list(map(record, rows))  # each row is its record, as stored
         records = []
         for position, aggregate_id, version, topic, stored in rows:
-            current = versioned.get(topic)
-            if current is None:
-                current = versioned[topic] = _current_class_version(topic)
+            current = self._current(topic)
             try:
                 state = stored if unwrap is None else unwrap(stored)
                 older = current > 1 and stored_class_version(state) < current
@@ -126,6 +126,17 @@ class EventDecoder:
             else:
                 records.append(record((position, aggregate_id, version, topic, state)))
         return records
+
+    def _current(self, topic: str) -> int:
+        """The current class_version of the event class of a topic."""
+        current = self._versioned.get(topic)
+        if current is None:
+            current = self._versioned[topic] = _current_class_version(topic)
+        return current
+
+    def _may_need_upcasting(self, rows: list[StoredRow]) -> bool:
+        """Whether some row's event class is past its first version."""
+        return any(self._current(topic) > 1 for topic in {row[3] for row in rows})
 
     def _unwrap(self, stored: bytes) -> bytes:
         if self.mapper.cipher:
