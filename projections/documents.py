@@ -41,9 +41,10 @@ def time_text(micros_since_epoch: int | None, as_of: int | None = None) -> str |
     return iso(moment(micros_since_epoch))
 
 
-def run_document(run: RunRecord, links: Sequence[LinkFact], as_of: int | None) -> Document:
-    """The run as of a moment; `links` are its links up to that moment."""
-    spec: dict[str, Any] = orjson.loads(run.spec)
+def run_document(
+    run: RunRecord, links: Sequence[LinkFact], as_of: int | None, spec: dict[str, Any]
+) -> Document:
+    """The run as of a moment; `links` are its links up to that moment, `spec` its spec."""
     started = time_text(run.started_at, as_of)
     completed = time_text(run.completed_at, as_of)
     failed = time_text(run.failed_at, as_of)

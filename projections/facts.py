@@ -166,7 +166,6 @@ class RunRecord(NamedTuple):
     experiment_id: str
     family: str
     dataset_fingerprint: str
-    spec: str
     sample_count: int | None
     created_at: int
     position: int

@@ -56,6 +56,9 @@ def postgres_ddl(statement: str) -> SQL:
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ((RUNS, "trainer_result", "TEXT"),)
 """(table, column, type) of the columns added to the view after its first version."""
 
+DROPPED_COLUMNS: tuple[tuple[str, str], ...] = ((RUNS, "spec"),)
+"""(table, column) of the columns the view no longer keeps (a run's spec is read from the log)."""
+
 
 class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
     """View tables and the tracking position, in the store's PostgreSQL database."""
@@ -97,22 +100,33 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             regclasses=(self.tracking_table_name, *TABLES, *INDEX_NAMES),
             create=super().create_table,
         )
-        self._add_missing_columns()
+        self._migrate_columns()
 
-    def _add_missing_columns(self) -> None:
-        """Columns added since a store's views were made (SQLite rebuilds instead).
+    def _migrate_columns(self) -> None:
+        """Columns added or dropped since a store's views were made (SQLite rebuilds instead).
 
-        NULL is their right value in existing rows: no event recorded before
-        the column existed carries what it holds.
+        NULL is an added column's right value in existing rows: no event
+        recorded before the column existed carries what it holds.
         """
         with self.datastore.transaction(commit=True) as curs:
-            for table, column, kind in ADDED_COLUMNS:
+
+            def exists(table: str, column: str) -> bool:
                 curs.execute(
                     "SELECT 1 FROM information_schema.columns "
                     "WHERE table_schema = %s AND table_name = %s AND column_name = %s",
                     (self.datastore.schema, table, column),
                 )
-                if curs.fetchone() is None:
+                return curs.fetchone() is not None
+
+            for table, column in DROPPED_COLUMNS:
+                if exists(table, column):
+                    curs.execute(
+                        SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+                            Identifier(self.datastore.schema, table), Identifier(column)
+                        )
+                    )
+            for table, column, kind in ADDED_COLUMNS:
+                if not exists(table, column):
                     curs.execute(
                         SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                             Identifier(self.datastore.schema, table),

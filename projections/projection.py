@@ -5,7 +5,8 @@
 delivers them; the catch-up loop (`projections.read_model`) instead has whole
 pages of stored events translated (`projections.log`), read as JSON without
 building domain objects (validating every stored event with pydantic would
-cost more than everything else a rebuild does). Both paths go through the
+cost more than everything else a rebuild does): each translation decodes only
+the fields it reads, into a msgspec struct. Both paths go through the
 same translation, `record_facts`, keyed by the event's topic. A stored event
 of an older `class_version` is first upcast by the application's mapper.
 """
@@ -204,7 +205,6 @@ def _run_registered(event: EventRecord, page: PageFacts) -> None:
                 spec.experiment_id,
                 spec.target_model_family,
                 spec.dataset_fingerprint,
-                _text(state.spec),
                 state.sample_count,
                 timestamp_micros(state.timestamp),
                 event.position,
@@ -358,7 +358,7 @@ def _deployability_revoked(event: EventRecord, page: PageFacts) -> None:
 # The defaults of the columns a registration leaves for later facts.
 _RUN_UNSET = tuple(RunRecord._field_defaults.values())
 _CHECKPOINT_UNSET = tuple(CheckpointRecord._field_defaults.values())
-assert len(RunRecord._fields) == 8 + len(_RUN_UNSET)
+assert len(RunRecord._fields) == 7 + len(_RUN_UNSET)
 assert len(CheckpointRecord._fields) == 9 + len(_CHECKPOINT_UNSET)
 
 
@@ -366,8 +366,10 @@ Translation = Callable[[EventRecord, PageFacts], None]
 
 # Keyed by the topics as stored (`get_topic` of the event classes of `domain.model`,
 # which a test checks), so that reading the log needs no event model (start-up time).
+RUN_REGISTERED = "domain.model:TrainingRun.Registered"
+
 TRANSLATIONS: dict[str, Translation] = {
-    "domain.model:TrainingRun.Registered": _run_registered,
+    RUN_REGISTERED: _run_registered,
     "domain.model:TrainingRun.Started": _run_started,
     "domain.model:TrainingRun.Completed": _run_completed,
     "domain.model:TrainingRun.Failed": _run_failed,
@@ -409,6 +411,17 @@ def unreadable(position: int, error: Exception) -> CorruptStoreError:
         f"the stored event at position {position} cannot be read "
         f"({type(error).__name__}: {error}); run `trainledger verify`"
     )
+
+
+def run_spec(registration: EventRecord) -> dict[str, Any]:
+    """A run's spec, from its `TrainingRun.Registered` event (the views do not keep it)."""
+    try:
+        spec: dict[str, Any] = orjson.loads(
+            memoryview(_run_registered_state(registration.state).spec)
+        )
+    except ValueError as error:
+        raise unreadable(registration.position, error) from None
+    return spec
 
 
 def record_of_event(event: DomainEventProtocol[Any], position: int) -> EventRecord:

@@ -44,7 +44,7 @@ from projections.documents import (
 from projections.facts import CheckpointRecord, RunRecord, micros
 from projections.log import FactPage, LogReader, SQLiteLogReader
 from projections.memory_view import MemoryLedgerView
-from projections.projection import LedgerProjection
+from projections.projection import RUN_REGISTERED, LedgerProjection, run_spec
 from projections.sqlite_view import SQLiteLedgerView
 from projections.view import FactReader, LedgerView, StaleTrackingError
 
@@ -257,10 +257,13 @@ class ProjectionReadModel:
             found = reader.checkpoints(ids=[key], as_of=at)
             if not found:
                 return None
-            checkpoint = self._checkpoint_documents(reader, found, at)[0]
+            # Read once, for the checkpoint's document and the lineage's list.
+            evals = sorted(
+                reader.evals(checkpoint_ids=[key], as_of=at), key=lambda e: e.checkpoint_version
+            )
+            checkpoint = checkpoint_document(found[0], evals, reader.deployability([key], at))
             runs = reader.runs(ids=[found[0].run_id], as_of=at)
             run = self._run_documents(reader, runs, at)[0] if runs else None
-            evals = reader.evals(checkpoint_ids=[key], as_of=at)
         spec = run["spec"] if run else {}
         return {
             "checkpointId": checkpoint["checkpointId"],
@@ -277,7 +280,7 @@ class ProjectionReadModel:
             "run": run,
             "checkpoint": checkpoint,
             "currentEval": checkpoint["currentEval"],
-            "evals": [eval_document(e) for e in sorted(evals, key=lambda e: e.checkpoint_version)],
+            "evals": [eval_document(e) for e in evals],
             "deployabilityHistory": checkpoint["deployabilityHistory"],
         }
 
@@ -372,12 +375,31 @@ class ProjectionReadModel:
 
     # --- documents ---------------------------------------------------------------
 
-    @staticmethod
     def _run_documents(
-        reader: FactReader, runs: Sequence[RunRecord], at: int | None
+        self, reader: FactReader, runs: Sequence[RunRecord], at: int | None
     ) -> list[Document]:
         links = grouped(reader.links([r.run_id for r in runs], at), lambda k: k.run_id)
-        return [run_document(run, links.get(run.run_id, []), at) for run in runs]
+        specs = self._specs(reader, runs)
+        return [run_document(run, links.get(run.run_id, []), at, specs[run.run_id]) for run in runs]
+
+    def _specs(self, reader: FactReader, runs: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
+        """Each run's spec, from its registration in the log (the views do not keep specs).
+
+        Read in the view's own transaction where the view lives with the log.
+        """
+        positions = [run.position for run in runs]
+        stored = reader.stored_events(positions)
+        registrations = (
+            self.log.events_at(positions) if stored is None else self.log.records(stored)
+        )
+        specs = {e.aggregate_id: run_spec(e) for e in registrations if e.topic == RUN_REGISTERED}
+        for run in runs:
+            if run.run_id not in specs:
+                raise ViewsInconsistentError(
+                    f"the views hold run {run.run_id} registered at position {run.position}, "
+                    "where the log holds no such event; run `trainledger verify`"
+                )
+        return specs
 
     @staticmethod
     def _checkpoint_documents(

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
@@ -33,6 +33,7 @@ from projections.facts import (
     RunRecord,
     ViewDump,
 )
+from projections.log import SELECT_ROWS, StoredRow
 from projections.view import FactReader, LedgerView, StaleTrackingError
 
 RUNS = "view_runs"
@@ -42,13 +43,16 @@ EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
 TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 3  # 2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`)
-"""Bump when the tables change: views of another version are rebuilt."""
+SCHEMA_VERSION = 4
+"""Bump when the tables change: views of another version are rebuilt.
+
+2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`); 4: no
+view_runs.spec (a run's spec is read from its registration in the log)."""
 
 CREATE_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {RUNS} ("
     "run_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, family TEXT NOT NULL, "
-    "dataset_fingerprint TEXT NOT NULL, spec TEXT NOT NULL, sample_count INTEGER, "
+    "dataset_fingerprint TEXT NOT NULL, sample_count INTEGER, "
     "created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
     "started_at BIGINT, host TEXT, pid INTEGER, trainer_log_path TEXT, "
     "completed_at BIGINT, result_digest TEXT, failed_at BIGINT, failure_reason TEXT, "
@@ -540,6 +544,18 @@ class SQLFactReader(FactReader):
             return None
         rows = self._rows(f"SELECT MAX(rowid) FROM {self.log_table}", ())
         return int(rows[0][0] or 0)
+
+    def stored_events(self, positions: Sequence[int]) -> list[StoredRow] | None:
+        if self.log_table is None:
+            return None
+        wanted = sorted(set(positions))
+        rows: list[StoredRow] = []
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            select = SELECT_ROWS.format(table=self.log_table) + f"WHERE rowid IN ({marks})"
+            rows.extend(cast("list[StoredRow]", self._rows(select, chunk)))
+        return rows
 
     def position(self, application_name: str) -> int:
         rows = self._rows(

@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
@@ -32,6 +33,9 @@ from projections.facts import (
     RunRecord,
     ViewDump,
 )
+
+if TYPE_CHECKING:
+    from projections.log import StoredRow
 
 
 class StaleTrackingError(IntegrityError):
@@ -54,6 +58,13 @@ class FactReader(ABC):
         """The log's last position as of this state, where the view lives with the log.
 
         None when this reader cannot tell (the view is kept apart from the log).
+        """
+        return None
+
+    def stored_events(self, positions: Sequence[int]) -> list[StoredRow] | None:
+        """The log's stored rows at these positions, where the view lives with the log.
+
+        None when this reader cannot read them (the view is kept apart from the log).
         """
         return None
 

@@ -328,3 +328,51 @@ def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> 
         assert ledger.projection_differences() == []
     finally:
         ledger.close()
+
+
+def test_views_made_with_the_spec_column_lose_it(store_url: str) -> None:
+    """Views before schema 4 kept each run's spec: SQLite rebuilds them, PostgreSQL drops it."""
+    opened = open_ledger(store_url)
+    first = create_run(opened)
+    assert len(opened.list_runs()["runs"]) == 1  # views made and caught up
+    opened.close()
+    # The column as it was: required, with no default (so a row without it is refused).
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            db.execute("ALTER TABLE view_runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'")
+            db.execute("UPDATE view_schema SET version = 3")
+    else:
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute("ALTER TABLE view_runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'")
+            db.execute("ALTER TABLE view_runs ALTER COLUMN spec DROP DEFAULT")
+
+    ledger = open_ledger(store_url)
+    try:
+        second = create_run(ledger)
+        runs = {run["trainRunId"]: run for run in ledger.list_runs()["runs"]}
+        assert set(runs) == {first, second}
+        assert runs[first]["spec"] == ledger.get_run(first).spec.model_dump(mode="json")
+        assert ledger.projection_differences() == []
+    finally:
+        ledger.close()
+
+
+def test_a_run_whose_registration_is_not_at_its_position_is_reported(store_url: str) -> None:
+    """A run's spec is read from its registration: a view edited to point elsewhere is named."""
+    ledger = open_ledger(store_url)
+    run_id = create_run(ledger)
+    assert len(ledger.list_runs()["runs"]) == 1
+    ledger.close()
+    edit = "UPDATE view_runs SET position = position + 1000"
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            db.execute(edit)
+    else:
+        with psycopg.connect(store_url, autocommit=True) as db:
+            db.execute(edit)
+    ledger = open_ledger(store_url)
+    try:
+        with pytest.raises(ViewsInconsistentError, match=f"run {run_id.replace('-', '')}.*verify"):
+            ledger.show_run(run_id)
+    finally:
+        ledger.close()

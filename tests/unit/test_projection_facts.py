@@ -23,7 +23,7 @@ from projections.facts import (
     timestamp_micros,
 )
 
-REGISTERED = RunRecord("r" * 32, "experiment", "family", "f" * 16, "{}", 12, 1_000, 1)
+REGISTERED = RunRecord("r" * 32, "experiment", "family", "f" * 16, 12, 1_000, 1)
 
 
 def test_each_lifecycle_fact_sets_exactly_its_own_columns() -> None:
