@@ -75,7 +75,7 @@ def _json_or_none(value: Any) -> str | None:
 
 
 def _text(raw: msgspec.Raw) -> str:
-    """A JSON value as stored, as text (the views keep specs and eval summaries so)."""
+    """A JSON value as stored, as text (the views keep eval summaries so)."""
     return str(raw, "utf-8")
 
 
@@ -109,7 +109,7 @@ class RunRegisteredState(StoredState):
 
 
 class SpecState(msgspec.Struct, gc=False, rename="camel"):
-    """What the run's view row takes apart from the spec (kept whole, as stored)."""
+    """What the run's view row takes from the spec (`run_spec` reads it whole, from the log)."""
 
     experiment_id: Any
     target_model_family: Any
