@@ -250,22 +250,6 @@ class SQLiteLogReader(LogReader):
             rows: list[StoredRow] = raw.fetchall()
         return self.records(rows)
 
-    def events_at(self, positions: Iterable[int]) -> list[EventRecord]:
-        wanted = sorted(set(positions))
-        select = SELECT_ROWS.format(table=self.recorder.events_table_name) + "WHERE rowid IN ({})"
-        rows: list[StoredRow] = []
-        with self.recorder.datastore.transaction(commit=False) as c:
-            raw = c.sqlite_cursor
-            raw.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
-            for start in range(0, len(wanted), self.POSITIONS_AT_ONCE):
-                chunk = wanted[start : start + self.POSITIONS_AT_ONCE]
-                raw.execute(select.format(",".join("?" * len(chunk))) + " ORDER BY rowid", chunk)
-                rows.extend(raw.fetchall())
-        return self.records(rows)
-
-    POSITIONS_AT_ONCE = 500
-    """Positions per `IN (...)` of `events_at` (older SQLite takes at most 999 parameters)."""
-
     @contextmanager
     def fact_pages(
         self, after: int, limit: int, stop: int | None = None, *, whole_log: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -303,19 +303,32 @@ def test_a_rebuild_leaves_the_connections_settings_as_the_store_set_them(tmp_pat
     ledger.close()
 
 
-def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> None:
-    """SQLite rebuilds views of an older schema version; PostgreSQL adds the column."""
-    opened = open_ledger(store_url)
-    run_id = create_run(opened)
-    assert len(opened.list_runs()["runs"]) == 1  # views made and caught up
-    opened.close()
+def _one_run_in_caught_up_views(store_url: str) -> str:
+    """A store holding one run, its views made and caught up (the ledger closed): the run's id."""
+    ledger = open_ledger(store_url)
+    run_id = create_run(ledger)
+    assert len(ledger.list_runs()["runs"]) == 1
+    ledger.close()
+    return run_id
+
+
+def _edit_views(store_url: str, sqlite: Sequence[str], postgres: Sequence[str]) -> None:
+    """Change the store's views behind the ledger's back, with each backend's statements."""
     if store_url.startswith("sqlite"):
         with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
-            db.execute("ALTER TABLE view_runs DROP COLUMN trainer_result")
-            db.execute("UPDATE view_schema SET version = 1")
+            for statement in sqlite:
+                db.execute(statement)
     else:
         with psycopg.connect(store_url, autocommit=True) as db:
-            db.execute("ALTER TABLE view_runs DROP COLUMN trainer_result")
+            for statement in postgres:
+                db.execute(statement)
+
+
+def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> None:
+    """SQLite rebuilds views of an older schema version; PostgreSQL adds the column."""
+    run_id = _one_run_in_caught_up_views(store_url)
+    drop = "ALTER TABLE view_runs DROP COLUMN trainer_result"
+    _edit_views(store_url, [drop, "UPDATE view_schema SET version = 1"], [drop])
 
     ledger = open_ledger(store_url)
     try:
@@ -332,19 +345,14 @@ def test_views_made_before_the_trainer_result_column_gain_it(store_url: str) -> 
 
 def test_views_made_with_the_spec_column_lose_it(store_url: str) -> None:
     """Views before schema 4 kept each run's spec: SQLite rebuilds them, PostgreSQL drops it."""
-    opened = open_ledger(store_url)
-    first = create_run(opened)
-    assert len(opened.list_runs()["runs"]) == 1  # views made and caught up
-    opened.close()
+    first = _one_run_in_caught_up_views(store_url)
     # The column as it was: required, with no default (so a row without it is refused).
-    if store_url.startswith("sqlite"):
-        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
-            db.execute("ALTER TABLE view_runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'")
-            db.execute("UPDATE view_schema SET version = 3")
-    else:
-        with psycopg.connect(store_url, autocommit=True) as db:
-            db.execute("ALTER TABLE view_runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'")
-            db.execute("ALTER TABLE view_runs ALTER COLUMN spec DROP DEFAULT")
+    add = "ALTER TABLE view_runs ADD COLUMN spec TEXT NOT NULL DEFAULT '{}'"
+    _edit_views(
+        store_url,
+        [add, "UPDATE view_schema SET version = 3"],
+        [add, "ALTER TABLE view_runs ALTER COLUMN spec DROP DEFAULT"],
+    )
 
     ledger = open_ledger(store_url)
     try:
@@ -359,17 +367,9 @@ def test_views_made_with_the_spec_column_lose_it(store_url: str) -> None:
 
 def test_a_run_whose_registration_is_not_at_its_position_is_reported(store_url: str) -> None:
     """A run's spec is read from its registration: a view edited to point elsewhere is named."""
-    ledger = open_ledger(store_url)
-    run_id = create_run(ledger)
-    assert len(ledger.list_runs()["runs"]) == 1
-    ledger.close()
+    run_id = _one_run_in_caught_up_views(store_url)
     edit = "UPDATE view_runs SET position = position + 1000"
-    if store_url.startswith("sqlite"):
-        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
-            db.execute(edit)
-    else:
-        with psycopg.connect(store_url, autocommit=True) as db:
-            db.execute(edit)
+    _edit_views(store_url, [edit], [edit])
     ledger = open_ledger(store_url)
     try:
         with pytest.raises(ViewsInconsistentError, match=f"run {run_id.replace('-', '')}.*verify"):
