@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint unit bench bytecode clean
 
-$(STAMP): pyproject.toml setup.py domain/_fastcheck.c
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py domain/_fastcheck.c
 # every start (about 60 ms of each `trainledger` command). Only changed files
 # are compiled again.
 bytecode: $(STAMP)
-	$(BIN)/python -m compileall -q domain projections adapters cli bench > /dev/null
+	$(BIN)/python -m compileall -q domain service projections adapters cli bench > /dev/null
 
 demo: $(STAMP) bytecode
 	bash examples/demo.sh

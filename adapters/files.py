@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domain.errors import DatasetError
+from trainledger.domain.errors import DatasetError
 
 if TYPE_CHECKING:
-    from domain.experiment import DatasetDigest
+    from trainledger.domain.experiment import DatasetDigest
 
 CHUNK = 1 << 20
 
@@ -18,7 +18,7 @@ CHUNK = 1 << 20
 def load_dataset(path: str) -> DatasetDigest:
     """Fingerprint a JSONL dataset: content digest and non-blank line count."""
     # Imported here: only `experiment create` reads a dataset (start-up time).
-    from domain.experiment import DatasetDigest
+    from trainledger.domain.experiment import DatasetDigest
 
     file = Path(path)
     if not file.is_file():

@@ -6,17 +6,43 @@ Chosen through the library's environment settings (`MAPPER_TOPIC`,
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic, register_topic
 
-from domain.chain import stored_state
+from trainledger.domain.chain import stored_state
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+
+@functools.cache
+def stored_classes() -> dict[str, type[Any]]:
+    """The ledger's aggregate and event classes by stored topic, registered with the library.
+
+    Topics are resolved from this table only, never by importing a module a
+    stored topic names (the library's `resolve_topic` would): stored topics
+    keep the module names of 0.1.0 (see `domain.model`). Loaded on first use:
+    queries never decode an event into its model (start-up time).
+    """
+    from trainledger.domain import model
+
+    classes = model.stored_classes()
+    for topic, cls in classes.items():
+        register_topic(topic, cls)
+    return classes
+
+
+def event_class(topic: str) -> type[Any]:
+    """The event class stored under `topic`; ValueError for a topic the ledger never wrote."""
+    try:
+        return stored_classes()[topic]
+    except KeyError:
+        raise ValueError(f"unknown event topic {topic!r}") from None
 
 
 class OrjsonTranscoder(Transcoder):
@@ -55,7 +81,7 @@ class PydanticMapper(Mapper[Any]):
         if self.compressor:
             stored_state = self.compressor.decompress(stored_state)
         state: dict[str, Any] = self.transcoder.decode(stored_state)
-        event_cls = resolve_topic(stored_event.topic)
+        event_cls = event_class(stored_event.topic)
         from_version = state.pop("class_version", 1)
         class_version = getattr(event_cls, "class_version", 1)
         # Upcasters reshape the state; `eventHash` still holds the hash of the

@@ -1,6 +1,6 @@
 """The bundled reference trainer: the trainer protocol, for the dry-run backend.
 
-    python -m adapters.reference_trainer --spec SPEC.json --output-dir DIR
+    python -m trainledger.adapters.reference_trainer --spec SPEC.json --output-dir DIR
 
 It validates the spec (the contract model, the config fingerprint, and the
 dataset fingerprint when the dataset file is named), probes that the output
@@ -36,7 +36,7 @@ from typing import Any
 
 import pydantic
 
-from domain.contract import (
+from trainledger.domain.contract import (
     ExperimentSpec,
     TrainerResult,
     config_fingerprint,

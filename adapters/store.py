@@ -11,21 +11,31 @@
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from eventsourcing.application import Application
+from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory, Mapper
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from adapters.files import digest_artifact, load_dataset
-from adapters.memory import MemoryLedgerFactory
-from adapters.persistence import OrjsonTranscoder, PydanticMapper
-from adapters.sqlite import SYNCHRONOUS_ENV, SYNCHRONOUS_MODES, LedgerSQLiteFactory
-from adapters.trainer import SubprocessTrainerRunner, locate_artifact
-from domain.application import TrainingLedger
-from domain.errors import StoreError
-from projections.memory_view import MemoryLedgerView
-from projections.read_model import open_read_model
-from projections.sqlite_view import SQLiteLedgerView
+from trainledger.adapters.files import digest_artifact, load_dataset
+from trainledger.adapters.memory.recorder import MemoryLedgerFactory
+from trainledger.adapters.memory.view import MemoryLedgerView
+from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
+from trainledger.adapters.sqlite.log import SQLiteLogReader
+from trainledger.adapters.sqlite.recorder import (
+    SYNCHRONOUS_ENV,
+    SYNCHRONOUS_MODES,
+    LedgerSQLiteFactory,
+)
+from trainledger.adapters.sqlite.view import SQLiteLedgerView
+from trainledger.adapters.trainer import SubprocessTrainerRunner, locate_artifact
+from trainledger.domain.errors import StoreError
+from trainledger.projections.log import LogReader
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.projections.view import LedgerView
+from trainledger.service.ledger import TrainingLedger
 
 DEFAULT_STORE: Final = "sqlite:///.trainledger/ledger.db"
 STORE_ENV: Final = "TRAINLEDGER_STORE"
@@ -83,8 +93,8 @@ def store_env(url: str) -> dict[str, str]:
         return env
     if scheme in ("postgresql", "postgres"):
         # Imported here: psycopg costs every SQLite command a tenth of a second.
-        from adapters.postgres import postgres_env
-        from projections.postgres_view import PostgresLedgerView
+        from trainledger.adapters.postgres.recorder import postgres_env
+        from trainledger.adapters.postgres.view import PostgresLedgerView
 
         env.update(postgres_env(url, shown=redact(url)))
         env[VIEW_TOPIC_ENV] = get_topic(PostgresLedgerView)
@@ -93,6 +103,42 @@ def store_env(url: str) -> dict[str, str]:
         f"unsupported store URL {redact(url)!r}; use sqlite:///path.db, "
         "postgresql://user:pass@host:port/db or memory://"
     )
+
+
+def log_reader(recorder: ApplicationRecorder, mapper: Mapper[Any]) -> LogReader:
+    """The fastest reader of this recorder's log."""
+    if (
+        isinstance(recorder, SQLiteApplicationRecorder)
+        and recorder.datastore.originator_id_type == "uuid"
+    ):
+        return SQLiteLogReader(recorder, mapper)
+    return LogReader(recorder, mapper)
+
+
+def open_read_model(app: Application[Any]) -> ProjectionReadModel:
+    """The read model of an application, on the view its environment names.
+
+    `TRACKING_RECORDER_TOPIC` (the library's setting) names the view class for
+    the store; the application's infrastructure factory builds it on the
+    store's own datastore. A store without one gets an in-memory view, filled
+    from the log by the first query of each process.
+    """
+    view: LedgerView
+    if app.env.get(InfrastructureFactory.TRACKING_RECORDER_TOPIC):
+        tracking = app.factory.tracking_recorder()
+        if not isinstance(tracking, LedgerView):
+            raise TypeError(f"{type(tracking).__name__} is not a LedgerView")
+        view = tracking
+    else:
+        view = MemoryLedgerView()
+    log = log_reader(app.recorder, app.mapper)
+    if (
+        isinstance(view, SQLiteLedgerView)
+        and isinstance(log, SQLiteLogReader)
+        and view.datastore is log.recorder.datastore
+    ):
+        view.log_table = log.recorder.events_table_name
+    return ProjectionReadModel(app.name, log, view, replay_view=MemoryLedgerView)
 
 
 def open_ledger(url: str | None = None) -> TrainingLedger:

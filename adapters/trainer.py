@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final
 
-from domain.trainer import (
+from trainledger.domain.trainer import (
     RESULT_FILE_LIMIT,
     STDOUT_LIMIT,
     ArtifactLocation,

@@ -21,7 +21,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from adapters.sqlite import SYNCHRONOUS_ENV, LedgerSQLiteFactory
+from trainledger.adapters.sqlite.recorder import SYNCHRONOUS_ENV, LedgerSQLiteFactory
 
 
 class FloorSQLiteFactory(LedgerSQLiteFactory):

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.store import open_ledger
 from bench.context import BenchContext
 from bench.stats import Figure, Summary, Target, percentile
 from bench.workload import SAMPLE_COUNT, LifecycleParams, bulk_load, run_lifecycle, sqlite_url
-from domain.application import TrainingLedger
+from trainledger.adapters.store import open_ledger
+from trainledger.service.ledger import TrainingLedger
 
 TRAINER_TARGET_MS = 50.0
 INSTANT_TRAINER = Path(__file__).resolve().with_name("instant_trainer.py")

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters.store import open_ledger
 from bench.context import BenchContext
 from bench.stats import CPU_PROBE_LABEL, Figure, Summary, Target, cpu_probe
 from bench.workload import FAMILIES, dataset_fingerprint, sqlite_url
-from domain.application import TrainingLedger
-from domain.integrity import NATIVE_CHECK, PURE_PYTHON
-from domain.workers import usable_cpus
+from trainledger.adapters.store import open_ledger
+from trainledger.adapters.workers import usable_cpus
+from trainledger.service.ledger import TrainingLedger
 
 REBUILD_TARGET = 100_000
 VERIFY_TARGET = 100_000
@@ -110,22 +109,12 @@ def verify(ctx: BenchContext) -> Figure:
         rates: list[float] = []
         cpu: list[float] = []
         one_pass: list[float] = []
-        in_python: list[float] = []
-        # Side by side, where the workers run: their check loop in Python.
-        compare = NATIVE_CHECK is not None and (
-            _events_in(ledger) >= TrainingLedger.PARALLEL_VERIFY_FROM
-        )
         probes: list[float] = []
         for i in range(ctx.sizes.heavy_repeats):
             probes += cpu_probe(1)
             cpu_before = _cpu_seconds()
             rates.append(_verify_rate(ctx, ledger, f"verify {i + 1}"))
             cpu.append(_cpu_seconds() - cpu_before)
-            if compare:
-                with _environment(PURE_PYTHON, "1"):
-                    in_python.append(
-                        _verify_rate(ctx, ledger, f"verify {i + 1}, check loop in Python")
-                    )
             if i == 0:  # the same check without worker processes, once, for comparison
                 default = TrainingLedger.PARALLEL_VERIFY_FROM
                 TrainingLedger.PARALLEL_VERIFY_FROM = sys.maxsize
@@ -137,18 +126,6 @@ def verify(ctx: BenchContext) -> Figure:
         figure.add(CPU_ROW, Summary.of(cpu, "CPU-s"))
         figure.add(CPU_PROBE_LABEL, Summary.of(probes, "ms"))
         figure.notes.append(CPU_NOTE)
-        if in_python:
-            figure.add(
-                "verify, the workers' check loop in Python", Summary.of(in_python, "events/s")
-            )
-            figure.add(
-                "ratio verify / verify with the check loop in Python, per round",
-                Summary.of([c / p for c, p in zip(rates, in_python, strict=True)], "x"),
-            )
-        elif NATIVE_CHECK is None:
-            figure.notes.append(
-                "the C check loop (domain/_fastcheck.c) was not built here: verify ran in Python"
-            )
         figure.add(
             "verify in one pass (no worker processes), one run", Summary.of(one_pass, "events/s")
         )
@@ -296,7 +273,7 @@ def queries(ctx: BenchContext) -> Figure:
 
 def _cli_command() -> list[str]:
     script = Path(sys.executable).parent / "trainledger"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trainledger.cli"]
 
 
 def _error_message(output: str) -> str:
@@ -320,7 +297,7 @@ IMPORTTIME_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)"
 
 
 def import_breakdown(
-    env: dict[str, str], cwd: Path, module: str = "cli.main", *, by_package: bool = True
+    env: dict[str, str], cwd: Path, module: str = "trainledger.cli.main", *, by_package: bool = True
 ) -> dict[str, float]:
     """Self import time (ms) by top-level package (or by module) of `import M`.
 

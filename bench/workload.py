@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from adapters.store import open_ledger
-from domain.application import EVAL_ID, Reservation, TrainingLedger
-from domain.contract import EvalSummary, ExperimentSpec
-from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
-from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.contract import EvalSummary, ExperimentSpec
+from trainledger.domain.experiment import DatasetDigest, ExperimentRequest, build_spec
+from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from trainledger.service.ledger import EVAL_ID, Reservation, TrainingLedger
 
 ACTOR = "bench"
 FAMILIES = ("qwen2.5-7b-reader", "claude-haiku-3", "phi-mini-4k", "gpt-4o-mini")

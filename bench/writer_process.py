@@ -12,8 +12,8 @@ import json
 import sys
 import time
 
-from adapters.store import open_ledger
 from bench.workload import run_lifecycle
+from trainledger.adapters.store import open_ledger
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from typing import Protocol
 
 import orjson
 
-from adapters.store import open_ledger
 from bench.context import BenchContext
 from bench.floor import FloorApp, floor_env
 from bench.json_registry import REGISTRY_FILE, JsonFileRegistry, bulk_registry
@@ -34,7 +33,8 @@ from bench.workload import (
     sqlite_url,
     template_spec,
 )
-from domain.application import TrainingLedger
+from trainledger.adapters.store import open_ledger
+from trainledger.service.ledger import TrainingLedger
 
 WARMUP_LIFECYCLES = 3
 RESTORE_BELOW = 20_000

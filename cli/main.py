@@ -19,11 +19,11 @@ from typing import Any, NoReturn
 import click
 from eventsourcing.domain import EventSourcingError
 
-from adapters.store import DEFAULT_STORE, STORE_ENV, open_ledger
-from cli import output
-from domain.application import TrainingLedger
-from domain.errors import LedgerError, ValidationError
-from domain.queries import parse_moment
+from trainledger.adapters.store import DEFAULT_STORE, STORE_ENV, open_ledger
+from trainledger.cli import output
+from trainledger.domain.errors import LedgerError, ValidationError
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.queries import parse_moment
 
 USAGE_EXIT = 2
 
@@ -157,7 +157,7 @@ def experiment_create(
 ) -> None:
     """Validate an experiment and register its pending training run."""
     # Imported here: the contract's pydantic models cost every other verb's start-up.
-    from domain.experiment import ExperimentRequest
+    from trainledger.domain.experiment import ExperimentRequest
 
     if (dataset_path is None) == (dataset_fingerprint is None):
         raise click.UsageError("give exactly one of --dataset or --dataset-fingerprint")
@@ -454,7 +454,7 @@ def schema(name: str) -> None:
     # Imported here: the contract's pydantic models cost every other verb's start-up.
     import pydantic
 
-    from domain.contract import EvalSummary, ExperimentSpec, TrainerResult
+    from trainledger.domain.contract import EvalSummary, ExperimentSpec, TrainerResult
 
     models: dict[str, type[pydantic.BaseModel]] = {
         "spec": ExperimentSpec,
@@ -506,6 +506,6 @@ def main(argv: list[str] | None = None) -> None:
 
 # Verbs of the trainer adapter, the queries and the store live in their own
 # modules; importing them registers them on the groups above.
-from cli import query_commands, store_commands, trainer_commands  # noqa: E402
+from trainledger.cli import query_commands, store_commands, trainer_commands  # noqa: E402
 
 __all__ = ["cli", "main", "query_commands", "store_commands", "trainer_commands"]

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import orjson
 
-from domain.views import iso
+from trainledger.domain.views import iso
 
 
 def dumps(document: Any, *, pretty: bool = False) -> str:

@@ -14,8 +14,16 @@ from typing import Any
 
 import click
 
-from cli import output
-from cli.main import Session, as_of_option, checkpoint, cli, eval_group, pass_session, run
+from trainledger.cli import output
+from trainledger.cli.main import (
+    Session,
+    as_of_option,
+    checkpoint,
+    cli,
+    eval_group,
+    pass_session,
+    run,
+)
 
 LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "text": output.lineage_text,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from cli import output
-from cli.main import Session, cli, pass_session
-from domain.errors import ValidationError
+from trainledger.cli import output
+from trainledger.cli.main import Session, cli, pass_session
+from trainledger.domain.errors import ValidationError
 
 
 @cli.command("export")
@@ -25,7 +25,7 @@ from domain.errors import ValidationError
 def export(session: Session, export_format: str) -> None:
     """Write the whole log to stdout, restorable with `import` into any backend."""
     # Imported here, as in `import_`: archiving costs every other verb's start-up.
-    from domain.archive import export_log
+    from trainledger.service.archive import export_log
 
     for line in export_log(session.ledger):
         output.write_json_line(line)
@@ -40,7 +40,7 @@ def import_(session: Session, file: str) -> None:
     Every line is checked first (order, versions, hash chains, reservations);
     a single fault refuses the whole file and writes nothing.
     """
-    from domain.archive import import_log  # here, as in `export` (start-up time)
+    from trainledger.service.archive import import_log  # here, as in `export` (start-up time)
 
     try:
         if file == "-":

@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from adapters.trainer import read_capped
-from cli import output
-from cli.main import Session, cli, idempotency_option, pass_session, run
-from domain.errors import ValidationError
+from trainledger.adapters.trainer import read_capped
+from trainledger.cli import output
+from trainledger.cli.main import Session, cli, idempotency_option, pass_session, run
+from trainledger.domain.errors import ValidationError
 
 
 def finish_training(session: Session, document: dict[str, Any]) -> None:

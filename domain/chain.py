@@ -1,4 +1,6 @@
-"""Each aggregate's hash chain: how a stored event is serialised and hashed.
+"""The chain rules, the only copy: each aggregate's hash chain and the log chain.
+
+An aggregate's hash chain: how a stored event is serialised and hashed.
 
 Every event carries the hash of its aggregate's previous event (see
 `domain.model`). Computed from the stored state alone, so `verify` and
@@ -9,7 +11,9 @@ Every event carries the hash of its aggregate's previous event (see
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import orjson
 
@@ -60,3 +64,180 @@ def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str,
     return hashlib.sha256(
         canonical_event_bytes(aggregate_id, version, type_name, state)
     ).hexdigest()
+
+
+# --- the log chain and checking a stored log ----------------------------------
+#
+# Checking the stored log: hash chains, version order and a digest of the whole log.
+#
+# Works on stored rows (position, aggregate id, version, topic, decoded state)
+# rather than domain objects, so tampering that would stop an event from
+# deserialising is reported like any other, and so it is fast.
+#
+# What it proves: every aggregate's events follow each other without gaps, each
+# carries the hash of its predecessor as written, every stored row matches the
+# log chain the recorder wrote beside it (a hash over all rows in log order, so a
+# row moved, swapped, inserted or deleted anywhere is named at its position), and
+# (with a digest from an earlier run) the log up to that digest's position is
+# byte-for-byte unchanged. An attacker who can rewrite the file can also
+# recompute the chains; only the digest, kept somewhere else, catches that.
+
+LOG_GENESIS = hashlib.sha256(b"trainledger-log-v1").hexdigest()
+"""The log chain's value before the first event; the digest of an empty log."""
+
+
+def log_link(
+    previous: str,
+    position: int,
+    originator_id: UUID | str,
+    version: int,
+    topic: str,
+    raw_state: bytes,
+) -> str:
+    """The log chain after one more stored row: covers its position and bytes."""
+    row = f"{position}\0{originator_id!s}\0{version}\0{topic}\0".encode()
+    return hashlib.sha256(
+        bytes.fromhex(previous) + row + hashlib.sha256(raw_state).digest()
+    ).hexdigest()
+
+
+def log_links(
+    previous: str, rows: list[tuple[int, UUID | str, int, str, bytes]]
+) -> list[tuple[int, str]]:
+    """(position, link) for rows appended after a log chain value `previous`."""
+    links = []
+    for position, originator_id, version, topic, raw_state in rows:
+        previous = log_link(previous, position, originator_id, version, topic, raw_state)
+        links.append((position, previous))
+    return links
+
+
+@dataclass(frozen=True)
+class IntegrityFailure:
+    position: int
+    reason: str
+
+
+@dataclass
+class _Chain:
+    version: int
+    head: str
+    aggregate_topic: str
+
+
+class AggregateChains:
+    """Every aggregate's chain so far; checks an aggregate's next stored event.
+
+    Events must be fed in log order, but only each aggregate's own order
+    matters: the log may be split by aggregate and each part checked alone.
+    """
+
+    def __init__(self) -> None:
+        self._chains: dict[str, _Chain] = {}
+
+    def check(
+        self, aggregate_id: str, version: int, topic: str, state: dict[str, Any] | None
+    ) -> str | None:
+        """Why this event breaks its aggregate's chain, or None (then it extends it)."""
+        if state is None:
+            return "stored event state is not valid JSON"
+        chain = self._chains.get(aggregate_id)
+        expected_version = 1 if chain is None else chain.version + 1
+        if version != expected_version:
+            return (
+                f"aggregate {aggregate_id}: version {version} where {expected_version} was "
+                "expected (events deleted, inserted or reordered)"
+            )
+        try:
+            previous = state["previousHash"]
+            recorded = state["eventHash"]
+            aggregate_topic = state["originatorTopic"] if chain is None else chain.aggregate_topic
+            type_name = topic.rsplit(".", 1)[-1]
+            recomputed = chain_hash(aggregate_id, version, type_name, state)
+        except (KeyError, TypeError, AttributeError):
+            return "stored event lacks its chain fields"
+        if not isinstance(aggregate_topic, str):
+            return "stored event's originatorTopic is not a topic"
+        if not topic.startswith(aggregate_topic + "."):
+            return f"event type {topic} does not belong to aggregate type {aggregate_topic}"
+        if recorded != recomputed:
+            return (
+                f"aggregate {aggregate_id} version {version}: content does not match its "
+                "recorded hash (event modified or swapped)"
+            )
+        expected_previous = GENESIS_HASH if chain is None else chain.head
+        if previous != expected_previous:
+            return (
+                f"aggregate {aggregate_id} version {version}: hash chain broken "
+                "(its predecessor was modified, replaced or removed)"
+            )
+        self._chains[aggregate_id] = _Chain(version, recorded, aggregate_topic)
+        return None
+
+
+@dataclass
+class LogVerifier:
+    """Feed stored events in log order; the first failure is kept.
+
+    `gap_free` says the backend never skips a position (SQLite), so a missing
+    position means a deleted row.
+    """
+
+    gap_free: bool = True
+    expected_digest: str | None = None
+    failure: IntegrityFailure | None = None
+    position: int = 0
+    events: int = 0
+    digest_matched_at: int | None = None
+    chains: AggregateChains = field(default_factory=AggregateChains)
+    digest: str = LOG_GENESIS
+    """The log chain over every row fed so far: what `--digest` takes later."""
+
+    def missing(self, position: int) -> None:
+        """The recorder's log chain has a row here, the events table does not."""
+        if self.failure is None:
+            self.failure = IntegrityFailure(position, f"position {position} is missing (deleted)")
+
+    def feed(
+        self,
+        position: int,
+        originator_id: UUID | str,
+        version: int,
+        topic: str,
+        raw_state: bytes,
+        state: dict[str, Any] | None,
+        recorded_link: str | None = None,
+        *,
+        check_link: bool = False,
+    ) -> None:
+        """Check one stored event; `state` is None when it could not be decoded.
+
+        With `check_link`, `recorded_link` is the log chain value the recorder
+        wrote for this position when it appended the row (None: it wrote none).
+        """
+        aggregate_id = str(originator_id)
+        self.digest = log_link(self.digest, position, aggregate_id, version, topic, raw_state)
+        if self.failure is None and check_link and recorded_link != self.digest:
+            self.failure = IntegrityFailure(
+                position,
+                f"position {position} was not appended by the ledger (no log chain entry)"
+                if recorded_link is None
+                else f"position {position} differs from what was appended there "
+                "(event modified, moved, swapped or replaced)",
+            )
+        if self.failure is None:
+            if self.gap_free and position > self.position + 1:
+                missing = self.position + 1
+                self.failure = IntegrityFailure(missing, f"position {missing} is missing (deleted)")
+            elif position <= self.position:
+                self.failure = IntegrityFailure(
+                    position, f"position {position} is out of order after position {self.position}"
+                )
+            else:
+                reason = self.chains.check(aggregate_id, version, topic, state)
+                if reason is not None:
+                    self.failure = IntegrityFailure(position, reason)
+        self.position = position
+        self.events += 1
+        if self.expected_digest is not None and self.digest == self.expected_digest:
+            self.digest_matched_at = position

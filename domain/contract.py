@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain import vocabulary
-from domain.vocabulary import (
+from trainledger.domain import vocabulary
+from trainledger.domain.vocabulary import (
     ADAPTER_FORMAT,
     FINGERPRINT_PATTERN,
     Backend,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from domain.contract import (
+from trainledger.domain.contract import (
     Budget,
     ExpectedArtifact,
     ExperimentSpec,
@@ -24,13 +24,13 @@ from domain.contract import (
     config_fingerprint,
     dataset_fingerprint,
 )
-from domain.errors import (
+from trainledger.domain.errors import (
     FamilyProfileMismatchError,
     HardwareTierError,
     ProfileNotEnabledError,
     ValidationError,
 )
-from domain.vocabulary import (
+from trainledger.domain.vocabulary import (
     ADAPTER_FORMAT,
     BACKENDS,
     FINGERPRINT_PATTERN,

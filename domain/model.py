@@ -8,6 +8,10 @@ before an event is triggered and stored in it.
 
 Every event carries the actor, the idempotency key (when given) and the hash
 of its aggregate's previous event, so each aggregate's history is a hash chain.
+
+Stored topics are data: every class here keeps the topic it was first stored
+under (`TOPIC`, which the library's `get_topic` reads), whatever the module's
+import name is now; `stored_classes` lists them, for the mapper to resolve.
 """
 
 from __future__ import annotations
@@ -24,16 +28,33 @@ from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggre
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
-from domain.contract import EvalSummary, ExperimentSpec
-from domain.errors import (
+from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
+from trainledger.domain.contract import EvalSummary, ExperimentSpec
+from trainledger.domain.errors import (
     DeployabilityError,
     EvalRefusedError,
     FamilyMismatchError,
     InvalidTransitionError,
     ValidationError,
 )
-from domain.vocabulary import RunStatus
+from trainledger.domain.vocabulary import RunStatus
+
+STORED_MODULES: dict[str, str] = {__name__: "domain.model"}
+"""The module name each module's classes were first stored under (0.1.0 had no
+`trainledger` package): the topics in the log, and inside its hashes."""
+
+_stored: dict[str, type[Any]] = {}
+
+
+def _keep_topic(cls: type[Any]) -> None:
+    module = STORED_MODULES.get(cls.__module__, cls.__module__)
+    cls.TOPIC = f"{module}:{cls.__qualname__}"
+    _stored[cls.TOPIC] = cls
+
+
+def stored_classes() -> dict[str, type[Any]]:
+    """Every aggregate and event class of the ledger, by the topic it is stored under."""
+    return dict(_stored)
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,9 @@ class DomainEvent(BaseModel):
         validate_by_alias=True,
     )
 
+    TOPIC: ClassVar[str]
+    """The topic the event is stored under (see the module docstring)."""
+
     originator_id: UUID
     originator_version: int
     timestamp: datetime
@@ -84,6 +108,11 @@ class DomainEvent(BaseModel):
     previous_hash: str = GENESIS_HASH
     event_hash: str = ""
     """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _keep_topic(cls)
 
     @model_validator(mode="after")
     def _seal(self) -> DomainEvent:
@@ -115,6 +144,13 @@ class LedgerAggregate(BaseAggregate[UUID]):
     """Base aggregate: stamps events with context and keeps the chain head."""
 
     chain_head: str
+    TOPIC: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Before the library's hook, which registers an aggregate's explicit
+        # topic and those of its events (each set by `DomainEvent`'s hook).
+        _keep_topic(cls)
+        super().__init_subclass__(**kwargs)
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         def mutate(self, aggregate: Any) -> Any:

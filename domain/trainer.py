@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from domain.vocabulary import ADAPTER_FORMAT
+from trainledger.domain.vocabulary import ADAPTER_FORMAT
 
 if TYPE_CHECKING:  # the contract's models are loaded once a result is read (start-up time)
-    from domain.contract import ExperimentSpec, TrainerResult
+    from trainledger.domain.contract import ExperimentSpec, TrainerResult
 
 TIMEOUT_GRACE_SECONDS = 30.0
 """Added to the budget: a trainer may take this long to wrap up."""
@@ -231,8 +231,8 @@ def read_result(data: bytes, source: str) -> ResultReading:
     # Imported here, not with the module: see its imports (start-up time).
     import pydantic
 
-    from domain.contract import TrainerResult
-    from domain.experiment import describe_validation_error
+    from trainledger.domain.contract import TrainerResult
+    from trainledger.domain.experiment import describe_validation_error
 
     if not data.strip():
         return ResultReading(None, None, None, (f"{source} was empty",))

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # queries use `iso` without loading the aggregates (start-up time)
-    from domain.model import Checkpoint, TrainingRun
+    from trainledger.domain.model import Checkpoint, TrainingRun
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -14,9 +14,8 @@ from uuid import UUID
 
 import orjson
 
-from domain.queries import Document
-from domain.views import iso
-from projections.facts import (
+from trainledger.domain.views import iso
+from trainledger.projections.facts import (
     CheckpointRecord,
     DeployabilityFact,
     EvalFact,
@@ -25,6 +24,7 @@ from projections.facts import (
     moment,
     status_at,
 )
+from trainledger.service.queries import Document
 
 T = TypeVar("T")
 

@@ -1,11 +1,7 @@
 """Reading the application's log in pages, as records the projection translates.
 
 `LogReader` uses the library's recorder API (`select_notifications`), for any
-store. On SQLite, `SQLiteLogReader` reads the same rows straight from the
-events table, which spares building a `Notification` and two UUID objects
-per event: a rebuild spends most of its time there otherwise. A long stretch
-of the log it has translated by worker processes (`projections.log_workers`)
-while the view applies what they send.
+store; a backend may read the same rows faster (`adapters.sqlite.log`).
 
 Stored states are read as JSON without building domain objects (each
 translation decodes the fields it needs); a state of an older `class_version`
@@ -17,16 +13,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
-from eventsourcing.sqlite import SQLiteApplicationRecorder
-from eventsourcing.utils import resolve_topic
 
-from domain.workers import usable_cpus
-from projections.facts import FactBatch, PageFacts
-from projections.projection import (
+from trainledger.projections.facts import FactBatch, PageFacts
+from trainledger.projections.projection import (
     READ_VERSIONS,
     EventRecord,
     record_facts,
@@ -36,14 +29,8 @@ from projections.projection import (
     unreadable,
 )
 
-if TYPE_CHECKING:
-    from projections.log_workers import WorkerPages
-
 StoredRow = tuple[int, str, int, str, bytes]
 """position, aggregate id (32 hex digits), version, topic, stored state."""
-
-SELECT_ROWS = "SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
-"""The stored rows of the SQLite events table, as `StoredRow`s."""
 
 
 class FactPage(NamedTuple):
@@ -83,7 +70,9 @@ class FactPage(NamedTuple):
 @functools.cache
 def _current_class_version(topic: str) -> int:
     try:
-        return int(getattr(resolve_topic(topic), "class_version", 1))
+        from trainledger.domain.model import stored_classes
+
+        return int(getattr(stored_classes()[topic], "class_version", 1))
     except Exception:  # an event class that no longer exists: read it as stored
         return 1
 
@@ -169,16 +158,6 @@ class LogReader(EventDecoder):
         super().__init__(mapper)
         self.recorder = recorder
 
-    @staticmethod
-    def of(recorder: ApplicationRecorder, mapper: Mapper[Any]) -> LogReader:
-        """The fastest reader for this recorder."""
-        if (
-            isinstance(recorder, SQLiteApplicationRecorder)
-            and recorder.datastore.originator_id_type == "uuid"
-        ):
-            return SQLiteLogReader(recorder, mapper)
-        return LogReader(recorder, mapper)
-
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
@@ -223,69 +202,3 @@ class LogReader(EventDecoder):
                 return
             yield FactPage.of(page)
             after = page[-1].position
-
-
-class SQLiteLogReader(LogReader):
-    """Pages read from the SQLite events table directly (ids there are hex already)."""
-
-    recorder: SQLiteApplicationRecorder
-
-    WORKERS_FROM = 50_000
-    """A whole log at least this long is translated by worker processes."""
-    WORKERS = 2
-    """How many, with two cores or more: with the parent writing, they keep two busy."""
-
-    def page(self, after: int, limit: int, stop: int | None = None) -> list[EventRecord]:
-        sql = SELECT_ROWS.format(table=self.recorder.events_table_name)
-        params: Sequence[int] = (after, limit)
-        if stop is None:
-            sql += "WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        else:
-            sql += "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
-            params = (after, stop, limit)
-        with self.recorder.datastore.transaction(commit=False) as c:
-            raw = c.sqlite_cursor
-            raw.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
-            raw.execute(sql, params)
-            rows: list[StoredRow] = raw.fetchall()
-        return self.records(rows)
-
-    @contextmanager
-    def fact_pages(
-        self, after: int, limit: int, stop: int | None = None, *, whole_log: bool = False
-    ) -> Iterator[Generator[FactPage, None, None]]:
-        pool = self.recorder.datastore.pool
-        workers = None
-        if whole_log and self.WORKERS > 0 and usable_cpus() > 1 and not pool.is_sqlite_memory_mode:
-            # Imported here: most processes never start workers.
-            from projections.log_workers import WorkerPages
-
-            upto = self.last_position() if stop is None else min(stop, self.last_position())
-            if upto - after >= self.WORKERS_FROM:
-                workers = WorkerPages.start(
-                    database=pool.db_name,
-                    events_table=self.recorder.events_table_name,
-                    mapper=self.mapper,
-                    after=after,
-                    upto=upto,
-                    page_size=limit,
-                    parts=self.WORKERS,
-                )
-        if workers is None:
-            yield self._translated(after, limit, stop)
-            return
-        with workers:
-            yield self._translated_by(workers, after, limit, stop)
-
-    def _translated_by(
-        self, workers: WorkerPages, after: int, limit: int, stop: int | None
-    ) -> Generator[FactPage, None, None]:
-        try:
-            for page in workers:
-                yield page
-                after = page.last
-        finally:
-            workers.close()
-        # The rest: what the workers did not translate (they failed), and
-        # what was appended since they started.
-        yield from self._translated(after, limit, stop)

@@ -23,9 +23,9 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
-from domain.chain import stored_state
-from domain.errors import CorruptStoreError
-from projections.facts import (
+from trainledger.domain.chain import stored_state
+from trainledger.domain.errors import CorruptStoreError
+from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
     DeployabilityFact,
@@ -38,7 +38,7 @@ from projections.facts import (
     StartFact,
     timestamp_micros,
 )
-from projections.view import LedgerView
+from trainledger.projections.view import LedgerView
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

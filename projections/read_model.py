@@ -23,54 +23,33 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
-from domain.errors import ViewsInconsistentError
-from domain.queries import CheckpointFilter, Document, EvalFilter, Progress, RunFilter
-from domain.views import iso
-from projections.documents import (
+from trainledger.domain.errors import ViewsInconsistentError
+from trainledger.domain.views import iso
+from trainledger.projections.documents import (
     checkpoint_document,
     eval_document,
     grouped,
     run_document,
 )
-from projections.facts import CheckpointRecord, RunRecord, micros
-from projections.log import FactPage, LogReader, SQLiteLogReader
-from projections.memory_view import MemoryLedgerView
-from projections.projection import RUN_REGISTERED, LedgerProjection, run_spec
-from projections.sqlite_view import SQLiteLedgerView
-from projections.view import FactReader, LedgerView, StaleTrackingError
-
-
-def open_read_model(app: Application[Any]) -> ProjectionReadModel:
-    """The read model of an application, on the view its environment names.
-
-    `TRACKING_RECORDER_TOPIC` (the library's setting) names the view class for
-    the store; the application's infrastructure factory builds it on the
-    store's own datastore. A store without one gets an in-memory view, filled
-    from the log by the first query of each process.
-    """
-    if app.env.get(InfrastructureFactory.TRACKING_RECORDER_TOPIC):
-        view = app.factory.tracking_recorder()
-        if not isinstance(view, LedgerView):
-            raise TypeError(f"{type(view).__name__} is not a LedgerView")
-    else:
-        view = MemoryLedgerView()
-    log = LogReader.of(app.recorder, app.mapper)
-    if (
-        isinstance(view, SQLiteLedgerView)
-        and isinstance(log, SQLiteLogReader)
-        and view.datastore is log.recorder.datastore
-    ):
-        view.log_table = log.recorder.events_table_name
-    return ProjectionReadModel(app.name, log, view)
+from trainledger.projections.facts import CheckpointRecord, RunRecord, micros
+from trainledger.projections.filters import (
+    CheckpointFilter,
+    Document,
+    EvalFilter,
+    Progress,
+    RunFilter,
+)
+from trainledger.projections.log import FactPage, LogReader
+from trainledger.projections.projection import RUN_REGISTERED, LedgerProjection, run_spec
+from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 
 def canonical_id(text: str) -> str | None:
@@ -104,10 +83,19 @@ class ProjectionReadModel:
     CATCH_UP_PAGE = 1000
     REBUILD_PAGE = 50_000
 
-    def __init__(self, application_name: str, log: LogReader, view: LedgerView) -> None:
+    def __init__(
+        self,
+        application_name: str,
+        log: LogReader,
+        view: LedgerView,
+        *,
+        replay_view: Callable[[], LedgerView],
+    ) -> None:
         self.application_name = application_name
         self.log = log
         self.view = view
+        self.replay_view = replay_view
+        """Makes the empty view `differences_from_replay` replays the log into."""
         self.projection = LedgerProjection(view)
         self._lock = threading.RLock()
 
@@ -195,7 +183,9 @@ class ProjectionReadModel:
     def differences_from_replay(self) -> list[str]:
         """Compare the views with a replay of the log into a fresh in-memory view."""
         self.catch_up()
-        replay = ProjectionReadModel(self.application_name, self.log, MemoryLedgerView())
+        replay = ProjectionReadModel(
+            self.application_name, self.log, self.replay_view(), replay_view=self.replay_view
+        )
         with ExitStack() as translating, _cycle_collection_paused():
             with self.view.reader() as reader:
                 position = reader.position(self.application_name)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
-from projections.facts import (
+from trainledger.projections.facts import (
     CheckpointRecord,
     Counts,
     DeployabilityFact,
@@ -35,7 +35,7 @@ from projections.facts import (
 )
 
 if TYPE_CHECKING:
-    from projections.log import StoredRow
+    from trainledger.projections.log import StoredRow
 
 
 class StaleTrackingError(IntegrityError):

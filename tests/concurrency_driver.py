@@ -20,11 +20,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.errors import LedgerError
-from domain.experiment import ExperimentRequest
 from tests.support import READER_FAMILY, eval_summary
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.errors import LedgerError
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.service.ledger import TrainingLedger
 
 LIFECYCLES = 3
 

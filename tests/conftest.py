@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
 from tests.postgres_cluster import postgres_cluster, postgres_url, store_url
 from tests.support import Cli
+from trainledger.adapters.store import open_ledger
+from trainledger.service.ledger import TrainingLedger
 
 __all__ = ["postgres_cluster", "postgres_url", "store_url"]
 

@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from adapters.store import open_ledger
-from domain.experiment import ExperimentRequest
 from tests.support import READER_FAMILY, eval_summary
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.experiment import ExperimentRequest
 
 
 def acknowledge(op: str, **ids: str) -> None:

@@ -21,14 +21,14 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.errors import LedgerError, NotFoundError
-from domain.views import checkpoint_document, run_document
-from projections.read_model import ProjectionReadModel
-from projections.shares import OWNER_COLUMN, ShareReplay, share_of
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
 from tests.support import READER_FAMILY, eval_summary
+from trainledger.adapters.sqlite.shares import OWNER_COLUMN, ShareReplay, share_of
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.errors import LedgerError, NotFoundError
+from trainledger.domain.views import checkpoint_document, run_document
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.service.ledger import TrainingLedger
 
 FAMILIES = (READER_FAMILY, OTHER_FAMILY)
 

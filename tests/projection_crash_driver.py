@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from typing import cast
 
-from adapters.store import open_ledger
-from projections.log import SQLiteLogReader
-from projections.read_model import ProjectionReadModel
+from trainledger.adapters.sqlite.log import SQLiteLogReader
+from trainledger.adapters.store import open_ledger
+from trainledger.projections.read_model import ProjectionReadModel
 
 
 def main(url: str, mode: str, page_size: int) -> None:

@@ -17,12 +17,12 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from domain.application import TrainingLedger
-from domain.errors import LedgerError
-from domain.experiment import ExperimentRequest
-from domain.model import Checkpoint, TrainingRun
-from domain.views import checkpoint_document, run_document
 from tests.support import READER_FAMILY, eval_summary
+from trainledger.domain.errors import LedgerError
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.domain.model import Checkpoint, TrainingRun
+from trainledger.domain.views import checkpoint_document, run_document
+from trainledger.service.ledger import TrainingLedger
 
 OTHER_FAMILY = "claude-haiku-3"
 DATASETS = ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc")

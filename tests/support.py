@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domain.application import TrainingLedger
-from domain.experiment import ExperimentRequest
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.service.ledger import TrainingLedger
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATASET = REPO / "examples" / "data" / "sample.jsonl"
@@ -45,7 +45,7 @@ class Cli:
         self.env.pop("TRAINLEDGER_STORE", None)
 
     def __call__(self, *args: str, json_mode: bool = False, **env: str) -> CliResult:
-        argv = [sys.executable, "-m", "cli"]
+        argv = [sys.executable, "-m", "trainledger.cli"]
         if self.store is not None:
             argv += ["--store", self.store]
         if json_mode:

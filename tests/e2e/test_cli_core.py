@@ -19,9 +19,9 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.files import digest_artifact
-from adapters.store import open_ledger
 from tests.support import READER_FAMILY, SAMPLE_DATASET, Cli, eval_summary, experiment_args
+from trainledger.adapters.files import digest_artifact
+from trainledger.adapters.store import open_ledger
 
 SPEC_FIELDS = {
     "experimentId",

@@ -13,15 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from adapters.store import open_ledger
 from tests.support import REPO, deployable_lifecycle
+from trainledger.adapters.store import open_ledger
 
-COMMAND_ONLY = ("pydantic", "domain.contract", "domain.model", "domain.experiment")
+COMMAND_ONLY = (
+    "pydantic",
+    "trainledger.domain.contract",
+    "trainledger.domain.model",
+    "trainledger.domain.experiment",
+)
 
 # Runs the CLI in this process, then reports which command-only modules it loaded.
 PROBE = """
 import json, sys
-from cli.main import main
+from trainledger.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit as done:

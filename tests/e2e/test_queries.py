@@ -22,9 +22,9 @@ from uuid import uuid4
 
 import pytest
 
-from adapters.store import open_ledger
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
 from tests.support import READER_FAMILY, Cli, eval_summary, experiment_args, keyboard_interrupts
+from trainledger.adapters.store import open_ledger
 
 STATS_FIELDS = {
     "totalRuns",
@@ -351,7 +351,7 @@ def test_events_follow_waits_for_new_events(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "cli",
+                "trainledger.cli",
                 "--store",
                 url,
                 "events",
@@ -408,7 +408,15 @@ def test_rebuild_shows_a_progress_bar_on_a_terminal(history: History) -> None:
     pty = pytest.importorskip("pty", reason="no pseudo-terminals on this platform")
     assert history.cli.store is not None
     controller, terminal = pty.openpty()
-    argv = [sys.executable, "-m", "cli", "--store", history.cli.store, "projections", "rebuild"]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainledger.cli",
+        "--store",
+        history.cli.store,
+        "projections",
+        "rebuild",
+    ]
     child = subprocess.run(
         argv,
         cwd=history.cli.cwd,

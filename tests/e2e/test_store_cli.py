@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from adapters.store import open_ledger
 from tests.postgres_cluster import SUPERUSER_PASSWORD, PostgresCluster
 from tests.support import (
     READER_FAMILY,
@@ -21,6 +20,7 @@ from tests.support import (
     experiment_args,
     reader_request,
 )
+from trainledger.adapters.store import open_ledger
 
 
 def build_history(cli: Cli, tmp_path: Path) -> dict[str, str]:
@@ -181,7 +181,7 @@ def test_import_reads_standard_input(cli: Cli, tmp_path: Path) -> None:
     build_history_in_process(source.store or "", tmp_path)
     exported = export(source)
     completed = subprocess.run(
-        [sys.executable, "-m", "cli", "--store", cli.store or "", "import", "-"],
+        [sys.executable, "-m", "trainledger.cli", "--store", cli.store or "", "import", "-"],
         input=exported,
         cwd=tmp_path,
         env=cli.env,
@@ -251,7 +251,7 @@ def test_processes_opening_a_fresh_store_at_once_all_succeed(
     store_url: str, tmp_path: Path
 ) -> None:
     """The first use of a new store creates its tables, however many start together."""
-    argv = [sys.executable, "-m", "cli", "--store", store_url, "--json"]
+    argv = [sys.executable, "-m", "trainledger.cli", "--store", store_url, "--json"]
     processes = [
         subprocess.Popen(
             [*argv, *experiment_args(tmp_path / "out")],

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.contract import TrainerResult
-from domain.views import iso
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
 from tests.support import READER_FAMILY, REPO, Cli, experiment_args
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.contract import TrainerResult
+from trainledger.domain.views import iso
+from trainledger.service.ledger import TrainingLedger
 
 EXAMPLE_TRAINER_DIR = REPO / "examples" / "trainer"
 
@@ -245,7 +245,7 @@ def test_reconcile_fails_a_run_whose_ledger_process_crashed(
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir, budget_minutes=1)
     assert cli.store is not None
-    argv = [sys.executable, "-m", "cli", "--store", cli.store, "train", run_id]
+    argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
     ledger_process = subprocess.Popen(
         [*argv, "--trainer", str(script)], cwd=cli.cwd, env=cli.env, stderr=subprocess.DEVNULL
     )
@@ -289,7 +289,7 @@ def test_stopping_train_kills_the_trainer_and_fails_the_run(
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir)
     assert cli.store is not None
-    argv = [sys.executable, "-m", "cli", "--store", cli.store, "train", run_id]
+    argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
     ledger_process = subprocess.Popen(
         [*argv, "--trainer", str(script)],
         cwd=cli.cwd,

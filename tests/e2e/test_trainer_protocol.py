@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from adapters.files import digest_artifact
-from adapters.trainer import SubprocessTrainerRunner, spec_dir_prefix
-from domain.application import TrainingLedger
-from domain.contract import TrainerResult
-from domain.errors import InvalidTransitionError, ResultRefusedError, ValidationError
-from domain.model import TrainingRun
-from domain.trainer import TrainerLaunch, TrainerStarted
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
 from tests.support import keyboard_interrupts
+from trainledger.adapters.files import digest_artifact
+from trainledger.adapters.trainer import SubprocessTrainerRunner, spec_dir_prefix
+from trainledger.domain.contract import TrainerResult
+from trainledger.domain.errors import InvalidTransitionError, ResultRefusedError, ValidationError
+from trainledger.domain.model import TrainingRun
+from trainledger.domain.trainer import TrainerLaunch, TrainerStarted
+from trainledger.service.ledger import TrainingLedger
 
 
 @pytest.fixture

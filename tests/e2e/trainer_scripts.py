@@ -13,9 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from domain.application import TrainingLedger
-from domain.experiment import ExperimentRequest
 from tests.support import READER_FAMILY, SAMPLE_DATASET
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.service.ledger import TrainingLedger
 
 PRELUDE = """\
 import argparse, json, os, signal, subprocess, sys, time

@@ -23,11 +23,11 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import Notification
 
-from adapters.store import open_ledger
-from domain.application import EVAL_ID, TrainingLedger
-from domain.model import Checkpoint, TrainingRun
 from tests.concurrency_driver import LIFECYCLES
 from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.model import Checkpoint, TrainingRun
+from trainledger.service.ledger import EVAL_ID, TrainingLedger
 
 WORKERS = {"sqlite": 4, "postgresql": 8}
 SHARED_OPS = 7

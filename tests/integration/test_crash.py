@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.store import open_ledger
 from tests.support import REPO
+from trainledger.adapters.store import open_ledger
 
 WRITE_KILLS = 36
 TRAIN_KILLS = 8
@@ -108,7 +108,17 @@ print(json.dumps({"status": "dry_run", **{k: spec[k] for k in keys}}))
 
 
 def cli_command(url: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", "--store", url, "--actor", "crash", "--json", *args]
+    return [
+        sys.executable,
+        "-m",
+        "trainledger.cli",
+        "--store",
+        url,
+        "--actor",
+        "crash",
+        "--json",
+        *args,
+    ]
 
 
 def kill_cli_during_trains(url: str, tmp_path: Path, rng: random.Random) -> dict[str, str]:

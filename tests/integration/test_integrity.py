@@ -12,13 +12,13 @@ from uuid import UUID
 import orjson
 import pytest
 
-from adapters.sqlite_verify import ParallelLogCheck
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.errors import CorruptStoreError
-from domain.integrity import LOG_GENESIS, log_links
 from tests.support import Cli as CliType
 from tests.support import deployable_lifecycle, experiment_args
+from trainledger.adapters.sqlite.verify import ParallelLogCheck
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.chain import LOG_GENESIS, log_links
+from trainledger.domain.errors import CorruptStoreError
+from trainledger.service.ledger import TrainingLedger
 
 Tamper = Callable[[sqlite3.Connection], int]
 
@@ -154,7 +154,7 @@ def workers_check_every_log() -> Iterator[list[bool]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
-        patch.setattr("domain.application.usable_cpus", lambda: 2)
+        patch.setattr("trainledger.service.ledger.usable_cpus", lambda: 2)
         patch.setattr(ParallelLogCheck, "sound", spy)
         yield verdicts
 
@@ -227,7 +227,7 @@ def test_workers_that_cannot_run_leave_the_check_to_one_pass(
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = build_history(url, tmp_path)
     one_pass = ledger.verify()
-    monkeypatch.setattr("adapters.sqlite_verify.sys.executable", "/bin/false")
+    monkeypatch.setattr("trainledger.adapters.sqlite.verify.sys.executable", "/bin/false")
     with workers_check_every_log() as verdicts:
         assert ledger.verify() == one_pass
     assert verdicts == [False]
@@ -249,7 +249,7 @@ def test_direct_update_and_delete_are_refused(tmp_path: Path) -> None:
 
 def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None:
     """An attacker who recomputes every hash passes the chain check, not the digest."""
-    from domain.chain import chain_hash
+    from trainledger.domain.chain import chain_hash
 
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"

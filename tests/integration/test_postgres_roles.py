@@ -8,9 +8,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.store import open_ledger
 from tests.postgres_cluster import SUPERUSER, SUPERUSER_PASSWORD
 from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
+from trainledger.adapters.store import open_ledger
 
 GUIDE = REPO / "README.md"
 

@@ -21,13 +21,13 @@ from typing import Any, cast
 
 import pytest
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from projections.memory_view import MemoryLedgerView
-from projections.read_model import ProjectionReadModel
-from projections.sqlite_view import INDEX_NAMES, KEY_NAMES
 from tests.projection_support import Oracle, copy_log, logged_events, scripted_history
 from tests.support import REPO
+from trainledger.adapters.memory.view import MemoryLedgerView
+from trainledger.adapters.sqlite.view import INDEX_NAMES, KEY_NAMES
+from trainledger.adapters.store import open_ledger
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.service.ledger import TrainingLedger
 
 PAGE = 25
 
@@ -76,7 +76,9 @@ def assert_consistent_at_its_position(ledger: TrainingLedger) -> int:
     with read_model.view.reader() as reader:
         position = reader.position(ledger.name)
         live = reader.dump()
-    replay = ProjectionReadModel(ledger.name, read_model.log, MemoryLedgerView())
+    replay = ProjectionReadModel(
+        ledger.name, read_model.log, MemoryLedgerView(), replay_view=MemoryLedgerView
+    )
     replay.apply_log(page_size=1000, stop=position)
     with replay.view.reader() as reader:
         assert reader.position(ledger.name) == position

@@ -20,18 +20,6 @@ import psycopg
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.contract import TrainerResult
-from domain.errors import (
-    CheckpointNotFoundError,
-    NotFoundError,
-    RunNotFoundError,
-    ValidationError,
-    ViewsInconsistentError,
-)
-from projections.read_model import ProjectionReadModel
-from projections.sqlite_view import INDEX_NAMES
 from tests.projection_support import (
     ACTOR,
     DATASETS,
@@ -43,6 +31,18 @@ from tests.projection_support import (
     scripted_history,
     summaries,
 )
+from trainledger.adapters.sqlite.view import INDEX_NAMES
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.contract import TrainerResult
+from trainledger.domain.errors import (
+    CheckpointNotFoundError,
+    NotFoundError,
+    RunNotFoundError,
+    ValidationError,
+    ViewsInconsistentError,
+)
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.service.ledger import TrainingLedger
 
 ZERO_STATS = dict.fromkeys(
     (

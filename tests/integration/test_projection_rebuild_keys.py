@@ -17,15 +17,15 @@ from typing import cast
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from projections.facts import FactBatch
-from projections.log import SQLiteLogReader
-from projections.projection import record_facts
-from projections.read_model import ProjectionReadModel
-from projections.sqlite_view import INDEX_NAMES, KEY_NAMES, RUN_COLUMNS, SQLiteLedgerView
-from projections.view import StaleTrackingError
 from tests.projection_support import scripted_history
+from trainledger.adapters.sqlite.log import SQLiteLogReader
+from trainledger.adapters.sqlite.view import INDEX_NAMES, KEY_NAMES, RUN_COLUMNS, SQLiteLedgerView
+from trainledger.adapters.store import open_ledger
+from trainledger.projections.facts import FactBatch
+from trainledger.projections.projection import record_facts
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.projections.view import StaleTrackingError
+from trainledger.service.ledger import TrainingLedger
 
 PAGE = 10
 

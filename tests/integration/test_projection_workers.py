@@ -17,17 +17,18 @@ from typing import cast
 
 import pytest
 
-from adapters.persistence import OrjsonTranscoder, PydanticMapper
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.errors import CorruptStoreError
-from projections import log_workers
-from projections.log import FactPage, LogReader, SQLiteLogReader
-from projections.log_workers import WorkerPages
-from projections.memory_view import MemoryLedgerView
-from projections.read_model import ProjectionReadModel
-from projections.sqlite_view import INDEX_NAMES
 from tests.projection_support import scripted_history
+from trainledger.adapters.memory.view import MemoryLedgerView
+from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
+from trainledger.adapters.sqlite import log_workers
+from trainledger.adapters.sqlite.log import SQLiteLogReader
+from trainledger.adapters.sqlite.log_workers import WorkerPages
+from trainledger.adapters.sqlite.view import INDEX_NAMES
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.errors import CorruptStoreError
+from trainledger.projections.log import FactPage, LogReader
+from trainledger.projections.read_model import ProjectionReadModel
+from trainledger.service.ledger import TrainingLedger
 
 PAGE = 40
 
@@ -62,7 +63,7 @@ def read_model(ledger: TrainingLedger) -> ProjectionReadModel:
 def translated_in_process(ledger: TrainingLedger) -> object:
     """The views as one process makes them: a replay into memory, through the library's API."""
     log = LogReader(ledger.recorder, ledger.mapper)
-    replay = ProjectionReadModel(ledger.name, log, MemoryLedgerView())
+    replay = ProjectionReadModel(ledger.name, log, MemoryLedgerView(), replay_view=MemoryLedgerView)
     replay.apply_log(page_size=PAGE)
     with replay.view.reader() as reader:
         return reader.dump()

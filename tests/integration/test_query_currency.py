@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.store import open_ledger
-from projections.read_model import ProjectionReadModel
-from projections.sqlite_view import SQLiteLedgerView
 from tests.projection_support import create_run
 from tests.support import deployable_lifecycle
+from trainledger.adapters.sqlite.view import SQLiteLedgerView
+from trainledger.adapters.store import open_ledger
+from trainledger.projections.read_model import ProjectionReadModel
 
 
 def test_caught_up_views_answer_without_catching_up_and_new_events_are_caught_up(

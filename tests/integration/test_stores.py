@@ -14,9 +14,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from adapters.store import open_ledger
-from domain.application import EVAL_ID, IDEMPOTENCY, Reservation, TrainingLedger
-from domain.errors import (
+from tests.support import READER_FAMILY, eval_summary
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.errors import (
     DeployabilityError,
     DuplicateEvalError,
     FamilyMismatchError,
@@ -24,8 +24,8 @@ from domain.errors import (
     InvalidTransitionError,
     RunNotFoundError,
 )
-from domain.experiment import ExperimentRequest
-from tests.support import READER_FAMILY, eval_summary
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.service.ledger import EVAL_ID, IDEMPOTENCY, Reservation, TrainingLedger
 
 
 @pytest.fixture

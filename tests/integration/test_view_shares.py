@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite_verify import check_part
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from projections.log import LogReader
-from projections.memory_view import MemoryLedgerView
-from projections.projection import READ_VERSIONS
-from projections.shares import (
+from tests.support import deployable_lifecycle
+from trainledger.adapters.memory.view import MemoryLedgerView
+from trainledger.adapters.sqlite.shares import (
     HEX_DIGITS,
     ORDER,
     OWNER_COLUMN,
@@ -22,7 +18,10 @@ from projections.shares import (
     share_condition,
     share_of,
 )
-from tests.support import deployable_lifecycle
+from trainledger.adapters.sqlite.verify import check_part
+from trainledger.adapters.store import log_reader, open_ledger
+from trainledger.projections.projection import READ_VERSIONS
+from trainledger.service.ledger import TrainingLedger
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 4])
@@ -55,7 +54,7 @@ def test_an_event_that_needs_upcasting_leaves_the_views_to_a_full_comparison(
 ) -> None:
     ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     deployable_lifecycle(ledger, tmp_path, eval_id="e1")
-    records = LogReader.of(ledger.recorder, ledger.mapper).page(0, 100)
+    records = log_reader(ledger.recorder, ledger.mapper).page(0, 100)
     replay = ShareReplay()
     replay.add(records)
     assert replay.dump() is not None

@@ -11,17 +11,17 @@ from uuid import uuid4
 
 import pytest
 
-from domain.chain import GENESIS_HASH, chain_hash, stored_state
-from domain.contract import EvalSummary
-from domain.errors import (
+from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
+from trainledger.domain.contract import EvalSummary
+from trainledger.domain.errors import (
     DeployabilityError,
     EvalRefusedError,
     FamilyMismatchError,
     InvalidTransitionError,
     ValidationError,
 )
-from domain.experiment import DatasetDigest, ExperimentRequest, build_spec
-from domain.model import (
+from trainledger.domain.experiment import DatasetDigest, ExperimentRequest, build_spec
+from trainledger.domain.model import (
     Checkpoint,
     DomainEvent,
     LedgerAggregate,

@@ -17,11 +17,11 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from adapters.files import load_dataset
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.chain import GENESIS_HASH
-from domain.errors import (
+from tests.support import READER_FAMILY, eval_summary
+from trainledger.adapters.files import load_dataset
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.chain import GENESIS_HASH
+from trainledger.domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
     DatasetError,
@@ -36,9 +36,9 @@ from domain.errors import (
     RunNotFoundError,
     ValidationError,
 )
-from domain.experiment import ExperimentRequest
-from domain.model import DomainEvent
-from tests.support import READER_FAMILY, eval_summary
+from trainledger.domain.experiment import ExperimentRequest
+from trainledger.domain.model import DomainEvent
+from trainledger.service.ledger import TrainingLedger
 
 DATASET_FINGERPRINT = "a6468e43d3336456"
 

@@ -14,18 +14,18 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from adapters.store import open_ledger
-from domain.application import Reservation, TrainingLedger
-from domain.archive import export_log, import_log
-from domain.chain import chain_hash
-from domain.errors import (
+from tests.support import READER_FAMILY, eval_summary, reader_request
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.chain import chain_hash
+from trainledger.domain.errors import (
     DuplicateEvalError,
     ExportRefusedError,
     ImportRefusedError,
     StoreNotEmptyError,
 )
-from domain.model import LedgerAggregate, command_context
-from tests.support import READER_FAMILY, eval_summary, reader_request
+from trainledger.domain.model import LedgerAggregate, command_context
+from trainledger.service.archive import export_log, import_log
+from trainledger.service.ledger import Reservation, TrainingLedger
 
 Lines = list[dict[str, Any]]
 

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import domain.contract
-import domain.vocabulary
-from adapters.files import digest_artifact, load_dataset
-from domain.contract import (
+from trainledger.adapters.files import digest_artifact, load_dataset
+from trainledger.domain import contract, vocabulary
+from trainledger.domain.contract import (
     EvalSummary,
     Hyperparameters,
     code_hash,
@@ -24,8 +23,8 @@ from domain.contract import (
     dataset_fingerprint,
     js_number,
 )
-from domain.errors import DatasetError, ValidationError
-from domain.experiment import DatasetDigest
+from trainledger.domain.errors import DatasetError, ValidationError
+from trainledger.domain.experiment import DatasetDigest
 
 SEED_DEFAULT_FINGERPRINT = "dc867911eece7ac3"
 
@@ -200,7 +199,7 @@ def test_an_explicit_dataset_fingerprint_is_taken_as_given() -> None:
 
 
 def test_code_hash_is_sha256_of_the_contract_sources() -> None:
-    sources = [domain.contract.__file__, domain.vocabulary.__file__]
+    sources = [contract.__file__, vocabulary.__file__]
     assert code_hash() == sha16(b"".join(Path(source).read_bytes() for source in sources))
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from domain.application import TrainingLedger
-from domain.errors import DeployabilityError
 from tests.support import deployable_lifecycle, eval_summary
+from trainledger.domain.errors import DeployabilityError
+from trainledger.service.ledger import TrainingLedger
 
 
 def deployable_checkpoint(ledger: TrainingLedger, tmp_path: Path) -> str:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from domain.application import TrainingLedger
-from domain.contract import ExperimentSpec, code_hash
-from domain.errors import (
+from trainledger.domain.contract import ExperimentSpec, code_hash
+from trainledger.domain.errors import (
     DatasetError,
     FamilyProfileMismatchError,
     HardwareTierError,
@@ -17,7 +16,13 @@ from domain.errors import (
     ProfileNotEnabledError,
     ValidationError,
 )
-from domain.experiment import DatasetDigest, ExperimentRequest, build_spec, family_suits_profile
+from trainledger.domain.experiment import (
+    DatasetDigest,
+    ExperimentRequest,
+    build_spec,
+    family_suits_profile,
+)
+from trainledger.service.ledger import TrainingLedger
 
 DATASET = DatasetDigest("a6468e43d3336456", 48, "/data/sample.jsonl")
 EXPERIMENT_ID = "3f1c2b9e-8a7d-4e6f-9b0a-1c2d3e4f5a6b"

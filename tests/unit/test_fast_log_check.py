@@ -22,18 +22,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.store import open_ledger
-from domain.chain import GENESIS_HASH, canonical_event_bytes, chain_hash
-from domain.integrity import (
+from tests.support import deployable_lifecycle
+from trainledger.adapters.sqlite.fast_check import FastLogCheck, LinkedRow
+from trainledger.adapters.sqlite.shares import share_of
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.chain import (
+    GENESIS_HASH,
     LOG_GENESIS,
-    NATIVE_CHECK,
-    FastLogCheck,
-    LinkedRow,
     LogVerifier,
+    canonical_event_bytes,
+    chain_hash,
     log_links,
 )
-from projections.shares import share_of
-from tests.support import deployable_lifecycle
 
 Row = tuple[int, str, int, str, bytes]
 Link = tuple[int, str]

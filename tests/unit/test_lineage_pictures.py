@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cli import output
-from domain.application import TrainingLedger
-from domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
-from domain.queries import parse_moment
 from tests.projection_support import ACTOR, create_run
 from tests.support import READER_FAMILY, eval_summary
+from trainledger.cli import output
+from trainledger.domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.queries import parse_moment
 
 HOSTILE = 'say "hi" \\ <b>#1;</b> {x} [y] |z| --> end'
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.store import redact, store_env
-from domain.errors import StoreError
+from trainledger.adapters.store import redact, store_env
+from trainledger.domain.errors import StoreError
 
 
 def test_a_url_becomes_the_library_settings_with_the_defaults() -> None:
@@ -20,8 +20,10 @@ def test_a_url_becomes_the_library_settings_with_the_defaults() -> None:
     assert env["POSTGRES_LOCK_TIMEOUT"] == "30"
     assert env["POSTGRES_CONNECT_TIMEOUT"] == "10"
     assert env["POSTGRES_SCHEMA"] == ""
-    assert env["PERSISTENCE_MODULE"] == "adapters.postgres:LedgerPostgresFactory"
-    assert env["TRACKING_RECORDER_TOPIC"] == "projections.postgres_view:PostgresLedgerView"
+    assert (
+        env["PERSISTENCE_MODULE"] == "trainledger.adapters.postgres.recorder:LedgerPostgresFactory"
+    )
+    assert env["TRACKING_RECORDER_TOPIC"] == "trainledger.adapters.postgres.view:PostgresLedgerView"
 
 
 def test_options_in_the_query_string_override_the_defaults() -> None:

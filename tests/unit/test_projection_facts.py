@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from projections.facts import (
+from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
     DeployabilityFact,

@@ -10,15 +10,15 @@ import pytest
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel
 
-from adapters.persistence import OrjsonTranscoder, PydanticMapper
-from adapters.store import open_ledger
-from domain.contract import EvalSummary, ExperimentSpec
-from domain.errors import CorruptStoreError
-from domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
-from projections import projection
-from projections.log import LogReader
-from projections.projection import READ_VERSIONS, TRANSLATIONS, record_facts
 from tests.unit.test_upcasting import Dataset
+from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.contract import EvalSummary, ExperimentSpec
+from trainledger.domain.errors import CorruptStoreError
+from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from trainledger.projections import projection
+from trainledger.projections.log import LogReader
+from trainledger.projections.projection import READ_VERSIONS, TRANSLATIONS, record_facts
 
 
 def test_a_stored_event_of_an_older_class_version_is_upcast_before_it_is_read() -> None:

@@ -18,16 +18,21 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from adapters.files import digest_artifact
-from adapters.store import open_ledger
-from adapters.trainer import locate_artifact
-from domain.application import TrainingLedger
-from domain.chain import GENESIS_HASH
-from domain.contract import TrainerResult
-from domain.errors import ValidationError
-from domain.model import DomainEvent
-from domain.trainer import TrainerExit, TrainerLaunch, TrainerStarted, read_trainer_output
 from tests.e2e.trainer_scripts import create_run
+from trainledger.adapters.files import digest_artifact
+from trainledger.adapters.store import open_ledger
+from trainledger.adapters.trainer import locate_artifact
+from trainledger.domain.chain import GENESIS_HASH
+from trainledger.domain.contract import TrainerResult
+from trainledger.domain.errors import ValidationError
+from trainledger.domain.model import DomainEvent
+from trainledger.domain.trainer import (
+    TrainerExit,
+    TrainerLaunch,
+    TrainerStarted,
+    read_trainer_output,
+)
+from trainledger.service.ledger import TrainingLedger
 
 CHECKED = TrainerResult.CHECKED_FIELDS
 GOOD_PATHS = ["adapter", "./adapter/../adapter"]

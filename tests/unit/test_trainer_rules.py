@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from domain.contract import (
+from trainledger.domain.contract import (
     Budget,
     ExpectedArtifact,
     ExperimentSpec,
@@ -19,7 +19,7 @@ from domain.contract import (
     code_hash,
     config_fingerprint,
 )
-from domain.trainer import (
+from trainledger.domain.trainer import (
     ArtifactLocation,
     TrainerExit,
     assess_exit,

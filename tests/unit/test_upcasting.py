@@ -14,12 +14,11 @@ import orjson
 from eventsourcing.persistence import JSONTranscoder, StoredEvent
 from eventsourcing.utils import get_topic
 
-from adapters.persistence import OrjsonTranscoder, PydanticMapper
-from adapters.store import open_ledger
-from domain.chain import chain_hash
-from domain.integrity import LogVerifier
-from domain.model import LedgerAggregate, TrainingRun, command_context
 from tests.projection_support import ACTOR, create_run
+from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.chain import LogVerifier, chain_hash
+from trainledger.domain.model import LedgerAggregate, TrainingRun, command_context
 
 
 class Dataset(LedgerAggregate):

@@ -17,13 +17,13 @@ from uuid import UUID
 
 import pytest
 
-from adapters.sqlite import LedgerSQLiteDatastore, LedgerSQLiteRecorder
-from adapters.store import open_ledger
-from domain.application import TrainingLedger
-from domain.errors import DeployabilityError, InvalidTransitionError
-from domain.model import TrainingRun, command_context
 from tests.support import eval_summary
 from tests.unit.test_application import create, register, running_run
+from trainledger.adapters.sqlite.recorder import LedgerSQLiteDatastore, LedgerSQLiteRecorder
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.errors import DeployabilityError, InvalidTransitionError
+from trainledger.domain.model import TrainingRun, command_context
+from trainledger.service.ledger import TrainingLedger
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, TupleRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from adapters.postgres import create_once
-from projections.facts import FactBatch
-from projections.sqlite_view import (
+from trainledger.adapters.postgres.recorder import create_once
+from trainledger.adapters.sqlite.view import (
     CREATE_INDEXES,
     CREATE_TABLES,
     INDEX_NAMES,
@@ -40,7 +39,8 @@ from projections.sqlite_view import (
     UPDATE_START,
     _SQLiteReader,
 )
-from projections.view import FactReader, LedgerView, StaleTrackingError
+from trainledger.projections.facts import FactBatch
+from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 
 def postgres_sql(statement: str) -> SQL:

@@ -42,13 +42,12 @@ import orjson
 import pydantic
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
-from eventsourcing.utils import get_topic
 
-from domain.application import EVAL_ID, IDEMPOTENCY, Reservation, event_document
-from domain.chain import GENESIS_HASH, chain_hash, stored_state
-from domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
-from domain.experiment import describe_validation_error
-from domain.model import LedgerAggregate
+from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
+from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
+from trainledger.domain.experiment import describe_validation_error
+from trainledger.domain.model import LedgerAggregate, stored_classes
+from trainledger.service.ledger import EVAL_ID, IDEMPOTENCY, Reservation, event_document
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"
@@ -86,19 +85,12 @@ def event_classes() -> dict[str, type[LedgerAggregate.Event]]:
     Import resolves types from this table only, never from a topic in the
     file, so a crafted file cannot make the ledger import arbitrary code.
     """
-    classes: dict[str, type[LedgerAggregate.Event]] = {}
-    pending = list(LedgerAggregate.__subclasses__())
-    while pending:
-        aggregate = pending.pop()
-        pending += aggregate.__subclasses__()
-        for name, member in vars(aggregate).items():
-            if (
-                isinstance(member, type)
-                and issubclass(member, LedgerAggregate.Event)
-                and name not in ("Event", "Created")
-            ):
-                classes[get_topic(member)] = member
-    return classes
+    return {
+        topic: cls
+        for topic, cls in stored_classes().items()
+        if issubclass(cls, LedgerAggregate.Event)
+        and cls not in (LedgerAggregate.Event, LedgerAggregate.Created)
+    }
 
 
 # --- export ------------------------------------------------------------------

@@ -38,8 +38,11 @@ from typing import IO, Any
 
 from eventsourcing.persistence import Mapper
 
-from domain.workers import stop_workers, worker_env
-from projections.log import SELECT_ROWS, EventDecoder, FactPage
+from trainledger.adapters.workers import stop_workers, worker_env
+from trainledger.projections.log import EventDecoder, FactPage
+
+SELECT_ROWS = "SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+"""The stored rows of the SQLite events table, as `StoredRow`s."""
 
 
 @dataclass(frozen=True)

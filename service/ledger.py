@@ -36,7 +36,8 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from domain.errors import (
+from trainledger.adapters.workers import usable_cpus
+from trainledger.domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
     CorruptStoreError,
@@ -50,8 +51,7 @@ from domain.errors import (
     RunNotFoundError,
     ValidationError,
 )
-from domain.queries import LedgerQueries, ReadModelFactory
-from domain.trainer import (
+from trainledger.domain.trainer import (
     ABANDONED,
     ArtifactLocation,
     ArtifactLocator,
@@ -66,17 +66,17 @@ from domain.trainer import (
     read_result,
     trainer_timeout,
 )
-from domain.views import checkpoint_document, iso, run_document, training_document
-from domain.workers import usable_cpus
+from trainledger.domain.views import checkpoint_document, iso, run_document, training_document
+from trainledger.service.queries import LedgerQueries, ReadModelFactory
 
 # The aggregates, the contract and the experiment and integrity rules are imported
 # by the commands that use them: queries answer from the projections, and loading
 # those pydantic models would be most of a query's start-up time in the CLI.
 if TYPE_CHECKING:
-    from domain.contract import EvalSummary
-    from domain.experiment import DatasetDigest, ExperimentRequest
-    from domain.integrity import IntegrityFailure
-    from domain.model import Checkpoint, LedgerAggregate, TrainingRun
+    from trainledger.domain.chain import IntegrityFailure
+    from trainledger.domain.contract import EvalSummary
+    from trainledger.domain.experiment import DatasetDigest, ExperimentRequest
+    from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
 
 IDEMPOTENCY = "idempotency"
 EVAL_ID = "eval"
@@ -208,8 +208,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         Give either `dataset_path` (a JSONL file, fingerprinted here) or an
         explicit `dataset_fingerprint` (with its `sample_count`).
         """
-        from domain.experiment import DatasetDigest, build_spec
-        from domain.model import TrainingRun
+        from trainledger.domain.experiment import DatasetDigest, build_spec
+        from trainledger.domain.model import TrainingRun
 
         if (dataset_path is None) == (dataset_fingerprint is None):
             raise ValidationError("give either a dataset path or a dataset fingerprint")
@@ -304,7 +304,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
         The artifact's content digest is recorded when the path exists.
         """
-        from domain.model import Checkpoint
+        from trainledger.domain.model import Checkpoint
 
         if not artifact_path.strip():
             raise ValidationError("an artifact path is required")
@@ -432,7 +432,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
         def record_started(started: TrainerStarted) -> None:
             def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
-                from domain.model import command_context
+                from trainledger.domain.model import command_context
 
                 running = self.get_run(run.id)
                 # Stamped with the key, which is reserved by the outcome's append.
@@ -533,7 +533,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         importing: bool,
     ) -> Outcome:
         """Save an outcome in one append: checkpoint, its link and the run's end."""
-        from domain.model import Checkpoint
+        from trainledger.domain.model import Checkpoint
 
         artifact_digest = None
         if outcome.status == "completed":
@@ -604,12 +604,12 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     # --- reads on aggregates -----------------------------------------------
 
     def get_run(self, run_id: str | UUID) -> TrainingRun:
-        from domain.model import TrainingRun
+        from trainledger.domain.model import TrainingRun
 
         return self._get(self._parse_id(run_id, RunNotFoundError), TrainingRun)
 
     def get_checkpoint(self, checkpoint_id: str | UUID) -> Checkpoint:
-        from domain.model import Checkpoint
+        from trainledger.domain.model import Checkpoint
 
         uuid = self._parse_id(checkpoint_id, CheckpointNotFoundError)
         return self._get(uuid, Checkpoint, CheckpointNotFoundError)
@@ -661,7 +661,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     def _verify_in_parallel(
         self, digest: str | None, progress: Callable[[int, int], None] | None
     ) -> Outcome | None:
-        from domain.integrity import IntegrityFailure
+        from trainledger.domain.chain import IntegrityFailure
 
         start = getattr(self.recorder, "start_log_check", None)
         parts = min(self.VERIFY_WORKERS, usable_cpus())
@@ -710,7 +710,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     def _verify_in_one_pass(
         self, digest: str | None, progress: Callable[[int, int], None] | None
     ) -> Outcome:
-        from domain.integrity import LogVerifier
+        from trainledger.domain.chain import LogVerifier
 
         verifier = LogVerifier(
             gap_free=bool(getattr(self.recorder, "gap_free_positions", False)),
@@ -764,7 +764,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
         # The views are only worth comparing with a replay of a sound log.
         differences = None if failure is not None else self._view_differences()
         if differences:
-            from domain.integrity import IntegrityFailure
+            from trainledger.domain.chain import IntegrityFailure
 
             failure = IntegrityFailure(verifier.position, _views_differ(differences))
         return _verify_report(
@@ -802,7 +802,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
             raise ValidationError("an actor is required")
         if idempotency_key is not None and not idempotency_key.strip():
             raise ValidationError("an idempotency key must not be empty")
-        from domain.model import command_context
+        from trainledger.domain.model import command_context
 
         request_digest = "" if idempotency_key is None else _request_digest(command, params)
         for attempt in range(self.MAX_ATTEMPTS):
@@ -946,8 +946,8 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
     def _parse_eval(summary: dict[str, Any] | EvalSummary) -> EvalSummary:
         import pydantic
 
-        from domain.contract import EvalSummary
-        from domain.experiment import describe_validation_error as describe
+        from trainledger.domain.contract import EvalSummary
+        from trainledger.domain.experiment import describe_validation_error as describe
 
         if isinstance(summary, EvalSummary):
             return summary
@@ -958,7 +958,7 @@ class TrainingLedger(LedgerQueries, Application[UUID]):
 
 
 def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:
-    from domain.integrity import IntegrityFailure
+    from trainledger.domain.chain import IntegrityFailure
 
     return IntegrityFailure(
         position,

@@ -33,9 +33,9 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
-from adapters.sqlite_verify import ParallelLogCheck, snapshot
-from domain.application import Reservation
-from domain.integrity import LOG_GENESIS, log_links
+from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
+from trainledger.domain.chain import LOG_GENESIS, log_links
+from trainledger.service.ledger import Reservation
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 LOG_CHAIN_TABLE = "ledger_log_chain"

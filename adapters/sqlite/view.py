@@ -23,7 +23,8 @@ from typing import Any, TypeVar, cast
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
-from projections.facts import (
+from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
+from trainledger.projections.facts import (
     CheckpointRecord,
     Counts,
     DeployabilityFact,
@@ -33,8 +34,8 @@ from projections.facts import (
     RunRecord,
     ViewDump,
 )
-from projections.log import SELECT_ROWS, StoredRow
-from projections.view import FactReader, LedgerView, StaleTrackingError
+from trainledger.projections.log import StoredRow
+from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 RUNS = "view_runs"
 LINKS = "view_checkpoint_links"

@@ -19,44 +19,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from domain.errors import (
+from trainledger.domain.errors import (
     CheckpointNotFoundError,
     NotFoundError,
     RunNotFoundError,
     ValidationError,
 )
-from domain.vocabulary import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
-
-Document = dict[str, Any]
-
-Progress = Callable[[int, int], None]
-"""Called as `progress(applied, total)` while a read model applies the log."""
-
-
-@dataclass(frozen=True)
-class RunFilter:
-    status: str | None = None
-    family: str | None = None
-    dataset_fingerprint: str | None = None
-
-
-@dataclass(frozen=True)
-class CheckpointFilter:
-    run_id: str | None = None
-    family: str | None = None
-    deployable: bool | None = None
-
-
-@dataclass(frozen=True)
-class EvalFilter:
-    checkpoint_id: str | None = None
-    benchmark_id: str | None = None
-    verdict: str | None = None
-    family: str | None = None
+from trainledger.domain.vocabulary import FINGERPRINT_PATTERN, RUN_STATUSES, VERDICTS
+from trainledger.projections.filters import (
+    CheckpointFilter,
+    Document,
+    EvalFilter,
+    Progress,
+    RunFilter,
+)
 
 
 class ReadModel(Protocol):

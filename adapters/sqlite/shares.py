@@ -22,15 +22,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from domain.errors import CorruptStoreError
-from projections.facts import PageFacts, ViewDump
-from projections.projection import (
-    READ_VERSIONS,
-    EventRecord,
-    stored_class_version,
-    translate_into,
-)
-from projections.sqlite_view import (
+from trainledger.adapters.sqlite.view import (
     CHECKPOINT_COLUMNS,
     CHECKPOINTS,
     DEPLOYABILITY,
@@ -41,6 +33,14 @@ from projections.sqlite_view import (
     LINKS,
     RUN_COLUMNS,
     RUNS,
+)
+from trainledger.domain.errors import CorruptStoreError
+from trainledger.projections.facts import PageFacts, ViewDump
+from trainledger.projections.projection import (
+    READ_VERSIONS,
+    EventRecord,
+    stored_class_version,
+    translate_into,
 )
 
 HEX_DIGITS = "0123456789abcdef"

@@ -10,7 +10,7 @@ from typing import TypeVar
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 
-from projections.facts import (
+from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
     Counts,
@@ -24,7 +24,7 @@ from projections.facts import (
     ViewDump,
     status_at,
 )
-from projections.view import FactReader, LedgerView, StaleTrackingError
+from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
-from domain.application import Reservation
-from domain.integrity import LOG_GENESIS, log_links
+from trainledger.domain.chain import LOG_GENESIS, log_links
+from trainledger.service.ledger import Reservation
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):

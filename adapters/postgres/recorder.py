@@ -41,9 +41,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from domain.application import Reservation
-from domain.errors import StoreError
-from domain.integrity import LOG_GENESIS, log_links
+from trainledger.domain.chain import LOG_GENESIS, log_links
+from trainledger.domain.errors import StoreError
+from trainledger.service.ledger import Reservation
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 RESERVATIONS_TABLE = "ledger_reservations"

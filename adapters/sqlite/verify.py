@@ -16,7 +16,7 @@ runs the one-pass check (`TrainingLedger.verify`), which names the first bad
 position exactly as it always does. A worker that fails in any way counts as
 "look closer".
 
-Run as `python -m adapters.sqlite_verify DATABASE UPTO PART PARTS APPLICATION`:
+Run as `python -m trainledger.adapters.sqlite.verify DATABASE UPTO PART PARTS APPLICATION`:
 prints `{"events": N, "problem": POSITION-or-null, "views": SAME-or-null}`, where
 SAME says whether the share of the views (those of the application's name)
 equals its replay.
@@ -31,8 +31,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from domain.integrity import FastLogCheck
-from domain.workers import stop_workers, worker_env
+from trainledger.adapters.sqlite.fast_check import FastLogCheck
+from trainledger.adapters.workers import stop_workers, worker_env
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,13 @@ def check_part(
     views equals its replay: None when that could not be told).
     """
     # Imported here: the parent imports this module without needing the projections.
-    from projections.projection import EventRecord
-    from projections.shares import ShareReplay, live_share, share_condition, tracked_position
+    from trainledger.adapters.sqlite.shares import (
+        ShareReplay,
+        live_share,
+        share_condition,
+        tracked_position,
+    )
+    from trainledger.projections.projection import EventRecord
 
     connection = sqlite3.connect(database, isolation_level=None)
     check = FastLogCheck()
