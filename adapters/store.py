@@ -148,11 +148,11 @@ def open_ledger(url: str | None = None) -> TrainingLedger:
     try:
         return TrainingLedger(
             env,
+            read_model=open_read_model,
             load_dataset=load_dataset,
             digest_artifact=digest_artifact,
             run_trainer=SubprocessTrainerRunner(),
             locate_artifact=locate_artifact,
-            read_model=open_read_model,
         )
     except StoreError:
         raise

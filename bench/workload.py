@@ -29,7 +29,8 @@ from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import EvalSummary, ExperimentSpec
 from trainledger.domain.experiment import DatasetDigest, ExperimentRequest, build_spec
 from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
-from trainledger.service.ledger import EVAL_ID, Reservation, TrainingLedger
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.ports import EVAL_ID, Reservation
 
 ACTOR = "bench"
 FAMILIES = ("qwen2.5-7b-reader", "claude-haiku-3", "phi-mini-4k", "gpt-4o-mini")

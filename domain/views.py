@@ -84,3 +84,19 @@ def training_document(
         "checkpoint": None if checkpoint is None else checkpoint_document(checkpoint),
         "alreadyRecorded": False,
     }
+
+
+def event_document(event: Any, position: int | None) -> dict[str, Any]:
+    """One event as `history`, `events` and `export` print it."""
+    return {
+        "position": position,
+        "aggregateId": str(event.originator_id),
+        "aggregateType": type(event).__qualname__.split(".")[0],
+        "version": event.originator_version,
+        "type": event.short_type,
+        "timestamp": iso(event.timestamp),
+        "actor": event.actor,
+        "idempotencyKey": event.idempotency_key,
+        "previousHash": event.previous_hash,
+        "payload": event.payload(),
+    }

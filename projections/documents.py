@@ -24,7 +24,7 @@ from trainledger.projections.facts import (
     moment,
     status_at,
 )
-from trainledger.service.queries import Document
+from trainledger.projections.filters import Document
 
 T = TypeVar("T")
 

@@ -47,7 +47,8 @@ from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
 from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
 from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
-from trainledger.service.ledger import EVAL_ID, IDEMPOTENCY, Reservation, event_document
+from trainledger.domain.views import event_document
+from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"

@@ -1,7 +1,7 @@
 """The read side of the ledger: the queries of SPEC §5 and the port that answers them.
 
 Queries are answered from projections, never by loading aggregates. The
-application holds a `ReadModel` (the port, defined here; implemented in
+application holds a `ReadModel` (the port, `service.ports`; implemented in
 `projections/`, injected by `adapters.store.open_ledger`). The read model
 catches up with the log before it answers, so a command's effect is visible
 to the next query.
@@ -18,9 +18,7 @@ without `as_of` does an unknown id raise a not-found error.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
@@ -36,52 +34,7 @@ from trainledger.projections.filters import (
     Progress,
     RunFilter,
 )
-
-
-class ReadModel(Protocol):
-    """The port the queries are answered through.
-
-    Ids are given as the user typed them; an id that is not a UUID finds
-    nothing. Every method catches up with the log first.
-    """
-
-    def catch_up(self) -> int:
-        """Apply every event recorded since the last catch-up; return how many."""
-        ...
-
-    def rebuild(self, progress: Progress | None = None) -> Document:
-        """Drop every view and apply the whole log again."""
-        ...
-
-    def differences_from_replay(self) -> list[str]:
-        """How the views differ from a fresh replay of the log (empty: they are equal)."""
-        ...
-
-    def run(self, run_id: str, as_of: datetime | None) -> Document | None: ...
-
-    def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
-
-    def lineage(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
-
-    def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document: ...
-
-    def runs(
-        self, where: RunFilter, as_of: datetime | None, limit: int | None
-    ) -> list[Document]: ...
-
-    def checkpoints(
-        self, where: CheckpointFilter, as_of: datetime | None, limit: int | None
-    ) -> list[Document]: ...
-
-    def evals(
-        self, where: EvalFilter, as_of: datetime | None, limit: int | None
-    ) -> list[Document]: ...
-
-    def stats(self, as_of: datetime | None) -> Document: ...
-
-
-ReadModelFactory = Callable[[Any], ReadModel]
-"""Builds the read model of an application (called with the application, once)."""
+from trainledger.service.ports import ReadModel
 
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
 
@@ -111,18 +64,19 @@ def require_zone(moment: datetime) -> datetime:
         return edge.replace(tzinfo=UTC)
 
 
-class LedgerQueries:
-    """The queries of the Python API; `TrainingLedger` inherits them.
+class Queries:
+    """The queries of the Python API, on a read model; `TrainingLedger` holds one.
 
     Every query accepts `as_of` (see the module docstring).
     """
 
-    read_model: ReadModel | None = None
+    def __init__(self, read_model: ReadModel) -> None:
+        self.read_model = read_model
 
     def show_run(self, run_id: str, *, as_of: datetime | None = None) -> Document:
         """The run as it is now, or as it was at `as_of` (`{}` if it did not exist then)."""
         moment = _moment(as_of)
-        found = self._reader().run(run_id, moment)
+        found = self.read_model.run(run_id, moment)
         if found is None:
             return _nothing_then(moment, RunNotFoundError(run_id))
         return found
@@ -133,7 +87,7 @@ class LedgerQueries:
         `{}` if, at `as_of`, it was not registered yet.
         """
         moment = _moment(as_of)
-        found = self._reader().checkpoint(checkpoint_id, moment)
+        found = self.read_model.checkpoint(checkpoint_id, moment)
         if found is None:
             return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
@@ -147,7 +101,7 @@ class LedgerQueries:
         the checkpoint was not registered yet.
         """
         moment = _moment(as_of)
-        found = self._reader().lineage(checkpoint_id, moment)
+        found = self.read_model.lineage(checkpoint_id, moment)
         if found is None:
             return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
@@ -159,7 +113,7 @@ class LedgerQueries:
             raise ValidationError(
                 f"dataset fingerprint {dataset_fingerprint!r} is not 16 hex characters"
             )
-        return self._reader().impact(fingerprint, _moment(as_of))
+        return self.read_model.impact(fingerprint, _moment(as_of))
 
     def list_runs(
         self,
@@ -173,7 +127,7 @@ class LedgerQueries:
         """Runs, newest first, optionally of one status, family or dataset."""
         _require_member("status", status, RUN_STATUSES)
         where = RunFilter(status, family, dataset_fingerprint and dataset_fingerprint.lower())
-        return {"runs": self._reader().runs(where, _moment(as_of), _limit(limit))}
+        return {"runs": self.read_model.runs(where, _moment(as_of), _limit(limit))}
 
     def list_checkpoints(
         self,
@@ -186,7 +140,7 @@ class LedgerQueries:
     ) -> Document:
         """Checkpoints, newest first, optionally of one run or family, by deployability."""
         where = CheckpointFilter(run_id, family, deployable)
-        return {"checkpoints": self._reader().checkpoints(where, _moment(as_of), _limit(limit))}
+        return {"checkpoints": self.read_model.checkpoints(where, _moment(as_of), _limit(limit))}
 
     def list_evals(
         self,
@@ -201,26 +155,19 @@ class LedgerQueries:
         """Evals, newest first, optionally of one checkpoint, benchmark, verdict or family."""
         _require_member("verdict", verdict, VERDICTS)
         where = EvalFilter(checkpoint_id, benchmark_id, verdict, family)
-        return {"evals": self._reader().evals(where, _moment(as_of), _limit(limit))}
+        return {"evals": self.read_model.evals(where, _moment(as_of), _limit(limit))}
 
     def stats(self, *, as_of: datetime | None = None) -> Document:
         """Counts of runs by status, checkpoints, deployable ones, and evals by verdict."""
-        return self._reader().stats(_moment(as_of))
+        return self.read_model.stats(_moment(as_of))
 
     def rebuild_projections(self, progress: Progress | None = None) -> Document:
         """Drop every view and rebuild it from the whole log."""
-        return self._reader().rebuild(progress)
+        return self.read_model.rebuild(progress)
 
     def projection_differences(self) -> list[str]:
         """How the views differ from a fresh replay of the log (empty when equal)."""
-        return self._reader().differences_from_replay()
-
-    def _reader(self) -> ReadModel:
-        if self.read_model is None:
-            raise RuntimeError(
-                "this ledger has no read model; open it with adapters.store.open_ledger"
-            )
-        return self.read_model
+        return self.read_model.differences_from_replay()
 
 
 def _moment(as_of: datetime | None) -> datetime | None:

@@ -10,7 +10,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Store
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
 from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.service.ledger import Reservation
+from trainledger.service.ports import LogCheck, Reservation
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
@@ -62,6 +62,12 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
         with self._database_lock:
             index = self._stored_events_index[str(originator_id)]
             return [index[version] + 1 for version in sorted(index)]
+
+    def start_log_check(
+        self, *, digest: str | None, parts: int, minimum: int, application_name: str
+    ) -> LogCheck | None:
+        """No worker processes here: `verify` checks this log in one pass."""
+        return None
 
 
 class MemoryLedgerFactory(POPOFactory):

@@ -43,7 +43,7 @@ from psycopg.sql import SQL, Identifier
 
 from trainledger.domain.chain import LOG_GENESIS, log_links
 from trainledger.domain.errors import StoreError
-from trainledger.service.ledger import Reservation
+from trainledger.service.ports import LogCheck, Reservation
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 RESERVATIONS_TABLE = "ledger_reservations"
@@ -117,6 +117,9 @@ def create_once(
 
 
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
+    gap_free_positions = False
+    """Sequences skip numbers after failed appends: a gap is not a deleted row."""
+
     def __init__(
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
@@ -258,6 +261,12 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.select_positions_statement, (originator_id,), prepare=True)
             return [int(row["notification_id"]) for row in curs.fetchall()]
+
+    def start_log_check(
+        self, *, digest: str | None, parts: int, minimum: int, application_name: str
+    ) -> LogCheck | None:
+        """No worker processes here: `verify` checks this log in one pass."""
+        return None
 
 
 class LedgerPostgresFactory(PostgresFactory):

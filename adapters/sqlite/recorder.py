@@ -11,16 +11,13 @@
 
 from __future__ import annotations
 
-import itertools
-import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ConnectionPoolClosedError, IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -34,8 +31,9 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
+from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.service.ledger import Reservation
+from trainledger.service.ports import LogCheck, Reservation
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 LOG_CHAIN_TABLE = "ledger_log_chain"
@@ -56,14 +54,6 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     """Events, reservations, the log chain, and triggers that refuse UPDATE and DELETE."""
 
     gap_free_positions = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._tail: tuple[int, str] | None = None
-        """(position, link) of the last log chain link this recorder committed."""
-        self._lane_tail = _PendingTail()
-        store = self.datastore
-        self._lanes = store if isinstance(store, LedgerSQLiteDatastore) else None
 
     def construct_create_table_statements(self) -> list[str]:
         return [
@@ -107,10 +97,8 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 (n, s.originator_id, s.originator_version, s.topic, s.state)
                 for n, s in zip(notification_ids, stored_events, strict=True)
             ]
-            links = log_links(self._link_before(c, notification_ids[0]), rows)
+            links = log_links(self._last_link(c), rows)
             c.executemany(f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
-            self._lane_tail.pending = links[-1]
-        self._lane_tail.token = None if self._lanes is None else self._lanes.quiet_token(c)
         for r in kwargs.get("reservations", ()):
             c.execute(
                 "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
@@ -118,51 +106,27 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
         return notification_ids
 
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        tail = self._lane_tail
-        tail.pending = tail.token = tail.committed_token = None
-        positions = super().insert_events(stored_events, **kwargs)
-        if tail.pending is not None:  # committed: this is the chain's last link now
-            self._tail = tail.pending
-        tail.committed_token = tail.token
-        return positions
-
-    def last_append_token(self) -> QuietToken | None:
-        """A token for the moment this thread's last append committed (None: unknown)."""
-        return self._lane_tail.committed_token
-
-    def unchanged_since(self, token: QuietToken) -> bool:
-        """Whether no other connection has committed since the append that gave `token`."""
-        return self._lanes is not None and self._lanes.is_quiet_since(token)
-
-    def _link_before(self, c: SQLiteCursor, position: int) -> str:
-        """The log chain's link just before `position`; the write lock is held.
-
-        When this recorder wrote the link just before (nothing was appended
-        since its last commit), it is known without a query.
-        """
-        known = self._tail
-        if known is not None and known[0] == position - 1:
-            return known[1]
+    @staticmethod
+    def _last_link(c: SQLiteCursor) -> str:
+        """The log chain's last link; the write lock is held, so it is the one to extend."""
         c.execute(f"SELECT link FROM {LOG_CHAIN_TABLE} ORDER BY position DESC LIMIT 1")
         last = c.fetchone()
         return LOG_GENESIS if last is None else str(last["link"])
 
     def start_log_check(
         self, *, digest: str | None, parts: int, minimum: int, application_name: str
-    ) -> ParallelLogCheck | None:
-        """Start worker processes checking the log, when it has at least `minimum` rows.
+    ) -> LogCheck | None:
+        """Start up to `parts` worker processes checking the log, when it has `minimum` rows.
 
         They also compare the views of `application_name` kept in this file
         with a replay (`ParallelLogCheck.views_match`).
 
         None when the store cannot be read by other processes (in memory), is
-        shorter, or its positions are not exactly 1..N (the one-pass check
-        then says where).
+        shorter, its positions are not exactly 1..N (the one-pass check then
+        says where), or this process may use only one CPU.
         """
-        if self.datastore.pool.is_sqlite_memory_mode:
+        parts = min(parts, usable_cpus())
+        if self.datastore.pool.is_sqlite_memory_mode or parts < 2:
             return None
         with self.datastore.transaction(commit=False) as c:
             log = snapshot(c.sqlite_cursor, self.events_table_name, LOG_CHAIN_TABLE, digest)
@@ -221,41 +185,11 @@ class ImmediateTransaction(SQLiteTransaction):
         return cursor
 
 
-class _PendingTail(threading.local):
-    """The last link an append of this thread wrote, until its transaction commits.
-
-    With it, the quiet token read inside that transaction, and the token of
-    this thread's last committed append.
-    """
-
-    pending: tuple[int, str] | None = None
-    token: QuietToken | None = None
-    committed_token: QuietToken | None = None
-
-
-QuietToken = tuple[int, int]
-"""(lane connection serial, `PRAGMA data_version`): the log as one connection saw it."""
-
-_lane_serials = itertools.count(1)
-
-
-class _Lane(threading.local):
-    """One thread's own connection, and whether a transaction of this thread holds it."""
-
-    connection: SQLiteConnection | None = None
-    serial = 0
-    cursor: SQLiteCursor | None = None
-    busy = False
-
-
 class LedgerSQLiteDatastore(SQLiteDatastore):
     """The library's datastore with the ledger's connections and write transactions.
 
-    Each thread keeps one connection of its own for `transaction()`: taking a
-    connection from the library's pool (semaphore, locks, bookkeeping) costs
-    more than the statements of a small command. A transaction begun while
-    the thread's connection is in use (nested), and `get_connection()`, use
-    the pool as before. Write transactions begin IMMEDIATE either way.
+    Connections apply the store's `PRAGMA synchronous`; write transactions
+    begin IMMEDIATE (`ImmediateTransaction`).
     """
 
     def __init__(self, *, synchronous: str, **kwargs: Any) -> None:
@@ -265,78 +199,15 @@ class LedgerSQLiteDatastore(SQLiteDatastore):
             db_name=kwargs["db_name"], lock_timeout=kwargs.get("lock_timeout")
         )
         self.pool.synchronous = synchronous
-        self._lane = _Lane()
-        # Weak: a thread's connection is closed with its thread-local when the thread ends.
-        self._lane_connections: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
-        self._lanes_lock = threading.Lock()
-        # Shared in-memory databases need the pool's reader/writer interlocking.
-        self._pool_only = self.pool.is_sqlite_memory_mode
 
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
-        lane = self._lane
-        if lane.busy or self._pool_only:
-            with (
-                self.get_connection(commit=commit) as connection,
-                _begin(connection, commit) as cursor,
-                cursor,
-            ):
-                yield cursor
-            return
-        own = lane.connection
-        if own is None or own.closed:
-            own = self._open_lane()
-            lane.connection, lane.serial = own, next(_lane_serials)
-        lane.busy = True
-        try:
-            with _begin(own, commit) as cursor, cursor:
-                lane.cursor = cursor
-                yield cursor
-        finally:
-            lane.busy = False
-            lane.cursor = None
-
-    def quiet_token(self, cursor: SQLiteCursor) -> QuietToken | None:
-        """Within a write transaction on this thread's connection: the log as it sees it.
-
-        `PRAGMA data_version` changes when another connection commits, never
-        for the connection's own commits; the write lock is held, so nothing
-        else commits before this transaction does.
-        """
-        lane = self._lane
-        if cursor is not lane.cursor:
-            return None
-        cursor.execute("PRAGMA data_version")
-        return (lane.serial, int(cursor.fetchone()[0]))
-
-    def is_quiet_since(self, token: QuietToken) -> bool:
-        """True when no other connection committed since the token was taken."""
-        lane = self._lane
-        if lane.busy or lane.connection is None or lane.serial != token[0] or self._pool_only:
-            return False
-        cursor = lane.connection.cursor()
-        try:
-            cursor.execute("PRAGMA data_version")
-            return bool(int(cursor.fetchone()[0]) == token[1])
-        finally:
-            cursor.sqlite_cursor.close()
-
-    def _open_lane(self) -> SQLiteConnection:
-        connection = self.pool._create_connection()
-        with self._lanes_lock:
-            if self._pool_only:
-                connection.close()
-                raise ConnectionPoolClosedError
-            self._lane_connections.add(connection)
-        return connection
-
-    def close(self) -> None:
-        with self._lanes_lock:
-            self._pool_only = True
-            lanes, self._lane_connections = list(self._lane_connections), weakref.WeakSet()
-        for connection in lanes:
-            connection.close()
-        super().close()
+        with (
+            self.get_connection(commit=commit) as connection,
+            _begin(connection, commit) as cursor,
+            cursor,
+        ):
+            yield cursor
 
 
 def _begin(connection: SQLiteConnection, commit: bool) -> SQLiteTransaction:

@@ -27,7 +27,8 @@ from tests.concurrency_driver import LIFECYCLES
 from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.model import Checkpoint, TrainingRun
-from trainledger.service.ledger import EVAL_ID, TrainingLedger
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.ports import EVAL_ID
 
 WORKERS = {"sqlite": 4, "postgresql": 8}
 SHARED_OPS = 7

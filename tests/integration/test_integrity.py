@@ -154,7 +154,7 @@ def workers_check_every_log() -> Iterator[list[bool]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
-        patch.setattr("trainledger.service.ledger.usable_cpus", lambda: 2)
+        patch.setattr("trainledger.adapters.sqlite.recorder.usable_cpus", lambda: 2)
         patch.setattr(ParallelLogCheck, "sound", spy)
         yield verdicts
 

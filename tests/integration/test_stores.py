@@ -25,7 +25,8 @@ from trainledger.domain.errors import (
     RunNotFoundError,
 )
 from trainledger.domain.experiment import ExperimentRequest
-from trainledger.service.ledger import EVAL_ID, IDEMPOTENCY, Reservation, TrainingLedger
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation
 
 
 @pytest.fixture

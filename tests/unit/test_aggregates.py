@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from trainledger.domain.aggregate import _command_context
 from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
 from trainledger.domain.contract import EvalSummary
 from trainledger.domain.errors import (
@@ -26,7 +27,6 @@ from trainledger.domain.model import (
     DomainEvent,
     LedgerAggregate,
     TrainingRun,
-    _command_context,
     command_context,
 )
 

@@ -677,7 +677,7 @@ def interleave(
 ) -> list[int]:
     """After each load by `ledger`, run `meanwhile(n)`: another writer gets in first."""
     loads: list[int] = []
-    load = ledger._load
+    load = ledger.unit_of_work.load
 
     def load_then_interfere(aggregate_id: Any) -> Any:
         aggregate = load(aggregate_id)
@@ -685,7 +685,7 @@ def interleave(
         meanwhile(len(loads))
         return aggregate
 
-    monkeypatch.setattr(ledger, "_load", load_then_interfere)
+    monkeypatch.setattr(ledger.unit_of_work, "load", load_then_interfere)
     return loads
 
 
@@ -751,7 +751,7 @@ def test_a_conflict_error_when_retries_run_out(
 ) -> None:
     mine, theirs = two_ledgers
     checkpoint_id = register(mine, running_run(mine))
-    monkeypatch.setattr(mine, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(mine.unit_of_work, "MAX_ATTEMPTS", 3)
 
     def their_eval_every_time(load: int) -> None:
         eval_id = f"theirs-{load}"

@@ -25,7 +25,8 @@ from trainledger.domain.errors import (
 )
 from trainledger.domain.model import LedgerAggregate, command_context
 from trainledger.service.archive import export_log, import_log
-from trainledger.service.ledger import Reservation, TrainingLedger
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.ports import Reservation
 
 Lines = list[dict[str, Any]]
 

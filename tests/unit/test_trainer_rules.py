@@ -22,13 +22,15 @@ from trainledger.domain.contract import (
 from trainledger.domain.trainer import (
     ArtifactLocation,
     TrainerExit,
-    assess_exit,
-    assess_result,
     budget_deadline,
     json_objects,
     read_result,
     result_digest,
     trainer_timeout,
+)
+from trainledger.domain.trainer_outcome import (
+    assess_exit,
+    assess_result,
 )
 
 OUTPUT_DIR = "/data/out"

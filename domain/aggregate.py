@@ -1,0 +1,177 @@
+"""The ledger's event and aggregate base classes: context, chain, stored topics.
+
+Every event carries the actor, the idempotency key (when given) and the hash
+of its aggregate's previous event, so each aggregate's history is a hash
+chain (`domain.chain`). Events are triggered inside `command_context`, which
+the unit of work opens for each command.
+
+Stored topics are data: every class keeps the topic it was first stored
+under (`TOPIC`, which the library's `get_topic` reads, and whose
+registration the library checks), whatever the module's import name is now;
+`stored_classes` lists them, for the mapper to resolve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.alias_generators import to_camel
+
+from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
+
+STORED_MODULES: dict[str, str] = {"trainledger.domain.model": "domain.model"}
+"""The module name each module's classes were first stored under (0.1.0 had no
+`trainledger` package): the topics in the log, and inside its hashes."""
+
+_stored: dict[str, type[Any]] = {}
+
+
+def _keep_topic(cls: type[Any]) -> None:
+    module = STORED_MODULES.get(cls.__module__, cls.__module__)
+    cls.TOPIC = f"{module}:{cls.__qualname__}"
+    _stored[cls.TOPIC] = cls
+
+
+def stored_classes() -> dict[str, type[Any]]:
+    """Every aggregate and event class of the ledger, by the topic it is stored under."""
+    return dict(_stored)
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who is issuing the current command, and under which idempotency key."""
+
+    actor: str
+    idempotency_key: str | None = None
+
+
+_command_context: ContextVar[CommandContext | None] = ContextVar("command_context", default=None)
+
+
+@contextmanager
+def command_context(actor: str, idempotency_key: str | None = None) -> Iterator[None]:
+    """Stamp every event triggered inside the block with this actor and key."""
+    token = _command_context.set(CommandContext(actor, idempotency_key))
+    try:
+        yield
+    finally:
+        _command_context.reset(token)
+
+
+def _current_context() -> CommandContext:
+    context = _command_context.get()
+    if context is None:
+        raise RuntimeError("events must be triggered inside command_context(...)")
+    return context
+
+
+class DomainEvent(BaseModel):
+    """Base of every stored event: frozen, unknown fields refused."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    TOPIC: ClassVar[str]
+    """The topic the event is stored under (see the module docstring)."""
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    actor: str
+    idempotency_key: str | None = None
+    previous_hash: str = GENESIS_HASH
+    event_hash: str = ""
+    """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _keep_topic(cls)
+
+    @model_validator(mode="after")
+    def _seal(self) -> DomainEvent:
+        if not self.event_hash:
+            digest = chain_hash(
+                str(self.originator_id),
+                self.originator_version,
+                self.short_type,
+                stored_state(self),
+            )
+            object.__setattr__(self, "event_hash", digest)
+        return self
+
+    @property
+    def short_type(self) -> str:
+        return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        """The event's own fields, without the envelope, as camelCase JSON values."""
+        state = stored_state(self)
+        return {k: v for k, v in state.items() if k not in NOT_PAYLOAD}
+
+    def chain_hash(self) -> str:
+        """Hash of this event as written; the next event of the aggregate carries it."""
+        return self.event_hash
+
+
+class LedgerAggregate(BaseAggregate[UUID]):
+    """Base aggregate: stamps events with context and keeps the chain head."""
+
+    chain_head: str
+    TOPIC: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Before the library's hook, which registers an aggregate's explicit
+        # topic and those of its events (each set by `DomainEvent`'s hook).
+        _keep_topic(cls)
+        super().__init_subclass__(**kwargs)
+
+    class Event(DomainEvent, CanMutateAggregate[UUID]):
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = super().mutate(aggregate)
+            aggregate.chain_head = self.chain_hash()
+            return aggregate
+
+    class Created(Event, CanInitAggregate[UUID]):
+        originator_topic: str
+
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = CanInitAggregate.mutate(self, aggregate)
+            aggregate.chain_head = self.chain_hash()
+            return aggregate
+
+    @classmethod
+    def _open(cls, event_class: type[Any], aggregate_id: UUID, **fields: Any) -> Any:
+        context = _current_context()
+        return cls._create(
+            event_class,
+            id=aggregate_id,
+            actor=context.actor,
+            idempotency_key=context.idempotency_key,
+            previous_hash=GENESIS_HASH,
+            **fields,
+        )
+
+    def _trigger(self, event_class: type[Any], **fields: Any) -> None:
+        context = _current_context()
+        self.trigger_event(
+            event_class,
+            actor=context.actor,
+            idempotency_key=context.idempotency_key,
+            previous_hash=self.chain_head,
+            **fields,
+        )

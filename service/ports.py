@@ -1,0 +1,149 @@
+"""The ports of the service layer: what it needs from the outside world.
+
+Each is a Protocol implemented by an adapter and handed to `TrainingLedger`
+by the composition root (`adapters.store.open_ledger`). The recorder is the
+library's, chosen by environment (`PERSISTENCE_MODULE`); the ledger's own
+needs of it (reservations, the log chain, a parallel check) are declared
+here as `LedgerRecorder`, which every backend's recorder implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from uuid import UUID
+
+from trainledger.projections.filters import (
+    CheckpointFilter,
+    Document,
+    EvalFilter,
+    Progress,
+    RunFilter,
+)
+
+if TYPE_CHECKING:
+    from trainledger.domain.experiment import DatasetDigest
+
+IDEMPOTENCY = "idempotency"
+"""Reservation kind: an idempotency key, valued with its command's outcome."""
+EVAL_ID = "eval"
+"""Reservation kind: a globally unique evalId, valued with its checkpoint's id."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A unique key written in the same transaction as a command's events."""
+
+    kind: str
+    key: str
+    value: bytes
+
+
+class LogExtent(Protocol):
+    """What a parallel log check read before its workers started."""
+
+    @property
+    def upto(self) -> int:
+        """The last position; rows and links 1..upto are all present exactly once."""
+
+    @property
+    def last_link(self) -> str:
+        """The log chain's link at `upto`: the digest of the log."""
+
+    @property
+    def digest_position(self) -> int | None:
+        """The position whose link is the digest asked about, if any."""
+
+
+class LogCheck(Protocol):
+    """Worker processes checking a long log; `sound()` waits for their verdict."""
+
+    @property
+    def snapshot(self) -> LogExtent: ...
+
+    @property
+    def views_match(self) -> bool | None:
+        """After `sound()`: whether the views equal a replay (None: could not tell)."""
+
+    def sound(self) -> bool:
+        """True when every worker checked its rows and found nothing wrong."""
+
+    def cancel(self) -> None:
+        """Stop the workers."""
+
+
+@runtime_checkable
+class LedgerRecorder(Protocol):
+    """What the ledger needs from its recorder beyond the library's API."""
+
+    gap_free_positions: bool
+    """The backend never skips a position (SQLite): a missing one was deleted."""
+
+    def find_reservation(self, kind: str, key: str) -> bytes | None: ...
+
+    def reservations(self) -> list[Reservation]: ...
+
+    def positions(self, originator_id: UUID) -> list[int]:
+        """The log positions of one aggregate's events, in version order."""
+
+    def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
+        """The log chain links the ledger wrote for positions in (after, upto]."""
+
+    def start_log_check(
+        self, *, digest: str | None, parts: int, minimum: int, application_name: str
+    ) -> LogCheck | None:
+        """Start workers checking a log of at least `minimum` rows (None: not here)."""
+
+
+class ReadModel(Protocol):
+    """The port the queries are answered through.
+
+    Ids are given as the user typed them; an id that is not a UUID finds
+    nothing. Every method catches up with the log first.
+    """
+
+    def catch_up(self) -> int:
+        """Apply every event recorded since the last catch-up; return how many."""
+        ...
+
+    def rebuild(self, progress: Progress | None = None) -> Document:
+        """Drop every view and apply the whole log again."""
+        ...
+
+    def differences_from_replay(self) -> list[str]:
+        """How the views differ from a fresh replay of the log (empty: they are equal)."""
+        ...
+
+    def run(self, run_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def checkpoint(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def lineage(self, checkpoint_id: str, as_of: datetime | None) -> Document | None: ...
+
+    def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document: ...
+
+    def runs(
+        self, where: RunFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def checkpoints(
+        self, where: CheckpointFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def evals(
+        self, where: EvalFilter, as_of: datetime | None, limit: int | None
+    ) -> list[Document]: ...
+
+    def stats(self, as_of: datetime | None) -> Document: ...
+
+
+ReadModelFactory = Callable[[Any], ReadModel]
+"""Builds the read model of an application (called with the application, once)."""
+
+DatasetLoader = Callable[[str], "DatasetDigest"]
+"""Reads and fingerprints a JSONL dataset file."""
+
+ArtifactDigester = Callable[[str], "str | None"]
+"""The content digest of an artifact file or directory; None when the path does not exist."""

@@ -1,0 +1,166 @@
+"""The unit of work: load, decide, append once; retry on a conflict; answer repeats.
+
+A command is a `body`: it loads the aggregates it needs (`get_run`,
+`get_checkpoint`), calls their command methods and returns the aggregates
+it touched, its outcome document and the reservations it takes (a globally
+unique evalId). `UnitOfWork.run` saves all of it in one append (one
+transaction), with the idempotency record of the command's key when given.
+
+A concurrent append to the same aggregate, or of the same reservation,
+surfaces as the library's `IntegrityError`: the body is run again on fresh
+state, after a short random back-off, and the command is refused with
+`ConflictError` once the attempts run out. A command repeated with its
+idempotency key returns the outcome recorded the first time and records
+nothing (a different command under the same key is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from trainledger.domain.errors import (
+    CheckpointNotFoundError,
+    ConflictError,
+    CorruptStoreError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    RunNotFoundError,
+    ValidationError,
+)
+from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
+
+# The aggregates are loaded by the commands that use them: queries answer from
+# the projections, and loading the pydantic models would be most of a query's
+# start-up time in the CLI.
+if TYPE_CHECKING:
+    from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
+
+A = TypeVar("A", bound="LedgerAggregate")
+
+Outcome = dict[str, Any]
+
+Body = Callable[[], tuple[Sequence["LedgerAggregate"], Outcome, list[Reservation]]]
+"""A command's decision: the aggregates it touched, its outcome, its reservations."""
+
+
+def request_digest(command: str, params: dict[str, Any]) -> str:
+    """What an idempotency record remembers of the command it answered."""
+    return hashlib.sha256(
+        json.dumps([command, params], sort_keys=True, default=str).encode()
+    ).hexdigest()
+
+
+def parse_id(value: str | UUID, not_found: Callable[[object], NotFoundError]) -> UUID:
+    """An id as the user typed it; one that is not a UUID is simply not found."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value.strip())
+    except ValueError:
+        raise not_found(value) from None
+
+
+class UnitOfWork:
+    """Runs commands on one application: one append each, retried on conflicts."""
+
+    MAX_ATTEMPTS = 8
+
+    def __init__(self, app: Application[UUID], recorder: LedgerRecorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    def run(
+        self,
+        command: str,
+        params: dict[str, Any],
+        actor: str,
+        idempotency_key: str | None,
+        body: Body,
+    ) -> Outcome:
+        """Decide with `body` and append what it decided, as one transaction."""
+        if not actor.strip():
+            raise ValidationError("an actor is required")
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise ValidationError("an idempotency key must not be empty")
+        from trainledger.domain.model import command_context
+
+        digest = "" if idempotency_key is None else request_digest(command, params)
+        for attempt in range(self.MAX_ATTEMPTS):
+            if idempotency_key is not None:
+                earlier = self.earlier_outcome(idempotency_key, digest)
+                if earlier is not None:
+                    return earlier
+            with command_context(actor, idempotency_key):
+                aggregates, outcome, reservations = body()
+            if idempotency_key is not None:
+                record = json.dumps({"request": digest, "outcome": outcome}).encode()
+                reservations = [*reservations, Reservation(IDEMPOTENCY, idempotency_key, record)]
+            try:
+                self.app.save(*aggregates, reservations=reservations)
+            except IntegrityError:
+                # Someone appended to one of these aggregates (or took the same
+                # key) since we loaded it: back off, reload, decide again.
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                continue
+            return outcome
+        raise ConflictError(
+            f"{command}: concurrent changes to the same records; gave up after "
+            f"{self.MAX_ATTEMPTS} attempts, retry the command"
+        )
+
+    def earlier_outcome(self, key: str, digest: str) -> Outcome | None:
+        """The outcome recorded under an idempotency key, if the key was used."""
+        stored = self.recorder.find_reservation(IDEMPOTENCY, key)
+        if stored is None:
+            return None
+        record = json.loads(stored)
+        if record["request"] != digest:
+            raise IdempotencyKeyReusedError(
+                f"idempotency key {key!r} was already used for a different command"
+            )
+        outcome: Outcome = record["outcome"]
+        return outcome
+
+    # --- loading aggregates ------------------------------------------------
+
+    def get_run(self, run_id: str | UUID) -> TrainingRun:
+        from trainledger.domain.model import TrainingRun
+
+        return self.get(parse_id(run_id, RunNotFoundError), TrainingRun, RunNotFoundError)
+
+    def get_checkpoint(self, checkpoint_id: str | UUID) -> Checkpoint:
+        from trainledger.domain.model import Checkpoint
+
+        uuid = parse_id(checkpoint_id, CheckpointNotFoundError)
+        return self.get(uuid, Checkpoint, CheckpointNotFoundError)
+
+    def get(
+        self, aggregate_id: UUID, kind: type[A], not_found: Callable[[object], NotFoundError]
+    ) -> A:
+        """The aggregate at its latest version; store damage is a clear error."""
+        try:
+            aggregate = self.load(aggregate_id)
+        except AggregateNotFoundError:
+            raise not_found(aggregate_id) from None
+        except (ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
+            raise CorruptStoreError(
+                f"stored events of {aggregate_id} cannot be read ({type(error).__name__}); "
+                "run `trainledger verify`"
+            ) from None
+        if not isinstance(aggregate, kind):
+            raise not_found(aggregate_id)
+        return aggregate
+
+    def load(self, aggregate_id: UUID) -> LedgerAggregate:
+        """The aggregate replayed from its stored events."""
+        aggregate: LedgerAggregate = self.app.repository.get(aggregate_id)
+        return aggregate

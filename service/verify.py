@@ -1,0 +1,209 @@
+"""`verify` (SPEC §6): recompute every hash chain and the log's digest, compare the views.
+
+The rules are `domain.chain`'s. A long log on a store that supports it is
+checked by worker processes, each taking a share of the aggregates: its
+chains, and its share of the views against a replay of it. Only a sound log
+is answered that way; anything else is checked again in one pass, which
+names the first bad position. Views a worker finds different are compared
+here in full, which says how.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from trainledger.domain.chain import IntegrityFailure, LogVerifier
+from trainledger.domain.errors import LedgerError
+from trainledger.service.unit_of_work import Outcome
+
+if TYPE_CHECKING:
+    from trainledger.service.ledger import TrainingLedger
+
+
+class Verification:
+    """`verify` on one ledger: its recorder, its mapper and its views."""
+
+    PAGE = 2000
+    """Events read at a time by the one-pass check."""
+
+    def __init__(self, ledger: TrainingLedger) -> None:
+        self.ledger = ledger
+
+    def verify(
+        self, *, digest: str | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> Outcome:
+        """Recompute every hash chain and a digest of the whole log, in order.
+
+        With `digest` (from an earlier run) also prove that some prefix of the
+        log still has exactly that digest. `progress(done, total)` is called
+        after each page.
+
+        A long log on a store that supports it is checked by worker
+        processes, each taking a share of the aggregates: its chains, and its
+        share of the views against a replay of it. Only a sound log is
+        answered that way; anything else is checked again in one pass, which
+        names the first bad position. Views a worker finds different are
+        compared here in full, which says how.
+        """
+        report = self._verify_in_parallel(digest, progress)
+        return report if report is not None else self._verify_in_one_pass(digest, progress)
+
+    def _verify_in_parallel(
+        self, digest: str | None, progress: Callable[[int, int], None] | None
+    ) -> Outcome | None:
+        self._catch_up_views()  # so that the views are at the end of the log the workers read
+        check = self.ledger.ledger_recorder.start_log_check(
+            digest=digest,
+            parts=self.ledger.VERIFY_WORKERS,
+            minimum=self.ledger.PARALLEL_VERIFY_FROM,
+            application_name=self.ledger.name,
+        )
+        if check is None:
+            return None
+        log = check.snapshot
+        if progress is not None:
+            progress(0, log.upto)
+        try:
+            sound = check.sound()
+        except BaseException:  # an interrupt: stop the workers
+            check.cancel()
+            raise
+        if not sound:
+            return None
+        differences = None
+        if digest is None or log.digest_position is not None:
+            # The rows are compared here only when the workers found some
+            # share of the views different (or could not tell), to say how.
+            differences = [] if check.views_match else self._view_differences()
+        if progress is not None:
+            progress(log.upto, log.upto)
+        failure = None
+        if digest is not None and log.digest_position is None:
+            failure = _no_prefix_with(digest, log.upto)
+        elif differences:
+            failure = IntegrityFailure(log.upto, _views_differ(differences))
+        return _verify_report(
+            position=log.upto,
+            digest=log.last_link,
+            events=log.upto,
+            matched_at=log.digest_position,
+            differences=differences,
+            failure=failure,
+        )
+
+    def _verify_in_one_pass(
+        self, digest: str | None, progress: Callable[[int, int], None] | None
+    ) -> Outcome:
+        verifier = LogVerifier(
+            gap_free=self.ledger.ledger_recorder.gap_free_positions,
+            expected_digest=digest,
+        )
+        total = self.ledger.recorder.max_notification_id() or 0
+        decode = self.ledger.mapper.transcoder.decode
+        after = 0
+        while True:
+            page = self.ledger.recorder.select_notifications(
+                start=after, limit=self.PAGE, inclusive_of_start=False
+            )
+            if not page:
+                break
+            links = self.ledger.ledger_recorder.log_chain(after, page[-1].id)
+            present = {n.id for n in page}
+            unmatched = sorted(p for p in links if p not in present)
+            for n in page:
+                while unmatched and unmatched[0] < n.id:
+                    verifier.missing(unmatched.pop(0))
+                # the ledger writes bytes; a row edited behind its back may hold
+                # text (SQL replace()) or anything else, which must not crash verify
+                raw_state: Any = n.state
+                if isinstance(raw_state, str):
+                    raw_state = raw_state.encode()
+                elif not isinstance(raw_state, bytes):
+                    raw_state = repr(raw_state).encode()
+                try:
+                    state = decode(raw_state)
+                except (ValueError, TypeError):
+                    state = None
+                verifier.feed(
+                    n.id,
+                    n.originator_id,
+                    n.originator_version,
+                    n.topic,
+                    raw_state,
+                    state if isinstance(state, dict) else None,
+                    links.get(n.id),
+                    check_link=True,
+                )
+            after = page[-1].id
+            if progress is not None:
+                progress(verifier.events, total)
+        # Chain entries past the last stored event: events deleted from the end.
+        for position in sorted(self.ledger.ledger_recorder.log_chain(after, None)):
+            verifier.missing(position)
+        failure = verifier.failure
+        if failure is None and digest is not None and verifier.digest_matched_at is None:
+            failure = _no_prefix_with(digest, verifier.position)
+        # The views are only worth comparing with a replay of a sound log.
+        differences = None if failure is not None else self._view_differences()
+        if differences:
+            failure = IntegrityFailure(verifier.position, _views_differ(differences))
+        return _verify_report(
+            position=verifier.position,
+            digest=verifier.digest,
+            events=verifier.events,
+            matched_at=verifier.digest_matched_at,
+            differences=differences,
+            failure=failure,
+        )
+
+    def _catch_up_views(self) -> None:
+        if self.ledger.read_model is not None:
+            # What stops it, the comparison with a replay reports.
+            with contextlib.suppress(LedgerError):
+                self.ledger.read_model.catch_up()
+
+    def _view_differences(self) -> list[str]:
+        try:
+            return self.ledger.projection_differences()
+        except LedgerError as error:
+            return [f"views cannot be read: {error.message}"]
+
+
+def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:
+    return IntegrityFailure(
+        position,
+        f"no prefix of the log has digest {digest}: events up to the position it "
+        "covered were modified, deleted, reordered or inserted",
+    )
+
+
+def _views_differ(differences: list[str]) -> str:
+    return (
+        "projections differ from a fresh replay of the log ("
+        + "; ".join(differences)
+        + "); run `trainledger projections rebuild`"
+    )
+
+
+def _verify_report(
+    *,
+    position: int,
+    digest: str,
+    events: int,
+    matched_at: int | None,
+    differences: list[str] | None,
+    failure: IntegrityFailure | None,
+) -> Outcome:
+    return {
+        "ok": failure is None,
+        "position": position,
+        "digest": digest,
+        "events": events,
+        "digestVerifiedUpTo": matched_at,
+        "projectionsMatchReplay": None if differences is None else not differences,
+        "failure": None
+        if failure is None
+        else {"position": failure.position, "reason": failure.reason},
+    }
