@@ -323,6 +323,9 @@ def eval_attach(
     session.emit(document, checkpoint_text)
 
 
+# --- schema ------------------------------------------------------------------
+
+
 @cli.command("schema")
 @click.argument("name", type=click.Choice(["eval", "result", "spec"]))
 def schema(name: str) -> None:
