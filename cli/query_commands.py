@@ -1,7 +1,7 @@
-"""The queries: lineage, impact, lists, stats, the event log, and rebuilding views.
+"""The queries: lineage, impact, lists, stats, history, the event log, and rebuilding views.
 
 Every query answers from the projections, caught up first; `--as-of` answers
-as it was at that moment (see `domain.queries`).
+as it was at that moment (see `service.queries`).
 """
 
 from __future__ import annotations
@@ -15,25 +15,43 @@ from typing import Any
 import click
 
 from trainledger.cli import output
-from trainledger.cli.main import (
+from trainledger.cli.app import (
     Session,
     as_of_option,
     checkpoint,
     cli,
     eval_group,
     pass_session,
+    projections_group,
     run,
+)
+from trainledger.cli.pictures import (
+    empty_lineage_dot,
+    empty_lineage_mermaid,
+    lineage_dot,
+    lineage_mermaid,
+    lineage_text,
+    nothing_as_of,
+)
+from trainledger.cli.text import (
+    checkpoints_text,
+    evals_text,
+    history_text,
+    impact_text,
+    rebuild_text,
+    runs_text,
+    stats_text,
 )
 
 LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
-    "text": output.lineage_text,
-    "dot": output.lineage_dot,
-    "mermaid": output.lineage_mermaid,
+    "text": lineage_text,
+    "dot": lineage_dot,
+    "mermaid": lineage_mermaid,
 }
 EMPTY_LINEAGE_FORMATS: dict[str, Callable[[str], list[str]]] = {
     "text": lambda note: [note],
-    "dot": output.empty_lineage_dot,
-    "mermaid": output.empty_lineage_mermaid,
+    "dot": empty_lineage_dot,
+    "mermaid": empty_lineage_mermaid,
 }
 
 # positions and limits go to SQL as signed 64-bit integers
@@ -75,7 +93,7 @@ def lineage(
     if document:
         lines = LINEAGE_FORMATS[picture or "text"](document)
     else:
-        note = output.nothing_as_of("checkpoint", checkpoint_id, as_of)
+        note = nothing_as_of("checkpoint", checkpoint_id, as_of)
         lines = EMPTY_LINEAGE_FORMATS[picture or "text"](note)
     for line in lines:
         click.echo(line)
@@ -87,7 +105,7 @@ def lineage(
 @pass_session
 def impact(session: Session, dataset_fingerprint: str, as_of: datetime | None) -> None:
     """The runs trained on a dataset, their checkpoints, and which are deployable."""
-    session.emit(session.ledger.impact(dataset_fingerprint, as_of=as_of), output.impact_text)
+    session.emit(session.ledger.impact(dataset_fingerprint, as_of=as_of), impact_text)
 
 
 @run.command("list")
@@ -113,7 +131,7 @@ def run_list(
         as_of=as_of,
         limit=limit,
     )
-    session.emit(document, output.runs_text)
+    session.emit(document, runs_text)
 
 
 @checkpoint.command("list")
@@ -139,7 +157,7 @@ def checkpoint_list(
     document = session.ledger.list_checkpoints(
         run_id=run_id, family=family, deployable=deployable, as_of=as_of, limit=limit
     )
-    session.emit(document, output.checkpoints_text)
+    session.emit(document, checkpoints_text)
 
 
 @eval_group.command("list")
@@ -168,7 +186,7 @@ def eval_list(
         as_of=as_of,
         limit=limit,
     )
-    session.emit(document, output.evals_text)
+    session.emit(document, evals_text)
 
 
 @cli.command("stats")
@@ -176,7 +194,15 @@ def eval_list(
 @pass_session
 def stats(session: Session, as_of: datetime | None) -> None:
     """Runs by status, checkpoints, deployable ones, evals by verdict."""
-    session.emit(session.ledger.stats(as_of=as_of), output.stats_text)
+    session.emit(session.ledger.stats(as_of=as_of), stats_text)
+
+
+@cli.command("history")
+@click.argument("aggregate_id")
+@pass_session
+def history(session: Session, aggregate_id: str) -> None:
+    """Every event of one run or checkpoint, oldest first."""
+    session.emit(session.ledger.history(aggregate_id), history_text)
 
 
 EVENTS_PAGE = 500
@@ -221,11 +247,6 @@ def events(session: Session, after: int, limit: int | None, follow: bool, interv
         pass
 
 
-@cli.group("projections")
-def projections_group() -> None:
-    """The read models the queries answer from."""
-
-
 @projections_group.command("rebuild")
 @pass_session
 def projections_rebuild(session: Session) -> None:
@@ -235,4 +256,4 @@ def projections_rebuild(session: Session) -> None:
     """
     with output.progress(session.json_mode, "rebuilding views") as progress:
         report = session.ledger.rebuild_projections(progress)
-    session.emit(report, output.rebuild_text)
+    session.emit(report, rebuild_text)

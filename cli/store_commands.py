@@ -1,4 +1,7 @@
-"""Moving a ledger between stores: `export` and `import` (see `domain.archive`)."""
+"""The whole log: `verify` its integrity, move it between stores with `export` and `import`.
+
+Moving a ledger is `service.archive`'s work; these verbs read, call and print.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,25 @@ from pathlib import Path
 import click
 
 from trainledger.cli import output
-from trainledger.cli.main import Session, cli, pass_session
+from trainledger.cli.app import INTEGRITY_EXIT, Session, cli, pass_session
+from trainledger.cli.text import import_text, verify_text
 from trainledger.domain.errors import ValidationError
+
+
+@cli.command("verify")
+@click.option("--digest", default=None, metavar="D", help="A digest from an earlier verify.")
+@pass_session
+def verify(session: Session, digest: str | None) -> None:
+    """Recompute every hash chain and the log digest; exit 3 if anything was tampered with."""
+    with output.progress(session.json_mode, "verifying") as progress:
+        report = session.ledger.verify(digest=digest, progress=progress)
+    session.emit(report, verify_text)
+    if not report["ok"]:
+        failure = report["failure"]
+        output.note(
+            f"error: integrity failure at position {failure['position']}: {failure['reason']}"
+        )
+        sys.exit(INTEGRITY_EXIT)
 
 
 @cli.command("export")
@@ -50,4 +70,4 @@ def import_(session: Session, file: str) -> None:
     except OSError as error:
         raise ValidationError(f"cannot read {file!r}: {error.strerror}") from None
     summary = import_log(session.ledger, lines)
-    session.emit(summary, output.import_text)
+    session.emit(summary, import_text)

@@ -17,7 +17,8 @@ import click
 
 from trainledger.adapters.trainer import read_capped
 from trainledger.cli import output
-from trainledger.cli.main import Session, cli, idempotency_option, pass_session, run
+from trainledger.cli.app import ERROR_EXIT, Session, cli, idempotency_option, pass_session, run
+from trainledger.cli.text import reconcile_text, training_text
 from trainledger.domain.errors import ValidationError
 
 
@@ -27,10 +28,10 @@ def finish_training(session: Session, document: dict[str, Any]) -> None:
     message = f"run {document['trainRunId']} failed: {document['failureReason']}"
     if failed and session.json_mode:
         document = {**document, "error": {"code": "training_failed", "message": message}}
-    session.emit(document, output.training_text)
+    session.emit(document, training_text)
     if failed:
         output.emit_error(False, "training_failed", message)
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ERROR_EXIT)
 
 
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -154,4 +155,4 @@ def run_reconcile(session: Session, now_text: str | None, idempotency_key: str |
         actor=session.actor,
         idempotency_key=idempotency_key,
     )
-    session.emit(report, output.reconcile_text)
+    session.emit(report, reconcile_text)

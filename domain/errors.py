@@ -13,7 +13,6 @@ class LedgerError(Exception):
     """A command or query was refused; nothing was recorded."""
 
     code: ClassVar[str] = "refused"
-    exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

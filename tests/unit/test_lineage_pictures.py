@@ -11,7 +11,7 @@ import pytest
 
 from tests.projection_support import ACTOR, create_run
 from tests.support import READER_FAMILY, eval_summary
-from trainledger.cli import output
+from trainledger.cli import pictures as output
 from trainledger.domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
 from trainledger.service.ledger import TrainingLedger
 from trainledger.service.queries import parse_moment

@@ -1,0 +1,172 @@
+"""The `trainledger` application: the root group, its sessions, and its exit codes.
+
+This is the composition root: a `Session` opens the ledger on the store URL,
+once, on first use, and hands it to each verb. The verbs live in the
+`*_commands` modules, which import this one and register themselves on its
+groups; `cli.main` imports them all. No rule lives here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import click
+from eventsourcing.domain import EventSourcingError
+
+from trainledger.adapters.store import DEFAULT_STORE, STORE_ENV, open_ledger
+from trainledger.cli import output
+from trainledger.domain.errors import LedgerError
+from trainledger.service.ledger import TrainingLedger
+from trainledger.service.queries import parse_moment
+
+# The exit codes of the CLI contract. Domain errors carry none: what a refusal
+# means to a shell is the CLI's to say.
+ERROR_EXIT = 1
+"""Refused by a rule, not found, invalid input (every `LedgerError`), or a failed command."""
+USAGE_EXIT = 2
+INTEGRITY_EXIT = 3
+"""`verify` found an integrity failure."""
+
+
+@dataclass
+class Session:
+    """Global options and the ledger, opened on first use."""
+
+    store: str
+    json_mode: bool
+    actor: str
+    _ledger: TrainingLedger | None = field(default=None, repr=False)
+
+    @property
+    def ledger(self) -> TrainingLedger:
+        if self._ledger is None:
+            self._ledger = open_ledger(self.store)
+        return self._ledger
+
+    def emit(self, document: Any, text: Callable[[Any], Any]) -> None:
+        output.emit(self.json_mode, document, text)
+
+
+pass_session = click.make_pass_decorator(Session)
+
+idempotency_option = click.option(
+    "--idempotency-key",
+    metavar="K",
+    default=None,
+    help="Repeat-safe key: a repeat returns the first outcome and records nothing.",
+)
+
+
+def _parse_as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    return None if value is None else parse_moment(value)
+
+
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIMESTAMP",
+    default=None,
+    callback=_parse_as_of,
+    help="Answer as it was then (ISO-8601 with a time zone, e.g. 2025-01-31T12:00:00Z).",
+)
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    envvar=STORE_ENV,
+    default=DEFAULT_STORE,
+    show_default=True,
+    metavar="URL",
+    help="sqlite:///path.db, sqlite:////abs/path.db, postgresql://..., memory://",
+)
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--actor", envvar="TRAINLEDGER_ACTOR", default=None, help="Who is acting (default: OS user)."
+)
+@click.version_option(package_name="trainledger")
+@click.pass_context
+def cli(ctx: click.Context, store: str, json_mode: bool, actor: str | None) -> None:
+    """trainledger: an event-sourced ledger of training runs, checkpoints and evals."""
+    ctx.obj = Session(
+        store=store, json_mode=json_mode, actor=default_actor() if actor is None else actor
+    )
+    ctx.call_on_close(lambda: ctx.obj._ledger and ctx.obj._ledger.close())
+
+
+# The groups the command modules register their verbs on.
+
+
+@cli.group()
+def experiment() -> None:
+    """Create experiments (pending training runs)."""
+
+
+@cli.group()
+def run() -> None:
+    """Move training runs through their lifecycle and inspect them."""
+
+
+@cli.group()
+def checkpoint() -> None:
+    """Register checkpoints, manage deployability, inspect them."""
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Attach benchmark evaluations to checkpoints."""
+
+
+@cli.group("projections")
+def projections_group() -> None:
+    """The read models the queries answer from."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map every failure to a one-line message and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    json_mode = "--json" in args
+    try:
+        # Without standalone mode, click returns a command's `ctx.exit(code)` / `Exit(code)`.
+        returned = cli.main(args=args, prog_name="trainledger", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        output.emit_error(json_mode, "aborted", "aborted")
+        sys.exit(ERROR_EXIT)
+    except click.UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        output.emit_error(json_mode, "usage", f"{error.format_message()}{hint}")
+        sys.exit(USAGE_EXIT)
+    except click.ClickException as error:
+        output.emit_error(json_mode, "usage", error.format_message())
+        sys.exit(error.exit_code)
+    except LedgerError as error:
+        output.emit_error(json_mode, error.code, error.message)
+        sys.exit(ERROR_EXIT)
+    except EventSourcingError as error:
+        output.emit_error(json_mode, "store_error", f"store error: {error}")
+        sys.exit(ERROR_EXIT)
+    except BrokenPipeError:
+        sys.exit(ERROR_EXIT)
+    except Exception as error:
+        if os.environ.get("TRAINLEDGER_DEBUG") == "1":
+            raise
+        output.emit_error(
+            json_mode, "internal_error", f"internal error: {type(error).__name__}: {error}"
+        )
+        sys.exit(ERROR_EXIT)
+    sys.exit(returned if isinstance(returned, int) else 0)
