@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -162,5 +162,13 @@ class UnitOfWork:
 
     def load(self, aggregate_id: UUID) -> LedgerAggregate:
         """The aggregate replayed from its stored events."""
-        aggregate: LedgerAggregate = self.app.repository.get(aggregate_id)
+        aggregate: LedgerAggregate = self.app.repository.get(aggregate_id, projector_func=_replay)
         return aggregate
+
+
+def _replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Apply events in order: the library's projector without its per-event protocol check
+    (an `isinstance` against a runtime Protocol per event: a tenth of a command's time)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
