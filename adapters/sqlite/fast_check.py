@@ -8,8 +8,8 @@ says what is wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from uuid import UUID
 
 import orjson
 
@@ -18,6 +18,9 @@ from trainledger.domain.chain import LOG_GENESIS, AggregateChains, log_link
 LinkedRow = tuple[int, str, int, str, bytes, str | None, str | None]
 """A stored event as the fast check reads it: position, id (32 hex digits), version,
 topic, state, and the log chain links recorded at the position before and at its own."""
+
+_STORED_ID = re.compile("[0-9a-f]{32}")
+"""An aggregate's id as the events table holds it (`UUID.hex`)."""
 
 
 class FastLogCheck:
@@ -39,40 +42,29 @@ class FastLogCheck:
 
     def check(self, rows: Iterable[LinkedRow]) -> int | None:
         """The position of the first row that does not pass, or None."""
-        for row in rows:
-            if not self._passes(*row):
-                return row[0]
+        for position, hex_id, version, topic, raw_state, link_before, link in rows:
+            before = LOG_GENESIS if position == 1 else link_before
+            if type(raw_state) is not bytes or before is None:
+                return position
+            try:
+                aggregate_id = self._ids.get(hex_id) or self._aggregate_id(hex_id)
+                if log_link(before, position, aggregate_id, version, topic, raw_state) != link:
+                    return position
+                state = orjson.loads(raw_state)
+            except (ValueError, TypeError):
+                return position
+            if not isinstance(state, dict):
+                return position
+            if self._chains.check(aggregate_id, version, topic, state) is not None:
+                return position
             self.checked += 1
         return None
 
-    def _passes(
-        self,
-        position: int,
-        hex_id: str,
-        version: int,
-        topic: str,
-        raw_state: bytes,
-        link_before: str | None,
-        link: str | None,
-    ) -> bool:
-        before = LOG_GENESIS if position == 1 else link_before
-        if type(raw_state) is not bytes or before is None:
-            return False
-        try:
-            aggregate_id = self._ids.get(hex_id) or self._aggregate_id(hex_id)
-            if log_link(before, position, aggregate_id, version, topic, raw_state) != link:
-                return False
-            state = orjson.loads(raw_state)
-        except (ValueError, TypeError, AttributeError):
-            return False
-        if not isinstance(state, dict):
-            return False
-        return self._chains.check(aggregate_id, version, topic, state) is None
-
     def _aggregate_id(self, hex_id: str) -> str:
-        aggregate_id = UUID(hex=hex_id)
-        # Only the form the recorder writes: a row in any other names another id.
-        if aggregate_id.hex != hex_id:
+        """The id as the log chain and the hash chain cover it: the UUID's string form."""
+        # Only the form the recorder writes: a row with any other names another id.
+        if not _STORED_ID.fullmatch(hex_id):
             raise ValueError(f"{hex_id!r} is not an id as stored")
-        self._ids[hex_id] = str(aggregate_id)
-        return self._ids[hex_id]
+        aggregate_id = f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+        self._ids[hex_id] = aggregate_id
+        return aggregate_id
