@@ -378,6 +378,7 @@ def test_forged_states_that_are_not_json_fail_as_in_one_pass(
             (0, _set("originatorTopic", {"a": "domain.model:TrainingRun"}), False),
             (0, _set("originatorTopic", "domain.model:Checkpoint"), False),
             (0, _set("originatorTopic", "domain.model"), False),
+            (0, _set("originatorTopic", "domain"), False),  # a prefix of the topic, up to a dot
             (0, _set("originatorTopic", "domain.model:TrainingRun.Registered"), False),
             (0, _set("originatorTopic", ""), False),
             (0, _set("originatorTopic", "domain.model:TrainingRun\n"), False),
