@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -47,6 +48,9 @@ def canonical_event_bytes(
     Built from the stored state alone, so `verify` can recompute chains from
     raw rows without reconstructing domain objects.
     """
+    payload = dict(state)
+    for key in NOT_PAYLOAD:  # half the time of filtering every key (verify does it per event)
+        payload.pop(key, None)
     document = {
         "aggregateId": aggregate_id,
         "version": version,
@@ -55,7 +59,7 @@ def canonical_event_bytes(
         "actor": state["actor"],
         "idempotencyKey": state.get("idempotencyKey"),
         "previousHash": state["previousHash"],
-        "payload": {k: v for k, v in state.items() if k not in NOT_PAYLOAD},
+        "payload": payload,
     }
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
@@ -118,7 +122,22 @@ class IntegrityFailure:
     reason: str
 
 
-@dataclass
+class ChainBreak(Enum):
+    """Why an event does not extend its aggregate's chain.
+
+    The rule's verdicts; `verify` and `import` each say them in their own terms.
+    """
+
+    UNREADABLE = "the stored state is not a JSON object"
+    OUT_OF_SEQUENCE = "not its aggregate's next version"
+    NO_CHAIN_FIELDS = "a chain field is missing, or the state cannot be hashed"
+    NOT_A_TOPIC = "the aggregate's first event names no aggregate type"
+    FOREIGN_TYPE = "the event's type is not one of its aggregate's type"
+    MODIFIED = "the content does not match its recorded hash"
+    UNLINKED = "previousHash is not its predecessor's hash"
+
+
+@dataclass(slots=True)
 class _Chain:
     version: int
     head: str
@@ -137,42 +156,48 @@ class AggregateChains:
 
     def check(
         self, aggregate_id: str, version: int, topic: str, state: dict[str, Any] | None
-    ) -> str | None:
-        """Why this event breaks its aggregate's chain, or None (then it extends it)."""
+    ) -> ChainBreak | None:
+        """Why this stored event breaks its aggregate's chain, or None (then it extends it).
+
+        `state` is the event's state as stored (None: it could not be decoded);
+        its type is the last part of `topic`, its aggregate's type the rest.
+        """
         if state is None:
-            return "stored event state is not valid JSON"
+            return ChainBreak.UNREADABLE
         chain = self._chains.get(aggregate_id)
-        expected_version = 1 if chain is None else chain.version + 1
-        if version != expected_version:
-            return (
-                f"aggregate {aggregate_id}: version {version} where {expected_version} was "
-                "expected (events deleted, inserted or reordered)"
-            )
+        if version != (1 if chain is None else chain.version + 1):
+            return ChainBreak.OUT_OF_SEQUENCE
         try:
             previous = state["previousHash"]
             recorded = state["eventHash"]
             aggregate_topic = state["originatorTopic"] if chain is None else chain.aggregate_topic
-            type_name = topic.rsplit(".", 1)[-1]
+            owner, dot, type_name = topic.rpartition(".")
             recomputed = chain_hash(aggregate_id, version, type_name, state)
         except (KeyError, TypeError, AttributeError):
-            return "stored event lacks its chain fields"
+            return ChainBreak.NO_CHAIN_FIELDS
         if not isinstance(aggregate_topic, str):
-            return "stored event's originatorTopic is not a topic"
-        if not topic.startswith(aggregate_topic + "."):
-            return f"event type {topic} does not belong to aggregate type {aggregate_topic}"
+            return ChainBreak.NOT_A_TOPIC
+        if not dot or owner != aggregate_topic:  # the topic is "{aggregate topic}.{type name}"
+            return ChainBreak.FOREIGN_TYPE
         if recorded != recomputed:
-            return (
-                f"aggregate {aggregate_id} version {version}: content does not match its "
-                "recorded hash (event modified or swapped)"
-            )
-        expected_previous = GENESIS_HASH if chain is None else chain.head
-        if previous != expected_previous:
-            return (
-                f"aggregate {aggregate_id} version {version}: hash chain broken "
-                "(its predecessor was modified, replaced or removed)"
-            )
-        self._chains[aggregate_id] = _Chain(version, recorded, aggregate_topic)
+            return ChainBreak.MODIFIED
+        if previous != (GENESIS_HASH if chain is None else chain.head):
+            return ChainBreak.UNLINKED
+        if chain is None:
+            self._chains[aggregate_id] = _Chain(version, recorded, aggregate_topic)
+        else:
+            chain.version, chain.head = version, recorded
         return None
+
+    def version(self, aggregate_id: str) -> int:
+        """The last version of an aggregate that extended its chain (0: none yet)."""
+        chain = self._chains.get(aggregate_id)
+        return 0 if chain is None else chain.version
+
+    def aggregate_topic(self, aggregate_id: str) -> str | None:
+        """The aggregate's type, as its first event named it (None: no event yet)."""
+        chain = self._chains.get(aggregate_id)
+        return None if chain is None else chain.aggregate_topic
 
 
 @dataclass
@@ -234,10 +259,45 @@ class LogVerifier:
                     position, f"position {position} is out of order after position {self.position}"
                 )
             else:
-                reason = self.chains.check(aggregate_id, version, topic, state)
-                if reason is not None:
+                broken = self.chains.check(aggregate_id, version, topic, state)
+                if broken is not None:
+                    reason = self._reason(broken, aggregate_id, version, topic, state)
                     self.failure = IntegrityFailure(position, reason)
         self.position = position
         self.events += 1
         if self.expected_digest is not None and self.digest == self.expected_digest:
             self.digest_matched_at = position
+
+    def _reason(
+        self,
+        broken: ChainBreak,
+        aggregate_id: str,
+        version: int,
+        topic: str,
+        state: dict[str, Any] | None,
+    ) -> str:
+        if broken is ChainBreak.UNREADABLE or state is None:
+            return "stored event state is not valid JSON"
+        if broken is ChainBreak.OUT_OF_SEQUENCE:
+            return (
+                f"aggregate {aggregate_id}: version {version} where "
+                f"{self.chains.version(aggregate_id) + 1} was expected "
+                "(events deleted, inserted or reordered)"
+            )
+        if broken is ChainBreak.NO_CHAIN_FIELDS:
+            return "stored event lacks its chain fields"
+        if broken is ChainBreak.NOT_A_TOPIC:
+            return "stored event's originatorTopic is not a topic"
+        if broken is ChainBreak.FOREIGN_TYPE:
+            known = self.chains.aggregate_topic(aggregate_id)
+            aggregate_topic = state.get("originatorTopic") if known is None else known
+            return f"event type {topic} does not belong to aggregate type {aggregate_topic}"
+        if broken is ChainBreak.MODIFIED:
+            return (
+                f"aggregate {aggregate_id} version {version}: content does not match its "
+                "recorded hash (event modified or swapped)"
+            )
+        return (
+            f"aggregate {aggregate_id} version {version}: hash chain broken "
+            "(its predecessor was modified, replaced or removed)"
+        )

@@ -43,7 +43,7 @@ import pydantic
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
 
-from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
+from trainledger.domain.chain import AggregateChains, ChainBreak, stored_state
 from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
 from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
@@ -233,14 +233,6 @@ class ExportLine(_Strict):
 
 
 @dataclass
-class _Aggregate:
-    version: int
-    head: str
-    topic: str
-    events: list[Any] = field(default_factory=list)
-
-
-@dataclass
 class ImportPlan:
     """A whole export file, checked, ready to be written in one transaction."""
 
@@ -248,7 +240,9 @@ class ImportPlan:
     stored_events: list[StoredEvent] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
-    aggregates: dict[str, _Aggregate] = field(default_factory=dict)
+    aggregates: dict[str, list[Any]] = field(default_factory=dict)
+    """Each aggregate's events, in order."""
+    chains: AggregateChains = field(default_factory=AggregateChains)
 
 
 def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPlan:
@@ -282,8 +276,8 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
                 "(lines out of order or repeated)"
             )
         last_position = line.position
-        event, stored = _rebuild_event(line, classes, mapper, where)
-        _chain(plan, event, line, where)
+        event, stored, state = _rebuild_event(line, classes, mapper, where)
+        _chain(plan, event, state, line, where)
         for reservation_line in line.reservations:
             try:
                 reservation = reservation_line.to_reservation()
@@ -315,8 +309,8 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
 
 def _rebuild_event(
     line: ExportLine, classes: dict[str, type[Any]], mapper: Mapper[UUID], where: str
-) -> tuple[Any, StoredEvent]:
-    """The event a line describes, and the stored event to write for it."""
+) -> tuple[Any, StoredEvent, dict[str, Any]]:
+    """The event a line describes, the stored event to write for it, and its state as stored."""
     event_class = classes.get(line.topic)
     if event_class is None:
         raise ImportRefusedError(f"{where}: unknown event topic {line.topic!r}")
@@ -346,11 +340,13 @@ def _rebuild_event(
             f"{where}: not a valid {line.aggregateType}.{line.type} event: "
             f"{describe_validation_error(error)}"
         ) from None
-    _check_faithful(event, line, stored_state(event), where)
-    return event, mapper.to_stored_event(event)
+    _check_faithful(event, line, where)
+    return event, mapper.to_stored_event(event), stored_state(event)
 
 
-def _rebuild_stored(line: ExportLine, mapper: Mapper[UUID], where: str) -> tuple[Any, StoredEvent]:
+def _rebuild_stored(
+    line: ExportLine, mapper: Mapper[UUID], where: str
+) -> tuple[Any, StoredEvent, dict[str, Any]]:
     """An event of an older class version: written back exactly as it was stored."""
     assert line.storedState is not None
     try:
@@ -365,12 +361,12 @@ def _rebuild_stored(line: ExportLine, mapper: Mapper[UUID], where: str) -> tuple
         raise ImportRefusedError(
             f"{where}: storedState is not a readable {line.topic} event ({error})"
         ) from None
-    _check_faithful(event, line, line.storedState, where)
-    return event, stored
+    _check_faithful(event, line, where)
+    return event, stored, line.storedState
 
 
-def _check_faithful(event: Any, line: ExportLine, state: dict[str, Any], where: str) -> None:
-    """The event says exactly what the line says, and its hash is its own."""
+def _check_faithful(event: Any, line: ExportLine, where: str) -> None:
+    """The event says exactly what the line says (its hash is checked with its chain)."""
     # Nothing dropped, defaulted or coerced on the way in.
     rebuilt = {**event_document(event, line.position), "eventHash": event.event_hash}
     given = line.model_dump(include={*DOCUMENT_KEYS, "eventHash"})
@@ -379,45 +375,45 @@ def _check_faithful(event: Any, line: ExportLine, state: dict[str, Any], where: 
         raise ImportRefusedError(
             f"{where}: {', '.join(differing)} do not match the {line.topic} event they describe"
         )
-    type_name = line.topic.rsplit(".", 1)[-1]
-    if chain_hash(line.aggregateId, line.version, type_name, state) != line.eventHash:
-        raise ImportRefusedError(
-            f"{where}: aggregate {line.aggregateId} version {line.version}: content does not "
-            "match its eventHash (modified)"
-        )
 
 
-def _chain(plan: ImportPlan, event: Any, line: ExportLine, where: str) -> None:
+def _chain(
+    plan: ImportPlan, event: Any, state: dict[str, Any], line: ExportLine, where: str
+) -> None:
+    """The event extends its aggregate's chain, by the rule `verify` applies to a store."""
     aggregate_id = str(event.originator_id)
-    aggregate_topic = line.topic.rsplit(".", 1)[0]
-    chain = plan.aggregates.get(aggregate_id)
-    if chain is None:
-        if line.version != 1 or line.originatorTopic is None:
-            raise ImportRefusedError(
-                f"{where}: aggregate {aggregate_id} starts at version {line.version}; "
-                "its first event is missing or out of order"
-            )
-        if line.originatorTopic != aggregate_topic:
-            raise ImportRefusedError(
-                f"{where}: originatorTopic {line.originatorTopic!r} does not own {line.topic!r}"
-            )
-        chain = plan.aggregates[aggregate_id] = _Aggregate(0, GENESIS_HASH, aggregate_topic)
-    if line.version != chain.version + 1:
+    broken = plan.chains.check(aggregate_id, line.version, line.topic, state)
+    if broken is not None:
         raise ImportRefusedError(
-            f"{where}: aggregate {aggregate_id} version {line.version} follows version "
-            f"{chain.version} (events missing, repeated or out of order)"
+            f"{where}: {_chain_broken(plan.chains, broken, aggregate_id, line)}"
         )
-    if aggregate_topic != chain.topic:
-        raise ImportRefusedError(
-            f"{where}: event type {line.topic} does not belong to aggregate type {chain.topic}"
+    plan.aggregates.setdefault(aggregate_id, []).append(event)
+
+
+def _chain_broken(
+    chains: AggregateChains, broken: ChainBreak, aggregate_id: str, line: ExportLine
+) -> str:
+    """What is wrong with a line whose event does not extend its aggregate's chain."""
+    known = chains.version(aggregate_id)
+    event = f"aggregate {aggregate_id} version {line.version}"
+    if known == 0 and broken in (ChainBreak.OUT_OF_SEQUENCE, ChainBreak.NO_CHAIN_FIELDS):
+        # No originatorTopic: the line is not an aggregate's first event.
+        return (
+            f"aggregate {aggregate_id} starts at version {line.version}; "
+            "its first event is missing or out of order"
         )
-    if line.previousHash != chain.head:
-        raise ImportRefusedError(
-            f"{where}: aggregate {aggregate_id} version {line.version}: hash chain broken "
-            "(previousHash is not the hash of its predecessor)"
-        )
-    chain.version, chain.head = line.version, line.eventHash
-    chain.events.append(event)
+    if broken is ChainBreak.OUT_OF_SEQUENCE:
+        return f"{event} follows version {known} (events missing, repeated or out of order)"
+    if known == 0 and broken in (ChainBreak.NOT_A_TOPIC, ChainBreak.FOREIGN_TYPE):
+        return f"originatorTopic {line.originatorTopic!r} does not own {line.topic!r}"
+    if broken is ChainBreak.FOREIGN_TYPE:
+        aggregate_topic = chains.aggregate_topic(aggregate_id)
+        return f"event type {line.topic} does not belong to aggregate type {aggregate_topic}"
+    if broken is ChainBreak.MODIFIED:
+        return f"{event}: content does not match its eventHash (modified)"
+    if broken is ChainBreak.UNLINKED:
+        return f"{event}: hash chain broken (previousHash is not the hash of its predecessor)"
+    return f"{event}: {broken.value}"
 
 
 def _check_reservation(
@@ -451,10 +447,10 @@ def _check_reservation(
 
 
 def _replay(plan: ImportPlan) -> None:
-    for aggregate_id, chain in plan.aggregates.items():
+    for aggregate_id, events in plan.aggregates.items():
         aggregate: Any = None
         try:
-            for event in chain.events:
+            for event in events:
                 aggregate = event.mutate(aggregate)
         except Exception as error:
             raise ImportRefusedError(

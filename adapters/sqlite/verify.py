@@ -109,11 +109,11 @@ def check_part(
                 (upto, *params),
             )
             while chunk := rows.fetchmany(CHUNK):
-                decoded: list[EventRecord] = []
-                problem = check.check(chunk, decoded, EventRecord)
+                problem = check.check(chunk)
                 if problem is not None:
                     return check.checked, problem, None
-                replay.add(decoded)
+                # The states as stored: the replay decodes the fields it reads.
+                replay.add([EventRecord(p, i, v, t, s) for p, i, v, t, s, _, _ in chunk])
         except sqlite3.Error:
             return 0, 0, None
         try:
