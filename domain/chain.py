@@ -10,13 +10,13 @@ Every event carries the hash of its aggregate's previous event (see
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
-
-import orjson
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -46,22 +46,44 @@ def canonical_event_bytes(
     """The serialisation an event's chain hash is computed over.
 
     Built from the stored state alone, so `verify` can recompute chains from
-    raw rows without reconstructing domain objects.
+    raw rows without reconstructing domain objects. The canonical form is
+    compact JSON with the keys of every object sorted, strings as UTF-8 and
+    numbers in their shortest round-trip form (`1e-7`, `0.0003`, `2`): what
+    0.1.0 wrote with orjson's sorted keys, and pydantic's serializer writes
+    for the same values (`tests/unit/test_chain.py` holds the two equal).
     """
     payload = dict(state)
-    for key in NOT_PAYLOAD:  # half the time of filtering every key (verify does it per event)
+    for key in NOT_PAYLOAD:
         payload.pop(key, None)
-    document = {
-        "aggregateId": aggregate_id,
-        "version": version,
-        "type": type_name,
-        "timestamp": state["timestamp"],
+    document = {  # in sorted key order
         "actor": state["actor"],
+        "aggregateId": aggregate_id,
         "idempotencyKey": state.get("idempotencyKey"),
+        "payload": _sorted(payload),
         "previousHash": state["previousHash"],
-        "payload": payload,
+        "timestamp": state["timestamp"],
+        "type": type_name,
+        "version": version,
     }
-    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return _json_writer()(document)
+
+
+def _sorted(value: Any) -> Any:
+    """A JSON value with the keys of every object in sorted order."""
+    if type(value) is dict:
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if type(value) is list:
+        return [_sorted(item) for item in value]
+    return value
+
+
+@functools.cache
+def _json_writer() -> Callable[[Any], bytes]:
+    # Imported on first use: the recorders import this module for the log
+    # chain, which a query's process needs without pydantic (start-up time).
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_json
 
 
 def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str, Any]) -> str:
