@@ -190,17 +190,6 @@ DEPLOYABILITY_COLUMNS = ", ".join(DeployabilityFact._fields)
 CHUNK = 500
 
 
-def _unchanged(value: None) -> None:
-    return value
-
-
-# Python's sqlite3 binds None as NULL only after looking for an adapter for
-# it (a registry lookup, then two attribute lookups, all failing): that costs
-# four times the binding of an int, and a rebuild binds about ten Nones per
-# lifecycle. A registered adapter ends the search at once. It changes
-# nothing that is bound.
-sqlite3.register_adapter(type(None), _unchanged)
-
 REBUILD_CACHE_KIB = 256 * 1024
 """The page cache of a rebuild's transactions (at most; SQLite allocates as it goes)."""
 
