@@ -97,10 +97,8 @@ class EventDecoder:
         rows = rows if isinstance(rows, list) else list(rows)
         mapper = self.mapper
         unwrap = self._unwrap if mapper.cipher or mapper.compressor else None
-        # `tuple.__new__(EventRecord, values)`: the NamedTuple without its Python `__new__`.
-        record = functools.partial(tuple.__new__, EventRecord)
         if unwrap is None and not self._may_need_upcasting(rows):
-            return list(map(record, rows))  # each row is its record, as stored
+            return list(map(EventRecord._make, rows))  # each row is its record, as stored
         records = []
         for position, aggregate_id, version, topic, stored in rows:
             current = self._current(topic)
@@ -113,7 +111,7 @@ class EventDecoder:
                 upcast = self._upcast(position, aggregate_id, version, topic, stored)
                 records.append(record_of_event(upcast, position))
             else:
-                records.append(record((position, aggregate_id, version, topic, state)))
+                records.append(EventRecord(position, aggregate_id, version, topic, state))
         return records
 
     def _current(self, topic: str) -> int:

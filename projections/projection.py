@@ -188,28 +188,18 @@ _marked_deployable_state = _reader(MarkedDeployableState)
 _deployability_revoked_state = _reader(DeployabilityRevokedState)
 
 
-# The translations below make their facts with `_new(Kind, (values...))`, which
-# is `tuple.__new__`: the NamedTuple without the Python-level call of its own
-# `__new__` (a rebuild makes a fact or two per event).
-_new = tuple.__new__
-
-
 def _run_registered(event: EventRecord, page: PageFacts) -> None:
     state = _run_registered_state(event.state)
     spec = _spec_state(state.spec)
     page.run(
-        _new(
-            RunRecord,
-            (
-                event.aggregate_id,
-                spec.experiment_id,
-                spec.target_model_family,
-                spec.dataset_fingerprint,
-                state.sample_count,
-                timestamp_micros(state.timestamp),
-                event.position,
-                *_RUN_UNSET,
-            ),
+        RunRecord(
+            event.aggregate_id,
+            spec.experiment_id,
+            spec.target_model_family,
+            spec.dataset_fingerprint,
+            state.sample_count,
+            timestamp_micros(state.timestamp),
+            event.position,
         )
     )
 
@@ -217,15 +207,12 @@ def _run_registered(event: EventRecord, page: PageFacts) -> None:
 def _run_started(event: EventRecord, page: PageFacts) -> None:
     state = _run_started_state(event.state)
     page.start(
-        _new(
-            StartFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.host,
-                state.pid,
-                state.trainer_log_path,
-                event.aggregate_id,
-            ),
+        StartFact(
+            timestamp_micros(state.timestamp),
+            state.host,
+            state.pid,
+            state.trainer_log_path,
+            event.aggregate_id,
         )
     )
 
@@ -233,14 +220,11 @@ def _run_started(event: EventRecord, page: PageFacts) -> None:
 def _run_completed(event: EventRecord, page: PageFacts) -> None:
     state = _run_completed_state(event.state)
     page.completion(
-        _new(
-            CompletionFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.result_digest,
-                _json_or_none(state.trainer_result),
-                event.aggregate_id,
-            ),
+        CompletionFact(
+            timestamp_micros(state.timestamp),
+            state.result_digest,
+            _json_or_none(state.trainer_result),
+            event.aggregate_id,
         )
     )
 
@@ -248,15 +232,12 @@ def _run_completed(event: EventRecord, page: PageFacts) -> None:
 def _run_failed(event: EventRecord, page: PageFacts) -> None:
     state = _run_failed_state(event.state)
     page.failure(
-        _new(
-            FailureFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.reason,
-                state.result_digest,
-                _json_or_none(state.trainer_result),
-                event.aggregate_id,
-            ),
+        FailureFact(
+            timestamp_micros(state.timestamp),
+            state.reason,
+            state.result_digest,
+            _json_or_none(state.trainer_result),
+            event.aggregate_id,
         )
     )
 
@@ -264,14 +245,11 @@ def _run_failed(event: EventRecord, page: PageFacts) -> None:
 def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
     state = _checkpoint_linked_state(event.state)
     page.batch.links.append(
-        _new(
-            LinkFact,
-            (
-                event.aggregate_id,
-                event.version,
-                _hex(state.checkpoint_id),
-                timestamp_micros(state.timestamp),
-            ),
+        LinkFact(
+            event.aggregate_id,
+            event.version,
+            _hex(state.checkpoint_id),
+            timestamp_micros(state.timestamp),
         )
     )
 
@@ -279,20 +257,16 @@ def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
 def _checkpoint_registered(event: EventRecord, page: PageFacts) -> None:
     state = _checkpoint_registered_state(event.state)
     page.checkpoint(
-        _new(
-            CheckpointRecord,
-            (
-                event.aggregate_id,
-                _hex(state.train_run_id),
-                state.family,
-                state.artifact_path,
-                state.artifact_digest,
-                state.checkpoint_ref,
-                _json(state.metrics or {}),
-                timestamp_micros(state.timestamp),
-                event.position,
-                *_CHECKPOINT_UNSET,
-            ),
+        CheckpointRecord(
+            event.aggregate_id,
+            _hex(state.train_run_id),
+            state.family,
+            state.artifact_path,
+            state.artifact_digest,
+            state.checkpoint_ref,
+            _json(state.metrics or {}),
+            timestamp_micros(state.timestamp),
+            event.position,
         )
     )
 
@@ -301,20 +275,17 @@ def _eval_attached(event: EventRecord, page: PageFacts) -> None:
     state = _eval_attached_state(event.state)
     summary = _eval_summary_state(state.eval)
     page.batch.evals.append(
-        _new(
-            EvalFact,
-            (
-                summary.eval_id,
-                event.aggregate_id,
-                event.version,
-                summary.benchmark_id,
-                summary.target_model_family,
-                summary.verdict,
-                _text(state.eval),
-                timestamp_micros(state.timestamp),
-                state.actor,
-                event.position,
-            ),
+        EvalFact(
+            summary.eval_id,
+            event.aggregate_id,
+            event.version,
+            summary.benchmark_id,
+            summary.target_model_family,
+            summary.verdict,
+            _text(state.eval),
+            timestamp_micros(state.timestamp),
+            state.actor,
+            event.position,
         )
     )
 
@@ -322,17 +293,14 @@ def _eval_attached(event: EventRecord, page: PageFacts) -> None:
 def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
     state = _marked_deployable_state(event.state)
     page.deployability(
-        _new(
-            DeployabilityFact,
-            (
-                event.aggregate_id,
-                event.version,
-                1,
-                timestamp_micros(state.timestamp),
-                state.actor,
-                state.eval_id,
-                None,
-            ),
+        DeployabilityFact(
+            event.aggregate_id,
+            event.version,
+            1,
+            timestamp_micros(state.timestamp),
+            state.actor,
+            state.eval_id,
+            None,
         )
     )
 
@@ -340,26 +308,16 @@ def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
 def _deployability_revoked(event: EventRecord, page: PageFacts) -> None:
     state = _deployability_revoked_state(event.state)
     page.deployability(
-        _new(
-            DeployabilityFact,
-            (
-                event.aggregate_id,
-                event.version,
-                0,
-                timestamp_micros(state.timestamp),
-                state.actor,
-                state.eval_id,
-                state.reason,
-            ),
+        DeployabilityFact(
+            event.aggregate_id,
+            event.version,
+            0,
+            timestamp_micros(state.timestamp),
+            state.actor,
+            state.eval_id,
+            state.reason,
         )
     )
-
-
-# The defaults of the columns a registration leaves for later facts.
-_RUN_UNSET = tuple(RunRecord._field_defaults.values())
-_CHECKPOINT_UNSET = tuple(CheckpointRecord._field_defaults.values())
-assert len(RunRecord._fields) == 7 + len(_RUN_UNSET)
-assert len(CheckpointRecord._fields) == 9 + len(_CHECKPOINT_UNSET)
 
 
 Translation = Callable[[EventRecord, PageFacts], None]
