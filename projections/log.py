@@ -28,9 +28,7 @@ from trainledger.projections.projection import (
     translate_into,
     unreadable,
 )
-
-StoredRow = tuple[int, str, int, str, bytes]
-"""position, aggregate id (32 hex digits), version, topic, stored state."""
+from trainledger.projections.view import StoredRow
 
 
 class FactPage(NamedTuple):
@@ -69,6 +67,9 @@ class FactPage(NamedTuple):
 
 @functools.cache
 def _current_class_version(topic: str) -> int:
+    # The event models are imported only for a topic the projection does not
+    # read (`READ_VERSIONS` knows the rest): a query need not pay pydantic's
+    # start-up time.
     try:
         from trainledger.domain.model import stored_classes
 

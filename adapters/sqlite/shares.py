@@ -22,7 +22,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from trainledger.adapters.sqlite.view import (
+from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINT_COLUMNS,
     CHECKPOINTS,
     DEPLOYABILITY,
