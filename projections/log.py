@@ -70,12 +70,12 @@ def _current_class_version(topic: str) -> int:
     # The event models are imported only for a topic the projection does not
     # read (`READ_VERSIONS` knows the rest): a query need not pay pydantic's
     # start-up time.
-    try:
-        from trainledger.domain.model import stored_classes
+    from trainledger.domain.model import stored_classes
 
-        return int(getattr(stored_classes()[topic], "class_version", 1))
-    except Exception:  # an event class that no longer exists: read it as stored
+    event_class = stored_classes().get(topic)
+    if event_class is None:  # an event class that no longer exists: read it as stored
         return 1
+    return int(getattr(event_class, "class_version", 1))
 
 
 def _hex_id(originator_id: UUID | str) -> str:

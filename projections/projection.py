@@ -315,32 +315,29 @@ def _eval_attached(event: EventRecord, state: EvalAttachedState, page: PageFacts
 
 
 def _marked_deployable(event: EventRecord, state: MarkedDeployableState, page: PageFacts) -> None:
-    page.deployability(
-        DeployabilityFact(
-            event.aggregate_id,
-            event.version,
-            1,
-            timestamp_micros(state.timestamp),
-            state.actor,
-            state.eval_id,
-            None,
-        )
-    )
+    page.deployability(_deployability_change(event, state, 1, None))
 
 
 def _deployability_revoked(
     event: EventRecord, state: DeployabilityRevokedState, page: PageFacts
 ) -> None:
-    page.deployability(
-        DeployabilityFact(
-            event.aggregate_id,
-            event.version,
-            0,
-            timestamp_micros(state.timestamp),
-            state.actor,
-            state.eval_id,
-            state.reason,
-        )
+    page.deployability(_deployability_change(event, state, 0, state.reason))
+
+
+def _deployability_change(
+    event: EventRecord,
+    state: MarkedDeployableState | DeployabilityRevokedState,
+    deployable: int,
+    reason: str | None,
+) -> DeployabilityFact:
+    return DeployabilityFact(
+        event.aggregate_id,
+        event.version,
+        deployable,
+        timestamp_micros(state.timestamp),
+        state.actor,
+        state.eval_id,
+        reason,
     )
 
 

@@ -28,20 +28,12 @@ from trainledger.adapters.sqlite.view_schema import (
     CREATE_INDEXES,
     CREATE_TABLES,
     INDEX_NAMES,
-    INSERT_CHECKPOINT,
-    INSERT_DEPLOYABILITY,
-    INSERT_EVAL,
-    INSERT_LINK,
-    INSERT_RUN,
     MOVE_TRACKING,
     RESET_TRACKING,
     RUNS,
     START_TRACKING,
     TABLES,
-    UPDATE_COMPLETION,
-    UPDATE_DEPLOYABLE,
-    UPDATE_FAILURE,
-    UPDATE_START,
+    batch_writes,
 )
 from trainledger.projections.facts import FactBatch
 from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
@@ -152,23 +144,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
                 raise StaleTrackingError(
                     f"view is not at position {previous}; another process moved it"
                 )
-            for statement, rows in (
-                (INSERT_RUN, batch.runs),
-                (INSERT_CHECKPOINT, batch.checkpoints),
-                (INSERT_LINK, batch.links),
-                (INSERT_EVAL, batch.evals),
-                (INSERT_DEPLOYABILITY, batch.deployability),
-                (UPDATE_START, batch.starts),
-                (UPDATE_COMPLETION, batch.completions),
-                (UPDATE_FAILURE, batch.failures),
-                (
-                    UPDATE_DEPLOYABLE,
-                    [
-                        (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
-                        for d in batch.deployability_updates
-                    ],
-                ),
-            ):
+            for statement, rows in batch_writes(batch):
                 if rows:
                     c.executemany(postgres_sql(statement), rows)
 

@@ -40,14 +40,11 @@ from trainledger.adapters.sqlite.view_schema import (
     SQLITE_TABLES,
     START_TRACKING,
     TABLES,
-    UPDATE_COMPLETION,
     UPDATE_COMPLETION_ROW,
-    UPDATE_DEPLOYABLE,
     UPDATE_DEPLOYABLE_ROW,
-    UPDATE_FAILURE,
     UPDATE_FAILURE_ROW,
-    UPDATE_START,
     UPDATE_START_ROW,
+    batch_writes,
 )
 from trainledger.projections.facts import FactBatch
 from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
@@ -162,21 +159,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             return
         with self._view_transaction() as c:
             self._move_tracking(c, tracking, previous)
-            c.executemany(INSERT_RUN, batch.runs)
-            c.executemany(INSERT_CHECKPOINT, batch.checkpoints)
-            c.executemany(INSERT_LINK, batch.links)
-            c.executemany(INSERT_EVAL, batch.evals)
-            c.executemany(INSERT_DEPLOYABILITY, batch.deployability)
-            c.executemany(UPDATE_START, batch.starts)
-            c.executemany(UPDATE_COMPLETION, batch.completions)
-            c.executemany(UPDATE_FAILURE, batch.failures)
-            c.executemany(
-                UPDATE_DEPLOYABLE,
-                [
-                    (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
-                    for d in batch.deployability_updates
-                ],
-            )
+            for statement, rows in batch_writes(batch):
+                c.executemany(statement, rows)
 
     def _apply_deferred(
         self, deferred: DeferredKeys, batch: FactBatch, tracking: Tracking, previous: int

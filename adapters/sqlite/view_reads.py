@@ -17,6 +17,7 @@ from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINTS,
     DEPLOYABILITY,
     DEPLOYABILITY_COLUMNS,
+    DUMP_TABLES,
     EVAL_COLUMNS,
     EVALS,
     LINK_COLUMNS,
@@ -296,15 +297,7 @@ class SQLFactReader(FactReader):
         )
 
     def dump(self) -> ViewDump:
-        def table(columns: str, name: str) -> list[tuple[object, ...]]:
-            rows = self._rows(f"SELECT {columns} FROM {name}", ())
-            rows.sort()
-            return rows
-
         return {
-            "runs": table(RUN_COLUMNS, RUNS),
-            "links": table(LINK_COLUMNS, LINKS),
-            "checkpoints": table(CHECKPOINT_COLUMNS, CHECKPOINTS),
-            "evals": table(EVAL_COLUMNS, EVALS),
-            "deployability": table(DEPLOYABILITY_COLUMNS, DEPLOYABILITY),
+            name: sorted(self._rows(f"SELECT {columns} FROM {table}", ()))
+            for name, (table, columns) in DUMP_TABLES.items()
         }

@@ -13,11 +13,13 @@ rowid.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from trainledger.projections.facts import (
     CheckpointRecord,
     DeployabilityFact,
     EvalFact,
+    FactBatch,
     LinkFact,
     RunRecord,
 )
@@ -161,3 +163,36 @@ CHECKPOINT_COLUMNS = ", ".join(CheckpointRecord._fields)
 EVAL_COLUMNS = ", ".join(EvalFact._fields)
 LINK_COLUMNS = ", ".join(LinkFact._fields)
 DEPLOYABILITY_COLUMNS = ", ".join(DeployabilityFact._fields)
+
+DUMP_TABLES: dict[str, tuple[str, str]] = {
+    "runs": (RUNS, RUN_COLUMNS),
+    "links": (LINKS, LINK_COLUMNS),
+    "checkpoints": (CHECKPOINTS, CHECKPOINT_COLUMNS),
+    "evals": (EVALS, EVAL_COLUMNS),
+    "deployability": (DEPLOYABILITY, DEPLOYABILITY_COLUMNS),
+}
+"""Each table of a `ViewDump`: its view table and columns."""
+
+
+def batch_writes(batch: FactBatch) -> list[tuple[str, Sequence[tuple[Any, ...]]]]:
+    """The statements that apply a page's facts, each with its rows, in the order they run.
+
+    Rows and appended facts first, then the updates of rows of earlier pages.
+    """
+    return [
+        (INSERT_RUN, batch.runs),
+        (INSERT_CHECKPOINT, batch.checkpoints),
+        (INSERT_LINK, batch.links),
+        (INSERT_EVAL, batch.evals),
+        (INSERT_DEPLOYABILITY, batch.deployability),
+        (UPDATE_START, batch.starts),
+        (UPDATE_COMPLETION, batch.completions),
+        (UPDATE_FAILURE, batch.failures),
+        (
+            UPDATE_DEPLOYABLE,
+            [
+                (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
+                for d in batch.deployability_updates
+            ],
+        ),
+    ]
