@@ -212,10 +212,6 @@ class Translation(Generic[S]):
         self.facts = facts
         self.read_version = read_version
 
-    def translate(self, event: EventRecord, page: PageFacts) -> None:
-        """Add the facts the event records to `page`."""
-        self.facts(event, self.decode(event.state), page)
-
 
 def _run_registered(event: EventRecord, state: RunRegisteredState, page: PageFacts) -> None:
     spec = _spec_state(state.spec)
@@ -387,7 +383,7 @@ def translate_into(page: PageFacts, events: Iterable[EventRecord]) -> None:
         if translation is None:
             continue
         try:
-            translation.translate(event, page)
+            translation.facts(event, translation.decode(event.state), page)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise unreadable(event.position, error) from None
 
