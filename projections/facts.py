@@ -258,8 +258,9 @@ class FactBatch:
     """The deployability changes of checkpoints registered in earlier pages."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as plain tuples (log workers send batches): a NamedTuple
-        # pickles and unpickles through a Python-level call each.
+        # Pickled as plain tuples (log workers send batches, without the
+        # pickler's memo): not each fact with a reference to its class, to be
+        # called back through its `__new__`; each list is made back with `_make`.
         kinds = (getattr(self, kind.name) for kind in fields(self))
         return (_batch_of_tuples, tuple([tuple(fact) for fact in facts] for facts in kinds))
 
