@@ -18,10 +18,9 @@ The field order of each fact is the order of its SQL parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, NamedTuple
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -259,33 +258,32 @@ class FactBatch:
     """The deployability changes of checkpoints registered in earlier pages."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as plain tuples (log workers send batches): a NamedTuple
-        # pickles and unpickles through a Python-level call each.
+        # Pickled as plain tuples (log workers send batches, without the
+        # pickler's memo): not each fact with a reference to its class, to be
+        # called back through its `__new__`; each list is made back with `_make`.
         kinds = (getattr(self, kind.name) for kind in fields(self))
         return (_batch_of_tuples, tuple([tuple(fact) for fact in facts] for facts in kinds))
 
 
 def _batch_of_tuples(*kinds: list[tuple[Any, ...]]) -> FactBatch:
-    # `tuple.__new__(cls, values)` makes the NamedTuple without its Python `__new__`.
     facts: list[Any] = [
-        list(map(partial(tuple.__new__, kind), values))
-        for kind, values in zip(_FACT_KINDS, kinds, strict=True)
+        list(map(make, values)) for make, values in zip(_FACT_MAKERS, kinds, strict=True)
     ]
     return FactBatch(*facts)
 
 
-_FACT_KINDS: tuple[type[tuple[Any, ...]], ...] = (
-    RunRecord,
-    StartFact,
-    CompletionFact,
-    FailureFact,
-    LinkFact,
-    CheckpointRecord,
-    EvalFact,
-    DeployabilityFact,
-    DeployabilityFact,
+_FACT_MAKERS: tuple[Callable[[Iterable[Any]], tuple[Any, ...]], ...] = (
+    RunRecord._make,
+    StartFact._make,
+    CompletionFact._make,
+    FailureFact._make,
+    LinkFact._make,
+    CheckpointRecord._make,
+    EvalFact._make,
+    DeployabilityFact._make,
+    DeployabilityFact._make,
 )
-"""The kind of fact in each of `FactBatch`'s lists, in order."""
+"""What makes the facts of each of `FactBatch`'s lists from plain tuples, in order."""
 
 
 class PageFacts:
@@ -357,13 +355,11 @@ class PageFacts:
     def finished(self) -> FactBatch:
         """The page's batch, its open rows closed."""
         batch = self.batch
-        batch.runs = list(map(_make_run, self._runs))
-        batch.checkpoints = list(map(_make_checkpoint, self._checkpoints))
+        batch.runs = list(map(RunRecord._make, self._runs))
+        batch.checkpoints = list(map(CheckpointRecord._make, self._checkpoints))
         return batch
 
 
-_make_run: Callable[[list[Any]], RunRecord] = partial(tuple.__new__, RunRecord)
-_make_checkpoint: Callable[[list[Any]], CheckpointRecord] = partial(tuple.__new__, CheckpointRecord)
 _STARTED_AT = _START_COLUMNS[0]
 _STARTED_END = _START_COLUMNS[-1] + 1
 _COMPLETED_AT, _RESULT_DIGEST, _TRAINER_RESULT = _COMPLETION_COLUMNS

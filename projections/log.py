@@ -28,9 +28,7 @@ from trainledger.projections.projection import (
     translate_into,
     unreadable,
 )
-
-StoredRow = tuple[int, str, int, str, bytes]
-"""position, aggregate id (32 hex digits), version, topic, stored state."""
+from trainledger.projections.view import StoredRow
 
 
 class FactPage(NamedTuple):
@@ -69,12 +67,15 @@ class FactPage(NamedTuple):
 
 @functools.cache
 def _current_class_version(topic: str) -> int:
-    try:
-        from trainledger.domain.model import stored_classes
+    # The event models are imported only for a topic the projection does not
+    # read (`READ_VERSIONS` knows the rest): a query need not pay pydantic's
+    # start-up time.
+    from trainledger.domain.model import stored_classes
 
-        return int(getattr(stored_classes()[topic], "class_version", 1))
-    except Exception:  # an event class that no longer exists: read it as stored
+    event_class = stored_classes().get(topic)
+    if event_class is None:  # an event class that no longer exists: read it as stored
         return 1
+    return int(getattr(event_class, "class_version", 1))
 
 
 def _hex_id(originator_id: UUID | str) -> str:
@@ -97,10 +98,8 @@ class EventDecoder:
         rows = rows if isinstance(rows, list) else list(rows)
         mapper = self.mapper
         unwrap = self._unwrap if mapper.cipher or mapper.compressor else None
-        # `tuple.__new__(EventRecord, values)`: the NamedTuple without its Python `__new__`.
-        record = functools.partial(tuple.__new__, EventRecord)
         if unwrap is None and not self._may_need_upcasting(rows):
-            return list(map(record, rows))  # each row is its record, as stored
+            return list(map(EventRecord._make, rows))  # each row is its record, as stored
         records = []
         for position, aggregate_id, version, topic, stored in rows:
             current = self._current(topic)
@@ -113,7 +112,7 @@ class EventDecoder:
                 upcast = self._upcast(position, aggregate_id, version, topic, stored)
                 records.append(record_of_event(upcast, position))
             else:
-                records.append(record((position, aggregate_id, version, topic, state)))
+                records.append(EventRecord(position, aggregate_id, version, topic, state))
         return records
 
     def _current(self, topic: str) -> int:

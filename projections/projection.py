@@ -3,18 +3,29 @@
 `LedgerProjection` is the library's `Projection` over a `LedgerView`. Its
 `process_event` takes one domain event, as the library's projection runner
 delivers them; the catch-up loop (`projections.read_model`) instead has whole
-pages of stored events translated (`projections.log`), read as JSON without
-building domain objects (validating every stored event with pydantic would
-cost more than everything else a rebuild does): each translation decodes only
-the fields it reads, into a msgspec struct. Both paths go through the
-same translation, `record_facts`, keyed by the event's topic. A stored event
-of an older `class_version` is first upcast by the application's mapper.
+pages of stored events translated (`projections.log`). Both paths go through
+the same translations, `record_facts`, one per stored topic (`TRANSLATIONS`).
+A stored event of an older `class_version` is first upcast by the
+application's mapper.
+
+Why the projection reads stored events with structs of its own rather than
+with the event models of `domain.model`: the models are the schema, and
+they validate an event once, when it is recorded (its hash then seals it;
+`verify` checks it). Reading the log back, the projection only needs a few
+fields of each stored state, and decodes just those from the JSON with
+msgspec, validating nothing: validating every stored event with pydantic
+would cost more than everything else a rebuild does, and importing pydantic
+and the models would cost every CLI query its start-up time (a query must
+not import them; `tests/e2e/test_cli_startup.py`). So the structs below name
+stored fields of the models, and `TRANSLATIONS` is keyed by the stored topics
+(data: each event class's `TOPIC`); tests hold both to the models
+(`tests/unit/test_projection_log.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, cast
 
 import msgspec
 import orjson
@@ -42,8 +53,6 @@ from trainledger.projections.view import LedgerView
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-T = TypeVar("T")
 
 
 class EventRecord(NamedTuple):
@@ -85,7 +94,8 @@ class StoredState(msgspec.Struct, gc=False, rename="camel"):
     Decoding only these (and skipping the rest of the JSON) is a good part of
     what makes a rebuild fast; a test checks each name against the event
     model's stored (camelCase) fields. Types are checked only where the
-    translation needs one; a state that does not decode is unreadable.
+    translation needs one; a state that does not decode is unreadable. Each
+    struct is paired with its topic and translation in `TRANSLATIONS`.
     """
 
     timestamp: str
@@ -171,219 +181,191 @@ class DeployabilityRevokedState(StoredState):
     eval_id: Any = None
 
 
-def _reader(state_type: type[T]) -> Callable[[bytes], T]:
-    return msgspec.json.Decoder(state_type).decode
+# The values inside a state that a translation reads in turn.
+_spec_state = msgspec.json.Decoder(SpecState).decode
+_eval_summary_state = msgspec.json.Decoder(EvalSummaryState).decode
 
 
-_run_registered_state = _reader(RunRegisteredState)
-_spec_state = _reader(SpecState)
-_run_started_state = _reader(RunStartedState)
-_run_completed_state = _reader(RunCompletedState)
-_run_failed_state = _reader(RunFailedState)
-_checkpoint_linked_state = _reader(CheckpointLinkedState)
-_checkpoint_registered_state = _reader(CheckpointRegisteredState)
-_eval_attached_state = _reader(EvalAttachedState)
-_eval_summary_state = _reader(EvalSummaryState)
-_marked_deployable_state = _reader(MarkedDeployableState)
-_deployability_revoked_state = _reader(DeployabilityRevokedState)
+S = TypeVar("S", bound=StoredState)
 
 
-# The translations below make their facts with `_new(Kind, (values...))`, which
-# is `tuple.__new__`: the NamedTuple without the Python-level call of its own
-# `__new__` (a rebuild makes a fact or two per event).
-_new = tuple.__new__
+class Translation(Generic[S]):
+    """How the projection reads the stored events of one topic.
+
+    `state` names the fields of the stored state it decodes, `facts` makes
+    the facts they record, and `read_version` is the `class_version` of the
+    state it reads: the event class's own (a test checks), so that an event
+    stored at an older version is upcast by the mapper first
+    (`projections.log`), and a current one is read without the event model.
+    """
+
+    __slots__ = ("decode", "facts", "read_version", "state")
+
+    def __init__(
+        self,
+        state: type[S],
+        facts: Callable[[EventRecord, S, PageFacts], None],
+        read_version: int = 1,
+    ) -> None:
+        self.state = state
+        self.decode: Callable[[bytes], S] = msgspec.json.Decoder(state).decode
+        self.facts = facts
+        self.read_version = read_version
 
 
-def _run_registered(event: EventRecord, page: PageFacts) -> None:
-    state = _run_registered_state(event.state)
+def _run_registered(event: EventRecord, state: RunRegisteredState, page: PageFacts) -> None:
     spec = _spec_state(state.spec)
     page.run(
-        _new(
-            RunRecord,
-            (
-                event.aggregate_id,
-                spec.experiment_id,
-                spec.target_model_family,
-                spec.dataset_fingerprint,
-                state.sample_count,
-                timestamp_micros(state.timestamp),
-                event.position,
-                *_RUN_UNSET,
-            ),
+        RunRecord(
+            event.aggregate_id,
+            spec.experiment_id,
+            spec.target_model_family,
+            spec.dataset_fingerprint,
+            state.sample_count,
+            timestamp_micros(state.timestamp),
+            event.position,
         )
     )
 
 
-def _run_started(event: EventRecord, page: PageFacts) -> None:
-    state = _run_started_state(event.state)
+def _run_started(event: EventRecord, state: RunStartedState, page: PageFacts) -> None:
     page.start(
-        _new(
-            StartFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.host,
-                state.pid,
-                state.trainer_log_path,
-                event.aggregate_id,
-            ),
+        StartFact(
+            timestamp_micros(state.timestamp),
+            state.host,
+            state.pid,
+            state.trainer_log_path,
+            event.aggregate_id,
         )
     )
 
 
-def _run_completed(event: EventRecord, page: PageFacts) -> None:
-    state = _run_completed_state(event.state)
+def _run_completed(event: EventRecord, state: RunCompletedState, page: PageFacts) -> None:
     page.completion(
-        _new(
-            CompletionFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.result_digest,
-                _json_or_none(state.trainer_result),
-                event.aggregate_id,
-            ),
+        CompletionFact(
+            timestamp_micros(state.timestamp),
+            state.result_digest,
+            _json_or_none(state.trainer_result),
+            event.aggregate_id,
         )
     )
 
 
-def _run_failed(event: EventRecord, page: PageFacts) -> None:
-    state = _run_failed_state(event.state)
+def _run_failed(event: EventRecord, state: RunFailedState, page: PageFacts) -> None:
     page.failure(
-        _new(
-            FailureFact,
-            (
-                timestamp_micros(state.timestamp),
-                state.reason,
-                state.result_digest,
-                _json_or_none(state.trainer_result),
-                event.aggregate_id,
-            ),
+        FailureFact(
+            timestamp_micros(state.timestamp),
+            state.reason,
+            state.result_digest,
+            _json_or_none(state.trainer_result),
+            event.aggregate_id,
         )
     )
 
 
-def _checkpoint_linked(event: EventRecord, page: PageFacts) -> None:
-    state = _checkpoint_linked_state(event.state)
+def _checkpoint_linked(event: EventRecord, state: CheckpointLinkedState, page: PageFacts) -> None:
     page.batch.links.append(
-        _new(
-            LinkFact,
-            (
-                event.aggregate_id,
-                event.version,
-                _hex(state.checkpoint_id),
-                timestamp_micros(state.timestamp),
-            ),
+        LinkFact(
+            event.aggregate_id,
+            event.version,
+            _hex(state.checkpoint_id),
+            timestamp_micros(state.timestamp),
         )
     )
 
 
-def _checkpoint_registered(event: EventRecord, page: PageFacts) -> None:
-    state = _checkpoint_registered_state(event.state)
+def _checkpoint_registered(
+    event: EventRecord, state: CheckpointRegisteredState, page: PageFacts
+) -> None:
     page.checkpoint(
-        _new(
-            CheckpointRecord,
-            (
-                event.aggregate_id,
-                _hex(state.train_run_id),
-                state.family,
-                state.artifact_path,
-                state.artifact_digest,
-                state.checkpoint_ref,
-                _json(state.metrics or {}),
-                timestamp_micros(state.timestamp),
-                event.position,
-                *_CHECKPOINT_UNSET,
-            ),
+        CheckpointRecord(
+            event.aggregate_id,
+            _hex(state.train_run_id),
+            state.family,
+            state.artifact_path,
+            state.artifact_digest,
+            state.checkpoint_ref,
+            _json(state.metrics or {}),
+            timestamp_micros(state.timestamp),
+            event.position,
         )
     )
 
 
-def _eval_attached(event: EventRecord, page: PageFacts) -> None:
-    state = _eval_attached_state(event.state)
+def _eval_attached(event: EventRecord, state: EvalAttachedState, page: PageFacts) -> None:
     summary = _eval_summary_state(state.eval)
     page.batch.evals.append(
-        _new(
-            EvalFact,
-            (
-                summary.eval_id,
-                event.aggregate_id,
-                event.version,
-                summary.benchmark_id,
-                summary.target_model_family,
-                summary.verdict,
-                _text(state.eval),
-                timestamp_micros(state.timestamp),
-                state.actor,
-                event.position,
-            ),
+        EvalFact(
+            summary.eval_id,
+            event.aggregate_id,
+            event.version,
+            summary.benchmark_id,
+            summary.target_model_family,
+            summary.verdict,
+            _text(state.eval),
+            timestamp_micros(state.timestamp),
+            state.actor,
+            event.position,
         )
     )
 
 
-def _marked_deployable(event: EventRecord, page: PageFacts) -> None:
-    state = _marked_deployable_state(event.state)
-    page.deployability(
-        _new(
-            DeployabilityFact,
-            (
-                event.aggregate_id,
-                event.version,
-                1,
-                timestamp_micros(state.timestamp),
-                state.actor,
-                state.eval_id,
-                None,
-            ),
-        )
+def _marked_deployable(event: EventRecord, state: MarkedDeployableState, page: PageFacts) -> None:
+    page.deployability(_deployability_change(event, state, 1, None))
+
+
+def _deployability_revoked(
+    event: EventRecord, state: DeployabilityRevokedState, page: PageFacts
+) -> None:
+    page.deployability(_deployability_change(event, state, 0, state.reason))
+
+
+def _deployability_change(
+    event: EventRecord,
+    state: MarkedDeployableState | DeployabilityRevokedState,
+    deployable: int,
+    reason: str | None,
+) -> DeployabilityFact:
+    return DeployabilityFact(
+        event.aggregate_id,
+        event.version,
+        deployable,
+        timestamp_micros(state.timestamp),
+        state.actor,
+        state.eval_id,
+        reason,
     )
 
 
-def _deployability_revoked(event: EventRecord, page: PageFacts) -> None:
-    state = _deployability_revoked_state(event.state)
-    page.deployability(
-        _new(
-            DeployabilityFact,
-            (
-                event.aggregate_id,
-                event.version,
-                0,
-                timestamp_micros(state.timestamp),
-                state.actor,
-                state.eval_id,
-                state.reason,
-            ),
-        )
-    )
-
-
-# The defaults of the columns a registration leaves for later facts.
-_RUN_UNSET = tuple(RunRecord._field_defaults.values())
-_CHECKPOINT_UNSET = tuple(CheckpointRecord._field_defaults.values())
-assert len(RunRecord._fields) == 7 + len(_RUN_UNSET)
-assert len(CheckpointRecord._fields) == 9 + len(_CHECKPOINT_UNSET)
-
-
-Translation = Callable[[EventRecord, PageFacts], None]
-
-# Keyed by the topics as stored (`get_topic` of the event classes of `domain.model`,
-# which a test checks), so that reading the log needs no event model (start-up time).
 RUN_REGISTERED = "domain.model:TrainingRun.Registered"
 
-TRANSLATIONS: dict[str, Translation] = {
-    RUN_REGISTERED: _run_registered,
-    "domain.model:TrainingRun.Started": _run_started,
-    "domain.model:TrainingRun.Completed": _run_completed,
-    "domain.model:TrainingRun.Failed": _run_failed,
-    "domain.model:TrainingRun.CheckpointLinked": _checkpoint_linked,
-    "domain.model:Checkpoint.Registered": _checkpoint_registered,
-    "domain.model:Checkpoint.EvalAttached": _eval_attached,
-    "domain.model:Checkpoint.MarkedDeployable": _marked_deployable,
-    "domain.model:Checkpoint.DeployabilityRevoked": _deployability_revoked,
+TRANSLATIONS: dict[str, Translation[Any]] = {
+    RUN_REGISTERED: Translation(RunRegisteredState, _run_registered),
+    "domain.model:TrainingRun.Started": Translation(RunStartedState, _run_started),
+    "domain.model:TrainingRun.Completed": Translation(RunCompletedState, _run_completed),
+    "domain.model:TrainingRun.Failed": Translation(RunFailedState, _run_failed),
+    "domain.model:TrainingRun.CheckpointLinked": Translation(
+        CheckpointLinkedState, _checkpoint_linked
+    ),
+    "domain.model:Checkpoint.Registered": Translation(
+        CheckpointRegisteredState, _checkpoint_registered
+    ),
+    "domain.model:Checkpoint.EvalAttached": Translation(EvalAttachedState, _eval_attached),
+    "domain.model:Checkpoint.MarkedDeployable": Translation(
+        MarkedDeployableState, _marked_deployable
+    ),
+    "domain.model:Checkpoint.DeployabilityRevoked": Translation(
+        DeployabilityRevokedState, _deployability_revoked
+    ),
 }
+"""Every event the projection reads, by its topic as stored (each event class's
+`TOPIC`: a test checks the table against `domain.model`, the topics, read
+versions and field names)."""
 
-# The `class_version` of the state each translation reads, which is the event
-# class's own (a test checks): an event stored at an older version is upcast by
-# the mapper first (`projections.log`), and a newer event needs no event model.
-READ_VERSIONS: dict[str, int] = dict.fromkeys(TRANSLATIONS, 1)
+READ_VERSIONS: dict[str, int] = {
+    topic: translation.read_version for topic, translation in TRANSLATIONS.items()
+}
+"""The `class_version` each topic's translation reads (`Translation.read_version`)."""
 
 
 def record_facts(events: Iterable[EventRecord]) -> FactBatch:
@@ -397,11 +379,11 @@ def translate_into(page: PageFacts, events: Iterable[EventRecord]) -> None:
     """Add the facts these events record to `page` (a page may be fed several times)."""
     translations = TRANSLATIONS
     for event in events:
-        translate = translations.get(event.topic)
-        if translate is None:
+        translation = translations.get(event.topic)
+        if translation is None:
             continue
         try:
-            translate(event, page)
+            translation.facts(event, translation.decode(event.state), page)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise unreadable(event.position, error) from None
 
@@ -416,9 +398,8 @@ def unreadable(position: int, error: Exception) -> CorruptStoreError:
 def run_spec(registration: EventRecord) -> dict[str, Any]:
     """A run's spec, from its `TrainingRun.Registered` event (the views do not keep it)."""
     try:
-        spec: dict[str, Any] = orjson.loads(
-            memoryview(_run_registered_state(registration.state).spec)
-        )
+        state = TRANSLATIONS[RUN_REGISTERED].decode(registration.state)
+        spec: dict[str, Any] = orjson.loads(memoryview(state.spec))
     except ValueError as error:
         raise unreadable(registration.position, error) from None
     return spec

@@ -9,7 +9,7 @@ loop carries on from where the view now is: each event is applied exactly
 once, and a process killed at any point leaves the view at the end of its last
 committed page. A rebuild, or the replay `verify` compares the views with,
 reads the whole log: on SQLite, worker processes translate it while this one
-applies the pages (`projections.log_workers`).
+applies the pages (`adapters.sqlite.log_workers`).
 
 Every query reads one consistent state of the view (`LedgerView.reader`)
 caught up with the log, so a command's effect is visible to the next query.
@@ -78,7 +78,7 @@ def _cycle_collection_paused() -> Iterator[None]:
 
 
 class ProjectionReadModel:
-    """Implements `domain.queries.ReadModel` on a `LedgerView`."""
+    """Implements `service.queries.ReadModel` on a `LedgerView`."""
 
     CATCH_UP_PAGE = 1000
     REBUILD_PAGE = 50_000

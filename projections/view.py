@@ -7,11 +7,10 @@ of events is applied exactly once even when several processes catch up, or
 one rebuilds, at the same time; a crash loses at most an uncommitted page,
 which the next catch-up applies again.
 
-Concrete views: `projections.sqlite_view.SQLiteLedgerView` (tables in the
-store's own SQLite file) and `projections.memory_view.MemoryLedgerView`
-(dictionaries, for `memory://`). A PostgreSQL view implements the same
-methods with the SQL of the SQLite one (it is written to be portable, bar
-the parameter style).
+Concrete views are adapters: `adapters.sqlite.view.SQLiteLedgerView` (tables
+in the store's own SQLite file), `adapters.postgres.view.PostgresLedgerView`
+(the same tables and SQL, bar the parameter style) and
+`adapters.memory.view.MemoryLedgerView` (dictionaries, for `memory://`).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
@@ -34,8 +32,10 @@ from trainledger.projections.facts import (
     ViewDump,
 )
 
-if TYPE_CHECKING:
-    from trainledger.projections.log import StoredRow
+StoredRow = tuple[int, str, int, str, bytes]
+"""A stored event as the log holds it: position, aggregate id (32 hex digits),
+version, topic, stored state (as written: maybe encrypted, compressed or of an
+older `class_version`; `projections.log.EventDecoder` makes records of them)."""
 
 
 class StaleTrackingError(IntegrityError):

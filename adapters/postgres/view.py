@@ -1,7 +1,8 @@
 """The ledger view in the store's own PostgreSQL database.
 
-The same tables, statements and reads as `projections.sqlite_view` (its SQL
-is portable; only the parameter style differs), in the datastore's schema,
+The same tables, statements and reads as the SQLite view's
+(`adapters.sqlite.view_schema`, `adapters.sqlite.view_reads`: their SQL is
+portable; only the parameter style differs), in the datastore's schema,
 next to the events; the library's tracking table (`trainledger_tracking`)
 holds the view's position. `apply` moves the position with a compare-and-set
 `UPDATE` first, so a concurrent catch-up of the same page waits on that row
@@ -11,45 +12,40 @@ Readers see one snapshot (REPEATABLE READ) across all their queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
-from psycopg.rows import DictRow, TupleRow, tuple_row
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from trainledger.adapters.postgres.recorder import create_once
-from trainledger.adapters.sqlite.view import (
+from trainledger.adapters.sqlite.view_reads import SQLFactReader
+from trainledger.adapters.sqlite.view_schema import (
     CREATE_INDEXES,
     CREATE_TABLES,
     INDEX_NAMES,
-    INSERT_CHECKPOINT,
-    INSERT_DEPLOYABILITY,
-    INSERT_EVAL,
-    INSERT_LINK,
-    INSERT_RUN,
+    MOVE_TRACKING,
+    RESET_TRACKING,
     RUNS,
+    START_TRACKING,
     TABLES,
-    UPDATE_COMPLETION,
-    UPDATE_DEPLOYABLE,
-    UPDATE_FAILURE,
-    UPDATE_START,
-    _SQLiteReader,
+    batch_writes,
 )
 from trainledger.projections.facts import FactBatch
 from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 
 def postgres_sql(statement: str) -> SQL:
-    """A statement of the SQLite view with PostgreSQL's parameter style."""
+    """A statement of the portable view SQL (`?` parameters) in psycopg's style (`%s`)."""
     return SQL(statement.replace("%", "%%").replace("?", "%s"))
 
 
 def postgres_ddl(statement: str) -> SQL:
-    """A CREATE statement of the SQLite view, without SQLite's table options."""
+    """A CREATE statement of the portable view SQL, without SQLite's table options."""
     return postgres_sql(statement.removesuffix(" WITHOUT ROWID"))
 
 
@@ -77,21 +73,10 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             *self.sql_create_statements,
             *(Composed([postgres_ddl(s)]) for s in (*CREATE_TABLES, *CREATE_INDEXES)),
         ]
-        self.start_tracking = SQL(
-            "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0) "
-            "ON CONFLICT (application_name) DO NOTHING"
-        ).format(tracking)
-        self.move_tracking = SQL(
-            "UPDATE {} SET notification_id = %s "
-            "WHERE application_name = %s AND notification_id = %s RETURNING notification_id"
-        ).format(tracking)
-        self.reset_tracking = SQL(
-            "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0) "
-            "ON CONFLICT (application_name) DO UPDATE SET notification_id = 0"
-        ).format(tracking)
-        self.select_position = SQL(
-            "SELECT notification_id FROM {} WHERE application_name = %s"
-        ).format(tracking)
+        self.start_tracking = postgres_sql(START_TRACKING).format(tracking=tracking)
+        self.move_tracking = postgres_sql(MOVE_TRACKING).format(tracking=tracking)
+        self.reset_tracking = postgres_sql(RESET_TRACKING).format(tracking=tracking)
+        self.tracking_table = tracking.as_string()
 
     def create_table(self) -> None:
         create_once(
@@ -159,23 +144,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
                 raise StaleTrackingError(
                     f"view is not at position {previous}; another process moved it"
                 )
-            for statement, rows in (
-                (INSERT_RUN, batch.runs),
-                (INSERT_CHECKPOINT, batch.checkpoints),
-                (INSERT_LINK, batch.links),
-                (INSERT_EVAL, batch.evals),
-                (INSERT_DEPLOYABILITY, batch.deployability),
-                (UPDATE_START, batch.starts),
-                (UPDATE_COMPLETION, batch.completions),
-                (UPDATE_FAILURE, batch.failures),
-                (
-                    UPDATE_DEPLOYABLE,
-                    [
-                        (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
-                        for d in batch.deployability_updates
-                    ],
-                ),
-            ):
+            for statement, rows in batch_writes(batch):
                 if rows:
                     c.executemany(postgres_sql(statement), rows)
 
@@ -203,42 +172,4 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         ):
             curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             curs.execute(self.search_path)
-            yield _PostgresReader(curs, self.select_position)
-
-
-class _Row(tuple[Any, ...]):
-    """A row readable by position and by column name, as `sqlite3.Row` is."""
-
-    columns: dict[str, int]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            return super().__getitem__(self.columns[key])
-        return super().__getitem__(key)
-
-
-class _PostgresReader(_SQLiteReader):
-    """The SQLite view's reads, run on a PostgreSQL cursor."""
-
-    def __init__(self, cursor: Cursor[TupleRow], select_position: SQL | Any) -> None:
-        self.cursor = cursor
-        self.select_position = select_position
-        self.statements: dict[str, SQL] = {}
-
-    def position(self, application_name: str) -> int:
-        self.cursor.execute(self.select_position, (application_name,))
-        row = self.cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        statement = self.statements.get(sql)
-        if statement is None:
-            statement = self.statements[sql] = postgres_sql(sql)
-        self.cursor.execute(statement, params)
-        columns = {c.name: i for i, c in enumerate(self.cursor.description or ())}
-        rows = []
-        for values in self.cursor.fetchall():
-            row = _Row(values)
-            row.columns = columns
-            rows.append(row)
-        return rows
+            yield SQLFactReader(curs, adapt_sql=postgres_sql, tracking_table=self.tracking_table)

@@ -16,8 +16,9 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS, WorkerPages
 from trainledger.adapters.workers import usable_cpus
-from trainledger.projections.log import FactPage, LogReader, StoredRow
+from trainledger.projections.log import FactPage, LogReader
 from trainledger.projections.projection import EventRecord
+from trainledger.projections.view import StoredRow
 
 
 class SQLiteLogReader(LogReader):

@@ -13,7 +13,7 @@ an event it cannot read, dies) only ends the stream early: the parent carries
 on in its own process from the last page it got, which reports an unreadable
 event exactly as it always does.
 
-Run as `python -m projections.log_workers`, with its `TranslationJob`
+Run as `python -m trainledger.adapters.sqlite.log_workers`, with its `TranslationJob`
 pickled on stdin; it writes one pickled `FactPage` (or None, for a page
 without events) per page of its part, in order, each after its length in
 bytes (8, little-endian).

@@ -22,18 +22,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from trainledger.adapters.sqlite.view import (
-    CHECKPOINT_COLUMNS,
-    CHECKPOINTS,
-    DEPLOYABILITY,
-    DEPLOYABILITY_COLUMNS,
-    EVAL_COLUMNS,
-    EVALS,
-    LINK_COLUMNS,
-    LINKS,
-    RUN_COLUMNS,
-    RUNS,
-)
+from trainledger.adapters.sqlite.view_schema import DUMP_TABLES, SELECT_POSITION
 from trainledger.domain.errors import CorruptStoreError
 from trainledger.projections.facts import PageFacts, ViewDump
 from trainledger.projections.projection import (
@@ -66,15 +55,6 @@ ORDER: dict[str, Callable[[tuple[Any, ...]], Any]] = {
 Rows with equal keys (only in views gone wrong) may then keep different
 orders on the two sides: they compare as different, and the parent's full
 comparison, which sorts whole rows, says whether they are."""
-
-_SQLITE_TABLES: dict[str, tuple[str, str]] = {
-    "runs": (RUNS, RUN_COLUMNS),
-    "links": (LINKS, LINK_COLUMNS),
-    "checkpoints": (CHECKPOINTS, CHECKPOINT_COLUMNS),
-    "evals": (EVALS, EVAL_COLUMNS),
-    "deployability": (DEPLOYABILITY, DEPLOYABILITY_COLUMNS),
-}
-"""Each `ViewDump` table's SQLite table and columns."""
 
 
 def _bounds(parts: int) -> list[str]:
@@ -112,7 +92,7 @@ def share_condition(column: str, part: int, parts: int) -> tuple[str, tuple[str,
 def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
     """One share of the SQLite views, each table's rows in `ORDER`."""
     dump: ViewDump = {}
-    for table, (name, columns) in _SQLITE_TABLES.items():
+    for table, (name, columns) in DUMP_TABLES.items():
         owner = columns.split(", ")[OWNER_COLUMN[table]]
         condition, params = share_condition(owner, part, parts)
         rows = cursor.execute(f"SELECT {columns} FROM {name} WHERE {condition}", params).fetchall()
@@ -123,9 +103,8 @@ def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
 
 def tracked_position(cursor: sqlite3.Cursor, application_name: str) -> int:
     """The position of the last event the SQLite views applied (0: none)."""
-    row = cursor.execute(
-        "SELECT notification_id FROM tracking WHERE application_name = ?", (application_name,)
-    ).fetchone()
+    select = SELECT_POSITION.format(tracking="tracking")
+    row = cursor.execute(select, (application_name,)).fetchone()
     return int(row[0]) if row else 0
 
 

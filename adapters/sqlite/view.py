@@ -1,205 +1,58 @@
-"""The ledger view in the store's own SQLite file.
+"""The ledger view in the store's own SQLite file: its schema and its writes.
 
-Tables (`view_*`) sit next to the events, and the library's `tracking` table
-holds the view's position (the view is that table's only user); `apply`
-changes both in one transaction, and takes the write lock with its first
-statement (the compare-and-set on the position), so concurrent catch-ups
-serialise instead of failing.
-
-The SQL is kept portable: a PostgreSQL view can reuse the table, index and
-insert statements and `SQLFactReader` with `%s` for `?` (`STORED` generated
-columns, `ON CONFLICT`, `RETURNING` and `COALESCE` are common to both); what
-differs is the connection handling and the library's tracking table name.
+Tables (`view_*`, `adapters.sqlite.view_schema`) sit next to the events, and
+the library's `tracking` table holds the view's position (the view is that
+table's only user); `apply` changes both in one transaction, and takes the
+write lock with its first statement (the compare-and-set on the position),
+so concurrent catch-ups serialise instead of failing. Reads are
+`adapters.sqlite.view_reads.SQLFactReader`'s, in the reader's transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
-from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
-from trainledger.projections.facts import (
-    CheckpointRecord,
-    Counts,
-    DeployabilityFact,
-    EvalFact,
-    FactBatch,
-    LinkFact,
-    RunRecord,
-    ViewDump,
+from trainledger.adapters.sqlite.view_reads import SQLFactReader
+from trainledger.adapters.sqlite.view_schema import (
+    CHECKPOINTS,
+    CREATE_INDEXES,
+    CREATE_KEYS,
+    EVALS,
+    INDEX_NAMES,
+    INSERT_CHECKPOINT,
+    INSERT_DEPLOYABILITY,
+    INSERT_EVAL,
+    INSERT_LINK,
+    INSERT_RUN,
+    KEY_NAMES,
+    MOVE_TRACKING,
+    RESET_TRACKING,
+    RUNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SQLITE_TABLES,
+    START_TRACKING,
+    TABLES,
+    UPDATE_COMPLETION_ROW,
+    UPDATE_DEPLOYABLE_ROW,
+    UPDATE_FAILURE_ROW,
+    UPDATE_START_ROW,
+    batch_writes,
 )
-from trainledger.projections.log import StoredRow
+from trainledger.projections.facts import FactBatch
 from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
-RUNS = "view_runs"
-LINKS = "view_checkpoint_links"
-CHECKPOINTS = "view_checkpoints"
-EVALS = "view_evals"
-DEPLOYABILITY = "view_deployability"
-TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
-SCHEMA = "view_schema"
-SCHEMA_VERSION = 4
-"""Bump when the tables change: views of another version are rebuilt.
-
-2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`); 4: no
-view_runs.spec (a run's spec is read from its registration in the log)."""
-
-CREATE_TABLES = (
-    f"CREATE TABLE IF NOT EXISTS {RUNS} ("
-    "run_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL, family TEXT NOT NULL, "
-    "dataset_fingerprint TEXT NOT NULL, sample_count INTEGER, "
-    "created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
-    "started_at BIGINT, host TEXT, pid INTEGER, trainer_log_path TEXT, "
-    "completed_at BIGINT, result_digest TEXT, failed_at BIGINT, failure_reason TEXT, "
-    "trainer_result TEXT, "
-    "status TEXT GENERATED ALWAYS AS (CASE "
-    "WHEN failed_at IS NOT NULL THEN 'failed' "
-    "WHEN completed_at IS NOT NULL THEN 'completed' "
-    "WHEN started_at IS NOT NULL THEN 'running' "
-    "ELSE 'pending' END) STORED)",
-    f"CREATE TABLE IF NOT EXISTS {LINKS} ("
-    "run_id TEXT NOT NULL, run_version INTEGER NOT NULL, checkpoint_id TEXT NOT NULL, "
-    "linked_at BIGINT NOT NULL, PRIMARY KEY (run_id, run_version)) WITHOUT ROWID",
-    f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} ("
-    "checkpoint_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, family TEXT NOT NULL, "
-    "artifact_path TEXT NOT NULL, artifact_digest TEXT, checkpoint_ref TEXT, "
-    "metrics TEXT NOT NULL, created_at BIGINT NOT NULL, position BIGINT NOT NULL, "
-    "deployable INTEGER NOT NULL DEFAULT 0, "
-    "deployability_version INTEGER NOT NULL DEFAULT 0)",
-    f"CREATE TABLE IF NOT EXISTS {EVALS} ("
-    "eval_id TEXT PRIMARY KEY, checkpoint_id TEXT NOT NULL, "
-    "checkpoint_version INTEGER NOT NULL, benchmark_id TEXT NOT NULL, family TEXT NOT NULL, "
-    "verdict TEXT NOT NULL, summary TEXT NOT NULL, attached_at BIGINT NOT NULL, "
-    "actor TEXT NOT NULL, position BIGINT NOT NULL)",
-    f"CREATE TABLE IF NOT EXISTS {DEPLOYABILITY} ("
-    "checkpoint_id TEXT NOT NULL, checkpoint_version INTEGER NOT NULL, "
-    "deployable INTEGER NOT NULL, changed_at BIGINT NOT NULL, actor TEXT NOT NULL, "
-    "eval_id TEXT, reason TEXT, PRIMARY KEY (checkpoint_id, checkpoint_version)) WITHOUT ROWID",
-)
-
-KEYS = ((RUNS, "run_id"), (CHECKPOINTS, "checkpoint_id"), (EVALS, "eval_id"))
-"""The tables keyed by one id column: `TEXT PRIMARY KEY` in `CREATE_TABLES` (PostgreSQL's)."""
-
-# On SQLite those ids are unique indexes of their own instead, which a rebuild
-# drops with the other indexes and makes once at the end (`DeferredKeys`):
-# keeping an index of random ids up to date row by row costs more than all
-# the rest of writing the row.
-
-
-def _keyed_by_index(statement: str) -> str:
-    for table, key in KEYS:
-        statement = statement.replace(
-            f"{table} ({key} TEXT PRIMARY KEY,", f"{table} ({key} TEXT NOT NULL,"
-        )
-    return statement
-
-
-SQLITE_TABLES = tuple(map(_keyed_by_index, CREATE_TABLES))
-KEY_NAMES = tuple(f"{table}_key" for table, _ in KEYS)
-CREATE_KEYS = tuple(
-    f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({key})"
-    for name, (table, key) in zip(KEY_NAMES, KEYS, strict=True)
-)
-
-# Each list filter walks one of these newest first and stops at its limit.
-CREATE_INDEXES = (
-    f"CREATE INDEX IF NOT EXISTS {RUNS}_position ON {RUNS} (position)",
-    f"CREATE INDEX IF NOT EXISTS {RUNS}_status ON {RUNS} (status, position)",
-    f"CREATE INDEX IF NOT EXISTS {RUNS}_family ON {RUNS} (family, position)",
-    f"CREATE INDEX IF NOT EXISTS {RUNS}_dataset ON {RUNS} (dataset_fingerprint, position)",
-    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_position ON {CHECKPOINTS} (position)",
-    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_run ON {CHECKPOINTS} (run_id, position)",
-    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_family ON {CHECKPOINTS} (family, position)",
-    f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_deployable ON {CHECKPOINTS} (deployable, position)",
-    f"CREATE INDEX IF NOT EXISTS {EVALS}_position ON {EVALS} (position)",
-    f"CREATE INDEX IF NOT EXISTS {EVALS}_checkpoint ON {EVALS} (checkpoint_id, checkpoint_version)",
-    f"CREATE INDEX IF NOT EXISTS {EVALS}_benchmark ON {EVALS} (benchmark_id, position)",
-    f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict ON {EVALS} (verdict, position)",
-    f"CREATE INDEX IF NOT EXISTS {EVALS}_family ON {EVALS} (family, position)",
-)
-
-
-INDEX_NAMES = tuple(statement.split()[5] for statement in CREATE_INDEXES)
-
-
-def _insert(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-
-
-INSERT_RUN = _insert(RUNS, RunRecord._fields)
-INSERT_LINK = _insert(LINKS, LinkFact._fields)
-INSERT_CHECKPOINT = _insert(CHECKPOINTS, CheckpointRecord._fields)
-INSERT_EVAL = _insert(EVALS, EvalFact._fields)
-INSERT_DEPLOYABILITY = _insert(DEPLOYABILITY, DeployabilityFact._fields)
-UPDATE_START = (
-    f"UPDATE {RUNS} SET started_at = ?, host = ?, pid = ?, trainer_log_path = ? WHERE run_id = ?"
-)
-UPDATE_COMPLETION = (
-    f"UPDATE {RUNS} SET completed_at = ?, result_digest = ?, trainer_result = ? WHERE run_id = ?"
-)
-UPDATE_FAILURE = (
-    f"UPDATE {RUNS} SET failed_at = ?, failure_reason = ?, result_digest = ?, "
-    "trainer_result = ? WHERE run_id = ?"
-)
-# Deployability only moves forward in version, whatever order a page applies it in.
-UPDATE_DEPLOYABLE = (
-    f"UPDATE {CHECKPOINTS} SET deployable = ?, deployability_version = ? "
-    "WHERE checkpoint_id = ? AND deployability_version < ?"
-)
-# During a rebuild, without the key indexes, rows of earlier pages are updated by rowid.
-UPDATE_START_ROW = UPDATE_START.replace("WHERE run_id = ?", "WHERE rowid = ?")
-UPDATE_COMPLETION_ROW = UPDATE_COMPLETION.replace("WHERE run_id = ?", "WHERE rowid = ?")
-UPDATE_FAILURE_ROW = UPDATE_FAILURE.replace("WHERE run_id = ?", "WHERE rowid = ?")
-UPDATE_DEPLOYABLE_ROW = UPDATE_DEPLOYABLE.replace("WHERE checkpoint_id = ?", "WHERE rowid = ?")
-START_TRACKING = (
-    "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0) "
-    "ON CONFLICT (application_name) DO NOTHING"
-)
-MOVE_TRACKING = (
-    "UPDATE tracking SET notification_id = ? "
-    "WHERE application_name = ? AND notification_id = ? RETURNING notification_id"
-)
-RESET_TRACKING = (
-    "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0) "
-    "ON CONFLICT (application_name) DO UPDATE SET notification_id = 0"
-)
-
-STATUS_AT = (
-    "(CASE WHEN failed_at <= ? THEN 'failed' WHEN completed_at <= ? THEN 'completed' "
-    "WHEN started_at <= ? THEN 'running' ELSE 'pending' END)"
-)
-DEPLOYABLE_AT = (
-    f"COALESCE((SELECT d.deployable FROM {DEPLOYABILITY} d "
-    f"WHERE d.checkpoint_id = {CHECKPOINTS}.checkpoint_id AND d.changed_at <= ? "
-    "ORDER BY d.checkpoint_version DESC LIMIT 1), 0)"
-)
-
-RUN_COLUMNS = ", ".join(RunRecord._fields)
-CHECKPOINT_COLUMNS = ", ".join(CheckpointRecord._fields)
-EVAL_COLUMNS = ", ".join(EvalFact._fields)
-LINK_COLUMNS = ", ".join(LinkFact._fields)
-DEPLOYABILITY_COLUMNS = ", ".join(DeployabilityFact._fields)
-
-# SQLite allows 32766 parameters a statement; ids go in chunks well below that.
-CHUNK = 500
-
-
-def _unchanged(value: None) -> None:
-    return value
-
-
-# Python's sqlite3 binds None as NULL only after looking for an adapter for
-# it (a registry lookup, then two attribute lookups, all failing): that costs
-# four times the binding of an int, and a rebuild binds about ten Nones per
-# lifecycle. A registered adapter ends the search at once. It changes
-# nothing that is bound.
-sqlite3.register_adapter(type(None), _unchanged)
+# The library's tracking table of a SQLite store.
+_START_TRACKING = START_TRACKING.format(tracking="tracking")
+_MOVE_TRACKING = MOVE_TRACKING.format(tracking="tracking")
+_RESET_TRACKING = RESET_TRACKING.format(tracking="tracking")
 
 REBUILD_CACHE_KIB = 256 * 1024
 """The page cache of a rebuild's transactions (at most; SQLite allocates as it goes)."""
@@ -306,21 +159,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             return
         with self._view_transaction() as c:
             self._move_tracking(c, tracking, previous)
-            c.executemany(INSERT_RUN, batch.runs)
-            c.executemany(INSERT_CHECKPOINT, batch.checkpoints)
-            c.executemany(INSERT_LINK, batch.links)
-            c.executemany(INSERT_EVAL, batch.evals)
-            c.executemany(INSERT_DEPLOYABILITY, batch.deployability)
-            c.executemany(UPDATE_START, batch.starts)
-            c.executemany(UPDATE_COMPLETION, batch.completions)
-            c.executemany(UPDATE_FAILURE, batch.failures)
-            c.executemany(
-                UPDATE_DEPLOYABLE,
-                [
-                    (d.deployable, d.checkpoint_version, d.checkpoint_id, d.checkpoint_version)
-                    for d in batch.deployability_updates
-                ],
-            )
+            for statement, rows in batch_writes(batch):
+                c.executemany(statement, rows)
 
     def _apply_deferred(
         self, deferred: DeferredKeys, batch: FactBatch, tracking: Tracking, previous: int
@@ -351,8 +191,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         # turn) before it reads anything, so the compare-and-set sees the
         # latest position.
         if previous == 0:
-            c.execute(START_TRACKING, (tracking.application_name,))
-        c.execute(MOVE_TRACKING, (tracking.notification_id, tracking.application_name, previous))
+            c.execute(_START_TRACKING, (tracking.application_name,))
+        c.execute(_MOVE_TRACKING, (tracking.notification_id, tracking.application_name, previous))
         if c.fetchone() is None:
             raise StaleTrackingError(
                 f"view is not at position {previous}; another process moved it"
@@ -363,7 +203,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         # much faster than keeping them up to date row by row. Should the
         # rebuild be interrupted, the next open of the store creates them.
         with self._view_transaction() as c:
-            c.execute(RESET_TRACKING, (application_name,))
+            c.execute(_RESET_TRACKING, (application_name,))
             for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
             for table in TABLES:
@@ -483,274 +323,3 @@ def _ids_of(rows: Sequence[tuple[Any, ...]]) -> list[str]:
 def _last_rowid(c: SQLiteCursor, table: str) -> int:
     c.execute(f"SELECT max(rowid) FROM {table}")
     return int(c.fetchone()[0] or 0)
-
-
-class _Select:
-    """A SELECT with optional conditions."""
-
-    def __init__(self, head: str) -> None:
-        self.head = head
-        self.conditions: list[str] = []
-        self.params: list[Any] = []
-
-    def where(self, condition: str, *params: Any) -> _Select:
-        self.conditions.append(condition)
-        self.params.extend(params)
-        return self
-
-    def sql(self, tail: str = "") -> str:
-        where = f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
-        return f"{self.head}{where}{tail}"
-
-
-def _chunks(ids: Sequence[str] | None) -> list[Sequence[str] | None]:
-    if ids is None:
-        return [None]
-    unique = list(dict.fromkeys(ids))
-    return [unique[i : i + CHUNK] for i in range(0, len(unique), CHUNK)]
-
-
-def _among(column: str, ids: Sequence[str]) -> str:
-    return f"{column} IN ({', '.join('?' for _ in ids)})"
-
-
-Row = TypeVar("Row", RunRecord, CheckpointRecord, EvalFact)
-
-
-class SQLFactReader(FactReader):
-    """Reads of the view tables in one transaction, through a DB-API cursor.
-
-    Statements are written with `?` parameters; `placeholder` replaces them
-    (`%s` for psycopg), and rows may be tuples, `sqlite3.Row`s or dicts.
-    """
-
-    log_table: str | None = None
-    """The SQLite events table of the log, when it is in this database."""
-
-    def __init__(
-        self,
-        cursor: Any,
-        *,
-        placeholder: str = "?",
-        tracking_table: str = "tracking",
-        log_table: str | None = None,
-    ) -> None:
-        self.c = cursor
-        self.placeholder = placeholder
-        self.tracking_table = tracking_table
-        self.log_table = log_table
-
-    def log_position(self) -> int | None:
-        if self.log_table is None:
-            return None
-        rows = self._rows(f"SELECT MAX(rowid) FROM {self.log_table}", ())
-        return int(rows[0][0] or 0)
-
-    def stored_events(self, positions: Sequence[int]) -> list[StoredRow] | None:
-        if self.log_table is None:
-            return None
-        wanted = sorted(set(positions))
-        rows: list[StoredRow] = []
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            select = SELECT_ROWS.format(table=self.log_table) + f"WHERE rowid IN ({marks})"
-            rows.extend(cast("list[StoredRow]", self._rows(select, chunk)))
-        return rows
-
-    def position(self, application_name: str) -> int:
-        rows = self._rows(
-            f"SELECT notification_id FROM {self.tracking_table} WHERE application_name = ?",
-            (application_name,),
-        )
-        return int(rows[0][0]) if rows else 0
-
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if self.placeholder != "?":
-            sql = sql.replace("?", self.placeholder)
-        self.c.execute(sql, params)
-        return [
-            tuple(row.values()) if isinstance(row, dict) else tuple(row)
-            for row in self.c.fetchall()
-        ]
-
-    def _newest_first(
-        self,
-        head: str,
-        build: Callable[[_Select, Sequence[str] | None], _Select],
-        make: Callable[..., Row],
-        ids: Sequence[str] | None,
-        limit: int | None,
-    ) -> list[Row]:
-        found: list[Row] = []
-        for chunk in _chunks(ids):
-            select = build(_Select(head), chunk)
-            tail = " ORDER BY position DESC"
-            params = list(select.params)
-            if limit is not None:
-                tail += " LIMIT ?"
-                params.append(limit)
-            found.extend(make(*row) for row in self._rows(select.sql(tail), params))
-        if ids is not None and len(found) > 1:
-            found.sort(key=lambda record: record.position, reverse=True)
-        return found if limit is None else found[:limit]
-
-    def runs(
-        self,
-        *,
-        ids: Sequence[str] | None = None,
-        status: str | None = None,
-        family: str | None = None,
-        dataset_fingerprint: str | None = None,
-        as_of: int | None = None,
-        limit: int | None = None,
-    ) -> list[RunRecord]:
-        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
-            if chunk is not None:
-                select.where(_among("run_id", chunk), *chunk)
-            if as_of is not None:
-                select.where("created_at <= ?", as_of)
-            if status is not None:
-                if as_of is None:
-                    select.where("status = ?", status)
-                else:
-                    select.where(f"{STATUS_AT} = ?", as_of, as_of, as_of, status)
-            if family is not None:
-                select.where("family = ?", family)
-            if dataset_fingerprint is not None:
-                select.where("dataset_fingerprint = ?", dataset_fingerprint)
-            return select
-
-        head = f"SELECT {RUN_COLUMNS} FROM {RUNS}"
-        return self._newest_first(head, build, RunRecord, ids, limit)
-
-    def checkpoints(
-        self,
-        *,
-        ids: Sequence[str] | None = None,
-        run_ids: Sequence[str] | None = None,
-        family: str | None = None,
-        deployable: bool | None = None,
-        as_of: int | None = None,
-        limit: int | None = None,
-    ) -> list[CheckpointRecord]:
-        if ids is not None and run_ids is not None:
-            raise ValueError("select checkpoints by ids or by run ids, not both")
-        column, keys = ("checkpoint_id", ids) if run_ids is None else ("run_id", run_ids)
-
-        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
-            if chunk is not None:
-                select.where(_among(column, chunk), *chunk)
-            if as_of is not None:
-                select.where("created_at <= ?", as_of)
-            if family is not None:
-                select.where("family = ?", family)
-            if deployable is not None:
-                if as_of is None:
-                    select.where("deployable = ?", int(deployable))
-                else:
-                    select.where(f"{DEPLOYABLE_AT} = ?", as_of, int(deployable))
-            return select
-
-        head = f"SELECT {CHECKPOINT_COLUMNS} FROM {CHECKPOINTS}"
-        return self._newest_first(head, build, CheckpointRecord, keys, limit)
-
-    def evals(
-        self,
-        *,
-        checkpoint_ids: Sequence[str] | None = None,
-        benchmark_id: str | None = None,
-        verdict: str | None = None,
-        family: str | None = None,
-        as_of: int | None = None,
-        limit: int | None = None,
-    ) -> list[EvalFact]:
-        def build(select: _Select, chunk: Sequence[str] | None) -> _Select:
-            if chunk is not None:
-                select.where(_among("checkpoint_id", chunk), *chunk)
-            if as_of is not None:
-                select.where("attached_at <= ?", as_of)
-            if benchmark_id is not None:
-                select.where("benchmark_id = ?", benchmark_id)
-            if verdict is not None:
-                select.where("verdict = ?", verdict)
-            if family is not None:
-                select.where("family = ?", family)
-            return select
-
-        head = f"SELECT {EVAL_COLUMNS} FROM {EVALS}"
-        return self._newest_first(head, build, EvalFact, checkpoint_ids, limit)
-
-    def links(self, run_ids: Sequence[str], as_of: int | None) -> list[LinkFact]:
-        found: list[LinkFact] = []
-        for chunk in _chunks(run_ids):
-            assert chunk is not None
-            select = _Select(f"SELECT {LINK_COLUMNS} FROM {LINKS}")
-            select.where(_among("run_id", chunk), *chunk)
-            if as_of is not None:
-                select.where("linked_at <= ?", as_of)
-            rows = self._rows(select.sql(" ORDER BY run_id, run_version"), select.params)
-            found.extend(LinkFact(*row) for row in rows)
-        return found
-
-    def deployability(
-        self, checkpoint_ids: Sequence[str], as_of: int | None
-    ) -> list[DeployabilityFact]:
-        found: list[DeployabilityFact] = []
-        for chunk in _chunks(checkpoint_ids):
-            assert chunk is not None
-            select = _Select(f"SELECT {DEPLOYABILITY_COLUMNS} FROM {DEPLOYABILITY}")
-            select.where(_among("checkpoint_id", chunk), *chunk)
-            if as_of is not None:
-                select.where("changed_at <= ?", as_of)
-            tail = " ORDER BY checkpoint_id, checkpoint_version"
-            found.extend(
-                DeployabilityFact(*row) for row in self._rows(select.sql(tail), select.params)
-            )
-        return found
-
-    def counts(self, as_of: int | None) -> Counts:
-        if as_of is None:
-            by_status = self._rows(f"SELECT status, COUNT(*) FROM {RUNS} GROUP BY status", ())
-            checkpoints = self._rows(
-                f"SELECT COUNT(*), COALESCE(SUM(deployable), 0) FROM {CHECKPOINTS}", ()
-            )
-            by_verdict = self._rows(f"SELECT verdict, COUNT(*) FROM {EVALS} GROUP BY verdict", ())
-        else:
-            by_status = self._rows(
-                f"SELECT {STATUS_AT}, COUNT(*) FROM {RUNS} WHERE created_at <= ? GROUP BY 1",
-                (as_of, as_of, as_of, as_of),
-            )
-            checkpoints = self._rows(
-                f"SELECT COUNT(*), COALESCE(SUM({DEPLOYABLE_AT}), 0) FROM {CHECKPOINTS} "
-                "WHERE created_at <= ?",
-                (as_of, as_of),
-            )
-            by_verdict = self._rows(
-                f"SELECT verdict, COUNT(*) FROM {EVALS} WHERE attached_at <= ? GROUP BY verdict",
-                (as_of,),
-            )
-        total, deployable = checkpoints[0]
-        return Counts(
-            {row[0]: row[1] for row in by_status},
-            int(total),
-            int(deployable),
-            {row[0]: row[1] for row in by_verdict},
-        )
-
-    def dump(self) -> ViewDump:
-        def table(columns: str, name: str) -> list[tuple[object, ...]]:
-            rows = self._rows(f"SELECT {columns} FROM {name}", ())
-            rows.sort()
-            return rows
-
-        return {
-            "runs": table(RUN_COLUMNS, RUNS),
-            "links": table(LINK_COLUMNS, LINKS),
-            "checkpoints": table(CHECKPOINT_COLUMNS, CHECKPOINTS),
-            "evals": table(EVAL_COLUMNS, EVALS),
-            "deployability": table(DEPLOYABILITY_COLUMNS, DEPLOYABILITY),
-        }
-
-
-_SQLiteReader = SQLFactReader  # the name `projections.postgres_view` imports

@@ -24,7 +24,7 @@ import pytest
 from tests.projection_support import Oracle, copy_log, logged_events, scripted_history
 from tests.support import REPO
 from trainledger.adapters.memory.view import MemoryLedgerView
-from trainledger.adapters.sqlite.view import INDEX_NAMES, KEY_NAMES
+from trainledger.adapters.sqlite.view_schema import INDEX_NAMES, KEY_NAMES
 from trainledger.adapters.store import open_ledger
 from trainledger.projections.read_model import ProjectionReadModel
 from trainledger.service.ledger import TrainingLedger

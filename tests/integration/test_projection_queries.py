@@ -31,7 +31,7 @@ from tests.projection_support import (
     scripted_history,
     summaries,
 )
-from trainledger.adapters.sqlite.view import INDEX_NAMES
+from trainledger.adapters.sqlite.view_schema import INDEX_NAMES
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
 from trainledger.domain.errors import (

@@ -19,7 +19,8 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from tests.projection_support import scripted_history
 from trainledger.adapters.sqlite.log import SQLiteLogReader
-from trainledger.adapters.sqlite.view import INDEX_NAMES, KEY_NAMES, RUN_COLUMNS, SQLiteLedgerView
+from trainledger.adapters.sqlite.view import SQLiteLedgerView
+from trainledger.adapters.sqlite.view_schema import INDEX_NAMES, KEY_NAMES, RUN_COLUMNS
 from trainledger.adapters.store import open_ledger
 from trainledger.projections.facts import FactBatch
 from trainledger.projections.projection import record_facts

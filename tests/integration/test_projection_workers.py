@@ -23,7 +23,7 @@ from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
 from trainledger.adapters.sqlite import log_workers
 from trainledger.adapters.sqlite.log import SQLiteLogReader
 from trainledger.adapters.sqlite.log_workers import WorkerPages
-from trainledger.adapters.sqlite.view import INDEX_NAMES
+from trainledger.adapters.sqlite.view_schema import INDEX_NAMES
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import CorruptStoreError
 from trainledger.projections.log import FactPage, LogReader

@@ -15,7 +15,13 @@ from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import EvalSummary, ExperimentSpec
 from trainledger.domain.errors import CorruptStoreError
-from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun, command_context
+from trainledger.domain.model import (
+    Checkpoint,
+    LedgerAggregate,
+    TrainingRun,
+    command_context,
+    stored_classes,
+)
 from trainledger.projections import projection
 from trainledger.projections.log import LogReader
 from trainledger.projections.projection import READ_VERSIONS, TRANSLATIONS, record_facts
@@ -93,17 +99,9 @@ def _stored_names(model: type[BaseModel]) -> set[str]:
 @pytest.mark.parametrize(
     ("state_type", "model"),
     [
-        (projection.RunRegisteredState, TrainingRun.Registered),
+        *((t.state, stored_classes()[topic]) for topic, t in TRANSLATIONS.items()),
         (projection.SpecState, ExperimentSpec),
-        (projection.RunStartedState, TrainingRun.Started),
-        (projection.RunCompletedState, TrainingRun.Completed),
-        (projection.RunFailedState, TrainingRun.Failed),
-        (projection.CheckpointLinkedState, TrainingRun.CheckpointLinked),
-        (projection.CheckpointRegisteredState, Checkpoint.Registered),
-        (projection.EvalAttachedState, Checkpoint.EvalAttached),
         (projection.EvalSummaryState, EvalSummary),
-        (projection.MarkedDeployableState, Checkpoint.MarkedDeployable),
-        (projection.DeployabilityRevokedState, Checkpoint.DeployabilityRevoked),
     ],
 )
 def test_the_translations_read_fields_their_events_store(
