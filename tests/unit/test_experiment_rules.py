@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import ExperimentSpec, code_hash
 from trainledger.domain.errors import (
     DatasetError,
@@ -22,7 +23,6 @@ from trainledger.domain.experiment import (
     build_spec,
     family_suits_profile,
 )
-from trainledger.service.ledger import TrainingLedger
 
 DATASET = DatasetDigest("a6468e43d3336456", 48, "/data/sample.jsonl")
 EXPERIMENT_ID = "3f1c2b9e-8a7d-4e6f-9b0a-1c2d3e4f5a6b"
@@ -150,9 +150,10 @@ def test_local_editor_is_refused_unless_enabled() -> None:
 
 @pytest.mark.parametrize(("value", "enabled"), [("1", True), ("0", False), ("true", False)])
 def test_the_application_reads_the_local_editor_switch_from_the_environment(
-    ledger: TrainingLedger, monkeypatch: pytest.MonkeyPatch, value: str, enabled: bool
+    monkeypatch: pytest.MonkeyPatch, value: str, enabled: bool
 ) -> None:
     monkeypatch.setenv("TRAINLEDGER_ENABLE_LOCAL_EDITOR", value)
+    ledger = open_ledger("memory://")  # the environment as the ledger was opened
     editor = reader_request(profile="local-editor", family="code-editor-7b")
 
     def create() -> dict[str, Any]:
