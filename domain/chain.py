@@ -55,17 +55,17 @@ def canonical_event_bytes(
     payload = dict(state)
     for key in NOT_PAYLOAD:
         payload.pop(key, None)
-    document = {  # in sorted key order
-        "actor": state["actor"],
+    document = {
         "aggregateId": aggregate_id,
-        "idempotencyKey": state.get("idempotencyKey"),
-        "payload": _sorted(payload),
-        "previousHash": state["previousHash"],
-        "timestamp": state["timestamp"],
-        "type": type_name,
         "version": version,
+        "type": type_name,
+        "timestamp": state["timestamp"],
+        "actor": state["actor"],
+        "idempotencyKey": state.get("idempotencyKey"),
+        "previousHash": state["previousHash"],
+        "payload": payload,
     }
-    return _json_writer()(document)
+    return _json_writer()(_sorted(document))
 
 
 def _sorted(value: Any) -> Any:
