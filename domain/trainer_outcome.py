@@ -182,6 +182,12 @@ def assess_result(
         if result.artifact is not None:
             problems.append("a dry_run result must carry no artifact")
     elif result.status == "completed":
+        if spec.backend == "dry-run":
+            # The seed's contract: a dry run must not produce a deployable checkpoint.
+            problems.append(
+                "status completed is not valid for a dry-run spec: "
+                "a dry-run spec must not produce a checkpoint"
+            )
         if result.artifact is None:
             problems.append("a completed result needs an artifact, and it has none")
         else:
