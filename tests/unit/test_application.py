@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, existing_artifact
 from trainledger.adapters.files import load_dataset
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import GENESIS_HASH
@@ -75,7 +75,7 @@ def register(ledger: TrainingLedger, run_id: str, key: str | None = None) -> str
     document = ledger.register_checkpoint(
         run_id,
         family=READER_FAMILY,
-        artifact_path="/runs/out/adapter",
+        artifact_path=existing_artifact(),
         actor="alice",
         idempotency_key=key,
     )
