@@ -17,24 +17,29 @@ CHUNK = 1 << 20
 
 
 def load_dataset(path: str) -> DatasetDigest:
-    """Fingerprint a JSONL dataset: content digest and non-blank line count."""
+    """Fingerprint a JSONL dataset: content digest, non-blank line count, first bad line."""
     # Imported here: only `experiment create` reads a dataset (start-up time).
-    from trainledger.domain.experiment import DatasetDigest
+    from trainledger.domain.experiment import DatasetDigest, sample_problem
 
     file = Path(path)
     if not file.is_file():
         raise DatasetError(f"dataset {path!r} does not exist or is not a file")
     content = hashlib.sha256()
     sample_count = 0
+    problem: str | None = None
     try:
         with file.open("rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 content.update(line)
                 if line.strip():
                     sample_count += 1
+                    if problem is None and (wrong := sample_problem(line)) is not None:
+                        problem = f"line {number}: {wrong}"
     except OSError as error:
         raise DatasetError(f"cannot read dataset {path!r}: {error.strerror}") from None
-    return DatasetDigest.from_content(content.hexdigest()[:16], sample_count, str(file.resolve()))
+    return DatasetDigest.from_content(
+        content.hexdigest()[:16], sample_count, str(file.resolve()), problem
+    )
 
 
 ARTIFACT_BYTE_LIMIT = 8 << 30

@@ -159,7 +159,8 @@ def test_two_experiments_get_distinct_ids(ledger: TrainingLedger) -> None:
 
 def test_a_dataset_file_is_fingerprinted(ledger: TrainingLedger, tmp_path: Path) -> None:
     dataset = tmp_path / "train.jsonl"
-    dataset.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
+    sample = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
+    dataset.write_text(f"{sample}\n\n{sample}\n")
     created = ledger.create_experiment(reader_request(), dataset_path=str(dataset), actor="alice")
     expected = load_dataset(str(dataset))
     assert created["spec"]["datasetFingerprint"] == expected.fingerprint
