@@ -151,6 +151,8 @@ class ExperimentRequest:
     benchmark_export_id: str
     output_dir: str
     dataset_export_id: str | None = None
+    dataset_export_path: str | None = None
+    """Where the trainer finds the dataset, when a fingerprint is given instead of a file."""
     tier: str | None = None
     training_mode: str = "orpo"
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
@@ -249,6 +251,8 @@ def build_spec(
     # 6-7. fingerprints (the dataset is read only now), ids, the rest of the spec
     dataset = load_dataset()
     dataset.require_samples()
+    if dataset.path is not None and request.dataset_export_path is not None:
+        raise ValidationError("a dataset export path goes with a fingerprint, not a dataset file")
     return ExperimentSpec(
         experimentId=experiment_id,
         backend=request.backend,
@@ -257,7 +261,11 @@ def build_spec(
         targetModelFamily=request.family,
         hardwareTier=tier,
         datasetExportId=request.dataset_export_id or f"dataset-{dataset.fingerprint}",
-        datasetExportPath=dataset.path,
+        # A fingerprint without a path: "" says there is no file, and a trainer
+        # that treats the path as a string (the seed's contract) does not crash.
+        datasetExportPath=(
+            dataset.path if dataset.path is not None else request.dataset_export_path or ""
+        ),
         datasetFingerprint=dataset.fingerprint,
         benchmarkExportId=request.benchmark_export_id,
         outputDir=request.output_dir,
