@@ -32,6 +32,12 @@ ERROR_EXIT = 1
 USAGE_EXIT = 2
 INTEGRITY_EXIT = 3
 """`verify` found an integrity failure."""
+INTERRUPTED_EXIT = 130
+"""Ctrl-C (SIGINT), as shells report it: 128 + 2."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised on SIGTERM: stops a command like Ctrl-C does, but exits 1, not 130."""
 
 
 @dataclass
@@ -144,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         returned = cli.main(args=args, prog_name="trainledger", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.Abort:
+    except click.Abort as error:
+        if type(error.__cause__) is KeyboardInterrupt:  # Ctrl-C, not SIGTERM (`Stopped`)
+            output.emit_error(json_mode, "interrupted", "interrupted")
+            sys.exit(INTERRUPTED_EXIT)
         output.emit_error(json_mode, "aborted", "aborted")
         sys.exit(ERROR_EXIT)
     except click.UsageError as error:

@@ -51,6 +51,13 @@ def parse_assignment(text: str) -> tuple[str, float | int]:
 @click.option("--dataset-fingerprint", default=None, help="16-hex fingerprint instead of a file.")
 @click.option("--sample-count", type=int, default=None, help="Samples, with --dataset-fingerprint.")
 @click.option("--dataset-export-id", default=None)
+@click.option(
+    "--dataset-export-path",
+    default=None,
+    metavar="PATH",
+    help="With --dataset-fingerprint: where the trainer finds the dataset (else the spec's "
+    'datasetExportPath is "": no file).',
+)
 @click.option("--benchmark-export-id", required=True)
 @click.option("--output-dir", required=True, help="Where the trainer writes its artifacts.")
 @click.option("--tier", default=None, help="consumer-gpu | small-gpu | cpu-experimental")
@@ -68,6 +75,7 @@ def experiment_create(
     dataset_fingerprint: str | None,
     sample_count: int | None,
     dataset_export_id: str | None,
+    dataset_export_path: str | None,
     benchmark_export_id: str,
     output_dir: str,
     tier: str | None,
@@ -84,6 +92,10 @@ def experiment_create(
         raise click.UsageError("give exactly one of --dataset or --dataset-fingerprint")
     if sample_count is not None and dataset_fingerprint is None:
         raise click.UsageError("--sample-count goes with --dataset-fingerprint")
+    if dataset_export_path is not None and dataset_fingerprint is None:
+        raise click.UsageError("--dataset-export-path goes with --dataset-fingerprint")
+    if dataset_export_path is not None and not dataset_export_path.strip():
+        raise click.UsageError("--dataset-export-path must not be empty")
     hyperparameters = dict(parse_assignment(a) for a in hp)
     budget: dict[str, Any] = {}
     if budget_minutes is not None:
@@ -97,6 +109,9 @@ def experiment_create(
         benchmark_export_id=benchmark_export_id,
         output_dir=str(Path(output_dir).absolute()),
         dataset_export_id=dataset_export_id,
+        dataset_export_path=(
+            None if dataset_export_path is None else str(Path(dataset_export_path).absolute())
+        ),
         tier=tier,
         hyperparameters=hyperparameters,
         budget=budget,

@@ -17,7 +17,15 @@ import click
 
 from trainledger.adapters.trainer import read_capped
 from trainledger.cli import output
-from trainledger.cli.app import ERROR_EXIT, Session, cli, idempotency_option, pass_session, run
+from trainledger.cli.app import (
+    ERROR_EXIT,
+    Session,
+    Stopped,
+    cli,
+    idempotency_option,
+    pass_session,
+    run,
+)
 from trainledger.cli.text import reconcile_text, training_text
 from trainledger.domain.errors import ValidationError
 
@@ -35,8 +43,8 @@ def finish_training(session: Session, document: dict[str, Any]) -> None:
 
 
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Being stopped (SIGTERM) is handled like Ctrl-C: the trainer is killed, the run failed."""
-    raise KeyboardInterrupt
+    """Being stopped (SIGTERM) is handled like Ctrl-C: the trainer is stopped, the run failed."""
+    raise Stopped
 
 
 @cli.command("train")

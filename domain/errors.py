@@ -125,3 +125,15 @@ class ViewsInconsistentError(StoreError):
     """A projection's tables refused the log's events: they were changed outside the ledger."""
 
     code = "views_inconsistent"
+
+
+class TrainerNotStartedError(LedgerError):
+    """The trainer could not be started (no such script, not a file); nothing was recorded."""
+
+    code = "trainer_not_started"
+
+
+class ArtifactError(LedgerError):
+    """An artifact cannot be hashed within its bounds, or leads outside itself."""
+
+    code = "artifact_refused"

@@ -69,7 +69,7 @@ def _no_dataset_loader(path: str) -> DatasetDigest:
     raise DatasetError(f"cannot read dataset {path!r}: no dataset loader configured")
 
 
-def _no_artifact_digest(_: str) -> str | None:
+def _no_artifact_digest(path: str, *, deadline: float | None = None) -> str | None:
     return None
 
 

@@ -145,5 +145,12 @@ ReadModelFactory = Callable[[Any], ReadModel]
 DatasetLoader = Callable[[str], "DatasetDigest"]
 """Reads and fingerprints a JSONL dataset file."""
 
-ArtifactDigester = Callable[[str], "str | None"]
-"""The content digest of an artifact file or directory; None when the path does not exist."""
+
+class ArtifactDigester(Protocol):
+    """The content digest of an artifact file or directory; None when the path does not exist.
+
+    Raises `ArtifactError` when the artifact is too large, leads outside itself,
+    or is not hashed by `deadline` (a `time.monotonic()` value).
+    """
+
+    def __call__(self, path: str, *, deadline: float | None = None) -> str | None: ...

@@ -23,7 +23,14 @@ from uuid import uuid4
 import pytest
 
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
-from tests.support import READER_FAMILY, Cli, eval_summary, experiment_args, keyboard_interrupts
+from tests.support import (
+    READER_FAMILY,
+    Cli,
+    eval_summary,
+    experiment_args,
+    keyboard_interrupts,
+    write_artifact,
+)
 from trainledger.adapters.store import open_ledger
 
 STATS_FIELDS = {
@@ -69,10 +76,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     run = create_run(ledger, READER_FAMILY, DATASETS[0])
     ledger.start_run(run, actor=ACTOR, host="gpu-7", pid=4242)
     checkpoint = ledger.register_checkpoint(
-        run, family=READER_FAMILY, artifact_path=str(directory / "adapter"), actor=ACTOR
+        run, family=READER_FAMILY, artifact_path=write_artifact(directory, "adapter"), actor=ACTOR
     )["checkpointId"]
     other = ledger.register_checkpoint(
-        run, family=READER_FAMILY, artifact_path=str(directory / "adapter-2"), actor=ACTOR
+        run, family=READER_FAMILY, artifact_path=write_artifact(directory, "adapter-2"), actor=ACTOR
     )["checkpointId"]
     running_at = moment()
     ledger.complete_run(run, actor=ACTOR)

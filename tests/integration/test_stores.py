@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import (
     DeployabilityError,
@@ -62,7 +62,7 @@ def deployable_checkpoint(ledger: TrainingLedger, tmp_path: Path) -> tuple[str, 
     run_id = new_run(ledger, tmp_path)
     ledger.start_run(run_id, actor="alice")
     checkpoint_id: str = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "adapter"), actor="alice"
+        run_id, family=READER_FAMILY, artifact_path=write_artifact(tmp_path), actor="alice"
     )["checkpointId"]
     ledger.complete_run(run_id, actor="alice")
     ledger.attach_eval(
@@ -129,7 +129,7 @@ def test_refused_commands_record_nothing(ledger: TrainingLedger, tmp_path: Path)
     running = new_run(ledger, tmp_path)
     ledger.start_run(running, actor="alice")
     other: str = ledger.register_checkpoint(
-        running, family=READER_FAMILY, artifact_path=str(tmp_path / "b"), actor="alice"
+        running, family=READER_FAMILY, artifact_path=write_artifact(tmp_path, "b"), actor="alice"
     )["checkpointId"]
     before = snapshot(ledger)
 
