@@ -97,6 +97,12 @@ class StoreError(LedgerError):
     code = "store_error"
 
 
+class NoLedgerError(StoreError):
+    """A query named a store that holds no ledger; only a command that records creates one."""
+
+    code = "no_ledger"
+
+
 class CorruptStoreError(StoreError):
     """A stored event cannot be read back: the store was modified outside the ledger."""
 

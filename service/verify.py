@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainledger.domain.chain import IntegrityFailure, LogVerifier
+from trainledger.domain.chain import IntegrityFailure, LogVerifier, parse_digest
 from trainledger.domain.errors import LedgerError
 from trainledger.service.unit_of_work import Outcome
 
@@ -47,6 +47,8 @@ class Verification:
         names the first bad position. Views a worker finds different are
         compared here in full, which says how.
         """
+        if digest is not None:
+            digest = parse_digest(digest)
         report = self._verify_in_parallel(digest, progress)
         return report if report is not None else self._verify_in_one_pass(digest, progress)
 

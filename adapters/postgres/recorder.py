@@ -38,14 +38,15 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment, get_topic, retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.domain.errors import StoreError
+from trainledger.domain.errors import NoLedgerError, StoreError
 from trainledger.service.ports import LogCheck, Reservation
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
+CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
 RESERVATIONS_TABLE = "ledger_reservations"
 LOG_CHAIN_TABLE = "ledger_log_chain"
 
@@ -274,15 +275,27 @@ class LedgerPostgresFactory(PostgresFactory):
 
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
-        self._probe()
+        self._probe(create=self.env.get(CREATE_ENV) != "0")
 
-    def _probe(self) -> None:
-        """Connect once, so a bad address or credential fails now, in one line."""
+    def _probe(self, *, create: bool) -> None:
+        """Connect once, so a bad address or credential fails now, in one line.
+
+        Without `create` (a query), the database must hold a ledger already.
+        """
         timeout = int(self.env.get(PROBE_TIMEOUT_ENV) or "10")
         try:
-            with connect(self.datastore, connect_timeout=timeout):
-                pass
-        except OperationalError:
+            with connect(self.datastore, connect_timeout=timeout) as connection:
+                if not create:
+                    events = f"{self.env.name.lower() or 'stored'}_events"
+                    table = f'"{self.datastore.schema}"."{events}"'
+                    cursor = connection.cursor(row_factory=tuple_row)
+                    row = cursor.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+                    if row is None or row[0] is None:
+                        raise NoLedgerError(
+                            f"no ledger in database {self.env.get('POSTGRES_DBNAME')!r} "
+                            "(a command that records something creates one)"
+                        )
+        except (OperationalError, NoLedgerError):
             self.datastore.close()
             raise
 
