@@ -25,6 +25,12 @@ class ValidationError(LedgerError):
     code = "invalid_input"
 
 
+class ControlCharacterError(ValidationError):
+    """Text holds NUL, another C0 control character (but tab and newline) or a lone surrogate."""
+
+    code = "control_character"
+
+
 class ProfileNotEnabledError(LedgerError):
     code = "profile_not_enabled"
 
