@@ -91,6 +91,9 @@ class LedgerRecorder(Protocol):
     def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
         """The log chain links the ledger wrote for positions in (after, upto]."""
 
+    def log_chain_end(self) -> int:
+        """The last position the log chain has a link for (0: none)."""
+
     def start_log_check(
         self, *, digest: str | None, parts: int, minimum: int, application_name: str
     ) -> LogCheck | None:

@@ -102,12 +102,17 @@ class Verification:
             gap_free=self.ledger.ledger_recorder.gap_free_positions,
             expected_digest=digest,
         )
+        # The log as of now: every event up to here was committed with its link
+        # (events first: a link read later may be of an event committed since,
+        # which the pages below then read too). Whatever other processes append
+        # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
+        upto = max(total, self.ledger.ledger_recorder.log_chain_end())
         decode = self.ledger.mapper.transcoder.decode
         after = 0
-        while True:
+        while after < upto:
             page = self.ledger.recorder.select_notifications(
-                start=after, limit=self.PAGE, inclusive_of_start=False
+                start=after, limit=self.PAGE, stop=upto, inclusive_of_start=False
             )
             if not page:
                 break
@@ -142,7 +147,7 @@ class Verification:
             if progress is not None:
                 progress(verifier.events, total)
         # Chain entries past the last stored event: events deleted from the end.
-        for position in sorted(self.ledger.ledger_recorder.log_chain(after, None)):
+        for position in sorted(self.ledger.ledger_recorder.log_chain(after, upto)):
             verifier.missing(position)
         failure = verifier.failure
         if failure is None and digest is not None and verifier.digest_matched_at is None:

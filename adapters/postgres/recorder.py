@@ -181,6 +181,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_links_statement = SQL(
             "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s"
         ).format(schema=schema, table=log_chain)
+        self.select_chain_end_statement = SQL(
+            "SELECT MAX(position) AS last FROM {schema}.{table}"
+        ).format(schema=schema, table=log_chain)
         self.select_positions_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version"
@@ -241,6 +244,13 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.select_links_statement, (after, upto or 2**63 - 1))
             return {int(row["position"]): str(row["link"]) for row in curs.fetchall()}
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def log_chain_end(self) -> int:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_chain_end_statement)
+            row = curs.fetchone()
+            return int(row["last"] or 0) if row else 0
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def find_reservation(self, kind: str, key: str) -> bytes | None:

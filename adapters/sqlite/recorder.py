@@ -163,6 +163,12 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 )
             return {int(row["position"]): str(row["link"]) for row in c.fetchall()}
 
+    def log_chain_end(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT MAX(position) AS last FROM {LOG_CHAIN_TABLE}")
+            row = c.fetchone()
+            return int(row["last"] or 0)
+
     def positions(self, originator_id: UUID) -> list[int]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
