@@ -50,7 +50,38 @@ class Verification:
         if digest is not None:
             digest = parse_digest(digest)
         report = self._verify_in_parallel(digest, progress)
-        return report if report is not None else self._verify_in_one_pass(digest, progress)
+        if report is None:
+            report = self._verify_in_one_pass(digest, progress)
+        return self._check_store(report)
+
+    def _check_store(self, report: Outcome) -> Outcome:
+        """The database's own consistency check and the views' tracking record.
+
+        A damaged index answers queries wrongly (a list lost a row) while the
+        rows the log check reads are sound; a tracking position moved past the
+        end of the log makes the views skip every event written below it.
+        """
+        problems = self.ledger.ledger_recorder.store_problems()
+        if problems:
+            failure = IntegrityFailure(
+                report["position"],
+                "the database's own consistency check failed: " + "; ".join(problems[:5]),
+            )
+            return {**report, "ok": False, "failure": report["failure"] or _failure(failure)}
+        if self.ledger.read_model is not None:
+            tracked = self.ledger.read_model.tracked_position()
+            end = max(
+                self.ledger.recorder.max_notification_id() or 0,
+                self.ledger.ledger_recorder.log_chain_end(),
+            )
+            if tracked > end:
+                failure = IntegrityFailure(
+                    end,
+                    f"the views' tracking position {tracked} is past the end of the log "
+                    f"({end}): moved by hand; run `trainledger projections rebuild`",
+                )
+                return {**report, "ok": False, "failure": report["failure"] or _failure(failure)}
+        return report
 
     def _verify_in_parallel(
         self, digest: str | None, progress: Callable[[int, int], None] | None
@@ -192,6 +223,10 @@ def _views_differ(differences: list[str]) -> str:
         + "; ".join(differences)
         + "); run `trainledger projections rebuild`"
     )
+
+
+def _failure(failure: IntegrityFailure) -> dict[str, Any]:
+    return {"position": failure.position, "reason": failure.reason}
 
 
 def _verify_report(

@@ -58,6 +58,9 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
                 if p > after and (upto is None or p <= upto)
             }
 
+    def store_problems(self) -> list[str]:
+        return []
+
     def log_chain_end(self) -> int:
         with self._database_lock:
             return max(self._log_chain, default=0)

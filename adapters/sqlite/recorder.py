@@ -163,6 +163,13 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 )
             return {int(row["position"]): str(row["link"]) for row in c.fetchall()}
 
+    def store_problems(self) -> list[str]:
+        """SQLite's `PRAGMA integrity_check`: pages, and every index against its table."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("PRAGMA integrity_check(20)")
+            found = [str(row[0]) for row in c.fetchall()]
+        return [] if found == ["ok"] else found
+
     def log_chain_end(self) -> int:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT MAX(position) AS last FROM {LOG_CHAIN_TABLE}")

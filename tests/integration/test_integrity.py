@@ -484,3 +484,47 @@ def test_verify_never_reports_tampering_while_others_write(store_url: str, tmp_p
             writer.wait(timeout=60)
         ledger.close()
     assert all(writer.returncode == 0 for writer in writers)
+
+
+def test_verify_runs_the_databases_own_check_and_finds_a_damaged_index(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    build_history(url, tmp_path).close()
+    assert open_ledger(url).verify()["ok"]
+    # Damage an index the way a bad disk write would: its entries no longer
+    # match its table (the index is redefined in the schema behind SQLite's back).
+    connection = sqlite3.connect(path)
+    (version,) = connection.execute("PRAGMA schema_version").fetchone()
+    connection.execute("PRAGMA writable_schema=ON")
+    connection.execute(
+        "UPDATE sqlite_master SET sql=replace(sql, '(status,', '(family,') "
+        "WHERE name='view_runs_status'"
+    )
+    connection.execute(f"PRAGMA schema_version={version + 1}")
+    connection.commit()
+    connection.close()
+    report = open_ledger(url, create=False).verify()
+    assert not report["ok"]
+    assert "consistency check" in report["failure"]["reason"]
+
+
+def test_verify_finds_a_tracking_position_moved_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    ledger = build_history(url, tmp_path)
+    assert ledger.stats()["totalRuns"] == 2
+    ledger.close()
+    connection = sqlite3.connect(path)
+    tables = [
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%tracking%'"
+        )
+    ]
+    assert tables
+    connection.execute(f"UPDATE {tables[0]} SET notification_id = 1000")
+    connection.commit()
+    connection.close()
+    report = open_ledger(url, create=False).verify()
+    assert not report["ok"]
+    assert "tracking position" in report["failure"]["reason"]
