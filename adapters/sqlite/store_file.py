@@ -18,8 +18,9 @@ from uuid import uuid4
 
 from trainledger.domain.errors import NoLedgerError, StoreError
 
-HEADER = b"SQLite format 3\x00"
 LEDGER_TABLE = "stored_events"
+SMALLEST_DATABASE = 512
+"""Bytes: SQLite's smallest page; a shorter file (which SQLite reads as empty) is no database."""
 
 
 def prepare_store_file(path: Path, *, create: bool) -> None:
@@ -33,15 +34,11 @@ def prepare_store_file(path: Path, *, create: bool) -> None:
         return
     if not path.is_file():
         raise StoreError(f"{path} is not a trainledger store (not a file)")
-    try:
-        with path.open("rb") as file:
-            header = file.read(len(HEADER))
-    except OSError as error:
-        raise StoreError(f"cannot read {path}: {error.strerror}") from None
-    if header != HEADER:
+    # Only SQLite itself opens the file: closing any other descriptor on it would
+    # drop the POSIX locks this process's open connections to it hold.
+    if path.stat().st_size < SMALLEST_DATABASE:
         raise StoreError(
-            f"{path} is not a trainledger store (empty, damaged or another kind of file); "
-            "left untouched"
+            f"{path} is not a trainledger store (an empty or truncated file); left untouched"
         )
     tables = _tables(path)
     if LEDGER_TABLE not in tables and (tables or not create):
