@@ -52,7 +52,9 @@ class Session:
     @property
     def ledger(self) -> TrainingLedger:
         if self._ledger is None:
-            self._ledger = open_ledger(self.store)
+            context = click.get_current_context(silent=True)
+            writes = context is not None and records(context.command)
+            self._ledger = open_ledger(self.store, create=writes)
         return self._ledger
 
     def emit(self, document: Any, text: Callable[[Any], Any]) -> None:
@@ -60,6 +62,17 @@ class Session:
 
 
 pass_session = click.make_pass_decorator(Session)
+
+RECORDING_VERBS = frozenset({"import"})
+"""Verbs that record without an idempotency key; every other one that records takes one."""
+
+
+def records(command: click.Command) -> bool:
+    """Whether a verb records events, and so may create its store (queries never do)."""
+    return command.name in RECORDING_VERBS or any(
+        parameter.name == "idempotency_key" for parameter in command.params
+    )
+
 
 idempotency_option = click.option(
     "--idempotency-key",

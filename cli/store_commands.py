@@ -13,11 +13,25 @@ import click
 from trainledger.cli import output
 from trainledger.cli.app import INTEGRITY_EXIT, Session, cli, pass_session
 from trainledger.cli.text import import_text, verify_text
+from trainledger.domain.chain import parse_digest
 from trainledger.domain.errors import ValidationError
 
 
+def _digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else parse_digest(value)
+    except ValidationError as error:
+        raise click.BadParameter(error.message) from None
+
+
 @cli.command("verify")
-@click.option("--digest", default=None, metavar="D", help="A digest from an earlier verify.")
+@click.option(
+    "--digest",
+    default=None,
+    metavar="D",
+    callback=_digest,
+    help="A digest from an earlier verify (64 hex digits).",
+)
 @pass_session
 def verify(session: Session, digest: str | None) -> None:
     """Recompute every hash chain and the log digest; exit 3 if anything was tampered with."""

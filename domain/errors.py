@@ -25,6 +25,12 @@ class ValidationError(LedgerError):
     code = "invalid_input"
 
 
+class ControlCharacterError(ValidationError):
+    """Text holds NUL, another C0 control character (but tab and newline) or a lone surrogate."""
+
+    code = "control_character"
+
+
 class ProfileNotEnabledError(LedgerError):
     code = "profile_not_enabled"
 
@@ -95,6 +101,12 @@ class StoreError(LedgerError):
     """The store URL is malformed or the store cannot be opened."""
 
     code = "store_error"
+
+
+class NoLedgerError(StoreError):
+    """A query named a store that holds no ledger; only a command that records creates one."""
+
+    code = "no_ledger"
 
 
 class CorruptStoreError(StoreError):

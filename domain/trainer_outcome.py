@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainledger.domain.text import printable, text_problem
 from trainledger.domain.trainer import (
     REASON_LIMIT,
     STDERR_TAIL_CHARS,
@@ -64,8 +65,9 @@ class TrainerOutcome:
 
 
 def clean_text(text: str) -> str:
-    """Text that any store can hold: lone surrogates from JSON escapes replaced."""
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+    """Text that any store can hold: what `domain.text` refuses (lone surrogates from
+    JSON escapes, control characters from a terminal) replaced."""
+    return printable(text)
 
 
 def clean_reason(reason: str) -> str:
@@ -112,7 +114,7 @@ def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is not finite"
     if isinstance(value, str):
-        return None if clean_text(value) == value else f"{where} is not valid Unicode text"
+        return text_problem(value, where)
     if isinstance(value, list):
         for index, item in enumerate(value):
             problem = unportable_json(item, f"{where}[{index}]", depth + 1)
@@ -121,8 +123,10 @@ def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or clean_text(key) != key:
-                return f"{where} has a key that is not valid Unicode text"
+            if not isinstance(key, str) or text_problem(key) is not None:
+                return (
+                    f"{where} has a key that is not valid Unicode text or holds a control character"
+                )
             problem = unportable_json(item, f"{where}.{key}", depth + 1)
             if problem:
                 return problem
@@ -137,8 +141,10 @@ def unportable_result(document: dict[str, Any]) -> str | None:
     problem in `metrics` is named the same way by both checks.
     """
     for key, value in document.items():
-        if not isinstance(key, str) or clean_text(key) != key:
-            return "the result has a key that is not valid Unicode text"
+        if not isinstance(key, str) or text_problem(key) is not None:
+            return (
+                "the result has a key that is not valid Unicode text or holds a control character"
+            )
         problem = unportable_json(value, key)
         if problem:
             return problem

@@ -30,6 +30,7 @@ from trainledger.domain.errors import (
     NotFoundError,
     ValidationError,
 )
+from trainledger.domain.text import refuse_control_characters
 from trainledger.domain.trainer import (
     ArtifactLocation,
     ArtifactLocator,
@@ -443,6 +444,7 @@ class TrainingLedger(Application[UUID]):
 
         if isinstance(summary, EvalSummary):
             return summary
+        refuse_control_characters(summary, "eval")
         try:
             return EvalSummary.model_validate(summary)
         except pydantic.ValidationError as error:

@@ -6,7 +6,7 @@ database on the session's PostgreSQL cluster).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -237,3 +237,39 @@ def execute_raw(store_url: str, statement: str) -> None:
 
         with psycopg.connect(store_url) as connection:
             connection.execute(statement)
+
+
+@pytest.mark.parametrize("text", ["nul\x00", "bell\x07", "lone \ud800 surrogate", "cr\r"])
+def test_text_with_control_characters_is_refused_everywhere_and_nothing_is_recorded(
+    ledger: TrainingLedger, tmp_path: Path, text: str
+) -> None:
+    from trainledger.domain.errors import ControlCharacterError, EvalRefusedError
+
+    run_id = new_run(ledger, tmp_path)
+    ledger.start_run(run_id, actor="alice")
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path="a.bin", actor="alice"
+    )["checkpointId"]
+    before = ledger.recorder.max_notification_id()
+    attempts: list[Callable[[], object]] = [
+        lambda: ledger.fail_run(run_id, text, actor="alice"),
+        lambda: ledger.fail_run(run_id, "fine", actor=text),
+        lambda: ledger.fail_run(run_id, "fine", actor="alice", idempotency_key=text),
+        lambda: ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path=text, actor="alice"
+        ),
+        lambda: ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path="b", metrics={text: 1}, actor="alice"
+        ),
+        lambda: ledger.attach_eval(checkpoint_id, eval_summary(checkpoint_id, text), actor="a"),
+        lambda: ledger.attach_eval(
+            checkpoint_id, eval_summary(checkpoint_id, benchmarkId=text), actor="a"
+        ),
+    ]
+    for attempt in attempts:
+        with pytest.raises((ControlCharacterError, EvalRefusedError)) as refused:
+            attempt()
+        assert "U+" in refused.value.message
+    assert ledger.recorder.max_notification_id() == before
+    assert ledger.verify()["ok"] is True
+    assert ledger.show_run(run_id)["status"] == "running"
