@@ -62,25 +62,15 @@ class PydanticMapper(Mapper[Any]):
         class_version = getattr(event_cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version
-        data = self.transcoder.encode(state)
-        if self.compressor:
-            data = self.compressor.compress(data)
-        if self.cipher:
-            data = self.cipher.encrypt(data)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=get_topic(event_cls),
-            state=data,
+            state=self.encode_state(state),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
-        stored_state = stored_event.state
-        if self.cipher:
-            stored_state = self.cipher.decrypt(stored_state)
-        if self.compressor:
-            stored_state = self.compressor.decompress(stored_state)
-        state: dict[str, Any] = self.transcoder.decode(stored_state)
+        state = self.decode_state(stored_event.state)
         event_cls = event_class(stored_event.topic)
         from_version = state.pop("class_version", 1)
         class_version = getattr(event_cls, "class_version", 1)
@@ -92,3 +82,21 @@ class PydanticMapper(Mapper[Any]):
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
         return cast(DomainEventProtocol[Any], event_cls.model_validate(state))
+
+    def encode_state(self, state: dict[str, Any]) -> bytes:
+        """A stored state as written: transcoded, then compressed and encrypted if configured."""
+        data = self.transcoder.encode(state)
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return data
+
+    def decode_state(self, data: bytes) -> dict[str, Any]:
+        """A stored state as read: decrypted and decompressed if configured, then decoded."""
+        if self.cipher:
+            data = self.cipher.decrypt(data)
+        if self.compressor:
+            data = self.compressor.decompress(data)
+        state: dict[str, Any] = self.transcoder.decode(data)
+        return state

@@ -48,7 +48,7 @@ from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, St
 from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
 from trainledger.domain.views import event_document
-from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation
+from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, StateCodec
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"
@@ -128,8 +128,9 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
             line["topic"] = notification.topic
             if isinstance(event, LedgerAggregate.Created):
                 line["originatorTopic"] = event.originator_topic
-            stored = _decode(app.mapper, notification.state)
-            if stored != _decode(app.mapper, app.mapper.to_stored_event(event).state):
+            codec = _codec(app.mapper)
+            stored = codec.decode_state(notification.state)
+            if stored != codec.decode_state(app.mapper.to_stored_event(event).state):
                 line["storedState"] = stored
             anchored: list[Reservation] = []
             key = event.idempotency_key
@@ -152,21 +153,11 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
         after = page[-1].id
 
 
-def _decode(mapper: Mapper[UUID], data: bytes) -> Any:
-    if mapper.cipher:
-        data = mapper.cipher.decrypt(data)
-    if mapper.compressor:
-        data = mapper.compressor.decompress(data)
-    return mapper.transcoder.decode(data)
-
-
-def _encode(mapper: Mapper[UUID], state: dict[str, Any]) -> bytes:
-    data = mapper.transcoder.encode(state)
-    if mapper.compressor:
-        data = mapper.compressor.compress(data)
-    if mapper.cipher:
-        data = mapper.cipher.encrypt(data)
-    return data
+def _codec(mapper: Mapper[UUID]) -> StateCodec:
+    """The mapper's own encoding of stored states (the ledger's mapper has one)."""
+    if not isinstance(mapper, StateCodec):
+        raise TypeError(f"{type(mapper).__name__} cannot encode stored states")
+    return mapper
 
 
 def _attached_eval_id(event: Any) -> str | None:
@@ -354,7 +345,7 @@ def _rebuild_stored(
             originator_id=UUID(line.aggregateId),
             originator_version=line.version,
             topic=line.topic,
-            state=_encode(mapper, line.storedState),
+            state=_codec(mapper).encode_state(line.storedState),
         )
         event = mapper.to_domain_event(stored)
     except (ValueError, TypeError, KeyError, AttributeError) as error:

@@ -48,6 +48,7 @@ from trainledger.service.ports import (
     LedgerRecorder,
     ReadModelFactory,
     Reservation,
+    StateCodec,
 )
 from trainledger.service.queries import Queries
 from trainledger.service.training import Training
@@ -114,6 +115,9 @@ class TrainingLedger(Application[UUID]):
                 "open the ledger with trainledger.adapters.store.open_ledger"
             )
         self.ledger_recorder: LedgerRecorder = self.recorder
+        if not isinstance(self.mapper, StateCodec):
+            raise TypeError(f"{type(self.mapper).__name__} is not a StateCodec")
+        self.state_codec: StateCodec = self.mapper
         self.load_dataset = load_dataset
         self.digest_artifact = digest_artifact
         self.run_trainer = run_trainer

@@ -103,6 +103,15 @@ class LedgerRecorder(Protocol):
         """Start workers checking a log of at least `minimum` rows (None: not here)."""
 
 
+@runtime_checkable
+class StateCodec(Protocol):
+    """How the store's mapper writes and reads a stored event's state (`PydanticMapper`)."""
+
+    def encode_state(self, state: dict[str, Any]) -> bytes: ...
+
+    def decode_state(self, data: bytes) -> dict[str, Any]: ...
+
+
 class ReadModel(Protocol):
     """The port the queries are answered through.
 

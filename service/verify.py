@@ -139,7 +139,7 @@ class Verification:
         # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
         upto = max(total, self.ledger.ledger_recorder.log_chain_end())
-        decode = self.ledger.mapper.transcoder.decode
+        decode = self.ledger.state_codec.decode_state
         after = 0
         while after < upto:
             page = self.ledger.recorder.select_notifications(
