@@ -80,6 +80,20 @@ class Cli:
         return result
 
 
+def start_train(cli: Cli, run_id: str, script: Path, *, stderr: int = subprocess.PIPE) -> Any:
+    """`trainledger train RUN --trainer SCRIPT` in a process of its own, not waited for."""
+    assert cli.store is not None
+    argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
+    return subprocess.Popen(
+        [*argv, "--trainer", str(script)],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+    )
+
+
 def experiment_args(output_dir: Path, **overrides: str) -> list[str]:
     options = {
         "--profile": "local-reader",

@@ -12,7 +12,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.trainer_scripts import SEED_STYLE_TRAINER, create_run, process_gone, write_trainer
-from tests.support import READER_FAMILY, REPO, SAMPLE_DATASET, Cli, experiment_args
+from tests.support import READER_FAMILY, REPO, SAMPLE_DATASET, Cli, experiment_args, start_train
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
 from trainledger.domain.views import iso
@@ -200,9 +199,8 @@ def result_document(store: TrainingLedger, run_id: str, **fields: object) -> byt
     return json.dumps({**document, **fields}).encode()
 
 
-def test_import_result_is_idempotent_and_refuses_a_different_result(
-    cli: Cli, store: TrainingLedger, tmp_path: Path
-) -> None:
+def completed_result(store: TrainingLedger, tmp_path: Path, **fields: object) -> tuple[str, Path]:
+    """A run, and a file holding a `completed` result for it with an adapter in its output dir."""
     output_dir = tmp_path / "out"
     run_id = create_run(store, output_dir)
     (output_dir / "adapter").mkdir(parents=True)
@@ -210,9 +208,16 @@ def test_import_result_is_idempotent_and_refuses_a_different_result(
     result_file = tmp_path / "result.json"
     result_file.write_bytes(
         result_document(
-            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, finalLoss=0.3
+            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, **fields
         )
     )
+    return run_id, result_file
+
+
+def test_import_result_is_idempotent_and_refuses_a_different_result(
+    cli: Cli, store: TrainingLedger, tmp_path: Path
+) -> None:
+    run_id, result_file = completed_result(store, tmp_path, finalLoss=0.3)
 
     first = cli.ok("run", "import-result", run_id, "--result", str(result_file))
     assert first["outcome"] == "completed"
@@ -241,11 +246,7 @@ def test_reconcile_fails_a_run_whose_ledger_process_crashed(
     output_dir = tmp_path / "out"
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir, budget_minutes=1)
-    assert cli.store is not None
-    argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
-    ledger_process = subprocess.Popen(
-        [*argv, "--trainer", str(script)], cwd=cli.cwd, env=cli.env, stderr=subprocess.DEVNULL
-    )
+    ledger_process = start_train(cli, run_id, script, stderr=subprocess.DEVNULL)
     trainer_pid = None
     try:
         deadline = time.monotonic() + 30
@@ -285,16 +286,7 @@ def test_stopping_train_kills_the_trainer_and_fails_the_run(
     output_dir = tmp_path / "out"
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir)
-    assert cli.store is not None
-    argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
-    ledger_process = subprocess.Popen(
-        [*argv, "--trainer", str(script)],
-        cwd=cli.cwd,
-        env=cli.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    ledger_process = start_train(cli, run_id, script)
     try:
         deadline = time.monotonic() + 30
         while store.get_run(run_id).status != "running":
@@ -364,17 +356,8 @@ def test_the_whole_trainer_result_is_kept_with_unknown_fields_and_nulls(
 def test_import_result_keeps_the_whole_result(
     cli: Cli, store: TrainingLedger, tmp_path: Path
 ) -> None:
-    output_dir = tmp_path / "out"
-    run_id = create_run(store, output_dir)
-    (output_dir / "adapter").mkdir(parents=True)
-    (output_dir / "adapter" / "adapter_config.json").write_text("{}")
-    result_file = tmp_path / "result.json"
     extra = {"finalLoss": None, "wandbRun": "abc", "nested": {"a": [1, 2.5, "x"]}}
-    result_file.write_bytes(
-        result_document(
-            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, **extra
-        )
-    )
+    run_id, result_file = completed_result(store, tmp_path, **extra)
     imported = cli.ok("run", "import-result", run_id, "--result", str(result_file))
     assert imported["outcome"] == "completed"
     shown = cli.ok("run", "show", run_id)["trainerResult"]
@@ -385,16 +368,7 @@ def test_import_result_keeps_the_whole_result(
 def test_a_result_that_cannot_be_stored_whole_fails_the_run(
     cli: Cli, store: TrainingLedger, tmp_path: Path
 ) -> None:
-    output_dir = tmp_path / "out"
-    run_id = create_run(store, output_dir)
-    (output_dir / "adapter").mkdir(parents=True)
-    (output_dir / "adapter" / "adapter_config.json").write_text("{}")
-    result_file = tmp_path / "result.json"
-    result_file.write_bytes(
-        result_document(
-            store, run_id, status="completed", artifact={"artifactPath": "adapter"}, seed=2**70
-        )
-    )
+    run_id, result_file = completed_result(store, tmp_path, seed=2**70)
     refused = cli("run", "import-result", run_id, "--result", str(result_file), json_mode=True)
     assert refused.code == 1
     assert "seed is out of 64-bit range" in refused.json["failureReason"]

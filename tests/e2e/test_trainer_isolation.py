@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import pytest
 from tests.e2e.conftest import TrainFn
 from tests.e2e.test_trainer_protocol import assert_failed, event_types
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
-from tests.support import Cli, keyboard_interrupts
+from tests.support import Cli, keyboard_interrupts, start_train
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import TrainerNotStartedError
 from trainledger.service.ledger import TrainingLedger
@@ -240,17 +238,8 @@ def test_ctrl_c_during_train_exits_130_and_the_trainer_gets_sigterm_first(
     store = open_ledger(sqlite_url)
     try:
         run_id = create_run(store, output_dir)
-        assert cli.store is not None
-        argv = [sys.executable, "-m", "trainledger.cli", "--store", cli.store, "train", run_id]
         with keyboard_interrupts():  # the ledger starts with SIGINT's default action
-            ledger_process = subprocess.Popen(
-                [*argv, "--trainer", str(script)],
-                cwd=cli.cwd,
-                env=cli.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            ledger_process = start_train(cli, run_id, script)
         try:
             deadline = time.monotonic() + 30
             while not (output_dir / "pid").exists():
