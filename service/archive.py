@@ -21,9 +21,7 @@ JSON and field shapes, positions strictly increasing, each aggregate's
 versions 1, 2, 3, ... with a first event that opens it, every event
 reconstructs to exactly the document in the file, its recomputed hash equals
 `eventHash` and its `previousHash` equals its predecessor's hash, every
-evalId has its reservation, and every event replays in log order by the
-domain's rules (`domain.replay.check_replay`: a rehashed file with `Failed`
-after `Completed` is refused, naming its line).
+evalId has its reservation, and every event replays by the rules (`domain.replay`).
 Then it writes all events and reservations in one transaction into a store
 that must be empty. Events keep their ids, versions, timestamps, actors and
 hashes; positions are renumbered from 1 in the same order when the source
@@ -251,8 +249,7 @@ class ImportPlan:
     aggregates: dict[str, list[Any]] = field(default_factory=dict)
     """Each aggregate's events, in order."""
     chains: AggregateChains = field(default_factory=AggregateChains)
-    line_numbers: list[int] = field(default_factory=list)
-    """The file's line of each event."""
+    line_numbers: list[int] = field(default_factory=list)  # the file's line of each event
 
 
 def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPlan:
@@ -314,8 +311,7 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         plan.stored_events.append(stored)
         plan.positions.append(line.position)
         plan.line_numbers.append(number)
-    # The rules only once the file holds together: a line out of order is
-    # reported as that, not as the rule its displacement seems to break.
+    # Rules last: a line out of order is reported as that, not as a broken rule.
     _replay(plan)
     return plan
 
@@ -466,10 +462,9 @@ def _replay(plan: ImportPlan) -> None:
         aggregate_id = event.originator_id
         try:
             check_replay(replayed, event)
+            replayed[aggregate_id] = event.mutate(replayed.get(aggregate_id))
         except LedgerError as error:
             raise ImportRefusedError(f"line {number}: {error.message}") from None
-        try:
-            replayed[aggregate_id] = event.mutate(replayed.get(aggregate_id))
         except Exception as error:
             raise ImportRefusedError(
                 f"line {number}: aggregate {aggregate_id} does not replay: "
