@@ -46,12 +46,23 @@ VIEW_TOPIC_ENV: Final = "TRACKING_RECORDER_TOPIC"
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every password replaced, for messages and logs.
+
+    Both the `user:password@` of the address and a query option naming a
+    password (libpq's `?password=`, `?sslpassword=`) are hidden.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    if parts.query:
+        options = [option.partition("=") for option in parts.query.split("&")]
+        parts = parts._replace(
+            query="&".join(
+                f"{name}{equals}{'***' if 'password' in unquote(name).lower() else value}"
+                for name, equals, value in options
+            )
+        )
+    return parts.geturl()
 
 
 def store_env(url: str) -> dict[str, str]:
@@ -67,22 +78,23 @@ def store_env(url: str) -> dict[str, str]:
         env[VIEW_TOPIC_ENV] = get_topic(MemoryLedgerView)
         return env
     if scheme == "sqlite":
+        shown = redact(url)
         if parts.netloc:
             raise StoreError(
-                f"store URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+                f"store URL {shown!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
         path = unquote(parts.path)
         path = path[1:] if path.startswith("/") else path
         if not path:
-            raise StoreError(f"store URL {url!r} names no database file")
+            raise StoreError(f"store URL {shown!r} names no database file")
         query = parse_qs(parts.query)
         unknown = sorted(set(query) - {"synchronous"})
         if unknown:
-            raise StoreError(f"store URL {url!r}: unknown option(s) {', '.join(unknown)}")
+            raise StoreError(f"store URL {shown!r}: unknown option(s) {', '.join(unknown)}")
         synchronous = query.get("synchronous", ["full"])[-1].lower()
         if synchronous not in SYNCHRONOUS_MODES:
             raise StoreError(
-                f"store URL {url!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
+                f"store URL {shown!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
             )
         env.update(
             PERSISTENCE_MODULE=get_topic(LedgerSQLiteFactory),

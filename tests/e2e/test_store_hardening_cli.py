@@ -142,3 +142,19 @@ def test_a_query_on_a_database_with_no_ledger_says_so_and_creates_nothing(
     assert tables == (0,)
     cli.ok(*experiment_args(tmp_path / "out"))
     assert cli.ok("stats")["totalRuns"] == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@127.0.0.1:1/db?password=s3cr3t-pw",
+        "postgresql://u@127.0.0.1:1/db?connect_timeout=1&sslpassword=s3cr3t-pw",
+        "postgresql://u:s3cr3t-pw@127.0.0.1:1/db?password=s3cr3t-pw",
+        "sqlite:///ledger.db?password=s3cr3t-pw",
+    ],
+)
+def test_a_password_in_the_store_url_query_is_never_printed(tmp_path: Path, url: str) -> None:
+    cli = Cli(url, cwd=tmp_path)
+    for args in (("stats",), ("--json", "stats"), experiment_args(tmp_path / "out")):
+        result = cli.refused(*args)
+        assert "s3cr3t" not in result.stderr + result.stdout
