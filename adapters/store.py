@@ -1,7 +1,9 @@
 """Store URLs and the one function that opens a ledger on them.
 
     sqlite:///relative/path.db       (relative to the working directory)
-    sqlite:////absolute/path.db      (?synchronous=normal to trade durability for speed)
+    sqlite:////absolute/path.db      (?synchronous=normal to trade durability for speed,
+                                      ?mode=ro to open it read-only, as a file
+                                      this process cannot write always is)
     postgresql://user:pass@host:port/db
     memory://
 
@@ -26,6 +28,7 @@ from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
 from trainledger.adapters.sqlite.log import SQLiteLogReader
 from trainledger.adapters.sqlite.recorder import (
     CREATE_ENV,
+    READ_ONLY_ENV,
     SYNCHRONOUS_ENV,
     SYNCHRONOUS_MODES,
     LedgerSQLiteFactory,
@@ -88,7 +91,7 @@ def store_env(url: str) -> dict[str, str]:
         if not path:
             raise StoreError(f"store URL {shown!r} names no database file")
         query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"synchronous"})
+        unknown = sorted(set(query) - {"synchronous", "mode"})
         if unknown:
             raise StoreError(f"store URL {shown!r}: unknown option(s) {', '.join(unknown)}")
         synchronous = query.get("synchronous", ["full"])[-1].lower()
@@ -96,6 +99,9 @@ def store_env(url: str) -> dict[str, str]:
             raise StoreError(
                 f"store URL {shown!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
             )
+        mode = query.get("mode", ["rw"])[-1].lower()
+        if mode not in ("ro", "rw"):
+            raise StoreError(f"store URL {shown!r}: mode must be ro or rw")
         env.update(
             PERSISTENCE_MODULE=get_topic(LedgerSQLiteFactory),
             SQLITE_DBNAME=path,
@@ -103,6 +109,7 @@ def store_env(url: str) -> dict[str, str]:
         )
         env[VIEW_TOPIC_ENV] = get_topic(SQLiteLedgerView)
         env[SYNCHRONOUS_ENV] = synchronous
+        env[READ_ONLY_ENV] = "1" if mode == "ro" else "0"
         return env
     if scheme in ("postgresql", "postgres"):
         # Imported here: psycopg costs every SQLite command a tenth of a second.
