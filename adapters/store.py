@@ -1,7 +1,9 @@
 """Store URLs and the one function that opens a ledger on them.
 
     sqlite:///relative/path.db       (relative to the working directory)
-    sqlite:////absolute/path.db      (?synchronous=normal to trade durability for speed)
+    sqlite:////absolute/path.db      (?synchronous=normal to trade durability for speed,
+                                      ?mode=ro to open it read-only, as a file
+                                      this process cannot write always is)
     postgresql://user:pass@host:port/db
     memory://
 
@@ -26,6 +28,7 @@ from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
 from trainledger.adapters.sqlite.log import SQLiteLogReader
 from trainledger.adapters.sqlite.recorder import (
     CREATE_ENV,
+    READ_ONLY_ENV,
     SYNCHRONOUS_ENV,
     SYNCHRONOUS_MODES,
     LedgerSQLiteFactory,
@@ -46,12 +49,23 @@ VIEW_TOPIC_ENV: Final = "TRACKING_RECORDER_TOPIC"
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every password replaced, for messages and logs.
+
+    Both the `user:password@` of the address and a query option naming a
+    password (libpq's `?password=`, `?sslpassword=`) are hidden.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
+    if parts.query:
+        options = [option.partition("=") for option in parts.query.split("&")]
+        parts = parts._replace(
+            query="&".join(
+                f"{name}{equals}{'***' if 'password' in unquote(name).lower() else value}"
+                for name, equals, value in options
+            )
+        )
+    return parts.geturl()
 
 
 def store_env(url: str) -> dict[str, str]:
@@ -67,23 +81,27 @@ def store_env(url: str) -> dict[str, str]:
         env[VIEW_TOPIC_ENV] = get_topic(MemoryLedgerView)
         return env
     if scheme == "sqlite":
+        shown = redact(url)
         if parts.netloc:
             raise StoreError(
-                f"store URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+                f"store URL {shown!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
             )
         path = unquote(parts.path)
         path = path[1:] if path.startswith("/") else path
         if not path:
-            raise StoreError(f"store URL {url!r} names no database file")
+            raise StoreError(f"store URL {shown!r} names no database file")
         query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"synchronous"})
+        unknown = sorted(set(query) - {"synchronous", "mode"})
         if unknown:
-            raise StoreError(f"store URL {url!r}: unknown option(s) {', '.join(unknown)}")
+            raise StoreError(f"store URL {shown!r}: unknown option(s) {', '.join(unknown)}")
         synchronous = query.get("synchronous", ["full"])[-1].lower()
         if synchronous not in SYNCHRONOUS_MODES:
             raise StoreError(
-                f"store URL {url!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
+                f"store URL {shown!r}: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}"
             )
+        mode = query.get("mode", ["rw"])[-1].lower()
+        if mode not in ("ro", "rw"):
+            raise StoreError(f"store URL {shown!r}: mode must be ro or rw")
         env.update(
             PERSISTENCE_MODULE=get_topic(LedgerSQLiteFactory),
             SQLITE_DBNAME=path,
@@ -91,6 +109,7 @@ def store_env(url: str) -> dict[str, str]:
         )
         env[VIEW_TOPIC_ENV] = get_topic(SQLiteLedgerView)
         env[SYNCHRONOUS_ENV] = synchronous
+        env[READ_ONLY_ENV] = "1" if mode == "ro" else "0"
         return env
     if scheme in ("postgresql", "postgres"):
         # Imported here: psycopg costs every SQLite command a tenth of a second.

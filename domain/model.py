@@ -141,7 +141,8 @@ class TrainingRun(LedgerAggregate):
     def is_terminal(self) -> bool:
         return not self.TRANSITIONS[self.status]
 
-    def _require_transition(self, target: str) -> None:
+    def require_transition(self, target: str) -> None:
+        """Refuse unless the lifecycle allows moving from the current status to `target`."""
         allowed = self.TRANSITIONS[self.status]
         if target not in allowed:
             allowed_text = ", ".join(allowed) if allowed else "none (terminal state)"
@@ -152,7 +153,7 @@ class TrainingRun(LedgerAggregate):
 
     def require_can_start(self) -> None:
         """Refuse unless the run may move to running (checked before a trainer launches)."""
-        self._require_transition("running")
+        self.require_transition("running")
 
     def start(
         self,
@@ -162,7 +163,7 @@ class TrainingRun(LedgerAggregate):
         trainer_log_path: str | None = None,
     ) -> None:
         """pending → running."""
-        self._require_transition("running")
+        self.require_transition("running")
         self._trigger(self.Started, host=host, pid=pid, trainer_log_path=trainer_log_path)
 
     def complete(
@@ -172,7 +173,7 @@ class TrainingRun(LedgerAggregate):
         trainer_result: dict[str, Any] | None = None,
     ) -> None:
         """running → completed."""
-        self._require_transition("completed")
+        self.require_transition("completed")
         self._trigger(self.Completed, result_digest=result_digest, trainer_result=trainer_result)
 
     def fail(
@@ -183,18 +184,36 @@ class TrainingRun(LedgerAggregate):
         trainer_result: dict[str, Any] | None = None,
     ) -> None:
         """pending | running → failed, with a reason."""
-        if not reason.strip():
-            raise ValidationError("a failure reason is required")
-        self._require_transition("failed")
+        self.require_can_fail(reason)
         self._trigger(
             self.Failed, reason=reason, result_digest=result_digest, trainer_result=trainer_result
         )
 
+    def require_can_fail(self, reason: str) -> None:
+        """Refuse a failure without a reason, or from a terminal status."""
+        if not reason.strip():
+            raise ValidationError("a failure reason is required")
+        self.require_transition("failed")
+
+    def require_can_link(self, checkpoint: Checkpoint) -> None:
+        """Refuse to link a checkpoint of another run, or one linked already."""
+        if checkpoint.train_run_id != self.id:
+            raise InvalidTransitionError(
+                f"checkpoint {checkpoint.id} belongs to run {checkpoint.train_run_id}, "
+                f"not to run {self.id}"
+            )
+        if checkpoint.id in self.checkpoint_ids:
+            raise InvalidTransitionError(
+                f"checkpoint {checkpoint.id} is already linked to run {self.id}"
+            )
+
     def link_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Record that this run produced the checkpoint (saved with it)."""
+        self.require_can_link(checkpoint)
         self._trigger(self.CheckpointLinked, checkpoint_id=checkpoint.id)
 
     def require_accepts_checkpoint(self, family: str) -> None:
+        """Refuse a checkpoint of another family, or unless the run is running."""
         if family != self.family:
             raise FamilyMismatchError(
                 f"checkpoint family {family!r} differs from run family {self.family!r}"
@@ -295,9 +314,7 @@ class Checkpoint(LedgerAggregate):
 
         The caller saves both aggregates in one append.
         """
-        run.require_accepts_checkpoint(family)
-        if not artifact_path.strip():
-            raise ValidationError("an artifact path is required")
+        cls.require_registrable(run, family=family, artifact_path=artifact_path)
         checkpoint: Checkpoint = cls._open(
             cls.Registered,
             checkpoint_id,
@@ -311,16 +328,19 @@ class Checkpoint(LedgerAggregate):
         run.link_checkpoint(checkpoint)
         return checkpoint
 
+    @staticmethod
+    def require_registrable(run: TrainingRun, *, family: str, artifact_path: str) -> None:
+        """Refuse a checkpoint the run cannot accept, or one without an artifact path."""
+        run.require_accepts_checkpoint(family)
+        if not artifact_path.strip():
+            raise ValidationError("an artifact path is required")
+
     @property
     def current_eval(self) -> EvalSummary | None:
         return self.evals[-1] if self.evals else None
 
-    def attach_eval(self, summary: EvalSummary) -> None:
-        """Attach an eval; it becomes the current one.
-
-        A `fail` eval on a deployable checkpoint revokes deployability in the
-        same append. Global evalId uniqueness is checked by the application.
-        """
+    def require_accepts_eval(self, summary: EvalSummary) -> None:
+        """Refuse an eval of another checkpoint or family, or an evalId used here already."""
         if summary.checkpointId != str(self.id):
             raise EvalRefusedError(
                 f"eval {summary.evalId} names checkpoint {summary.checkpointId}, not {self.id}"
@@ -332,6 +352,14 @@ class Checkpoint(LedgerAggregate):
             )
         if any(existing.evalId == summary.evalId for existing in self.evals):
             raise EvalRefusedError(f"evalId {summary.evalId} was already used")
+
+    def attach_eval(self, summary: EvalSummary) -> None:
+        """Attach an eval; it becomes the current one.
+
+        A `fail` eval on a deployable checkpoint revokes deployability in the
+        same append. Global evalId uniqueness is checked by the application.
+        """
+        self.require_accepts_eval(summary)
         self._trigger(self.EvalAttached, eval=summary)
         if summary.verdict == "fail" and self.deployable:
             self._trigger(
@@ -340,10 +368,11 @@ class Checkpoint(LedgerAggregate):
                 eval_id=summary.evalId,
             )
 
-    def mark_deployable(self, run: TrainingRun) -> None:
-        """Needs a current eval that did not fail, a completed run and an artifact digest.
+    def require_deployable(self, run: TrainingRun, *, require_digest: bool = True) -> EvalSummary:
+        """Refuse unless the checkpoint may be marked deployable now; its current eval.
 
-        Marking again is allowed only to rest deployability on a newer eval.
+        `require_digest=False` leaves out the artifact-digest rule (added after
+        0.1.0), for checking history that may predate it (`domain.replay`).
         """
         if run.id != self.train_run_id:
             raise ValueError("mark_deployable needs the checkpoint's own run")
@@ -358,7 +387,7 @@ class Checkpoint(LedgerAggregate):
             raise DeployabilityError(
                 f"checkpoint {self.id}: run {run.id} is {run.status}, not completed"
             )
-        if self.artifact_digest is None:
+        if require_digest and self.artifact_digest is None:
             # Registered with a path that did not exist: kept, but what would be
             # deployed is unknown, so it never becomes deployable.
             raise DeployabilityError(
@@ -371,14 +400,26 @@ class Checkpoint(LedgerAggregate):
             raise DeployabilityError(
                 f"checkpoint {self.id} is already deployable on eval {current.evalId}"
             )
+        return current
+
+    def mark_deployable(self, run: TrainingRun) -> None:
+        """Needs a current eval that did not fail, a completed run and an artifact digest.
+
+        Marking again is allowed only to rest deployability on a newer eval.
+        """
+        current = self.require_deployable(run)
         # Deployable already, but on an older eval: re-marking records that the
         # newer eval now backs the decision.
         self._trigger(self.MarkedDeployable, eval_id=current.evalId)
 
     def revoke(self, reason: str) -> None:
         """Withdraw deployability; the eval link and history stay."""
+        self.require_revocable(reason)
+        self._trigger(self.DeployabilityRevoked, reason=reason)
+
+    def require_revocable(self, reason: str) -> None:
+        """Refuse to revoke without a reason, or a checkpoint that is not deployable."""
         if not reason.strip():
             raise ValidationError("a reason is required to revoke deployability")
         if not self.deployable:
             raise DeployabilityError(f"checkpoint {self.id} is not deployable")
-        self._trigger(self.DeployabilityRevoked, reason=reason)

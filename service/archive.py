@@ -21,7 +21,7 @@ JSON and field shapes, positions strictly increasing, each aggregate's
 versions 1, 2, 3, ... with a first event that opens it, every event
 reconstructs to exactly the document in the file, its recomputed hash equals
 `eventHash` and its `previousHash` equals its predecessor's hash, every
-evalId has its reservation, and every aggregate replays.
+evalId has its reservation, and every event replays by the rules (`domain.replay`).
 Then it writes all events and reservations in one transaction into a store
 that must be empty. Events keep their ids, versions, timestamps, actors and
 hashes; positions are renumbered from 1 in the same order when the source
@@ -44,9 +44,15 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
 
 from trainledger.domain.chain import AggregateChains, ChainBreak, stored_state
-from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, StoreNotEmptyError
+from trainledger.domain.errors import (
+    ExportRefusedError,
+    ImportRefusedError,
+    LedgerError,
+    StoreNotEmptyError,
+)
 from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
+from trainledger.domain.replay import check_replay
 from trainledger.domain.views import event_document
 from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, StateCodec
 
@@ -234,6 +240,7 @@ class ImportPlan:
     aggregates: dict[str, list[Any]] = field(default_factory=dict)
     """Each aggregate's events, in order."""
     chains: AggregateChains = field(default_factory=AggregateChains)
+    line_numbers: list[int] = field(default_factory=list)  # the file's line of each event
 
 
 def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPlan:
@@ -294,6 +301,8 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         plan.events.append(event)
         plan.stored_events.append(stored)
         plan.positions.append(line.position)
+        plan.line_numbers.append(number)
+    # Rules last: a line out of order is reported as that, not as a broken rule.
     _replay(plan)
     return plan
 
@@ -438,14 +447,19 @@ def _check_reservation(
 
 
 def _replay(plan: ImportPlan) -> None:
-    for aggregate_id, events in plan.aggregates.items():
-        aggregate: Any = None
+    """Apply every event in log order, each once the rules say it may follow what came before."""
+    replayed: dict[UUID, Any] = {}
+    for number, event in zip(plan.line_numbers, plan.events, strict=True):
+        aggregate_id = event.originator_id
         try:
-            for event in events:
-                aggregate = event.mutate(aggregate)
+            check_replay(replayed, event)
+            replayed[aggregate_id] = event.mutate(replayed.get(aggregate_id))
+        except LedgerError as error:
+            raise ImportRefusedError(f"line {number}: {error.message}") from None
         except Exception as error:
             raise ImportRefusedError(
-                f"aggregate {aggregate_id} does not replay: {type(error).__name__}: {error}"
+                f"line {number}: aggregate {aggregate_id} does not replay: "
+                f"{type(error).__name__}: {error}"
             ) from None
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +31,15 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
-from trainledger.adapters.sqlite.store_file import prepare_store_file
+from trainledger.adapters.sqlite.store_file import prepare_store_file, read_only_uri
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, log_links
 from trainledger.service.ports import LogCheck, Reservation
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
+READ_ONLY_ENV = "TRAINLEDGER_READ_ONLY_STORE"
+"""1: open the file read-only (the URL's `?mode=ro`); a file this process cannot write always is."""
 CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
 """0: opening must find a ledger there (a query); otherwise an empty one may be created."""
 LOG_CHAIN_TABLE = "ledger_log_chain"
@@ -238,7 +241,14 @@ class LedgerSQLiteFactory(SQLiteFactory):
         db_name = checked.get(self.SQLITE_DBNAME) or ""
         if db_name and not SQLiteConnectionPool.detect_memory_mode(db_name):
             path = Path(db_name.removeprefix("file:").split("?", 1)[0])
-            prepare_store_file(path, create=checked.get(CREATE_ENV) != "0")
+            read_only = checked.get(READ_ONLY_ENV) == "1" or (
+                path.exists() and not os.access(path, os.W_OK)
+            )
+            prepare_store_file(
+                path, create=checked.get(CREATE_ENV) != "0" and not read_only, read_only=read_only
+            )
+            if read_only:
+                db_name = read_only_uri(path)
         super().__init__(env)
         library_datastore = self.datastore
         synchronous = (self.env.get(SYNCHRONOUS_ENV) or "full").lower()

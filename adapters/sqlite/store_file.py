@@ -14,6 +14,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote, unquote
 from uuid import uuid4
 
 from trainledger.domain.errors import NoLedgerError, StoreError
@@ -23,7 +24,7 @@ SMALLEST_DATABASE = 512
 """Bytes: SQLite's smallest page; a shorter file (which SQLite reads as empty) is no database."""
 
 
-def prepare_store_file(path: Path, *, create: bool) -> None:
+def prepare_store_file(path: Path, *, create: bool, read_only: bool = False) -> None:
     """Check the file at `path` is a ledger; with `create`, make an empty one if there is none."""
     if not path.exists():
         if not create:
@@ -40,16 +41,17 @@ def prepare_store_file(path: Path, *, create: bool) -> None:
         raise StoreError(
             f"{path} is not a trainledger store (an empty or truncated file); left untouched"
         )
-    tables = _tables(path)
+    tables = _tables(read_only_uri(path) if read_only else f"file:{quote(str(path))}?mode=ro")
     if LEDGER_TABLE not in tables and (tables or not create):
         if not tables:
             raise NoLedgerError(f"no ledger at {path} (an empty SQLite database)")
         raise StoreError(f"{path} is an SQLite database but not a trainledger store")
 
 
-def _tables(path: Path) -> set[str]:
+def _tables(uri: str) -> set[str]:
+    path = unquote(uri.removeprefix("file:").split("?", 1)[0])
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        connection = sqlite3.connect(uri, uri=True)
         try:
             rows = connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             return {str(name) for (name,) in rows}
@@ -59,6 +61,17 @@ def _tables(path: Path) -> set[str]:
         raise StoreError(
             f"{path} is not a trainledger store (damaged: {error}); left untouched"
         ) from None
+
+
+def read_only_uri(path: Path) -> str:
+    """The SQLite URI that opens the store file without writing anything beside it.
+
+    With no `-wal` file, everything is in the file itself: `immutable=1` reads
+    it without the `-shm` file (which a read-only directory cannot hold), on
+    the understanding that nobody writes a read-only archive meanwhile.
+    """
+    options = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+    return f"file:{quote(str(path.absolute()))}?{options}"
 
 
 def _create_atomically(path: Path) -> None:

@@ -65,8 +65,10 @@ def test_an_uppercase_digest_is_the_same_digest(cli: Cli, tmp_path: Path) -> Non
     assert cli.ok("verify", "--digest", digest.upper())["digestVerifiedUpTo"] == 1
 
 
-@pytest.mark.xfail(reason="issue 15 item 16 (read-only archive) is not done yet", strict=False)
-def test_a_read_only_store_file_can_be_verified_and_exported(cli: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("opened", ["read-only by the URL", "read-only by its mode"])
+def test_a_read_only_store_file_can_be_verified_and_exported(
+    cli: Cli, tmp_path: Path, opened: str
+) -> None:
     run_id = cli.ok(*experiment_args(tmp_path / "out"))["trainRunId"]
     cli.ok("run", "start", run_id)
     assert cli.store is not None
@@ -75,18 +77,25 @@ def test_a_read_only_store_file_can_be_verified_and_exported(cli: Cli, tmp_path:
     cli.ok("stats")
     for leftover in path.parent.glob(path.name + "-*"):
         leftover.unlink()
-    path.chmod(stat.S_IRUSR)
+    content = path.read_bytes()
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     path.parent.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    archive = cli
+    if opened == "read-only by the URL":
+        archive = Cli(f"{cli.store}?mode=ro", cwd=tmp_path)
+    elif os.access(path, os.W_OK):
+        pytest.skip("running as a user who may write anything: only ?mode=ro makes it read-only")
     try:
-        if os.access(path, os.W_OK):
-            pytest.skip("running as a user who may write anything")
-        assert cli.ok("verify")["ok"] is True
-        again = cli("export")
+        assert archive.ok("verify")["ok"] is True
+        again = archive("export")
         assert again.code == 0, again.stderr
         assert again.stdout == exported
-        assert cli.ok("run", "show", run_id)["status"] == "running"
-        refused = cli.refused("run", "complete", run_id)
+        assert archive.ok("run", "show", run_id)["status"] == "running"
+        refused = archive.refused("run", "complete", run_id)
         assert "read-only" in refused.stderr or "readonly" in refused.stderr
+        # Nothing written, and no -wal or -shm file needed beside it.
+        assert path.read_bytes() == content
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
     finally:
         path.parent.chmod(stat.S_IRWXU)
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
@@ -142,3 +151,19 @@ def test_a_query_on_a_database_with_no_ledger_says_so_and_creates_nothing(
     assert tables == (0,)
     cli.ok(*experiment_args(tmp_path / "out"))
     assert cli.ok("stats")["totalRuns"] == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@127.0.0.1:1/db?password=s3cr3t-pw",
+        "postgresql://u@127.0.0.1:1/db?connect_timeout=1&sslpassword=s3cr3t-pw",
+        "postgresql://u:s3cr3t-pw@127.0.0.1:1/db?password=s3cr3t-pw",
+        "sqlite:///ledger.db?password=s3cr3t-pw",
+    ],
+)
+def test_a_password_in_the_store_url_query_is_never_printed(tmp_path: Path, url: str) -> None:
+    cli = Cli(url, cwd=tmp_path)
+    for args in (("stats",), ("--json", "stats"), experiment_args(tmp_path / "out")):
+        result = cli.refused(*args)
+        assert "s3cr3t" not in result.stderr + result.stdout

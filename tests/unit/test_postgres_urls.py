@@ -68,3 +68,6 @@ def test_malformed_urls_are_refused_without_showing_the_password(url: str, reaso
 def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql://u:pw@h:1/db") == "postgresql://u:***@h:1/db"
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("postgresql://u@h/db?sslpassword=pw&schema=s&password=pw") == (
+        "postgresql://u@h/db?sslpassword=***&schema=s&password=***"
+    )
