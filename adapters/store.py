@@ -17,7 +17,12 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import ApplicationRecorder, InfrastructureFactory, Mapper
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    Mapper,
+    OperationalError,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
@@ -35,11 +40,12 @@ from trainledger.adapters.sqlite.recorder import (
 )
 from trainledger.adapters.sqlite.view import SQLiteLedgerView
 from trainledger.adapters.trainer import SubprocessTrainerRunner, locate_artifact
-from trainledger.domain.errors import StoreError
+from trainledger.domain.errors import ConflictError, StoreError
 from trainledger.projections.log import LogReader
 from trainledger.projections.read_model import ProjectionReadModel
 from trainledger.projections.view import LedgerView
 from trainledger.service.ledger import TrainingLedger
+from trainledger.service.unit_of_work import lock_timed_out
 
 DEFAULT_STORE: Final = "sqlite:///.trainledger/ledger.db"
 STORE_ENV: Final = "TRAINLEDGER_STORE"
@@ -91,7 +97,7 @@ def store_env(url: str) -> dict[str, str]:
         if not path:
             raise StoreError(f"store URL {shown!r} names no database file")
         query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"synchronous", "mode"})
+        unknown = sorted(set(query) - {"synchronous", "mode", "lock_timeout"})
         if unknown:
             raise StoreError(f"store URL {shown!r}: unknown option(s) {', '.join(unknown)}")
         synchronous = query.get("synchronous", ["full"])[-1].lower()
@@ -102,10 +108,15 @@ def store_env(url: str) -> dict[str, str]:
         mode = query.get("mode", ["rw"])[-1].lower()
         if mode not in ("ro", "rw"):
             raise StoreError(f"store URL {shown!r}: mode must be ro or rw")
+        lock_timeout = query.get("lock_timeout", ["30"])[-1]
+        if not (lock_timeout.isdigit() and int(lock_timeout) >= 1):
+            raise StoreError(
+                f"store URL {shown!r}: lock_timeout must be a whole number of seconds >= 1"
+            )
         env.update(
             PERSISTENCE_MODULE=get_topic(LedgerSQLiteFactory),
             SQLITE_DBNAME=path,
-            SQLITE_LOCK_TIMEOUT="30",
+            SQLITE_LOCK_TIMEOUT=lock_timeout,
         )
         env[VIEW_TOPIC_ENV] = get_topic(SQLiteLedgerView)
         env[SYNCHRONOUS_ENV] = synchronous
@@ -182,5 +193,12 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> TrainingLedge
         )
     except StoreError:
         raise
+    except OperationalError as error:
+        if lock_timed_out(error):
+            raise ConflictError(
+                f"store {redact(url)} stayed locked by other writers past its lock timeout; "
+                "retry the command"
+            ) from None
+        raise StoreError(f"cannot open store {redact(url)}: {error}") from None
     except Exception as error:
         raise StoreError(f"cannot open store {redact(url)}: {error}") from None

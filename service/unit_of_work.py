@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
@@ -68,6 +68,13 @@ def parse_id(value: str | UUID, not_found: Callable[[object], NotFoundError]) ->
         return UUID(value.strip())
     except ValueError:
         raise not_found(value) from None
+
+
+def lock_timed_out(error: OperationalError) -> bool:
+    """Whether the store gave up waiting for its write lock (the library reports both
+    backends' lock timeouts as an `OperationalError` carrying the driver's message)."""
+    message = str(error).lower()
+    return "database is locked" in message or "lock timeout" in message
 
 
 class UnitOfWork:
@@ -116,6 +123,13 @@ class UnitOfWork:
                 # key) since we loaded it: back off, reload, decide again.
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
+            except OperationalError as error:
+                if not lock_timed_out(error):
+                    raise
+                raise ConflictError(
+                    f"{command}: the store stayed locked by other writers past its lock "
+                    "timeout; nothing was recorded, retry the command"
+                ) from None
             return outcome
         raise ConflictError(
             f"{command}: concurrent changes to the same records; gave up after "

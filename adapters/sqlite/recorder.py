@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -195,12 +196,16 @@ class ImmediateTransaction(SQLiteTransaction):
     A deferred transaction that reads first and writes later cannot upgrade
     once another process has committed in between: SQLite refuses at once
     with "database is locked" instead of waiting. Taking the lock up front
-    makes every writer wait its turn (up to the lock timeout) instead.
+    makes every writer wait its turn (up to the lock timeout) instead; past
+    it, the library's `OperationalError`, as for any other failed statement.
     """
 
     def __enter__(self) -> SQLiteCursor:
         cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise OperationalError(str(error)) from error
         return cursor
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -167,3 +168,47 @@ def test_a_password_in_the_store_url_query_is_never_printed(tmp_path: Path, url:
     for args in (("stats",), ("--json", "stats"), experiment_args(tmp_path / "out")):
         result = cli.refused(*args)
         assert "s3cr3t" not in result.stderr + result.stdout
+
+
+def test_a_store_locked_past_its_lock_timeout_is_a_conflict_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store" / "ledger.db"
+    cli = Cli(f"sqlite:///{path}?lock_timeout=1", cwd=tmp_path)
+    run_id = cli.ok(*experiment_args(tmp_path / "out"))["trainRunId"]
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        refused = cli("run", "start", run_id, json_mode=True)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert refused.code == 1
+    assert refused.json["error"]["code"] == "conflict"
+    assert "Traceback" not in refused.stderr
+    assert cli.ok("run", "show", run_id)["status"] == "pending"
+
+
+def test_an_append_that_outwaits_the_lock_timeout_is_a_conflict(tmp_path: Path) -> None:
+    from tests.support import reader_request
+    from trainledger.adapters.store import open_ledger
+    from trainledger.domain.errors import ConflictError
+
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}?lock_timeout=1")
+    run_id = ledger.create_experiment(
+        reader_request(tmp_path / "out"),
+        dataset_fingerprint="0123456789abcdef",
+        sample_count=3,
+        actor="a",
+    )["trainRunId"]
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # taken after the ledger opened the store
+        with pytest.raises(ConflictError, match="stayed locked"):
+            ledger.start_run(run_id, actor="a")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ledger.show_run(run_id)["status"] == "pending"
+    ledger.close()
