@@ -171,7 +171,10 @@ class EvalSummary(Contract):
         if isinstance(data, dict) and data.get("delta") is None:
             baseline, candidate = data.get("baselineScore"), data.get("candidateScore")
             if isinstance(baseline, int | float) and isinstance(candidate, int | float):
-                return {**data, "delta": float(candidate) - float(baseline)}
+                try:
+                    return {**data, "delta": float(candidate) - float(baseline)}
+                except OverflowError:  # not a score: the fields' own validation says so
+                    return data
         return data
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from trainledger.domain.trainer import (
 )
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
+from trainledger.service import arguments
 from trainledger.service.ports import (
     EVAL_ID,
     ArtifactDigester,
@@ -145,9 +146,13 @@ class TrainingLedger(Application[UUID]):
         Give either `dataset_path` (a JSONL file, fingerprinted here) or an
         explicit `dataset_fingerprint` (with its `sample_count`).
         """
-        from trainledger.domain.experiment import DatasetDigest, build_spec
+        from trainledger.domain.experiment import DatasetDigest, ExperimentRequest, build_spec
         from trainledger.domain.model import TrainingRun
 
+        arguments.require(request, ExperimentRequest, "an experiment request")
+        arguments.optional(dataset_path, str, "a dataset path")
+        arguments.optional(dataset_fingerprint, str, "a dataset fingerprint")
+        arguments.optional(sample_count, int, "a sample count")
         if (dataset_path is None) == (dataset_fingerprint is None):
             raise ValidationError("give either a dataset path or a dataset fingerprint")
 
@@ -220,6 +225,7 @@ class TrainingLedger(Application[UUID]):
         self, run_id: str, reason: str, *, actor: str, idempotency_key: str | None = None
     ) -> Outcome:
         """Fail a pending or running run, with a reason."""
+        arguments.require(reason, str, "a failure reason")
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             run = self.unit_of_work.get_run(run_id)
@@ -245,7 +251,8 @@ class TrainingLedger(Application[UUID]):
         """
         from trainledger.domain.model import Checkpoint
 
-        if not artifact_path.strip():
+        arguments.require(family, str, "a family")
+        if not arguments.require(artifact_path, str, "an artifact path").strip():
             raise ValidationError("an artifact path is required")
         digest = self.digest_artifact(artifact_path)
 
@@ -426,8 +433,8 @@ class TrainingLedger(Application[UUID]):
 
     def events_after(self, position: int = 0, limit: int = 1000) -> list[Outcome]:
         """Up to `limit` events of the global log after `position`, oldest first."""
-        if position < 0 or limit < 1:
-            raise ValidationError("the position must be at least 0 and the limit at least 1")
+        position = arguments.whole(position, "the position")
+        limit = arguments.whole(limit, "the limit", low=1)
         page = self.recorder.select_notifications(
             start=position, limit=limit, inclusive_of_start=False
         )

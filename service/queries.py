@@ -34,6 +34,7 @@ from trainledger.projections.filters import (
     Progress,
     RunFilter,
 )
+from trainledger.service import arguments
 from trainledger.service.ports import ReadModel
 
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
@@ -76,7 +77,7 @@ class Queries:
     def show_run(self, run_id: str, *, as_of: datetime | None = None) -> Document:
         """The run as it is now, or as it was at `as_of` (`{}` if it did not exist then)."""
         moment = _moment(as_of)
-        found = self.read_model.run(run_id, moment)
+        found = self.read_model.run(arguments.require(run_id, str, "a run id"), moment)
         if found is None:
             return _nothing_then(moment, RunNotFoundError(run_id))
         return found
@@ -87,7 +88,7 @@ class Queries:
         `{}` if, at `as_of`, it was not registered yet.
         """
         moment = _moment(as_of)
-        found = self.read_model.checkpoint(checkpoint_id, moment)
+        found = self.read_model.checkpoint(_checkpoint_id(checkpoint_id), moment)
         if found is None:
             return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
@@ -101,14 +102,15 @@ class Queries:
         the checkpoint was not registered yet.
         """
         moment = _moment(as_of)
-        found = self.read_model.lineage(checkpoint_id, moment)
+        found = self.read_model.lineage(_checkpoint_id(checkpoint_id), moment)
         if found is None:
             return _nothing_then(moment, CheckpointNotFoundError(checkpoint_id))
         return found
 
     def impact(self, dataset_fingerprint: str, *, as_of: datetime | None = None) -> Document:
         """The runs trained on a dataset, their checkpoints, which are deployable."""
-        fingerprint = dataset_fingerprint.strip().lower()
+        fingerprint = arguments.require(dataset_fingerprint, str, "a dataset fingerprint")
+        fingerprint = fingerprint.strip().lower()
         if not _FINGERPRINT.match(fingerprint):
             raise ValidationError(
                 f"dataset fingerprint {dataset_fingerprint!r} is not 16 hex characters"
@@ -126,6 +128,7 @@ class Queries:
     ) -> Document:
         """Runs, newest first, optionally of one status, family or dataset."""
         _require_member("status", status, RUN_STATUSES)
+        _optional_text(family=family, dataset_fingerprint=dataset_fingerprint)
         where = RunFilter(status, family, dataset_fingerprint and dataset_fingerprint.lower())
         return {"runs": self.read_model.runs(where, _moment(as_of), _limit(limit))}
 
@@ -139,6 +142,8 @@ class Queries:
         limit: int | None = None,
     ) -> Document:
         """Checkpoints, newest first, optionally of one run or family, by deployability."""
+        _optional_text(run_id=run_id, family=family)
+        arguments.optional(deployable, bool, "deployable")
         where = CheckpointFilter(run_id, family, deployable)
         return {"checkpoints": self.read_model.checkpoints(where, _moment(as_of), _limit(limit))}
 
@@ -154,6 +159,7 @@ class Queries:
     ) -> Document:
         """Evals, newest first, optionally of one checkpoint, benchmark, verdict or family."""
         _require_member("verdict", verdict, VERDICTS)
+        _optional_text(checkpoint_id=checkpoint_id, benchmark_id=benchmark_id, family=family)
         where = EvalFilter(checkpoint_id, benchmark_id, verdict, family)
         return {"evals": self.read_model.evals(where, _moment(as_of), _limit(limit))}
 
@@ -171,7 +177,8 @@ class Queries:
 
 
 def _moment(as_of: datetime | None) -> datetime | None:
-    return None if as_of is None else require_zone(as_of)
+    moment = arguments.moment(as_of)
+    return None if moment is None else require_zone(moment)
 
 
 def _nothing_then(moment: datetime | None, missing: NotFoundError) -> Document:
@@ -186,7 +193,14 @@ def _require_member(name: str, value: str | None, allowed: tuple[str, ...]) -> N
         raise ValidationError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
+def _checkpoint_id(checkpoint_id: object) -> str:
+    return arguments.require(checkpoint_id, str, "a checkpoint id")
+
+
+def _optional_text(**filters: object) -> None:
+    for name, value in filters.items():
+        arguments.optional(value, str, name)
+
+
 def _limit(limit: int | None) -> int | None:
-    if limit is not None and limit < 1:
-        raise ValidationError(f"limit must be at least 1, not {limit}")
-    return limit
+    return None if limit is None else arguments.whole(limit, "limit", low=1)

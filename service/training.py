@@ -40,6 +40,7 @@ from trainledger.domain.trainer_outcome import (
     assess_result,
 )
 from trainledger.domain.views import iso, run_document, training_document
+from trainledger.service import arguments
 from trainledger.service.ports import Reservation
 from trainledger.service.unit_of_work import Outcome, request_digest
 
@@ -79,6 +80,8 @@ class Training:
             )
             if earlier is not None:
                 return earlier  # a repeat must not launch the trainer again
+        arguments.optional(timeout_seconds, (int, float), "a timeout")
+        arguments.optional(trainer_script, str, "a trainer script")
         if timeout_seconds is not None and not (
             math.isfinite(timeout_seconds) and timeout_seconds > 0
         ):
@@ -151,6 +154,7 @@ class Training:
         refused. A document that holds no trainer result is refused, nothing
         recorded.
         """
+        arguments.require(result, bytes, "a trainer result")
         run = self.ledger.unit_of_work.get_run(run_id)
         reading = read_result(result, f"result file {source}")
         if reading.result is None:
@@ -179,7 +183,7 @@ class Training:
         live `train` would have recorded an outcome by then, so whoever started
         the run is gone. `now` (default: the current time) is the moment judged.
         """
-        moment = now or datetime.now(UTC)
+        moment = arguments.moment(now, "now") or datetime.now(UTC)
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             abandoned: list[LedgerAggregate] = []

@@ -37,6 +37,7 @@ from trainledger.domain.errors import (
     ValidationError,
 )
 from trainledger.domain.text import refuse_control_characters
+from trainledger.service.arguments import require
 from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
 
 # The aggregates are loaded by the commands that use them: queries answer from
@@ -65,7 +66,7 @@ def parse_id(value: str | UUID, not_found: Callable[[object], NotFoundError]) ->
     if isinstance(value, UUID):
         return value
     try:
-        return UUID(value.strip())
+        return UUID(require(value, str, "an id").strip())
     except ValueError:
         raise not_found(value) from None
 
