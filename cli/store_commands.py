@@ -17,7 +17,12 @@ from trainledger.domain.errors import ValidationError
 
 
 @cli.command("verify")
-@click.option("--digest", default=None, metavar="D", help="A digest from an earlier verify.")
+@click.option(
+    "--digest",
+    default=None,
+    metavar="D",
+    help="A digest from an earlier verify: prove the log up to it is unchanged.",
+)
 @pass_session
 def verify(session: Session, digest: str | None) -> None:
     """Recompute every hash chain and the log digest; exit 3 if anything was tampered with."""
