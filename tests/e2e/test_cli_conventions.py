@@ -303,6 +303,7 @@ def test_bash_completion_script_and_completing_verbs(store: Store) -> None:
         _TRAINLEDGER_COMPLETE="bash_complete", COMP_WORDS="trainledger ru", COMP_CWORD="1"
     )
     assert "plain,run" in verbs.stdout.splitlines()
+    assert "_TRAINLEDGER_COMPLETE=bash_source" in (REPO / "README.md").read_text()
 
 
 def test_ids_complete_from_the_views(store: Store) -> None:
