@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainledger.domain.errors import DatasetError
+from trainledger.domain.errors import ArtifactError, DatasetError
 
 if TYPE_CHECKING:
     from trainledger.domain.experiment import DatasetDigest
@@ -16,53 +17,103 @@ CHUNK = 1 << 20
 
 
 def load_dataset(path: str) -> DatasetDigest:
-    """Fingerprint a JSONL dataset: content digest and non-blank line count."""
+    """Fingerprint a JSONL dataset: content digest, non-blank line count, first bad line."""
     # Imported here: only `experiment create` reads a dataset (start-up time).
-    from trainledger.domain.experiment import DatasetDigest
+    from trainledger.domain.experiment import DatasetDigest, sample_problem
 
     file = Path(path)
     if not file.is_file():
         raise DatasetError(f"dataset {path!r} does not exist or is not a file")
     content = hashlib.sha256()
     sample_count = 0
+    problem: str | None = None
     try:
         with file.open("rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle, start=1):
                 content.update(line)
                 if line.strip():
                     sample_count += 1
+                    if problem is None and (wrong := sample_problem(line)) is not None:
+                        problem = f"line {number}: {wrong}"
     except OSError as error:
         raise DatasetError(f"cannot read dataset {path!r}: {error.strerror}") from None
-    return DatasetDigest.from_content(content.hexdigest()[:16], sample_count, str(file.resolve()))
+    return DatasetDigest.from_content(
+        content.hexdigest()[:16], sample_count, str(file.resolve()), problem
+    )
 
 
-def digest_artifact(path: str) -> str | None:
+ARTIFACT_BYTE_LIMIT = 8 << 30
+"""An artifact larger than this is not hashed (an adapter is far smaller)."""
+
+
+def digest_artifact(
+    path: str, *, deadline: float | None = None, byte_limit: int = ARTIFACT_BYTE_LIMIT
+) -> str | None:
     """sha256 of a file, or of a directory's files in sorted relative-path order.
 
     For a directory each file contributes its relative path (with `/`), a NUL,
     its size, a NUL and its bytes, so renames and moved bytes change the
-    digest. None when the path does not exist.
+    digest. None when the path does not exist. Links inside a directory are
+    never followed out of it (ArtifactError); hashing more than `byte_limit`
+    bytes or past `deadline` (a `time.monotonic()` value) is refused
+    (ArtifactError), so a huge or sparse file cannot stall the ledger.
     """
     root = Path(path)
-    if root.is_file():
+    try:
+        if root.is_file():
+            _check_size(path, root.stat().st_size, byte_limit)
+            digest = hashlib.sha256()
+            _feed(digest, root, path, deadline)
+            return "sha256:" + digest.hexdigest()
+        if not root.is_dir():
+            return None
+        files = _artifact_files(root, path)
+        _check_size(path, sum(size for _, _, size in files), byte_limit)
         digest = hashlib.sha256()
-        _feed(digest, root)
-        return "sha256:" + digest.hexdigest()
-    if not root.is_dir():
-        return None
-    digest = hashlib.sha256()
-    files = sorted(
-        (p for p in root.rglob("*") if p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
-    for file in files:
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(str(os.path.getsize(file)).encode() + b"\0")
-        _feed(digest, file)
+        for relative, file, size in files:
+            digest.update(relative.encode() + b"\0")
+            digest.update(str(size).encode() + b"\0")
+            _feed(digest, file, path, deadline)
+    except OSError as error:
+        raise ArtifactError(f"cannot read artifact {path}: {error.strerror}") from None
     return "sha256:" + digest.hexdigest()
 
 
-def _feed(digest: hashlib._Hash, file: Path) -> None:
+def _artifact_files(root: Path, path: str) -> list[tuple[str, Path, int]]:
+    """(relative path, file, size) of a directory's files, sorted; links checked."""
+    real_root = os.path.realpath(root)
+    found: list[tuple[str, Path, int]] = []
+    for directory, subdirectories, names in os.walk(root, followlinks=False):
+        for name in [*subdirectories, *names]:
+            entry = Path(directory) / name
+            if entry.is_symlink():
+                target = os.path.realpath(entry)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    relative = entry.relative_to(root).as_posix()
+                    raise ArtifactError(
+                        f"artifact {path} holds a link {relative} that leads outside "
+                        f"the artifact (to {target}); links are not followed out of it"
+                    )
+        for name in names:
+            file = Path(directory) / name
+            if file.is_file():  # a link to a file inside the artifact counts as that file
+                found.append((file.relative_to(root).as_posix(), file, file.stat().st_size))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _check_size(path: str, size: int, byte_limit: int) -> None:
+    if size > byte_limit:
+        raise ArtifactError(
+            f"artifact {path} is {size} bytes, over the limit of {byte_limit} bytes; "
+            "it was not hashed"
+        )
+
+
+def _feed(digest: hashlib._Hash, file: Path, path: str, deadline: float | None) -> None:
     with file.open("rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ArtifactError(
+                    f"hashing artifact {path} did not finish within the trainer's timeout"
+                )

@@ -89,7 +89,7 @@ def check_fingerprints(spec: ExperimentSpec) -> None:
             f"configFingerprint {spec.configFingerprint} does not match the "
             f"hyperparameters (they give {recomputed})"
         )
-    if spec.datasetExportPath is None:
+    if not spec.datasetExportPath:
         log("no dataset path in the spec; dataset fingerprint taken as given")
         return
     dataset = Path(spec.datasetExportPath)

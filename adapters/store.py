@@ -25,6 +25,7 @@ from trainledger.adapters.memory.view import MemoryLedgerView
 from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
 from trainledger.adapters.sqlite.log import SQLiteLogReader
 from trainledger.adapters.sqlite.recorder import (
+    CREATE_ENV,
     SYNCHRONOUS_ENV,
     SYNCHRONOUS_MODES,
     LedgerSQLiteFactory,
@@ -141,10 +142,16 @@ def open_read_model(app: Application[Any]) -> ProjectionReadModel:
     return ProjectionReadModel(app.name, log, view, replay_view=MemoryLedgerView)
 
 
-def open_ledger(url: str | None = None) -> TrainingLedger:
-    """Open the ledger at a store URL (default: `TRAINLEDGER_STORE`, then the SQLite file)."""
+def open_ledger(url: str | None = None, *, create: bool = True) -> TrainingLedger:
+    """Open the ledger at a store URL (default: `TRAINLEDGER_STORE`, then the SQLite file).
+
+    With `create=False` (what a query opens with) the store must hold a
+    ledger already: a path or database with none is `NoLedgerError`, and
+    nothing is written. A file that is not a ledger is refused either way.
+    """
     url = url or os.environ.get(STORE_ENV) or DEFAULT_STORE
     env = store_env(url)
+    env[CREATE_ENV] = "1" if create else "0"
     try:
         return TrainingLedger(
             env,

@@ -22,6 +22,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Final
 
+from trainledger.adapters.trainer_process import kill_descendants, subreaper, trainer_environment
 from trainledger.domain.trainer import (
     RESULT_FILE_LIMIT,
+    STDERR_TAIL_BYTES,
     STDOUT_LIMIT,
     ArtifactLocation,
     TrainerExit,
@@ -46,7 +49,7 @@ REFERENCE_TRAINER: Final = str(Path(__file__).with_name("reference_trainer.py"))
 """The bundled reference trainer, the default script of `train`."""
 
 TERMINATE_GRACE_SECONDS = 2.0
-"""After SIGTERM at a timeout, how long the trainer may take before SIGKILL."""
+"""After SIGTERM (a timeout, Ctrl-C), how long the trainer may take before SIGKILL."""
 
 READER_DRAIN_SECONDS = 2.0
 """How long to wait for stdout's end once the process group is gone."""
@@ -155,16 +158,19 @@ class SubprocessTrainerRunner:
         script = Path(launch.script or self.default_script).absolute()
         output_dir = Path(spec.outputDir).absolute()
         result_path = output_dir / result_file_name(spec)
-        if not script.is_file():
-            return TrainerExit(launch_error=f"trainer script not found: {script}")
+        launch_error = _why_not_startable(script)
+        if launch_error is not None:
+            return TrainerExit(launch_error=launch_error)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
+            output_dir_identity = _directory_identity(output_dir)
         except OSError as error:
             return TrainerExit(
                 launch_error=f"cannot create output directory {output_dir}: {error.strerror}"
             )
         stale_result = _identity(result_path)
         log_path = output_dir / log_file_name(spec)
+        log_start = _size(log_path)
         remove_abandoned_spec_dirs(Path(tempfile.gettempdir()))
         with tempfile.TemporaryDirectory(prefix=spec_dir_prefix(os.getpid())) as private_dir:
             spec_path = Path(private_dir) / f"experiment-{spec.experimentId}.json"
@@ -177,26 +183,41 @@ class SubprocessTrainerRunner:
                 "--output-dir",
                 str(output_dir),
             ]
-            try:
-                with open(log_path, "ab") as log:
-                    process = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=log,
-                        cwd=output_dir,
-                        start_new_session=True,
+            with subreaper() as ledger_children:
+                try:
+                    with open(log_path, "ab") as log:
+                        process = subprocess.Popen(
+                            argv,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=log,
+                            cwd=output_dir,
+                            env=trainer_environment(os.environ),
+                            start_new_session=True,
+                        )
+                except OSError as error:
+                    return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")
+                started = TrainerStarted(
+                    pid=process.pid, host=socket.gethostname(), log_path=str(log_path)
+                )
+                try:
+                    exit_code, timed_out, stdout_tail, stdout_size = self._supervise(
+                        process, launch.timeout_seconds, on_started, started
                     )
-            except OSError as error:
-                return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")
-            exit_code, timed_out, stdout_tail, stdout_size = self._supervise(
-                process,
-                launch.timeout_seconds,
-                on_started,
-                TrainerStarted(pid=process.pid, host=socket.gethostname(), log_path=str(log_path)),
-            )
+                finally:
+                    # Descendants that left the trainer's group were reparented to us.
+                    kill_descendants(keep=ledger_children)
+        replaced = _directory_identity_or_none(output_dir) != output_dir_identity
         result_file, note = _read_result_file(result_path, stale_result)
         return TrainerExit(
+            log_path=str(log_path),
+            stderr_tail=_log_tail(log_path, log_start),
+            output_dir_problem=(
+                f"the output directory {output_dir} was replaced while the trainer ran "
+                "(by a link or another directory); its contents are not trusted"
+                if replaced
+                else None
+            ),
             exit_code=exit_code,
             timed_out=timed_out,
             timeout_seconds=launch.timeout_seconds,
@@ -226,9 +247,15 @@ class SubprocessTrainerRunner:
                 _signal_group(pgid, signal.SIGTERM)
                 _wait_exited(process.pid, TERMINATE_GRACE_SECONDS)
         except BaseException:
-            _signal_group(pgid, signal.SIGKILL)
-            process.wait()
-            stdout.finish(READER_DRAIN_SECONDS)
+            # Interrupted (Ctrl-C, SIGTERM) or the start could not be recorded: the
+            # trainer gets SIGTERM and a short grace period, then SIGKILL.
+            try:
+                _signal_group(pgid, signal.SIGTERM)
+                _wait_exited(process.pid, TERMINATE_GRACE_SECONDS)
+            finally:
+                _signal_group(pgid, signal.SIGKILL)
+                process.wait()
+                stdout.finish(READER_DRAIN_SECONDS)
             raise
         # The leader has exited but is not reaped yet: kill what it left behind.
         _signal_group(pgid, signal.SIGKILL)
@@ -300,15 +327,66 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 def _read_result_file(
     path: Path, before_launch: tuple[int, int, int] | None
 ) -> tuple[bytes | None, str | None]:
-    """The result file's bytes if this trainer wrote it, else why not."""
-    identity = _identity(path)
-    if identity is None:
+    """The result file's bytes if this trainer wrote it as a regular file, else why not."""
+    try:
+        link = path.lstat()
+    except OSError:
         return None, "was not found"
-    if identity == before_launch:
+    if not stat.S_ISREG(link.st_mode):
+        return None, "is not a regular file (a link, FIFO or device); ignored"
+    if _identity(path) == before_launch:
         return None, "is left over from before the trainer started (not rewritten); ignored"
     try:
-        return read_capped(path), None
-    except ValueError as error:
-        return None, str(error)
+        # Never follow a link swapped in meanwhile, never block on a FIFO.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
         return None, f"could not be read: {error.strerror}"
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None, "is not a regular file (a link, FIFO or device); ignored"
+        data = handle.read(RESULT_FILE_LIMIT + 1)
+    if len(data) > RESULT_FILE_LIMIT:
+        return None, f"is larger than {RESULT_FILE_LIMIT} bytes"
+    return data, None
+
+
+def _why_not_startable(script: Path) -> str | None:
+    """Why `python3 script` cannot run, or None."""
+    if script.is_file():
+        return None
+    if script.exists():
+        return f"trainer script is not a file: {script}"
+    if not script.parent.is_dir():
+        return f"trainer script not found: {script} (no such directory {script.parent})"
+    return f"trainer script not found: {script}"
+
+
+def _directory_identity(path: Path) -> tuple[str, int, int]:
+    """Where a directory really is: its resolved path, device and inode."""
+    found = path.stat()
+    return (os.path.realpath(path), found.st_dev, found.st_ino)
+
+
+def _directory_identity_or_none(path: Path) -> tuple[str, int, int] | None:
+    try:
+        return _directory_identity(path)
+    except OSError:
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(path: Path, start: int) -> str:
+    """The last bytes this trainer wrote to its log (not a previous run's)."""
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            handle.seek(max(start, end - STDERR_TAIL_BYTES))
+            return handle.read(STDERR_TAIL_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""

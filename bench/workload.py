@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,12 +39,30 @@ DATASET_COUNT = 1000
 BENCHMARK_COUNT = 20
 SAMPLE_COUNT = 1000
 OUTPUT_DIR = "bench-output"
-"""Recorded in specs and artifact paths only; nothing is written there."""
+"""Recorded in specs only; nothing is written there."""
+ARTIFACT_BYTES = b"bench adapter weights"
 COMMANDS_PER_LIFECYCLE = 6
 
 
 def dataset_fingerprint(n: int) -> str:
     return hashlib.sha256(f"bench-dataset-{n % DATASET_COUNT}".encode()).hexdigest()[:16]
+
+
+@cache
+def artifact_file() -> str:
+    """One small artifact every lifecycle's checkpoint records, written once per process.
+
+    Only a checkpoint with an artifact digest can be made deployable, so the
+    artifact must exist; one shared file keeps the measured commands free of
+    file writes.
+    """
+    artifact = Path(tempfile.mkdtemp(prefix="trainledger-bench-")) / "adapter.bin"
+    artifact.write_bytes(ARTIFACT_BYTES)
+    return str(artifact)
+
+
+ARTIFACT_DIGEST = "sha256:" + hashlib.sha256(ARTIFACT_BYTES).hexdigest()
+"""The digest `adapters.files.digest_artifact` records for `artifact_file()`."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,7 @@ class LifecycleParams:
 
     @property
     def artifact_path(self) -> str:
-        return f"{OUTPUT_DIR}/checkpoint-{self.n}"
+        return artifact_file()
 
     def request(self) -> ExperimentRequest:
         return ExperimentRequest(
@@ -155,7 +174,11 @@ def _loaded_lifecycle(n: int) -> tuple[list[LedgerAggregate], Reservation]:
     run = TrainingRun.register(uuid4(), spec, SAMPLE_COUNT)
     run.start()
     checkpoint = Checkpoint.register(
-        uuid4(), run, family=p.family, artifact_path=p.artifact_path, artifact_digest=None
+        uuid4(),
+        run,
+        family=p.family,
+        artifact_path=p.artifact_path,
+        artifact_digest=ARTIFACT_DIGEST,
     )
     run.complete()
     summary = EvalSummary.model_validate(p.eval_summary(str(checkpoint.id)))

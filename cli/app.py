@@ -38,6 +38,12 @@ ERROR_EXIT = 1
 USAGE_EXIT = 2
 INTEGRITY_EXIT = 3
 """`verify` found an integrity failure."""
+INTERRUPTED_EXIT = 130
+"""Ctrl-C (SIGINT), as shells report it: 128 + 2."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised on SIGTERM: stops a command like Ctrl-C does, but exits 1, not 130."""
 
 
 @dataclass
@@ -52,7 +58,9 @@ class Session:
     @property
     def ledger(self) -> TrainingLedger:
         if self._ledger is None:
-            self._ledger = open_ledger(self.store)
+            context = click.get_current_context(silent=True)
+            writes = context is not None and records(context.command)
+            self._ledger = open_ledger(self.store, create=writes)
         return self._ledger
 
     def emit(self, document: Any, text: Callable[[Any], Any], *, short_ids: bool = False) -> None:
@@ -64,6 +72,17 @@ class Session:
 
 
 pass_session = click.make_pass_decorator(Session)
+
+RECORDING_VERBS = frozenset({"import"})
+"""Verbs that record without an idempotency key; every other one that records takes one."""
+
+
+def records(command: click.Command) -> bool:
+    """Whether a verb records events, and so may create its store (queries never do)."""
+    return command.name in RECORDING_VERBS or any(
+        parameter.name == "idempotency_key" for parameter in command.params
+    )
+
 
 idempotency_option = click.option(
     "--idempotency-key",
@@ -276,7 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         returned = cli.main(args=args, prog_name="trainledger", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.Abort:
+    except click.Abort as error:
+        if type(error.__cause__) is KeyboardInterrupt:  # Ctrl-C, not SIGTERM (`Stopped`)
+            output.emit_error(json_mode, "interrupted", "interrupted")
+            sys.exit(INTERRUPTED_EXIT)
         output.emit_error(json_mode, "aborted", "aborted")
         sys.exit(ERROR_EXIT)
     except click.UsageError as error:

@@ -72,6 +72,13 @@ def parse_assignment(text: str) -> tuple[str, float | int]:
     "--dataset-export-id", default=None, metavar="ID", help="The dataset export's id, if any."
 )
 @click.option(
+    "--dataset-export-path",
+    default=None,
+    metavar="PATH",
+    help="With --dataset-fingerprint: where the trainer finds the dataset (else the spec's "
+    'datasetExportPath is "": no file).',
+)
+@click.option(
     "--benchmark-export-id", required=True, metavar="ID", help="The benchmark to evaluate on."
 )
 @click.option("--output-dir", required=True, help="Where the trainer writes its artifacts.")
@@ -99,6 +106,7 @@ def experiment_create(
     dataset_fingerprint: str | None,
     sample_count: int | None,
     dataset_export_id: str | None,
+    dataset_export_path: str | None,
     benchmark_export_id: str,
     output_dir: str,
     tier: str | None,
@@ -115,6 +123,10 @@ def experiment_create(
         raise click.UsageError("give exactly one of --dataset or --dataset-fingerprint")
     if sample_count is not None and dataset_fingerprint is None:
         raise click.UsageError("--sample-count goes with --dataset-fingerprint")
+    if dataset_export_path is not None and dataset_fingerprint is None:
+        raise click.UsageError("--dataset-export-path goes with --dataset-fingerprint")
+    if dataset_export_path is not None and not dataset_export_path.strip():
+        raise click.UsageError("--dataset-export-path must not be empty")
     hyperparameters = dict(parse_assignment(a) for a in hp)
     budget: dict[str, Any] = {}
     if budget_minutes is not None:
@@ -128,6 +140,9 @@ def experiment_create(
         benchmark_export_id=benchmark_export_id,
         output_dir=str(Path(output_dir).absolute()),
         dataset_export_id=dataset_export_id,
+        dataset_export_path=(
+            None if dataset_export_path is None else str(Path(dataset_export_path).absolute())
+        ),
         tier=tier,
         hyperparameters=hyperparameters,
         budget=budget,

@@ -13,7 +13,15 @@ import click
 from trainledger.cli import output
 from trainledger.cli.app import INTEGRITY_EXIT, Session, cli, pass_session
 from trainledger.cli.text import import_text, verify_text
+from trainledger.domain.chain import parse_digest
 from trainledger.domain.errors import ValidationError
+
+
+def _digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else parse_digest(value)
+    except ValidationError as error:
+        raise click.BadParameter(error.message) from None
 
 
 @cli.command("verify")
@@ -21,7 +29,8 @@ from trainledger.domain.errors import ValidationError
     "--digest",
     default=None,
     metavar="D",
-    help="A digest from an earlier verify: prove the log up to it is unchanged.",
+    callback=_digest,
+    help="A digest from an earlier verify (64 hex digits): prove the log up to it is unchanged.",
 )
 @pass_session
 def verify(session: Session, digest: str | None) -> None:

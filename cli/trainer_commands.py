@@ -21,6 +21,7 @@ from trainledger.cli.app import (
     ERROR_EXIT,
     LedgerId,
     Session,
+    Stopped,
     cli,
     idempotency_option,
     pass_session,
@@ -43,8 +44,8 @@ def finish_training(session: Session, document: dict[str, Any]) -> None:
 
 
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Being stopped (SIGTERM) is handled like Ctrl-C: the trainer is killed, the run failed."""
-    raise KeyboardInterrupt
+    """Being stopped (SIGTERM) is handled like Ctrl-C: the trainer is stopped, the run failed."""
+    raise Stopped
 
 
 @cli.command("train")

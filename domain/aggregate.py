@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
+from trainledger.domain.text import refuse_control_characters
 
 STORED_MODULES: dict[str, str] = {"trainledger.domain.model": "domain.model"}
 """The module name each module's classes were first stored under (0.1.0 had no
@@ -104,12 +105,12 @@ class DomainEvent(BaseModel):
 
     @model_validator(mode="after")
     def _seal(self) -> DomainEvent:
-        if not self.event_hash:
+        if not self.event_hash:  # a new event; one read back keeps what it recorded
+            # The values as given: JSON mode would already have mangled a lone surrogate.
+            refuse_control_characters(self.model_dump(), self.short_type)
+            state = stored_state(self)
             digest = chain_hash(
-                str(self.originator_id),
-                self.originator_version,
-                self.short_type,
-                stored_state(self),
+                str(self.originator_id), self.originator_version, self.short_type, state
             )
             object.__setattr__(self, "event_hash", digest)
         return self

@@ -18,6 +18,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from trainledger.domain.errors import ValidationError
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -55,17 +57,17 @@ def canonical_event_bytes(
     payload = dict(state)
     for key in NOT_PAYLOAD:
         payload.pop(key, None)
-    document = {  # in sorted key order
-        "actor": state["actor"],
+    document = {
         "aggregateId": aggregate_id,
-        "idempotencyKey": state.get("idempotencyKey"),
-        "payload": _sorted(payload),
-        "previousHash": state["previousHash"],
-        "timestamp": state["timestamp"],
-        "type": type_name,
         "version": version,
+        "type": type_name,
+        "timestamp": state["timestamp"],
+        "actor": state["actor"],
+        "idempotencyKey": state.get("idempotencyKey"),
+        "previousHash": state["previousHash"],
+        "payload": payload,
     }
-    return _json_writer()(document)
+    return _json_writer()(_sorted(document))
 
 
 def _sorted(value: Any) -> Any:
@@ -110,6 +112,20 @@ def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str,
 
 LOG_GENESIS = hashlib.sha256(b"trainledger-log-v1").hexdigest()
 """The log chain's value before the first event; the digest of an empty log."""
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_digest(value: object) -> str:
+    """A digest as `verify` printed it (64 hex digits, any case), or `ValidationError`."""
+    if not isinstance(value, str):
+        raise ValidationError(f"a digest is a string of 64 hex digits, not {type(value).__name__}")
+    digest = value.lower()
+    if len(digest) != 64 or not set(digest) <= _HEX:
+        raise ValidationError(
+            f"a digest is 64 hex digits as `verify` prints it; {value[:80]!r} is not one"
+        )
+    return digest
 
 
 def log_link(

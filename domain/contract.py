@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainledger.domain import vocabulary
+from trainledger.domain.text import text_problem
 from trainledger.domain.vocabulary import (
     ADAPTER_FORMAT,
     FINGERPRINT_PATTERN,
@@ -31,10 +32,20 @@ from trainledger.domain.vocabulary import (
 )
 
 
+def _refuse_control_characters(data: Any) -> Any:
+    """The ledger's text rule (`domain.text`) on a document before it is validated."""
+    problem = text_problem(data)
+    if problem is not None:
+        raise ValueError(problem)
+    return data
+
+
 class Contract(BaseModel):
-    """Base of the contract models: frozen, strict about unknown fields."""
+    """Base of the contract models: frozen, strict about unknown fields, printable text."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    _printable = model_validator(mode="before")(_refuse_control_characters)
 
 
 class Hyperparameters(Contract):
@@ -97,6 +108,9 @@ class TrainerResult(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="allow")
+
+    # Its text is judged with the rest of what makes a result storable
+    # (`trainer_outcome.unportable_json`, by the same rule), not refused on reading.
 
     experimentId: str  # noqa: N815
     backend: str

@@ -25,6 +25,12 @@ class ValidationError(LedgerError):
     code = "invalid_input"
 
 
+class ControlCharacterError(ValidationError):
+    """Text holds NUL, another C0 control character (but tab and newline) or a lone surrogate."""
+
+    code = "control_character"
+
+
 class ProfileNotEnabledError(LedgerError):
     code = "profile_not_enabled"
 
@@ -103,6 +109,12 @@ class StoreError(LedgerError):
     code = "store_error"
 
 
+class NoLedgerError(StoreError):
+    """A query named a store that holds no ledger; only a command that records creates one."""
+
+    code = "no_ledger"
+
+
 class CorruptStoreError(StoreError):
     """A stored event cannot be read back: the store was modified outside the ledger."""
 
@@ -131,3 +143,15 @@ class ViewsInconsistentError(StoreError):
     """A projection's tables refused the log's events: they were changed outside the ledger."""
 
     code = "views_inconsistent"
+
+
+class TrainerNotStartedError(LedgerError):
+    """The trainer could not be started (no such script, not a file); nothing was recorded."""
+
+    code = "trainer_not_started"
+
+
+class ArtifactError(LedgerError):
+    """An artifact cannot be hashed within its bounds, or leads outside itself."""
+
+    code = "artifact_refused"

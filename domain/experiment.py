@@ -6,6 +6,7 @@ local-editor switch are decided by the caller and passed in.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -25,6 +26,7 @@ from trainledger.domain.contract import (
     dataset_fingerprint,
 )
 from trainledger.domain.errors import (
+    DatasetError,
     FamilyProfileMismatchError,
     HardwareTierError,
     ProfileNotEnabledError,
@@ -74,17 +76,57 @@ def family_suits_profile(family: str, profile: str) -> bool:
     return False
 
 
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+"""The fields of an ORPO preference sample, each a string."""
+
+
+def sample_problem(line: bytes) -> str | None:
+    """Why one non-blank line of a JSONL dataset is not a preference sample, or None."""
+    try:
+        sample = json.loads(line)
+    except ValueError:  # UnicodeDecodeError included
+        return "is not JSON"
+    if not isinstance(sample, dict):
+        kind = "array" if isinstance(sample, list) else type(sample).__name__
+        return f"is a JSON {kind}, not an object"
+    missing = [name for name in PREFERENCE_FIELDS if name not in sample]
+    if missing:
+        return f"lacks the preference field(s) {', '.join(missing)}"
+    not_text = [name for name in PREFERENCE_FIELDS if not isinstance(sample[name], str)]
+    if not_text:
+        return f"field(s) {', '.join(not_text)} must be strings"
+    return None
+
+
 @dataclass(frozen=True)
 class DatasetDigest:
-    """What the ledger knows of a dataset: its content digest and sample count."""
+    """What the ledger knows of a dataset: its content digest and sample count.
+
+    `problem` names the first line of a dataset file that is not a
+    preference sample (see `sample_problem`); `build_spec` refuses such a file.
+    """
 
     fingerprint: str
     sample_count: int | None
     path: str | None = None
+    problem: str | None = None
 
     @classmethod
-    def from_content(cls, content_digest16: str, sample_count: int, path: str) -> DatasetDigest:
-        return cls(dataset_fingerprint(content_digest16, sample_count), sample_count, path)
+    def from_content(
+        cls, content_digest16: str, sample_count: int, path: str, problem: str | None = None
+    ) -> DatasetDigest:
+        fingerprint = dataset_fingerprint(content_digest16, sample_count)
+        return cls(fingerprint, sample_count, path, problem)
+
+    def require_samples(self) -> None:
+        """A dataset file must hold at least one sample, and only preference samples."""
+        if self.path is None:
+            return  # a fingerprint given instead of a file: nothing to read
+        expected = f"a JSONL file of objects with {', '.join(PREFERENCE_FIELDS)}"
+        if self.problem is not None:
+            raise DatasetError(f"dataset {self.path}: {self.problem}; expected {expected}")
+        if not self.sample_count:
+            raise DatasetError(f"dataset {self.path} holds no samples; expected {expected}")
 
     @classmethod
     def explicit(cls, fingerprint: str, sample_count: int | None) -> DatasetDigest:
@@ -109,6 +151,8 @@ class ExperimentRequest:
     benchmark_export_id: str
     output_dir: str
     dataset_export_id: str | None = None
+    dataset_export_path: str | None = None
+    """Where the trainer finds the dataset, when a fingerprint is given instead of a file."""
     tier: str | None = None
     training_mode: str = "orpo"
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
@@ -206,6 +250,9 @@ def build_spec(
             raise ValidationError(f"{label} must not be empty")
     # 6-7. fingerprints (the dataset is read only now), ids, the rest of the spec
     dataset = load_dataset()
+    dataset.require_samples()
+    if dataset.path is not None and request.dataset_export_path is not None:
+        raise ValidationError("a dataset export path goes with a fingerprint, not a dataset file")
     return ExperimentSpec(
         experimentId=experiment_id,
         backend=request.backend,
@@ -214,7 +261,11 @@ def build_spec(
         targetModelFamily=request.family,
         hardwareTier=tier,
         datasetExportId=request.dataset_export_id or f"dataset-{dataset.fingerprint}",
-        datasetExportPath=dataset.path,
+        # A fingerprint without a path: "" says there is no file, and a trainer
+        # that treats the path as a string (the seed's contract) does not crash.
+        datasetExportPath=(
+            dataset.path if dataset.path is not None else request.dataset_export_path or ""
+        ),
         datasetFingerprint=dataset.fingerprint,
         benchmarkExportId=request.benchmark_export_id,
         outputDir=request.output_dir,

@@ -341,7 +341,7 @@ class Checkpoint(LedgerAggregate):
             )
 
     def mark_deployable(self, run: TrainingRun) -> None:
-        """Needs a current eval that did not fail and a completed run.
+        """Needs a current eval that did not fail, a completed run and an artifact digest.
 
         Marking again is allowed only to rest deployability on a newer eval.
         """
@@ -357,6 +357,14 @@ class Checkpoint(LedgerAggregate):
         if run.status != "completed":
             raise DeployabilityError(
                 f"checkpoint {self.id}: run {run.id} is {run.status}, not completed"
+            )
+        if self.artifact_digest is None:
+            # Registered with a path that did not exist: kept, but what would be
+            # deployed is unknown, so it never becomes deployable.
+            raise DeployabilityError(
+                f"checkpoint {self.id} has no recorded artifact digest (its artifact "
+                f"{self.artifact_path} did not exist when it was registered); "
+                "register the checkpoint again with an existing artifact"
             )
         marked = [c for c in self.deployability_history if c.deployable]
         if self.deployable and marked and marked[-1].eval_id == current.evalId:

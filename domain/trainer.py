@@ -31,6 +31,15 @@ STDOUT_LIMIT = 1 << 20
 RESULT_FILE_LIMIT = 16 << 20
 """A result document larger than this is not read."""
 
+STDERR_TAIL_BYTES = 4096
+"""How much of the end of a trainer's log a runner reads back."""
+
+STDERR_TAIL_LINES = 5
+"""A failed run's reason quotes this many last lines of the trainer's stderr..."""
+
+STDERR_TAIL_CHARS = 600
+"""... and at most this many characters of them."""
+
 REASON_LIMIT = 2000
 """Failure reasons are cut to this many characters (trainers can be chatty)."""
 
@@ -97,12 +106,17 @@ class TrainerExit:
     """Everything a runner observed about one trainer execution.
 
     `launch_error` is set when no process could be started (nothing else is
-    meaningful then). `exit_code` is negative when a signal ended the process.
+    meaningful then). `stderr_tail` is the end of what the trainer wrote to its
+    log at `log_path`; `output_dir_problem` says how the output directory was
+    tampered with while the trainer ran. `exit_code` is negative when a signal ended the process.
     `result_file` is the file's content when it was written by this trainer;
     otherwise `result_file_note` says why it was not read.
     """
 
     launch_error: str | None = None
+    log_path: str = ""
+    stderr_tail: str = ""
+    output_dir_problem: str | None = None
     exit_code: int | None = None
     timed_out: bool = False
     timeout_seconds: float = 0.0

@@ -7,12 +7,16 @@ records. Always against the spec as recorded, never a file a user can edit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainledger.domain.text import printable, text_problem
 from trainledger.domain.trainer import (
     REASON_LIMIT,
+    STDERR_TAIL_CHARS,
+    STDERR_TAIL_LINES,
     ArtifactLocation,
     ArtifactLocator,
     OutcomeStatus,
@@ -61,8 +65,9 @@ class TrainerOutcome:
 
 
 def clean_text(text: str) -> str:
-    """Text that any store can hold: lone surrogates from JSON escapes replaced."""
-    return text.encode("utf-8", errors="replace").decode("utf-8")
+    """Text that any store can hold: what `domain.text` refuses (lone surrogates from
+    JSON escapes, control characters from a terminal) replaced."""
+    return printable(text)
 
 
 def clean_reason(reason: str) -> str:
@@ -109,7 +114,7 @@ def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{where} is not finite"
     if isinstance(value, str):
-        return None if clean_text(value) == value else f"{where} is not valid Unicode text"
+        return text_problem(value, where)
     if isinstance(value, list):
         for index, item in enumerate(value):
             problem = unportable_json(item, f"{where}[{index}]", depth + 1)
@@ -118,8 +123,10 @@ def unportable_json(value: Any, where: str, depth: int = 0) -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or clean_text(key) != key:
-                return f"{where} has a key that is not valid Unicode text"
+            if not isinstance(key, str) or text_problem(key) is not None:
+                return (
+                    f"{where} has a key that is not valid Unicode text or holds a control character"
+                )
             problem = unportable_json(item, f"{where}.{key}", depth + 1)
             if problem:
                 return problem
@@ -134,8 +141,10 @@ def unportable_result(document: dict[str, Any]) -> str | None:
     problem in `metrics` is named the same way by both checks.
     """
     for key, value in document.items():
-        if not isinstance(key, str) or clean_text(key) != key:
-            return "the result has a key that is not valid Unicode text"
+        if not isinstance(key, str) or text_problem(key) is not None:
+            return (
+                "the result has a key that is not valid Unicode text or holds a control character"
+            )
         problem = unportable_json(value, key)
         if problem:
             return problem
@@ -182,6 +191,12 @@ def assess_result(
         if result.artifact is not None:
             problems.append("a dry_run result must carry no artifact")
     elif result.status == "completed":
+        if spec.backend == "dry-run":
+            # The seed's contract: a dry run must not produce a deployable checkpoint.
+            problems.append(
+                "status completed is not valid for a dry-run spec: "
+                "a dry-run spec must not produce a checkpoint"
+            )
         if result.artifact is None:
             problems.append("a completed result needs an artifact, and it has none")
         else:
@@ -250,11 +265,42 @@ def assess_result(
 def assess_exit(
     spec: ExperimentSpec, finished: TrainerExit, locate: ArtifactLocator
 ) -> TrainerOutcome:
-    """Decide the outcome of one trainer execution (SPEC §4.4-7)."""
+    """Decide the outcome of one trainer execution (SPEC §4.4-7).
+
+    A failure's reason ends with the last lines of the trainer's stderr and
+    the log's path, so a crash inside the trainer shows in `run show`.
+    """
     if finished.launch_error is not None:
         return TrainerOutcome.failure(finished.launch_error)
     if finished.timed_out:
-        return TrainerOutcome.failure(f"timeout after {format_seconds(finished.timeout_seconds)} s")
+        outcome = TrainerOutcome.failure(
+            f"timeout after {format_seconds(finished.timeout_seconds)} s"
+        )
+    elif finished.output_dir_problem is not None:
+        outcome = TrainerOutcome.failure(finished.output_dir_problem)
+    else:
+        outcome = _assess_output(spec, finished, locate)
+    if outcome.status != "failed" or not finished.stderr_tail.strip():
+        return outcome
+    quoted = stderr_quote(finished.stderr_tail)
+    ending = f"; trainer log {finished.log_path} ends: {quoted}"
+    head = clean_reason(outcome.reason or "")[: max(0, REASON_LIMIT - len(ending))]
+    return dataclasses.replace(outcome, reason=clean_reason(head + ending))
+
+
+def stderr_quote(tail: str) -> str:
+    """The last few lines of a trainer's stderr on one line, bounded, control characters shown."""
+    lines = [line.strip() for line in clean_text(tail).splitlines() if line.strip()]
+    quoted = " | ".join(lines[-STDERR_TAIL_LINES:])
+    quoted = "".join("\ufffd" if (ord(c) < 32 or 0x7F <= ord(c) < 0xA0) else c for c in quoted)
+    if len(quoted) > STDERR_TAIL_CHARS:
+        quoted = "…" + quoted[-(STDERR_TAIL_CHARS - 1) :]
+    return quoted
+
+
+def _assess_output(
+    spec: ExperimentSpec, finished: TrainerExit, locate: ArtifactLocator
+) -> TrainerOutcome:
     reading = read_trainer_output(finished)
     if reading.result is None:
         exit_note = _exit_note(finished.exit_code)

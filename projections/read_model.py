@@ -180,6 +180,10 @@ class ProjectionReadModel:
             "eventsPerSecond": round(applied / seconds) if seconds > 0 else None,
         }
 
+    def tracked_position(self) -> int:
+        """The log position the view has applied up to."""
+        return self.view.position(self.application_name)
+
     def differences_from_replay(self) -> list[str]:
         """Compare the views with a replay of the log into a fresh in-memory view."""
         self.catch_up()

@@ -30,6 +30,7 @@ from trainledger.domain.errors import (
     NotFoundError,
     ValidationError,
 )
+from trainledger.domain.text import refuse_control_characters
 from trainledger.domain.trainer import (
     ArtifactLocation,
     ArtifactLocator,
@@ -69,7 +70,7 @@ def _no_dataset_loader(path: str) -> DatasetDigest:
     raise DatasetError(f"cannot read dataset {path!r}: no dataset loader configured")
 
 
-def _no_artifact_digest(_: str) -> str | None:
+def _no_artifact_digest(path: str, *, deadline: float | None = None) -> str | None:
     return None
 
 
@@ -443,6 +444,7 @@ class TrainingLedger(Application[UUID]):
 
         if isinstance(summary, EvalSummary):
             return summary
+        refuse_control_characters(summary, "eval")
         try:
             return EvalSummary.model_validate(summary)
         except pydantic.ValidationError as error:

@@ -91,6 +91,12 @@ class LedgerRecorder(Protocol):
     def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
         """The log chain links the ledger wrote for positions in (after, upto]."""
 
+    def log_chain_end(self) -> int:
+        """The last position the log chain has a link for (0: none)."""
+
+    def store_problems(self) -> list[str]:
+        """What the database's own consistency check finds wrong (empty: nothing)."""
+
     def start_log_check(
         self, *, digest: str | None, parts: int, minimum: int, application_name: str
     ) -> LogCheck | None:
@@ -110,6 +116,10 @@ class ReadModel(Protocol):
 
     def rebuild(self, progress: Progress | None = None) -> Document:
         """Drop every view and apply the whole log again."""
+        ...
+
+    def tracked_position(self) -> int:
+        """The log position the views have applied up to (their tracking record)."""
         ...
 
     def differences_from_replay(self) -> list[str]:
@@ -150,5 +160,12 @@ ReadModelFactory = Callable[[Any], ReadModel]
 DatasetLoader = Callable[[str], "DatasetDigest"]
 """Reads and fingerprints a JSONL dataset file."""
 
-ArtifactDigester = Callable[[str], "str | None"]
-"""The content digest of an artifact file or directory; None when the path does not exist."""
+
+class ArtifactDigester(Protocol):
+    """The content digest of an artifact file or directory; None when the path does not exist.
+
+    Raises `ArtifactError` when the artifact is too large, leads outside itself,
+    or is not hashed by `deadline` (a `time.monotonic()` value).
+    """
+
+    def __call__(self, path: str, *, deadline: float | None = None) -> str | None: ...

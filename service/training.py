@@ -14,11 +14,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from trainledger.domain.errors import LedgerError, ResultRefusedError, ValidationError
+from trainledger.domain.errors import (
+    ArtifactError,
+    LedgerError,
+    ResultRefusedError,
+    TrainerNotStartedError,
+    ValidationError,
+)
 from trainledger.domain.trainer import (
     ABANDONED,
     TrainerLaunch,
@@ -102,6 +109,8 @@ class Training:
             self.ledger.unit_of_work.run("run.start", start_params, actor, None, body)
             started_pids.append(started.pid)
 
+        # Hashing the artifact is covered by the trainer's timeout too.
+        deadline = time.monotonic() + launch.timeout_seconds
         try:
             finished = self.ledger.run_trainer(launch, record_started)
         except KeyboardInterrupt:
@@ -110,9 +119,19 @@ class Training:
                 with contextlib.suppress(LedgerError):
                     self.ledger.fail_run(str(run.id), reason, actor=actor)
             raise
+        if finished.launch_error is not None:
+            # No trainer ran, so nothing is recorded: the run stays pending.
+            raise TrainerNotStartedError(f"cannot start the trainer: {finished.launch_error}")
         outcome = assess_exit(spec, finished, self.ledger.locate_artifact)
         return self._record_trainer_outcome(
-            "run.train", run.id, outcome, params, actor, idempotency_key, importing=False
+            "run.train",
+            run.id,
+            outcome,
+            params,
+            actor,
+            idempotency_key,
+            importing=False,
+            deadline=deadline,
         )
 
     def import_result(
@@ -189,6 +208,7 @@ class Training:
         idempotency_key: str | None,
         *,
         importing: bool,
+        deadline: float | None = None,
     ) -> Outcome:
         """Save an outcome in one append: checkpoint, its link and the run's end."""
         from trainledger.domain.model import Checkpoint
@@ -196,10 +216,21 @@ class Training:
         artifact_digest = None
         if outcome.status == "completed":
             assert outcome.artifact_path is not None
-            artifact_digest = self.ledger.digest_artifact(outcome.artifact_path)
-            if artifact_digest is None:
-                reason = f"artifact {outcome.artifact_path} vanished before it could be hashed"
-                outcome = dataclasses.replace(outcome, status="failed", reason=reason)
+            try:
+                artifact_digest = self.ledger.digest_artifact(
+                    outcome.artifact_path, deadline=deadline
+                )
+                problem = (
+                    None
+                    if artifact_digest is not None
+                    else f"artifact {outcome.artifact_path} vanished before it could be hashed"
+                )
+            except ArtifactError as error:
+                problem = error.message
+            if problem is not None:
+                outcome = dataclasses.replace(
+                    outcome, status="failed", reason=f"trainer result rejected: {problem}"
+                )
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             run = self.ledger.unit_of_work.get_run(run_id)

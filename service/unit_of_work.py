@@ -36,6 +36,7 @@ from trainledger.domain.errors import (
     RunNotFoundError,
     ValidationError,
 )
+from trainledger.domain.text import refuse_control_characters
 from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
 
 # The aggregates are loaded by the commands that use them: queries answer from
@@ -87,10 +88,14 @@ class UnitOfWork:
         body: Body,
     ) -> Outcome:
         """Decide with `body` and append what it decided, as one transaction."""
-        if not actor.strip():
+        if not isinstance(actor, str) or not actor.strip():
             raise ValidationError("an actor is required")
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise ValidationError("an idempotency key must not be empty")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key.strip()
+        ):
+            raise ValidationError("an idempotency key must not be empty (a string)")
+        refuse_control_characters(actor, "actor")
+        refuse_control_characters(idempotency_key, "idempotency key")
         from trainledger.domain.model import command_context
 
         digest = "" if idempotency_key is None else request_digest(command, params)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any
 
-from trainledger.domain.chain import IntegrityFailure, LogVerifier
+from trainledger.domain.chain import IntegrityFailure, LogVerifier, parse_digest
 from trainledger.domain.errors import LedgerError
 from trainledger.service.unit_of_work import Outcome
 
@@ -50,8 +50,41 @@ class Verification:
         names the first bad position. Views a worker finds different are
         compared here in full, which says how.
         """
+        if digest is not None:
+            digest = parse_digest(digest)
         report = self._verify_in_parallel(digest, progress)
-        return report if report is not None else self._verify_in_one_pass(digest, progress)
+        if report is None:
+            report = self._verify_in_one_pass(digest, progress)
+        return self._check_store(report)
+
+    def _check_store(self, report: Outcome) -> Outcome:
+        """The database's own consistency check and the views' tracking record.
+
+        A damaged index answers queries wrongly (a list lost a row) while the
+        rows the log check reads are sound; a tracking position moved past the
+        end of the log makes the views skip every event written below it.
+        """
+        problems = self.ledger.ledger_recorder.store_problems()
+        if problems:
+            failure = IntegrityFailure(
+                report["position"],
+                "the database's own consistency check failed: " + "; ".join(problems[:5]),
+            )
+            return {**report, "ok": False, "failure": report["failure"] or _failure(failure)}
+        if self.ledger.read_model is not None:
+            tracked = self.ledger.read_model.tracked_position()
+            end = max(
+                self.ledger.recorder.max_notification_id() or 0,
+                self.ledger.ledger_recorder.log_chain_end(),
+            )
+            if tracked > end:
+                failure = IntegrityFailure(
+                    end,
+                    f"the views' tracking position {tracked} is past the end of the log "
+                    f"({end}): moved by hand; run `trainledger projections rebuild`",
+                )
+                return {**report, "ok": False, "failure": report["failure"] or _failure(failure)}
+        return report
 
     def _verify_in_parallel(
         self, digest: str | None, progress: Callable[[int, int], None] | None
@@ -103,12 +136,17 @@ class Verification:
             gap_free=self.ledger.ledger_recorder.gap_free_positions,
             expected_digest=digest,
         )
+        # The log as of now: every event up to here was committed with its link
+        # (events first: a link read later may be of an event committed since,
+        # which the pages below then read too). Whatever other processes append
+        # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
+        upto = max(total, self.ledger.ledger_recorder.log_chain_end())
         decode = self.ledger.mapper.transcoder.decode
         after = 0
-        while True:
+        while after < upto:
             page = self.ledger.recorder.select_notifications(
-                start=after, limit=self.PAGE, inclusive_of_start=False
+                start=after, limit=self.PAGE, stop=upto, inclusive_of_start=False
             )
             if not page:
                 break
@@ -143,7 +181,7 @@ class Verification:
             if progress is not None:
                 progress(verifier.events, total)
         # Chain entries past the last stored event: events deleted from the end.
-        for position in sorted(self.ledger.ledger_recorder.log_chain(after, None)):
+        for position in sorted(self.ledger.ledger_recorder.log_chain(after, upto)):
             verifier.missing(position)
         failure = verifier.failure
         if failure is None and digest is not None and verifier.digest_matched_at is None:
@@ -222,6 +260,10 @@ def _views_differ(differences: list[str]) -> str:
         + "; ".join(differences)
         + "); run `trainledger projections rebuild`"
     )
+
+
+def _failure(failure: IntegrityFailure) -> dict[str, Any]:
+    return {"position": failure.position, "reason": failure.reason}
 
 
 def _verify_report(

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import LedgerError
 from trainledger.domain.experiment import ExperimentRequest
@@ -94,7 +94,10 @@ def main() -> None:
         (
             "register-shared",
             lambda: ledger.register_checkpoint(
-                plan["sharedRun"], family=READER_FAMILY, artifact_path=f"{out}/{actor}", actor=actor
+                plan["sharedRun"],
+                family=READER_FAMILY,
+                artifact_path=write_artifact(Path(out), actor),
+                actor=actor,
             ),
         ),
         (
@@ -131,7 +134,7 @@ def main() -> None:
                 ledger.register_checkpoint,
                 run_id,
                 family=READER_FAMILY,
-                artifact_path=f"{out}/{actor}-{n}",
+                artifact_path=write_artifact(Path(out), f"{actor}-{n}"),
                 actor=actor,
             ),
         )

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.experiment import ExperimentRequest
 
@@ -41,7 +41,10 @@ def main() -> None:
         ledger.start_run(run_id, actor="crash")
         acknowledge("start", run=run_id)
         checkpoint_id = ledger.register_checkpoint(
-            run_id, family=READER_FAMILY, artifact_path=str(output_dir / "a"), actor="crash"
+            run_id,
+            family=READER_FAMILY,
+            artifact_path=write_artifact(output_dir, "a"),
+            actor="crash",
         )["checkpointId"]
         acknowledge("register", run=run_id, checkpoint=checkpoint_id)
         ledger.complete_run(run_id, actor="crash")

@@ -22,7 +22,7 @@ import pytest
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, existing_artifact
 from trainledger.adapters.sqlite.shares import OWNER_COLUMN, ShareReplay, share_of
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import LedgerError, NotFoundError
@@ -50,7 +50,7 @@ class LedgerMachine(RuleBasedStateMachine):
             run_id = create_run(self.ledger)
             self.ledger.start_run(run_id, actor=ACTOR)
             created = self.ledger.register_checkpoint(
-                run_id, family=READER_FAMILY, artifact_path="/artifacts/adapter", actor=ACTOR
+                run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor=ACTOR
             )
             self.ledger.complete_run(run_id, actor=ACTOR)
             self.runs.append(run_id)
@@ -93,7 +93,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.ledger.register_checkpoint,
             self.pick(data, self.runs),
             family=family,
-            artifact_path="/artifacts/adapter",
+            artifact_path=existing_artifact(),
         )
         if created is not None:
             self.checkpoints.append(created["checkpointId"])
@@ -147,7 +147,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.ledger.start_run(run_id, actor=ACTOR)
             elif run.status == "running" and not run.checkpoint_ids:
                 created = self.ledger.register_checkpoint(
-                    run_id, family=run.family, artifact_path="/artifacts/adapter", actor=ACTOR
+                    run_id, family=run.family, artifact_path=existing_artifact(), actor=ACTOR
                 )
                 self.checkpoints.append(created["checkpointId"])
             elif run.status == "running":

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, existing_artifact
 from trainledger.domain.errors import LedgerError
 from trainledger.domain.experiment import ExperimentRequest
 from trainledger.domain.model import Checkpoint, TrainingRun
@@ -66,7 +66,7 @@ def scripted_history(ledger: TrainingLedger, runs: int, seed: int = 7) -> None:
         ledger.start_run(run_id, actor=ACTOR, host="gpu-1", pid=1000 + i)
         checkpoints = [
             ledger.register_checkpoint(
-                run_id, family=family, artifact_path=f"/ckpt/{i}/{n}", actor=ACTOR
+                run_id, family=family, artifact_path=existing_artifact(), actor=ACTOR
             )["checkpointId"]
             for n in range(rng.randint(0, 2))
         ]

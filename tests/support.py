@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,13 +120,28 @@ def deployable_lifecycle(
     )["trainRunId"]
     ledger.start_run(run_id, actor=actor)
     checkpoint_id: str = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path=str(output_dir / "adapter"), actor=actor
+        run_id, family=READER_FAMILY, artifact_path=write_artifact(output_dir), actor=actor
     )["checkpointId"]
     ledger.complete_run(run_id, actor=actor)
     ledger.attach_eval(
         checkpoint_id, eval_summary(checkpoint_id, eval_id), mark_deployable=True, actor=actor
     )
     return run_id, checkpoint_id
+
+
+def write_artifact(directory: Path, name: str = "adapter") -> str:
+    """A small adapter file in `directory` (a checkpoint needs its digest to be deployable)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    artifact = directory / name
+    if not artifact.exists():
+        artifact.write_bytes(b"adapter weights")
+    return str(artifact)
+
+
+@functools.cache
+def existing_artifact() -> str:
+    """One small adapter file per test process, for set-ups with no directory of their own."""
+    return write_artifact(Path(tempfile.mkdtemp(prefix="trainledger-test-artifact-")))
 
 
 def eval_summary(checkpoint_id: str, eval_id: str = "eval-1", **overrides: Any) -> dict[str, Any]:

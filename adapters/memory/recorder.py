@@ -58,6 +58,13 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
                 if p > after and (upto is None or p <= upto)
             }
 
+    def store_problems(self) -> list[str]:
+        return []
+
+    def log_chain_end(self) -> int:
+        with self._database_lock:
+            return max(self._log_chain, default=0)
+
     def positions(self, originator_id: UUID) -> list[int]:
         with self._database_lock:
             index = self._stored_events_index[str(originator_id)]

@@ -38,15 +38,23 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment, get_topic, retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.domain.errors import StoreError
+from trainledger.domain.errors import NoLedgerError, StoreError
 from trainledger.service.ports import LogCheck, Reservation
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
+CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
 RESERVATIONS_TABLE = "ledger_reservations"
+SCAN_PLANS = (
+    # through the heap only, then through the primary key index only
+    {"enable_seqscan": "on", "enable_indexscan": "off", "enable_indexonlyscan": "off",
+     "enable_bitmapscan": "off"},
+    {"enable_seqscan": "off", "enable_indexscan": "on", "enable_indexonlyscan": "on",
+     "enable_bitmapscan": "off"},
+)  # fmt: skip
 LOG_CHAIN_TABLE = "ledger_log_chain"
 
 
@@ -180,6 +188,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_links_statement = SQL(
             "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s"
         ).format(schema=schema, table=log_chain)
+        self.select_chain_end_statement = SQL(
+            "SELECT MAX(position) AS last FROM {schema}.{table}"
+        ).format(schema=schema, table=log_chain)
         self.select_positions_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version"
@@ -241,6 +252,44 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_links_statement, (after, upto or 2**63 - 1))
             return {int(row["position"]): str(row["link"]) for row in curs.fetchall()}
 
+    def store_problems(self) -> list[str]:
+        """Each ledger table counted through its primary key index and through its heap.
+
+        (amcheck would need an extension the ledger's role may not create.) A
+        damaged index that lost or gained entries counts differently.
+        """
+        problems = []
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            for table, key in (
+                (self.events_table_name, "notification_id"),
+                (LOG_CHAIN_TABLE, "position"),
+            ):
+                name = Identifier(self.datastore.schema, table)
+                counts = []
+                for plan in SCAN_PLANS:
+                    for setting, value in plan.items():
+                        curs.execute(SQL("SET LOCAL {} = {}").format(SQL(setting), SQL(value)))
+                    curs.execute(
+                        SQL("SELECT count(*) AS n FROM {} WHERE {} > -1").format(
+                            name, Identifier(key)
+                        )
+                    )
+                    row = curs.fetchone()
+                    counts.append(int(row["n"]) if row else -1)
+                if counts[0] != counts[1]:
+                    problems.append(
+                        f"{table}: {counts[0]} rows in the table, {counts[1]} through its index"
+                    )
+        return problems
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def log_chain_end(self) -> int:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_chain_end_statement)
+            row = curs.fetchone()
+            return int(row["last"] or 0) if row else 0
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -274,15 +323,27 @@ class LedgerPostgresFactory(PostgresFactory):
 
     def __init__(self, env: Environment | dict[str, str] | None) -> None:
         super().__init__(env)
-        self._probe()
+        self._probe(create=self.env.get(CREATE_ENV) != "0")
 
-    def _probe(self) -> None:
-        """Connect once, so a bad address or credential fails now, in one line."""
+    def _probe(self, *, create: bool) -> None:
+        """Connect once, so a bad address or credential fails now, in one line.
+
+        Without `create` (a query), the database must hold a ledger already.
+        """
         timeout = int(self.env.get(PROBE_TIMEOUT_ENV) or "10")
         try:
-            with connect(self.datastore, connect_timeout=timeout):
-                pass
-        except OperationalError:
+            with connect(self.datastore, connect_timeout=timeout) as connection:
+                if not create:
+                    events = f"{self.env.name.lower() or 'stored'}_events"
+                    table = f'"{self.datastore.schema}"."{events}"'
+                    cursor = connection.cursor(row_factory=tuple_row)
+                    row = cursor.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+                    if row is None or row[0] is None:
+                        raise NoLedgerError(
+                            f"no ledger in database {self.env.get('POSTGRES_DBNAME')!r} "
+                            "(a command that records something creates one)"
+                        )
+        except (OperationalError, NoLedgerError):
             self.datastore.close()
             raise
 

@@ -6,7 +6,7 @@
 - Reservations (idempotency keys, evalIds) are inserted in the same
   transaction as the command's events; a duplicate key is an IntegrityError,
   exactly like a concurrent append to the same aggregate.
-- The directory of the database file is created when the store is opened.
+- A store is created only by a command that writes (`store_file`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
+from trainledger.adapters.sqlite.store_file import prepare_store_file
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, log_links
 from trainledger.service.ports import LogCheck, Reservation
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
+CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
+"""0: opening must find a ledger there (a query); otherwise an empty one may be created."""
 LOG_CHAIN_TABLE = "ledger_log_chain"
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
 
@@ -160,6 +163,19 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
                 )
             return {int(row["position"]): str(row["link"]) for row in c.fetchall()}
 
+    def store_problems(self) -> list[str]:
+        """SQLite's `PRAGMA integrity_check`: pages, and every index against its table."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("PRAGMA integrity_check(20)")
+            found = [str(row[0]) for row in c.fetchall()]
+        return [] if found == ["ok"] else found
+
+    def log_chain_end(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT MAX(position) AS last FROM {LOG_CHAIN_TABLE}")
+            row = c.fetchone()
+            return int(row["last"] or 0)
+
     def positions(self, originator_id: UUID) -> list[int]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
@@ -218,12 +234,13 @@ class LedgerSQLiteFactory(SQLiteFactory):
     application_recorder_class = LedgerSQLiteRecorder
 
     def __init__(self, env: Environment | dict[str, str] | None):
+        checked = Environment(env=env) if not isinstance(env, Environment) else env
+        db_name = checked.get(self.SQLITE_DBNAME) or ""
+        if db_name and not SQLiteConnectionPool.detect_memory_mode(db_name):
+            path = Path(db_name.removeprefix("file:").split("?", 1)[0])
+            prepare_store_file(path, create=checked.get(CREATE_ENV) != "0")
         super().__init__(env)
         library_datastore = self.datastore
-        db_name = library_datastore.pool.db_name
-        if not SQLiteConnectionPool.detect_memory_mode(db_name):
-            path = Path(db_name.removeprefix("file:").split("?", 1)[0])
-            path.parent.mkdir(parents=True, exist_ok=True)
         synchronous = (self.env.get(SYNCHRONOUS_ENV) or "full").lower()
         if synchronous not in SYNCHRONOUS_MODES:
             raise ValueError(

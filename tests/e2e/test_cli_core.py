@@ -19,7 +19,14 @@ from uuid import uuid4
 
 import pytest
 
-from tests.support import READER_FAMILY, SAMPLE_DATASET, Cli, eval_summary, experiment_args
+from tests.support import (
+    READER_FAMILY,
+    SAMPLE_DATASET,
+    Cli,
+    eval_summary,
+    experiment_args,
+    write_artifact,
+)
 from trainledger.adapters.files import digest_artifact
 from trainledger.adapters.store import open_ledger
 
@@ -111,6 +118,7 @@ def out(tmp_path: Path) -> Path:
 def running_run_with_checkpoints(cli: Cli, out: Path, count: int = 1) -> tuple[str, list[str]]:
     run_id: str = cli.ok(*experiment_args(out))["trainRunId"]
     cli.ok("run", "start", run_id)
+    write_artifact(cli.cwd, "a")
     checkpoints = [
         cli.ok("checkpoint", "register", run_id, "--family", READER_FAMILY, "--artifact", "a")[
             "checkpointId"
@@ -586,6 +594,22 @@ def test_eval_refusals_record_nothing(cli: Cli, out: Path, tmp_path: Path) -> No
         assert refuse(cli, *args, code=2, match=match)["code"] == "usage"
 
     assert {aid: history(cli, aid) for aid in before} == before
+
+
+def test_a_checkpoint_whose_artifact_did_not_exist_is_never_deployable(cli: Cli, out: Path) -> None:
+    run_id = cli.ok(*experiment_args(out))["trainRunId"]
+    cli.ok("run", "start", run_id)
+    register = ("checkpoint", "register", run_id, "--family", READER_FAMILY)
+    checkpoint = cli.ok(*register, "--artifact", "no-such-adapter")["checkpointId"]
+    cli.ok("run", "complete", run_id)
+    before = history(cli, checkpoint)
+    attach = ("eval", "attach", checkpoint, *eval_options("e-1"), "--mark-deployable")
+    error = refuse(cli, *attach, match="no recorded artifact digest")
+    assert error["code"] == "not_deployable"
+    cli.ok("eval", "attach", checkpoint, *eval_options("e-1"))
+    refuse(cli, "checkpoint", "mark-deployable", checkpoint, match="no recorded artifact digest")
+    assert cli.ok("checkpoint", "show", checkpoint)["deployable"] is False
+    assert len(history(cli, checkpoint)) == len(before) + 1  # only the eval
 
 
 def test_mark_deployable_and_revoke_rules(cli: Cli, out: Path) -> None:

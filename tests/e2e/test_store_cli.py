@@ -19,6 +19,7 @@ from tests.support import (
     eval_summary,
     experiment_args,
     reader_request,
+    write_artifact,
 )
 from trainledger.adapters.store import open_ledger
 
@@ -59,7 +60,10 @@ def build_history_in_process(url: str, tmp_path: Path) -> dict[str, str]:
         )["trainRunId"]
         ledger.start_run(run_id, actor="tester")
         checkpoint_id = ledger.register_checkpoint(
-            run_id, family=READER_FAMILY, artifact_path=str(out / "adapter.bin"), actor="tester"
+            run_id,
+            family=READER_FAMILY,
+            artifact_path=write_artifact(out, "adapter.bin"),
+            actor="tester",
         )["checkpointId"]
         ledger.complete_run(run_id, actor="tester")
         summary = eval_summary(checkpoint_id, eval_id="eval-1")

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
-from tests.support import READER_FAMILY, REPO, Cli, experiment_args
+from tests.e2e.trainer_scripts import SEED_STYLE_TRAINER, create_run, process_gone, write_trainer
+from tests.support import READER_FAMILY, REPO, SAMPLE_DATASET, Cli, experiment_args
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
 from trainledger.domain.views import iso
@@ -165,10 +165,7 @@ def test_missing_script_and_usage_errors(cli: Cli, store: TrainingLedger, tmp_pa
     missing = cli("train", run_id, "--scripts-dir", str(tmp_path / "no-such-dir"))
     assert missing.code == 1
     assert_one_line_error(missing.stderr, "trainer script not found", "no-such-dir/main.py")
-    assert store.get_run(run_id).status == "failed"
-    again = cli("train", run_id)
-    assert again.code == 1
-    assert_one_line_error(again.stderr, "is failed; cannot move to running")
+    assert store.get_run(run_id).status == "pending"  # no trainer ran: nothing recorded
 
 
 def test_timeout_kills_the_trainer_and_its_child(
@@ -402,3 +399,32 @@ def test_a_result_that_cannot_be_stored_whole_fails_the_run(
     assert refused.code == 1
     assert "seed is out of 64-bit range" in refused.json["failureReason"]
     assert cli.ok("run", "show", run_id)["trainerResult"] is None
+
+
+def test_a_fingerprint_only_spec_says_it_has_no_dataset_path_and_a_seed_trainer_copes(
+    cli: Cli, tmp_path: Path
+) -> None:
+    script = tmp_path / "seed" / "main.py"
+    script.parent.mkdir()
+    script.write_text(SEED_STYLE_TRAINER)
+    fingerprint = {"--dataset": "", "--dataset-fingerprint": "0123456789abcdef"}
+    created = cli.ok(*experiment_args(tmp_path / "out", **fingerprint))
+    assert created["spec"]["datasetExportPath"] == ""  # no file: said, not guessed
+    trained = cli("train", created["trainRunId"], "--scripts-dir", str(script.parent))
+    assert trained.code == 1
+    assert "dataset export not found: ''" in trained.stderr  # the trainer's own reason
+    assert "Traceback" not in trained.stderr
+
+    given = cli.ok(
+        *experiment_args(
+            tmp_path / "out", **fingerprint, **{"--dataset-export-path": str(SAMPLE_DATASET)}
+        )
+    )
+    assert given["spec"]["datasetExportPath"] == str(SAMPLE_DATASET)
+    done = cli.ok("train", given["trainRunId"], "--scripts-dir", str(script.parent))
+    assert done["status"] == "completed"
+
+    both = cli(
+        "experiment", "create", *experiment_args(tmp_path / "out")[2:], "--dataset-export-path", "x"
+    )
+    assert both.code == 2

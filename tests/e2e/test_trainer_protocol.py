@@ -26,40 +26,21 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import TrainFn
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
 from tests.support import keyboard_interrupts
 from trainledger.adapters.files import digest_artifact
 from trainledger.adapters.trainer import SubprocessTrainerRunner, spec_dir_prefix
 from trainledger.domain.contract import TrainerResult
-from trainledger.domain.errors import InvalidTransitionError, ResultRefusedError, ValidationError
+from trainledger.domain.errors import (
+    InvalidTransitionError,
+    ResultRefusedError,
+    TrainerNotStartedError,
+    ValidationError,
+)
 from trainledger.domain.model import TrainingRun
 from trainledger.domain.trainer import TrainerLaunch, TrainerStarted
 from trainledger.service.ledger import TrainingLedger
-
-
-@pytest.fixture
-def output_dir(tmp_path: Path) -> Path:
-    return tmp_path / "out"
-
-
-@pytest.fixture
-def scripts(tmp_path: Path) -> Path:
-    return tmp_path / "scripts"
-
-
-TrainFn = Callable[..., dict[str, Any]]
-
-
-@pytest.fixture
-def train(ledger: TrainingLedger, output_dir: Path, scripts: Path) -> TrainFn:
-    """Write a trainer with `body`, create a run, train it; the outcome document."""
-
-    def run_trainer(body: str, *, backend: str = "peft-trl-orpo", **options: Any) -> Any:
-        script = write_trainer(scripts, body)
-        run_id = create_run(ledger, output_dir, backend=backend)
-        return ledger.train(run_id, trainer_script=str(script), actor="tester", **options)
-
-    return run_trainer
 
 
 def event_types(ledger: TrainingLedger, aggregate_id: str) -> list[str]:
@@ -398,9 +379,9 @@ def test_unknown_status(ledger: TrainingLedger, train: TrainFn) -> None:
 def test_missing_trainer_script(ledger: TrainingLedger, output_dir: Path, tmp_path: Path) -> None:
     run_id = create_run(ledger, output_dir)
     missing = tmp_path / "nowhere" / "main.py"
-    outcome = ledger.train(run_id, trainer_script=str(missing), actor="tester")
-    assert_failed(ledger, outcome, f"trainer script not found: {missing}")
-    assert event_types(ledger, run_id) == ["Registered", "Failed"]
+    with pytest.raises(TrainerNotStartedError, match=f"trainer script not found: {missing}"):
+        ledger.train(run_id, trainer_script=str(missing), actor="tester")
+    assert event_types(ledger, run_id) == ["Registered"]
 
 
 def test_stale_result_file_from_before_the_launch_is_ignored(

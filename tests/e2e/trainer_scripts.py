@@ -114,3 +114,23 @@ def process_gone(pid: int, timeout: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+SEED_STYLE_TRAINER = """\
+# Written the way the seed's trainers are: the spec's datasetExportPath is
+# taken as a string (the seed's contract types it `string`) and checked.
+import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--spec", required=True)
+parser.add_argument("--output-dir", required=True)
+args = parser.parse_args()
+spec = json.load(open(args.spec))
+dataset_path = spec["datasetExportPath"]
+echoed = {name: spec[name] for name in ("experimentId", "backend", "targetWorkerProfile",
+          "targetModelFamily", "datasetFingerprint", "configFingerprint", "codeHash")}
+if not os.path.isfile(dataset_path):
+    print(json.dumps({**echoed, "status": "failed",
+                      "failureReason": f"dataset export not found: {dataset_path!r}"}))
+    sys.exit(1)
+print(json.dumps({**echoed, "status": "dry_run"}))
+"""

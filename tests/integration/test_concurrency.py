@@ -24,7 +24,7 @@ import pytest
 from eventsourcing.persistence import Notification
 
 from tests.concurrency_driver import LIFECYCLES
-from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
+from tests.support import READER_FAMILY, REPO, eval_summary, reader_request, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.model import Checkpoint, TrainingRun
 from trainledger.service.ledger import TrainingLedger
@@ -55,7 +55,7 @@ def seed_shared_records(ledger: TrainingLedger, output_dir: Path) -> dict[str, s
     for run_id in (running, shared, finished):
         ledger.start_run(run_id, actor="setup")
     checkpoint = ledger.register_checkpoint(
-        finished, family=READER_FAMILY, artifact_path=str(output_dir / "c"), actor="setup"
+        finished, family=READER_FAMILY, artifact_path=write_artifact(output_dir, "c"), actor="setup"
     )["checkpointId"]
     ledger.complete_run(finished, actor="setup")
     ledger.attach_eval(checkpoint, eval_summary(checkpoint, eval_id="setup-eval"), actor="setup")

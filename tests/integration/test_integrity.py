@@ -448,3 +448,83 @@ def test_an_interrupted_verify_stops_its_workers(
     assert started
     assert all(worker.poll() is not None for worker in started[0].workers)
     ledger.close()
+
+
+WRITER = """
+import sys, time
+from trainledger.adapters.store import open_ledger
+from trainledger.domain.experiment import ExperimentRequest
+ledger = open_ledger(sys.argv[1])
+request = ExperimentRequest(profile="local-reader", family="qwen2.5-7b-reader",
+    backend="dry-run", benchmark_export_id="b", output_dir=sys.argv[2])
+deadline = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:
+    run = ledger.create_experiment(request, dataset_fingerprint="0123456789abcdef",
+        sample_count=8, actor="w")["trainRunId"]
+    ledger.start_run(run, actor="w")
+"""
+
+
+def test_verify_never_reports_tampering_while_others_write(store_url: str, tmp_path: Path) -> None:
+    import sys
+
+    ledger = build_history(store_url, tmp_path)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, store_url, str(tmp_path / "out"), "8"])
+        for _ in range(2)
+    ]
+    try:
+        reports = []
+        while any(w.poll() is None for w in writers):
+            reports.append(open_ledger(store_url, create=False).verify())
+        assert len(reports) >= 3
+        assert [r["failure"] for r in reports if not r["ok"]] == []
+    finally:
+        for writer in writers:
+            writer.wait(timeout=60)
+        ledger.close()
+    assert all(writer.returncode == 0 for writer in writers)
+
+
+def test_verify_runs_the_databases_own_check_and_finds_a_damaged_index(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    build_history(url, tmp_path).close()
+    assert open_ledger(url).verify()["ok"]
+    # Damage an index the way a bad disk write would: its entries no longer
+    # match its table (the index is redefined in the schema behind SQLite's back).
+    connection = sqlite3.connect(path)
+    (version,) = connection.execute("PRAGMA schema_version").fetchone()
+    connection.execute("PRAGMA writable_schema=ON")
+    connection.execute(
+        "UPDATE sqlite_master SET sql=replace(sql, '(status,', '(family,') "
+        "WHERE name='view_runs_status'"
+    )
+    connection.execute(f"PRAGMA schema_version={version + 1}")
+    connection.commit()
+    connection.close()
+    report = open_ledger(url, create=False).verify()
+    assert not report["ok"]
+    assert "consistency check" in report["failure"]["reason"]
+
+
+def test_verify_finds_a_tracking_position_moved_by_hand(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    ledger = build_history(url, tmp_path)
+    assert ledger.stats()["totalRuns"] == 2
+    ledger.close()
+    connection = sqlite3.connect(path)
+    tables = [
+        name
+        for (name,) in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%tracking%'"
+        )
+    ]
+    assert tables
+    connection.execute(f"UPDATE {tables[0]} SET notification_id = 1000")
+    connection.commit()
+    connection.close()
+    report = open_ledger(url, create=False).verify()
+    assert not report["ok"]
+    assert "tracking position" in report["failure"]["reason"]

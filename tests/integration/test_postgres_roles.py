@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.postgres_cluster import SUPERUSER, SUPERUSER_PASSWORD
-from tests.support import READER_FAMILY, REPO, eval_summary, reader_request
+from tests.support import READER_FAMILY, REPO, eval_summary, existing_artifact, reader_request
 from trainledger.adapters.store import open_ledger
 
 GUIDE = REPO / "README.md"
@@ -50,7 +50,7 @@ def test_a_writer_with_the_documented_grants_runs_the_ledger_but_cannot_rewrite_
         )["trainRunId"]
         writer.start_run(run_id, actor="w")
         checkpoint_id = writer.register_checkpoint(
-            run_id, family=READER_FAMILY, artifact_path="/a", actor="w"
+            run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor="w"
         )["checkpointId"]
         writer.complete_run(run_id, actor="w")
         writer.attach_eval(

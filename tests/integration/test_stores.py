@@ -6,7 +6,7 @@ database on the session's PostgreSQL cluster).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import (
     DeployabilityError,
@@ -62,7 +62,7 @@ def deployable_checkpoint(ledger: TrainingLedger, tmp_path: Path) -> tuple[str, 
     run_id = new_run(ledger, tmp_path)
     ledger.start_run(run_id, actor="alice")
     checkpoint_id: str = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path=str(tmp_path / "adapter"), actor="alice"
+        run_id, family=READER_FAMILY, artifact_path=write_artifact(tmp_path), actor="alice"
     )["checkpointId"]
     ledger.complete_run(run_id, actor="alice")
     ledger.attach_eval(
@@ -129,7 +129,7 @@ def test_refused_commands_record_nothing(ledger: TrainingLedger, tmp_path: Path)
     running = new_run(ledger, tmp_path)
     ledger.start_run(running, actor="alice")
     other: str = ledger.register_checkpoint(
-        running, family=READER_FAMILY, artifact_path=str(tmp_path / "b"), actor="alice"
+        running, family=READER_FAMILY, artifact_path=write_artifact(tmp_path, "b"), actor="alice"
     )["checkpointId"]
     before = snapshot(ledger)
 
@@ -237,3 +237,39 @@ def execute_raw(store_url: str, statement: str) -> None:
 
         with psycopg.connect(store_url) as connection:
             connection.execute(statement)
+
+
+@pytest.mark.parametrize("text", ["nul\x00", "bell\x07", "lone \ud800 surrogate", "cr\r"])
+def test_text_with_control_characters_is_refused_everywhere_and_nothing_is_recorded(
+    ledger: TrainingLedger, tmp_path: Path, text: str
+) -> None:
+    from trainledger.domain.errors import ControlCharacterError, EvalRefusedError
+
+    run_id = new_run(ledger, tmp_path)
+    ledger.start_run(run_id, actor="alice")
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path="a.bin", actor="alice"
+    )["checkpointId"]
+    before = ledger.recorder.max_notification_id()
+    attempts: list[Callable[[], object]] = [
+        lambda: ledger.fail_run(run_id, text, actor="alice"),
+        lambda: ledger.fail_run(run_id, "fine", actor=text),
+        lambda: ledger.fail_run(run_id, "fine", actor="alice", idempotency_key=text),
+        lambda: ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path=text, actor="alice"
+        ),
+        lambda: ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path="b", metrics={text: 1}, actor="alice"
+        ),
+        lambda: ledger.attach_eval(checkpoint_id, eval_summary(checkpoint_id, text), actor="a"),
+        lambda: ledger.attach_eval(
+            checkpoint_id, eval_summary(checkpoint_id, benchmarkId=text), actor="a"
+        ),
+    ]
+    for attempt in attempts:
+        with pytest.raises((ControlCharacterError, EvalRefusedError)) as refused:
+            attempt()
+        assert "U+" in refused.value.message
+    assert ledger.recorder.max_notification_id() == before
+    assert ledger.verify()["ok"] is True
+    assert ledger.show_run(run_id)["status"] == "running"

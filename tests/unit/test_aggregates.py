@@ -408,6 +408,21 @@ def test_marking_deployable_needs_a_completed_run(status: str) -> None:
     )
 
 
+def test_marking_deployable_needs_the_recorded_artifact_digest() -> None:
+    run = run_in("running")
+    checkpoint = Checkpoint.register(
+        uuid4(), run, family=FAMILY, artifact_path="/nowhere/adapter", artifact_digest=None
+    )
+    run.complete()
+    checkpoint.attach_eval(summary(checkpoint))
+    assert_refused_without_change(
+        checkpoint,
+        lambda: checkpoint.mark_deployable(run),
+        DeployabilityError,
+        "no recorded artifact digest",
+    )
+
+
 def test_marking_deployable_twice_is_refused() -> None:
     checkpoint, run = deployable_checkpoint()
     assert_refused_without_change(

@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, existing_artifact
 from trainledger.adapters.files import load_dataset
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import GENESIS_HASH
@@ -75,7 +75,7 @@ def register(ledger: TrainingLedger, run_id: str, key: str | None = None) -> str
     document = ledger.register_checkpoint(
         run_id,
         family=READER_FAMILY,
-        artifact_path="/runs/out/adapter",
+        artifact_path=existing_artifact(),
         actor="alice",
         idempotency_key=key,
     )
@@ -159,7 +159,8 @@ def test_two_experiments_get_distinct_ids(ledger: TrainingLedger) -> None:
 
 def test_a_dataset_file_is_fingerprinted(ledger: TrainingLedger, tmp_path: Path) -> None:
     dataset = tmp_path / "train.jsonl"
-    dataset.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
+    sample = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
+    dataset.write_text(f"{sample}\n\n{sample}\n")
     created = ledger.create_experiment(reader_request(), dataset_path=str(dataset), actor="alice")
     expected = load_dataset(str(dataset))
     assert created["spec"]["datasetFingerprint"] == expected.fingerprint

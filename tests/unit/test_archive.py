@@ -14,7 +14,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from tests.support import READER_FAMILY, eval_summary, reader_request
+from tests.support import READER_FAMILY, eval_summary, reader_request, write_artifact
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import chain_hash
 from trainledger.domain.errors import (
@@ -45,7 +45,7 @@ def populate(ledger: TrainingLedger, tmp_path: Path) -> dict[str, str]:
     checkpoint_id = ledger.register_checkpoint(
         run_id,
         family=READER_FAMILY,
-        artifact_path=str(tmp_path / "adapter"),
+        artifact_path=write_artifact(tmp_path),
         metrics={"finalLoss": 0.25},
         actor="alice",
         idempotency_key="register-1",

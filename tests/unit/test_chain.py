@@ -55,8 +55,9 @@ def as_0_1_0_hashed(
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-@settings(max_examples=500)
+@settings(max_examples=1000)
 @given(payload=st.dictionaries(st.text(max_size=12), json_values, max_size=6))
+@example(payload={"timestamp": {"0": None, "": None}})  # a forged envelope value
 @example(payload={"learningRate": 1e-7, "big": 1e16, "small": 5e-324, "r": 0.0003, "n": -0.0})
 @example(
     payload={

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import deployable_lifecycle, eval_summary
+from tests.support import READER_FAMILY, deployable_lifecycle, eval_summary, reader_request
 from trainledger.domain.errors import DeployabilityError
 from trainledger.service.ledger import TrainingLedger
 
@@ -39,3 +39,28 @@ def test_failing_eval_revokes_and_names_the_eval(ledger: TrainingLedger, tmp_pat
     assert after["deployable"] is False
     assert after["deployabilityHistory"][-1]["reason"] == "eval e2 failed"
     assert [e["evalId"] for e in after["evals"]] == ["e1", "e2"]
+
+
+def test_a_checkpoint_without_an_artifact_digest_is_kept_but_never_deployable(
+    ledger: TrainingLedger, tmp_path: Path
+) -> None:
+    run_id = ledger.create_experiment(
+        reader_request(tmp_path), dataset_fingerprint="0123456789abcdef", actor="a"
+    )["trainRunId"]
+    ledger.start_run(run_id, actor="a")
+    missing = str(tmp_path / "no-such-adapter")
+    checkpoint_id = ledger.register_checkpoint(
+        run_id, family=READER_FAMILY, artifact_path=missing, actor="a"
+    )["checkpointId"]
+    ledger.complete_run(run_id, actor="a")
+    with pytest.raises(DeployabilityError, match="no recorded artifact digest"):
+        ledger.attach_eval(
+            checkpoint_id, eval_summary(checkpoint_id, "e1"), mark_deployable=True, actor="a"
+        )
+    assert ledger.get_checkpoint(checkpoint_id).evals == []  # nothing recorded
+    ledger.attach_eval(checkpoint_id, eval_summary(checkpoint_id, "e1"), actor="a")
+    with pytest.raises(DeployabilityError, match="no recorded artifact digest"):
+        ledger.mark_deployable(checkpoint_id, actor="a")
+    kept = ledger.get_checkpoint(checkpoint_id)
+    assert kept.artifact_path == missing
+    assert kept.deployable is False

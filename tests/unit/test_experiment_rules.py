@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,14 @@ from trainledger.domain.experiment import (
 DATASET = DatasetDigest("a6468e43d3336456", 48, "/data/sample.jsonl")
 EXPERIMENT_ID = "3f1c2b9e-8a7d-4e6f-9b0a-1c2d3e4f5a6b"
 NOW_MS = 1_700_000_000_000
+SAMPLE = b'{"prompt": "p", "chosen": "good", "rejected": "bad"}\n'
+REQUEST = ExperimentRequest(
+    profile="local-reader",
+    family="qwen2.5-7b-reader",
+    backend="dry-run",
+    benchmark_export_id="bench-1",
+    output_dir="/out",
+)
 
 DEFAULT_HYPERPARAMETERS = {
     "learningRate": 3e-4,
@@ -478,3 +488,34 @@ def test_the_first_broken_rule_is_the_one_reported(
 ) -> None:
     loader = refused(reader_request(**overrides), error, match)
     assert loader.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"This is prose, not JSONL.\n", "line 1: is not JSON"),
+        (b'["prompt", "chosen", "rejected"]\n', "line 1: is a JSON array, not an object"),
+        (b"", "holds no samples"),
+        (b"\n  \n", "holds no samples"),
+        (SAMPLE + b'{"prompt": "p", "chosen": "c"}\n', "line 2: lacks the preference field"),
+        (SAMPLE + b'\n{"prompt": "p", "chosen": "c", "rejected": 3}\n', "line 3: "),
+    ],
+    ids=["prose", "array", "empty", "blank lines", "missing field", "not a string"],
+)
+def test_a_dataset_that_is_not_preference_samples_is_refused_at_create(
+    tmp_path: Path, content: bytes, named: str
+) -> None:
+    ledger = open_ledger("memory://")
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_bytes(content)
+    with pytest.raises(DatasetError, match=re.escape(named)):
+        ledger.create_experiment(REQUEST, dataset_path=str(dataset), actor="alice")
+    assert ledger.list_runs()["runs"] == []
+
+
+def test_a_dataset_of_preference_samples_is_accepted(tmp_path: Path) -> None:
+    ledger = open_ledger("memory://")
+    dataset = tmp_path / "data.jsonl"
+    dataset.write_bytes(SAMPLE + b"\n" + SAMPLE)
+    created = ledger.create_experiment(REQUEST, dataset_path=str(dataset), actor="alice")
+    assert ledger.show_run(created["trainRunId"])["sampleCount"] == 2

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from tests.projection_support import ACTOR, create_run
-from tests.support import READER_FAMILY, eval_summary
+from tests.support import READER_FAMILY, eval_summary, existing_artifact
 from trainledger.cli import pictures as output
 from trainledger.domain.errors import CheckpointNotFoundError, RunNotFoundError, ValidationError
 from trainledger.service.ledger import TrainingLedger
@@ -24,7 +24,7 @@ def lineage(ledger: TrainingLedger) -> dict[str, object]:
     run_id = create_run(ledger)
     ledger.start_run(run_id, actor=ACTOR)
     checkpoint_id = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+        run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor=ACTOR
     )["checkpointId"]
     ledger.complete_run(run_id, actor=ACTOR)
     summary = eval_summary(checkpoint_id, f"eval {HOSTILE}", benchmarkId=HOSTILE)
@@ -59,7 +59,7 @@ def test_a_multi_line_reason_stays_inside_its_node(ledger: TrainingLedger) -> No
     run_id = create_run(ledger)
     ledger.start_run(run_id, actor=ACTOR)
     checkpoint_id = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+        run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor=ACTOR
     )["checkpointId"]
     ledger.complete_run(run_id, actor=ACTOR)
     summary = eval_summary(checkpoint_id, "eval-1")
@@ -104,7 +104,7 @@ def test_before_an_entity_existed_the_answer_is_empty_not_an_error(
     created = parse_moment(ledger.show_run(run_id)["createdAt"])
     ledger.start_run(run_id, actor=ACTOR)
     checkpoint_id = ledger.register_checkpoint(
-        run_id, family=READER_FAMILY, artifact_path="/a", actor=ACTOR
+        run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor=ACTOR
     )["checkpointId"]
     registered = parse_moment(ledger.show_checkpoint(checkpoint_id)["createdAt"])
     before = created - timedelta(microseconds=1)

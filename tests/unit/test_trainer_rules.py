@@ -389,3 +389,13 @@ def test_a_budget_beyond_the_calendar_has_the_last_moment_as_deadline() -> None:
     for minutes in (1e19, 1e300):
         spec = make_spec(maxWallClockMinutes=minutes)
         assert budget_deadline(started, spec) == datetime.max.replace(tzinfo=UTC)
+
+
+def test_a_completed_result_for_a_dry_run_spec_fails_the_run() -> None:
+    # The seed's rule: a dry run must not produce a deployable checkpoint.
+    dry_spec = make_spec("dry-run")
+    outcome = assess(dry_spec, result_for(dry_spec, "completed"))
+    assert outcome.status == "failed"
+    assert outcome.artifact_path is None
+    assert outcome.reason is not None
+    assert "a dry-run spec must not produce a checkpoint" in outcome.reason

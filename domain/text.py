@@ -1,0 +1,70 @@
+"""The one rule for text the ledger records: printable Unicode, tab and newline allowed.
+
+NUL and the other C0 control characters (everything below U+0020 but tab,
+newline and a carriage return ending a line) and lone surrogates are
+refused in every text field, whichever way it arrives (CLI, Python API,
+trainer result, eval file): PostgreSQL cannot store NUL at all, a lone
+surrogate is not UTF-8, and the others rewrite a terminal that prints them.
+Checked where text enters: the contract models (a `ValueError`, so the
+caller's usual handling of an invalid document applies), a trainer result's
+storability (`trainer_outcome`), and every new event (`ControlCharacterError`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from trainledger.domain.errors import ControlCharacterError
+
+# A carriage return only as the start of a Windows line end.
+_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]|\r(?!\n)")
+
+
+def text_problem(value: Any, where: str = "") -> str | None:
+    """What is wrong with the first refused character in a JSON-like value, or None.
+
+    Named as "`where` holds ..." (`where` is a dotted path to the value).
+    """
+    if isinstance(value, str):
+        found = _REFUSED.search(value)
+        if found is None:
+            return None
+        character = found.group()[0]
+        code = f"U+{ord(character):04X}"
+        if "\ud800" <= character <= "\udfff":
+            return f"{where or 'text'} is not valid Unicode text (a lone surrogate, {code})"
+        return f"{where or 'text'} holds a control character ({code}), which is never recorded"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = text_problem(key, f"a key of {where}" if where else "a key")
+            if problem is None:
+                problem = text_problem(item, _join(where, str(key)))
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = text_problem(item, f"{where}[{index}]")
+            if problem is not None:
+                return problem
+    return None
+
+
+def printable(text: str) -> str:
+    """`text` with every character the rule refuses replaced by U+FFFD.
+
+    For text the ledger writes itself from what it did not choose (a
+    trainer's stderr in a failure reason), where refusing would lose the rest.
+    """
+    return _REFUSED.sub("\ufffd", text)
+
+
+def refuse_control_characters(value: Any, where: str = "") -> None:
+    """Raise `ControlCharacterError` when `value` holds text the ledger never records."""
+    problem = text_problem(value, where)
+    if problem is not None:
+        raise ControlCharacterError(problem)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
