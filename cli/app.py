@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import click
 from eventsourcing.domain import EventSourcingError
@@ -23,7 +24,12 @@ from trainledger.adapters.store import DEFAULT_STORE, STORE_ENV, open_ledger
 from trainledger.cli import output
 from trainledger.domain.errors import LedgerError
 from trainledger.service.ledger import TrainingLedger
-from trainledger.service.queries import parse_moment
+from trainledger.service.queries import ID_KINDS, parse_moment
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+ACTOR_ENV = "TRAINLEDGER_ACTOR"
 
 # The exit codes of the CLI contract. Domain errors carry none: what a refusal
 # means to a shell is the CLI's to say.
@@ -57,7 +63,11 @@ class Session:
             self._ledger = open_ledger(self.store, create=writes)
         return self._ledger
 
-    def emit(self, document: Any, text: Callable[[Any], Any]) -> None:
+    def emit(self, document: Any, text: Callable[[Any], Any], *, short_ids: bool = False) -> None:
+        """Print the document, or its text; `short_ids`: with ids shortened as in a table."""
+        if short_ids and not self.json_mode:
+            ids = output.ids_in(document)
+            document = output.with_ids(document, self.ledger.queries.short_ids(ids))
         output.emit(self.json_mode, document, text)
 
 
@@ -103,23 +113,145 @@ def default_actor() -> str:
         return "unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+STORE_HELP = (
+    f"The ledger (env {STORE_ENV}): sqlite:///path.db, sqlite:////abs/path.db, "
+    "postgresql://user:pass@host:port/db or memory://."
+)
+JSON_HELP = "Print one JSON document (full ids, exact text)."
+ACTOR_HELP = f"Who is acting (env {ACTOR_ENV}; default: the OS user)."
+
+
+def _set_on_session(attribute: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """A global option given after the verb: it overrides the one given (or not) before."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        session = ctx.find_object(Session)
+        if session is not None and value not in (None, False):
+            setattr(session, attribute, value)
+
+    return callback
+
+
+def _global_options_after_the_verb() -> list[click.Parameter]:
+    # Eager, so they are set before an id argument opens the ledger to resolve itself.
+    return [
+        click.Option(
+            ["--store"],
+            metavar="URL",
+            expose_value=False,
+            is_eager=True,
+            callback=_set_on_session("store"),
+            help=STORE_HELP,
+        ),
+        click.Option(
+            ["--json", "json_mode"],
+            is_flag=True,
+            default=None,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_on_session("json_mode"),
+            help=JSON_HELP,
+        ),
+        click.Option(
+            ["--actor"],
+            metavar="NAME",
+            expose_value=False,
+            is_eager=True,
+            callback=_set_on_session("actor"),
+            help=ACTOR_HELP,
+        ),
+    ]
+
+
+class LedgerGroup(click.Group):
+    """A group whose verbs also take the global options, and which, bare, prints its help.
+
+    As with gh, git and docker: `trainledger run list --json` is `trainledger
+    --json run list`, and `trainledger run` shows what `run` can do (exit 0).
+    """
+
+    group_class = type  # subgroups are LedgerGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        names = {p.name for p in cmd.params}
+        cmd.params += [p for p in _global_options_after_the_verb() if p.name not in names]
+        super().add_command(cmd, name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+if TYPE_CHECKING:  # click's ParamType is generic in its stubs from 8.2 on
+    _TextType = click.ParamType[str]
+else:
+    _TextType = click.ParamType
+
+
+class LedgerId(_TextType):
+    """A run or checkpoint id, or a unique prefix of one (resolved from the views).
+
+    Ids complete in the shell from the views of the store given before the verb.
+    """
+
+    name = "id"
+
+    def __init__(self, *kinds: str) -> None:
+        self.kinds = kinds or ID_KINDS
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        session = None if ctx is None else ctx.find_object(Session)
+        if session is None or not isinstance(value, str):
+            return str(value)
+        return session.ledger.queries.resolve_id(value, self.kinds)
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        prefix = incomplete.strip().lower().replace("-", "")
+        if any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        try:
+            ledger = open_ledger(ctx.find_root().params.get("store") or DEFAULT_STORE)
+        except Exception:  # completing never fails out loud
+            return []
+        try:
+            assert ledger.read_model is not None
+            found = ledger.read_model.ids_with_prefixes([prefix], COMPLETIONS)
+        except Exception:
+            return []
+        finally:
+            ledger.close()
+        return [CompletionItem(str(UUID(key))) for kind, key in found if kind in self.kinds]
+
+
+COMPLETIONS = 50
+"""At most this many ids of each kind are offered to the shell."""
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--store",
     envvar=STORE_ENV,
     default=DEFAULT_STORE,
     show_default=True,
     metavar="URL",
-    help="sqlite:///path.db, sqlite:////abs/path.db, postgresql://..., memory://",
+    help=STORE_HELP,
 )
-@click.option("--json", "json_mode", is_flag=True, help="Print one JSON document.")
-@click.option(
-    "--actor", envvar="TRAINLEDGER_ACTOR", default=None, help="Who is acting (default: OS user)."
-)
+@click.option("--json", "json_mode", is_flag=True, help=JSON_HELP)
+@click.option("--actor", envvar=ACTOR_ENV, default=None, metavar="NAME", help=ACTOR_HELP)
 @click.version_option(package_name="trainledger")
 @click.pass_context
 def cli(ctx: click.Context, store: str, json_mode: bool, actor: str | None) -> None:
-    """trainledger: an event-sourced ledger of training runs, checkpoints and evals."""
+    """trainledger: an event-sourced ledger of training runs, checkpoints and evals.
+
+    The global options (--store, --json, --actor) go before or after the verb.
+    Ids may be given by a unique prefix; tables show short ids, --json full ones.
+    """
     ctx.obj = Session(
         store=store, json_mode=json_mode, actor=default_actor() if actor is None else actor
     )

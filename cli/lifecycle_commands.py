@@ -14,6 +14,7 @@ import click
 
 from trainledger.cli import output
 from trainledger.cli.app import (
+    LedgerId,
     Session,
     as_of_option,
     checkpoint,
@@ -26,6 +27,13 @@ from trainledger.cli.app import (
 )
 from trainledger.cli.text import checkpoint_text, experiment_text, or_nothing, run_text
 from trainledger.domain.errors import ValidationError
+from trainledger.domain.vocabulary import (
+    BACKENDS,
+    EVAL_MODES,
+    HARDWARE_TIERS,
+    VERDICTS,
+    WORKER_PROFILES,
+)
 
 # --- experiment --------------------------------------------------------------
 
@@ -44,13 +52,25 @@ def parse_assignment(text: str) -> tuple[str, float | int]:
 
 
 @experiment.command("create")
-@click.option("--profile", required=True, help="local-reader | local-editor")
+@click.option(
+    "--profile",
+    type=click.Choice(WORKER_PROFILES),
+    required=True,
+    help="Worker profile (local-editor needs TRAINLEDGER_ENABLE_LOCAL_EDITOR=1).",
+)
 @click.option("--family", required=True, help="Target model family.")
-@click.option("--backend", required=True, help="peft-trl-orpo | unsloth-orpo | dry-run")
-@click.option("--dataset", "dataset_path", default=None, help="JSONL dataset file.")
-@click.option("--dataset-fingerprint", default=None, help="16-hex fingerprint instead of a file.")
+@click.option("--backend", type=click.Choice(BACKENDS), required=True, help="Training backend.")
+@click.option("--dataset", "dataset_path", default=None, metavar="PATH", help="JSONL dataset file.")
+@click.option(
+    "--dataset-fingerprint",
+    default=None,
+    metavar="FP",
+    help="16-hex fingerprint instead of a file.",
+)
 @click.option("--sample-count", type=int, default=None, help="Samples, with --dataset-fingerprint.")
-@click.option("--dataset-export-id", default=None)
+@click.option(
+    "--dataset-export-id", default=None, metavar="ID", help="The dataset export's id, if any."
+)
 @click.option(
     "--dataset-export-path",
     default=None,
@@ -58,12 +78,23 @@ def parse_assignment(text: str) -> tuple[str, float | int]:
     help="With --dataset-fingerprint: where the trainer finds the dataset (else the spec's "
     'datasetExportPath is "": no file).',
 )
-@click.option("--benchmark-export-id", required=True)
+@click.option(
+    "--benchmark-export-id", required=True, metavar="ID", help="The benchmark to evaluate on."
+)
 @click.option("--output-dir", required=True, help="Where the trainer writes its artifacts.")
-@click.option("--tier", default=None, help="consumer-gpu | small-gpu | cpu-experimental")
+@click.option(
+    "--tier",
+    type=click.Choice(HARDWARE_TIERS),
+    default=None,
+    help="Hardware tier (default: the backend's).",
+)
 @click.option("--hp", "hp", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override.")
-@click.option("--budget-minutes", type=float, default=None)
-@click.option("--budget-tokens", type=int, default=None)
+@click.option(
+    "--budget-minutes", type=float, default=None, metavar="N", help="Wall-clock budget, minutes."
+)
+@click.option(
+    "--budget-tokens", type=int, default=None, metavar="N", help="Budget of training tokens."
+)
 @idempotency_option
 @pass_session
 def experiment_create(
@@ -131,7 +162,7 @@ def experiment_create(
 
 
 @run.command("start")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @idempotency_option
 @pass_session
 def run_start(session: Session, run_id: str, idempotency_key: str | None) -> None:
@@ -143,7 +174,7 @@ def run_start(session: Session, run_id: str, idempotency_key: str | None) -> Non
 
 
 @run.command("complete")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @idempotency_option
 @pass_session
 def run_complete(session: Session, run_id: str, idempotency_key: str | None) -> None:
@@ -155,7 +186,7 @@ def run_complete(session: Session, run_id: str, idempotency_key: str | None) -> 
 
 
 @run.command("fail")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @click.option("--reason", required=True, help="Why the run failed.")
 @idempotency_option
 @pass_session
@@ -168,7 +199,7 @@ def run_fail(session: Session, run_id: str, reason: str, idempotency_key: str | 
 
 
 @run.command("show")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @as_of_option
 @pass_session
 def run_show(session: Session, run_id: str, as_of: datetime | None) -> None:
@@ -184,7 +215,7 @@ def run_show(session: Session, run_id: str, as_of: datetime | None) -> None:
 
 
 @checkpoint.command("register")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @click.option("--family", required=True, help="Must equal the run's family.")
 @click.option("--artifact", "artifact_path", required=True, help="Adapter file or directory.")
 @idempotency_option
@@ -204,7 +235,7 @@ def checkpoint_register(
 
 
 @checkpoint.command("show")
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", type=LedgerId("checkpoint"))
 @as_of_option
 @pass_session
 def checkpoint_show(session: Session, checkpoint_id: str, as_of: datetime | None) -> None:
@@ -218,7 +249,7 @@ def checkpoint_show(session: Session, checkpoint_id: str, as_of: datetime | None
 
 
 @checkpoint.command("mark-deployable")
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", type=LedgerId("checkpoint"))
 @idempotency_option
 @pass_session
 def checkpoint_mark_deployable(
@@ -232,7 +263,7 @@ def checkpoint_mark_deployable(
 
 
 @checkpoint.command("revoke")
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", type=LedgerId("checkpoint"))
 @click.option("--reason", required=True, help="Why deployability is withdrawn.")
 @idempotency_option
 @pass_session
@@ -265,16 +296,18 @@ def _refuse_constant(name: str) -> NoReturn:
 
 
 @eval_group.command("attach")
-@click.argument("checkpoint_id")
-@click.option("--file", "eval_file", default=None, help="Eval summary JSON file.")
-@click.option("--eval-id", default=None)
-@click.option("--benchmark-id", default=None)
-@click.option("--family", default=None)
-@click.option("--mode", default=None, help="prompt_assisted | reduced_prompt")
-@click.option("--baseline", type=float, default=None)
-@click.option("--candidate", type=float, default=None)
+@click.argument("checkpoint_id", type=LedgerId("checkpoint"))
+@click.option(
+    "--file", "eval_file", default=None, metavar="EVAL.json", help="Eval summary JSON file."
+)
+@click.option("--eval-id", default=None, metavar="ID", help="The eval's id (unique).")
+@click.option("--benchmark-id", default=None, metavar="ID", help="The benchmark evaluated on.")
+@click.option("--family", default=None, help="Target model family (the checkpoint's).")
+@click.option("--mode", type=click.Choice(EVAL_MODES), default=None, help="Eval mode.")
+@click.option("--baseline", type=float, default=None, metavar="X", help="Baseline score.")
+@click.option("--candidate", type=float, default=None, metavar="Y", help="Candidate score.")
 @click.option("--delta", type=float, default=None, help="Default: candidate - baseline.")
-@click.option("--verdict", default=None, help="pass | fail | compare_only")
+@click.option("--verdict", type=click.Choice(VERDICTS), default=None, help="The eval's verdict.")
 @click.option("--mark-deployable", is_flag=True, help="Also mark deployable, atomically.")
 @idempotency_option
 @pass_session

@@ -9,7 +9,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from trainledger.domain.views import iso
+
+
+def compact(value: Any) -> str:
+    """A value in one line of text: nested values as compact JSON, others as they read."""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return str(value)
+
+
+def assignments(mapping: dict[str, Any]) -> str:
+    """`key=value, ...` of a mapping's present values (nested ones as compact JSON)."""
+    return ", ".join(f"{k}={compact(v)}" for k, v in mapping.items() if v is not None)
 
 
 def nothing_as_of(kind: str, identifier: str, as_of: datetime | None) -> str:
@@ -81,6 +95,11 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
                 f"backend {spec['backend']} on {spec['hardwareTier']}",
                 [],
             ),
+            *[
+                (f"{name} {assignments(spec[name])}", [])
+                for name in ("hyperparameters", "budget")
+                if spec.get(name)
+            ],
             (times, []),
         ]
         if run["failureReason"]:

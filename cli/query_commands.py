@@ -16,6 +16,7 @@ import click
 
 from trainledger.cli import output
 from trainledger.cli.app import (
+    LedgerId,
     Session,
     as_of_option,
     checkpoint,
@@ -42,6 +43,7 @@ from trainledger.cli.text import (
     runs_text,
     stats_text,
 )
+from trainledger.domain.vocabulary import RUN_STATUSES, VERDICTS
 
 LINEAGE_FORMATS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "text": lineage_text,
@@ -66,7 +68,7 @@ limit_option = click.option(
 
 
 @cli.command("lineage")
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", type=LedgerId("checkpoint"))
 @click.option(
     "--format",
     "picture",
@@ -95,23 +97,36 @@ def lineage(
     else:
         note = nothing_as_of("checkpoint", checkpoint_id, as_of)
         lines = EMPTY_LINEAGE_FORMATS[picture or "text"](note)
-    for line in lines:
-        click.echo(line)
+    output.lines(lines)
 
 
 @cli.command("impact")
-@click.option("--dataset", "dataset_fingerprint", required=True, metavar="FP")
+@click.option(
+    "--dataset",
+    "dataset_fingerprint",
+    required=True,
+    metavar="FP",
+    help="The dataset's fingerprint (16 hex digits).",
+)
 @as_of_option
 @pass_session
 def impact(session: Session, dataset_fingerprint: str, as_of: datetime | None) -> None:
     """The runs trained on a dataset, their checkpoints, and which are deployable."""
-    session.emit(session.ledger.impact(dataset_fingerprint, as_of=as_of), impact_text)
+    session.emit(
+        session.ledger.impact(dataset_fingerprint, as_of=as_of), impact_text, short_ids=True
+    )
 
 
 @run.command("list")
-@click.option("--status", default=None, help="pending | running | completed | failed")
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None, help="Runs in this state.")
 @click.option("--family", default=None, help="Target model family.")
-@click.option("--dataset", "dataset_fingerprint", default=None, metavar="FP")
+@click.option(
+    "--dataset",
+    "dataset_fingerprint",
+    default=None,
+    metavar="FP",
+    help="Runs trained on this dataset fingerprint.",
+)
 @as_of_option
 @limit_option
 @pass_session
@@ -131,11 +146,18 @@ def run_list(
         as_of=as_of,
         limit=limit,
     )
-    session.emit(document, runs_text)
+    session.emit(document, runs_text, short_ids=True)
 
 
 @checkpoint.command("list")
-@click.option("--run", "run_id", default=None, metavar="ID", help="Checkpoints of one run.")
+@click.option(
+    "--run",
+    "run_id",
+    type=LedgerId("run"),
+    default=None,
+    metavar="ID",
+    help="Checkpoints of one run.",
+)
 @click.option("--family", default=None, help="Target model family.")
 @click.option(
     "--deployable/--not-deployable",
@@ -157,13 +179,24 @@ def checkpoint_list(
     document = session.ledger.list_checkpoints(
         run_id=run_id, family=family, deployable=deployable, as_of=as_of, limit=limit
     )
-    session.emit(document, checkpoints_text)
+    session.emit(document, checkpoints_text, short_ids=True)
 
 
 @eval_group.command("list")
-@click.option("--checkpoint", "checkpoint_id", default=None, metavar="ID")
-@click.option("--benchmark", "benchmark_id", default=None, metavar="ID")
-@click.option("--verdict", default=None, help="pass | fail | compare_only")
+@click.option(
+    "--checkpoint",
+    "checkpoint_id",
+    type=LedgerId("checkpoint"),
+    default=None,
+    metavar="ID",
+    help="Evals of one checkpoint.",
+)
+@click.option(
+    "--benchmark", "benchmark_id", default=None, metavar="ID", help="Evals on one benchmark."
+)
+@click.option(
+    "--verdict", type=click.Choice(VERDICTS), default=None, help="Evals with this verdict."
+)
 @click.option("--family", default=None, help="Target model family.")
 @as_of_option
 @limit_option
@@ -186,7 +219,7 @@ def eval_list(
         as_of=as_of,
         limit=limit,
     )
-    session.emit(document, evals_text)
+    session.emit(document, evals_text, short_ids=True)
 
 
 @cli.command("stats")
@@ -198,11 +231,11 @@ def stats(session: Session, as_of: datetime | None) -> None:
 
 
 @cli.command("history")
-@click.argument("aggregate_id")
+@click.argument("aggregate_id", type=LedgerId())
 @pass_session
 def history(session: Session, aggregate_id: str) -> None:
     """Every event of one run or checkpoint, oldest first."""
-    session.emit(session.ledger.history(aggregate_id), history_text)
+    session.emit(session.ledger.history(aggregate_id), history_text, short_ids=True)
 
 
 EVENTS_PAGE = 500
@@ -210,7 +243,11 @@ EVENTS_PAGE = 500
 
 @cli.command("events")
 @click.option(
-    "--after", type=click.IntRange(min=0, max=MAX_SQL_INTEGER), default=0, metavar="POSITION"
+    "--after",
+    type=click.IntRange(min=0, max=MAX_SQL_INTEGER),
+    default=0,
+    metavar="POSITION",
+    help="Only events after this log position.",
 )
 @click.option(
     "--limit",

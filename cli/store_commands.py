@@ -30,7 +30,7 @@ def _digest(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     default=None,
     metavar="D",
     callback=_digest,
-    help="A digest from an earlier verify (64 hex digits).",
+    help="A digest from an earlier verify (64 hex digits): prove the log up to it is unchanged.",
 )
 @pass_session
 def verify(session: Session, digest: str | None) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from trainledger.cli.pictures import decision_line, eval_line, nothing_as_of
+from trainledger.cli.pictures import assignments, compact, decision_line, eval_line, nothing_as_of
 
 
 def _fields(document: dict[str, Any], keys: Iterable[str]) -> list[str]:
@@ -20,9 +20,9 @@ def _fields(document: dict[str, Any], keys: Iterable[str]) -> list[str]:
         if value is None or value in ([], {}):
             continue
         if isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
+            value = ", ".join(compact(v) for v in value)
         elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
+            value = assignments(value)
         lines.append(f"{key:<{width}}  {value}")
     return lines
 
@@ -103,9 +103,7 @@ def experiment_text(created: dict[str, Any]) -> list[str]:
 def history_text(history: dict[str, Any]) -> list[str]:
     lines = []
     for event in history["events"]:
-        payload = ", ".join(
-            f"{k}={v}" for k, v in event["payload"].items() if k != "spec" and v is not None
-        )
+        payload = assignments({k: v for k, v in event["payload"].items() if k != "spec"})
         lines.append(
             f"#{event['position']:<6} v{event['version']:<3} {event['timestamp']}  "
             f"{event['type']:<20} {event['actor']}  {payload}"

@@ -19,6 +19,7 @@ from trainledger.adapters.trainer import read_capped
 from trainledger.cli import output
 from trainledger.cli.app import (
     ERROR_EXIT,
+    LedgerId,
     Session,
     Stopped,
     cli,
@@ -48,7 +49,7 @@ def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @cli.command("train")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @click.option(
     "--scripts-dir",
     type=click.Path(path_type=Path),
@@ -102,7 +103,7 @@ def train(
 
 
 @run.command("import-result")
-@click.argument("run_id")
+@click.argument("run_id", type=LedgerId("run"))
 @click.option("--result", "result_path", required=True, metavar="FILE", help="Result JSON.")
 @idempotency_option
 @pass_session

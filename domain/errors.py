@@ -61,6 +61,12 @@ class CheckpointNotFoundError(NotFoundError):
         super().__init__(f"checkpoint {checkpoint_id} not found")
 
 
+class AmbiguousIdError(LedgerError):
+    """An id prefix that more than one run or checkpoint starts with."""
+
+    code = "ambiguous_id"
+
+
 class InvalidTransitionError(LedgerError):
     code = "invalid_transition"
 

@@ -367,6 +367,10 @@ class ProjectionReadModel:
             "failingEvals": verdicts.get("fail", 0),
         }
 
+    def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        with self._current() as reader:
+            return reader.ids_with_prefixes(prefixes, limit)
+
     # --- documents ---------------------------------------------------------------
 
     def _run_documents(

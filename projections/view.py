@@ -116,6 +116,14 @@ class FactReader(ABC):
     def counts(self, as_of: int | None) -> Counts: ...
 
     @abstractmethod
+    def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        """(kind, id) of the runs and checkpoints whose id starts with one of `prefixes`.
+
+        Kinds are "run" and "checkpoint"; ids and prefixes are lowercase hex
+        digits. At most `limit` ids of each kind for each prefix, in id order.
+        """
+
+    @abstractmethod
     def dump(self) -> ViewDump:
         """Every row of every table, in a canonical order and shape."""
 

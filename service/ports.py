@@ -9,7 +9,7 @@ here as `LedgerRecorder`, which every backend's recorder implements.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -156,6 +156,11 @@ class ReadModel(Protocol):
     ) -> list[Document]: ...
 
     def stats(self, as_of: datetime | None) -> Document: ...
+
+    def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        """(kind, id) of the runs and checkpoints whose id (32 lowercase hex digits)
+        starts with one of `prefixes`: at most `limit` of each kind for each prefix."""
+        ...
 
 
 ReadModelFactory = Callable[[Any], ReadModel]

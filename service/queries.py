@@ -18,9 +18,12 @@ without `as_of` does an unknown id raise a not-found error.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from uuid import UUID
 
 from trainledger.domain.errors import (
+    AmbiguousIdError,
     CheckpointNotFoundError,
     NotFoundError,
     RunNotFoundError,
@@ -38,6 +41,12 @@ from trainledger.service import arguments
 from trainledger.service.ports import ReadModel
 
 _FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+_HEX_PREFIX = re.compile(r"[0-9a-f]{1,31}")
+
+ID_KINDS = ("run", "checkpoint")
+SHORT_ID = 8
+"""Short ids (tables, candidates) have at least this many hex digits, more where needed."""
+CANDIDATES_SHOWN = 10
 
 
 def parse_moment(text: str) -> datetime:
@@ -167,6 +176,51 @@ class Queries:
         """Counts of runs by status, checkpoints, deployable ones, and evals by verdict."""
         return self.read_model.stats(_moment(as_of))
 
+    def resolve_id(self, text: str, kinds: tuple[str, ...] = ID_KINDS) -> str:
+        """The full id of the one run or checkpoint (of `kinds`) whose id starts with `text`.
+
+        A full id, or text that is no hex prefix, is returned as given (the
+        command's own lookup finds it or says it is not found), as is a prefix
+        that matches nothing. A prefix more than one id starts with is refused,
+        naming them.
+        """
+        prefix = _id_prefix(text)
+        if prefix is None:
+            return text
+        found = self.read_model.ids_with_prefixes([prefix], CANDIDATES_SHOWN + 1)
+        matches = [(kind, key) for kind, key in found if kind in kinds]
+        if len(matches) == 1:
+            return str(UUID(matches[0][1]))
+        if not matches:
+            return text
+        short = self.short_ids(str(UUID(key)) for _, key in matches)
+        named = ", ".join(f"{kind} {short[str(UUID(key))]}" for kind, key in matches)
+        more = ", ..." if len(matches) > CANDIDATES_SHOWN else ""
+        raise AmbiguousIdError(
+            f"id prefix {text.strip()!r} is ambiguous: {named}{more}; give more characters"
+        )
+
+    def short_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each id's shortest unique prefix among runs and checkpoints (at least 8 digits)."""
+        digits = {i: i.replace("-", "").lower() for i in dict.fromkeys(ids)}
+        if not digits:
+            return {}
+        neighbours = self.read_model.ids_with_prefixes(
+            [d[:SHORT_ID] for d in digits.values()], 2 * CANDIDATES_SHOWN
+        )
+        by_prefix: dict[str, list[str]] = {}
+        for _, key in neighbours:
+            by_prefix.setdefault(key[:SHORT_ID], []).append(key)
+        short = {}
+        for identifier, key in digits.items():
+            shared = [
+                _common_length(key, other)
+                for other in by_prefix.get(key[:SHORT_ID], [])
+                if other != key
+            ]
+            short[identifier] = key[: max([SHORT_ID, *(n + 1 for n in shared)])]
+        return short
+
     def rebuild_projections(self, progress: Progress | None = None) -> Document:
         """Drop every view and rebuild it from the whole log."""
         return self.read_model.rebuild(progress)
@@ -174,6 +228,18 @@ class Queries:
     def projection_differences(self) -> list[str]:
         """How the views differ from a fresh replay of the log (empty when equal)."""
         return self.read_model.differences_from_replay()
+
+
+def _id_prefix(text: str) -> str | None:
+    digits = text.strip().lower().replace("-", "")
+    return digits if _HEX_PREFIX.fullmatch(digits) else None
+
+
+def _common_length(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _moment(as_of: datetime | None) -> datetime | None:

@@ -11,7 +11,10 @@ here in full, which says how.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any
 
 from trainledger.domain.chain import IntegrityFailure, LogVerifier, parse_digest
@@ -99,7 +102,7 @@ class Verification:
         if progress is not None:
             progress(0, log.upto)
         try:
-            sound = check.sound()
+            sound = _waiting(check.sound, log.upto, progress)
         except BaseException:  # an interrupt: stop the workers
             check.cancel()
             raise
@@ -207,6 +210,40 @@ class Verification:
             return self.ledger.projection_differences()
         except LedgerError as error:
             return [f"views cannot be read: {error.message}"]
+
+
+PROGRESS_EVERY = 0.1
+"""Seconds between progress reports while worker processes check the log."""
+EXPECTED_RATE = 500_000
+"""Events a second the workers are expected to check, for the progress estimate."""
+
+
+def _waiting(
+    sound: Callable[[], bool], total: int, progress: Callable[[int, int], None] | None
+) -> bool:
+    """`sound()`, with `progress` moving meanwhile.
+
+    The workers report only when done, so the progress shown is an estimate
+    from the time taken, which approaches the total but never reaches it
+    before they are done.
+    """
+    if progress is None:
+        return sound()
+    # Not an executor's context: an interrupt must reach the caller (which
+    # stops the workers) without waiting for them.
+    waiter = ThreadPoolExecutor(max_workers=1)
+    try:
+        verdict = waiter.submit(sound)
+        started = time.monotonic()
+        expected = max(total / EXPECTED_RATE, PROGRESS_EVERY)
+        while True:
+            try:
+                return verdict.result(timeout=PROGRESS_EVERY)
+            except FuturesTimeout:
+                elapsed = time.monotonic() - started
+                progress(int(total * elapsed / (elapsed + expected)), total)
+    finally:
+        waiter.shutdown(wait=False)
 
 
 def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:

@@ -172,6 +172,14 @@ class _MemoryReader(FactReader):
         )
         return _newest_first(found, lambda c: c.position, limit)
 
+    def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for kind, ids in (("run", self.tables.runs), ("checkpoint", self.tables.checkpoints)):
+            for prefix in dict.fromkeys(prefixes):
+                matching = sorted(i for i in ids if i.startswith(prefix))
+                found.extend((kind, i) for i in matching[:limit])
+        return found
+
     def _deployable(self, checkpoint: CheckpointRecord, as_of: int | None) -> bool:
         changes = self.deployability([checkpoint.checkpoint_id], as_of)
         return bool(changes and changes[-1].deployable)

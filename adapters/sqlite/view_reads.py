@@ -51,6 +51,7 @@ DEPLOYABLE_AT = (
 
 # SQLite allows 32766 parameters a statement; ids go in chunks well below that.
 CHUNK = 500
+PREFIX_CHUNK = 100
 
 
 class _Select:
@@ -295,6 +296,26 @@ class SQLFactReader(FactReader):
             int(deployable),
             {row[0]: row[1] for row in by_verdict},
         )
+
+    def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        # Per prefix a range of the id's index (every id digit sorts before
+        # "g"), one statement for a chunk of prefixes.
+        unique = list(dict.fromkeys(prefixes))
+        found: list[tuple[str, str]] = []
+        for kind, table, column in (
+            ("run", RUNS, "run_id"),
+            ("checkpoint", CHECKPOINTS, "checkpoint_id"),
+        ):
+            one = (
+                f"SELECT {column} FROM (SELECT {column} FROM {table} "
+                f"WHERE {column} >= ? AND {column} < ? ORDER BY {column} LIMIT ?) AS p{{i}}"
+            )
+            for start in range(0, len(unique), PREFIX_CHUNK):
+                chunk = unique[start : start + PREFIX_CHUNK]
+                sql = " UNION ALL ".join(one.format(i=i) for i in range(len(chunk)))
+                params = [v for prefix in chunk for v in (prefix, f"{prefix}g", limit)]
+                found.extend((kind, row[0]) for row in self._rows(sql, params))
+        return found
 
     def dump(self) -> ViewDump:
         return {

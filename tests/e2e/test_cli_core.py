@@ -294,20 +294,21 @@ def test_invalid_transitions_are_refused_and_record_nothing(cli: Cli, out: Path)
 # --- experiment create refusals -------------------------------------------------------
 
 CREATE_REFUSALS: list[tuple[str, dict[str, str], list[str], str, str]] = [
+    # An enumerated option outside its choices is a usage error (issue 15, item 19).
     (
         "unknown backend",
         {"--backend": "bogus"},
         [],
-        "invalid_input",
-        "unknown backend 'bogus'; expected one of: peft-trl-orpo, unsloth-orpo, dry-run",
+        "usage",
+        "'bogus' is not one of 'peft-trl-orpo', 'unsloth-orpo', 'dry-run'",
     ),
-    ("unknown tier", {"--tier": "tpu"}, [], "invalid_input", "unknown hardware tier 'tpu'"),
+    ("unknown tier", {"--tier": "tpu"}, [], "usage", "'tpu' is not one of 'consumer-gpu'"),
     (
         "unknown profile",
         {"--profile": "local-writer"},
         [],
-        "invalid_input",
-        "unknown worker profile 'local-writer'",
+        "usage",
+        "'local-writer' is not one of 'local-reader', 'local-editor'",
     ),
     (
         "local-editor not enabled",
@@ -355,8 +356,8 @@ CREATE_REFUSALS: list[tuple[str, dict[str, str], list[str], str, str]] = [
         "enum checked before the dataset is read",
         {"--dataset": "missing.jsonl", "--backend": "bogus"},
         [],
-        "invalid_input",
-        "unknown backend 'bogus'",
+        "usage",
+        "'bogus' is not one of",
     ),
     (
         "malformed dataset fingerprint",
@@ -404,7 +405,8 @@ CREATE_REFUSALS: list[tuple[str, dict[str, str], list[str], str, str]] = [
 def test_experiment_create_refusals(
     cli: Cli, out: Path, options: dict[str, str], extra: list[str], error_code: str, match: str
 ) -> None:
-    error = refuse(cli, *experiment_args(out, **options), *extra, match=match)
+    code = 2 if error_code == "usage" else 1
+    error = refuse(cli, *experiment_args(out, **options), *extra, code=code, match=match)
     assert error["code"] == error_code
     assert stored_events(cli) == 0
 
@@ -564,16 +566,6 @@ def test_eval_refusals_record_nothing(cli: Cli, out: Path, tmp_path: Path) -> No
             "delta 0.3 differs from candidateScore - baselineScore",
         ),
         (
-            (*attach, *eval_options("e", **{"--mode": "zero_shot"})),
-            "eval_refused",
-            "mode: Input should be 'prompt_assisted' or 'reduced_prompt' [(]got 'zero_shot'[)]",
-        ),
-        (
-            (*attach, *eval_options("e", **{"--verdict": "maybe"})),
-            "eval_refused",
-            "verdict: Input should be 'pass', 'fail' or 'compare_only' [(]got 'maybe'[)]",
-        ),
-        (
             (*attach, *eval_options("e"), "--mark-deployable"),
             "not_deployable",
             f"run {run_id} is running, not completed",
@@ -588,6 +580,18 @@ def test_eval_refusals_record_nothing(cli: Cli, out: Path, tmp_path: Path) -> No
     ]
     for args in usage:
         refuse(cli, *args, code=2, match="--file")
+    # An enumerated option outside its choices is a usage error (issue 15, item 19).
+    for args, match in (
+        (
+            (*attach, *eval_options("e", **{"--mode": "zero_shot"})),
+            "'zero_shot' is not one of 'prompt_assisted', 'reduced_prompt'",
+        ),
+        (
+            (*attach, *eval_options("e", **{"--verdict": "maybe"})),
+            "'maybe' is not one of 'pass', 'fail', 'compare_only'",
+        ),
+    ):
+        assert refuse(cli, *args, code=2, match=match)["code"] == "usage"
 
     assert {aid: history(cli, aid) for aid in before} == before
 

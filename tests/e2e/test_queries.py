@@ -253,8 +253,12 @@ def test_lists_newest_first_with_filters(history: History) -> None:
     assert table.code == 0
     assert table.stdout.splitlines()[0].split()[:3] == ["trainRunId", "status", "family"]
     assert cli("eval", "list", "--verdict", "compare_only").stdout.strip() == "no evals"
-    refused(cli, "run", "list", "--status", "finished", match="status 'finished'")
-    refused(cli, "eval", "list", "--verdict", "meh", match="verdict 'meh'")
+    # an enumerated option outside its choices is a usage error (issue 15, item 19)
+    for args in (("run", "list", "--status", "finished"), ("eval", "list", "--verdict", "meh")):
+        result = cli(*args, json_mode=True)
+        assert result.code == 2, result.stderr
+        assert result.json["error"]["code"] == "usage"
+        assert f"{args[-1]!r} is not one of" in result.json["error"]["message"]
 
 
 def test_stats_has_exactly_the_ten_fields(history: History) -> None:
