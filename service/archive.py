@@ -34,7 +34,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -48,7 +48,8 @@ from trainledger.domain.errors import ExportRefusedError, ImportRefusedError, St
 from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
 from trainledger.domain.views import event_document
-from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation
+from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, Seal
+from trainledger.service.reservation_check import ReservationCheck
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"
@@ -72,6 +73,8 @@ class ReservationArchive(Protocol):
     """A recorder that can list every reservation it holds."""
 
     def reservations(self) -> list[Reservation]: ...
+
+    def seals(self) -> list[Seal]: ...
 
 
 def _reservation_store(recorder: ApplicationRecorder) -> ReservationArchive:
@@ -111,6 +114,11 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
     unknown = sorted({r.kind for r in reservations} - set(RESERVATION_KINDS))
     if unknown:
         raise ExportRefusedError(f"reservations of kind {', '.join(unknown)} cannot be exported")
+    # Seals read after the reservations cover every one of them; a seal past
+    # `stop` is of a later append, whose reservation is left for the next export.
+    sealed_at = {(s.kind, s.key): s.position for s in _reservation_store(recorder).seals()}
+    if sealed_at:
+        reservations = [r for r in reservations if sealed_at.get((r.kind, r.key), 0) <= stop]
     idempotency = {r.key: r for r in reservations if r.kind == IDEMPOTENCY}
     evals = {r.key: r for r in reservations if r.kind == EVAL_ID}
     keys_seen: set[str] = set()
@@ -147,7 +155,9 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
                     )
                 anchored.append(evals[eval_id])
             if anchored:
-                line["reservations"] = [_reservation_line(r) for r in anchored]
+                line["reservations"] = [
+                    _reservation_line(r, sealed_at.get((r.kind, r.key))) for r in anchored
+                ]
             yield line
         after = page[-1].id
 
@@ -176,12 +186,15 @@ def _attached_eval_id(event: Any) -> str | None:
     return eval_id
 
 
-def _reservation_line(reservation: Reservation) -> dict[str, str]:
-    line = {"kind": reservation.kind, "key": reservation.key}
+def _reservation_line(reservation: Reservation, sealed_at: int | None) -> dict[str, Any]:
+    line: dict[str, Any] = {"kind": reservation.kind, "key": reservation.key}
     try:
         line["value"] = reservation.value.decode("utf-8")
     except UnicodeDecodeError:
         line["valueBase64"] = base64.b64encode(reservation.value).decode("ascii")
+    if sealed_at is not None:
+        # Where its seal is anchored (a store that seals), so import seals it there.
+        line["sealedAt"] = sealed_at
     return line
 
 
@@ -197,6 +210,7 @@ class ReservationLine(_Strict):
     key: str = pydantic.Field(min_length=1)
     value: str | None = None
     valueBase64: str | None = None  # noqa: N815 (the export's camelCase)
+    sealedAt: int | None = pydantic.Field(default=None, ge=0)  # noqa: N815
 
     def to_reservation(self) -> Reservation:
         if (self.value is None) == (self.valueBase64 is None):
@@ -240,6 +254,8 @@ class ImportPlan:
     stored_events: list[StoredEvent] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
+    sealed: bool = False
+    """The source sealed its reservations: import seals them where it did."""
     aggregates: dict[str, list[Any]] = field(default_factory=dict)
     """Each aggregate's events, in order."""
     chains: AggregateChains = field(default_factory=AggregateChains)
@@ -291,7 +307,19 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
             keys[(reservation.kind, reservation.key)] = number
             first_of_key = event.idempotency_key not in idempotency_keys
             _check_reservation(reservation, event, first_of_key, where)
-            plan.reservations.append(reservation)
+            sealed_at = reservation_line.sealedAt
+            if sealed_at is not None and sealed_at < line.position:
+                raise ImportRefusedError(
+                    f"{where}: {reservation.kind} {reservation.key!r} is sealed at position "
+                    f"{sealed_at}, before the event it is about"
+                )
+            if plan.reservations and (sealed_at is not None) != plan.sealed:
+                raise ImportRefusedError(
+                    f"{where}: {reservation.kind} {reservation.key!r}: some reservations "
+                    "are sealed and others not (a store seals all or none)"
+                )
+            plan.sealed = sealed_at is not None
+            plan.reservations.append(replace(reservation, anchor=sealed_at))
         key = event.idempotency_key
         if key is not None and key not in idempotency_keys:
             idempotency_keys[key] = number
@@ -303,8 +331,37 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         plan.events.append(event)
         plan.stored_events.append(stored)
         plan.positions.append(line.position)
+    _anchor_seals(plan)
     _replay(plan)
+    _check_meanings(plan, mapper)
     return plan
+
+
+def _anchor_seals(plan: ImportPlan) -> None:
+    """Each seal's anchor as an index into the imported events (positions may be renumbered)."""
+    index = {position: n for n, position in enumerate(plan.positions, start=1)}
+    anchored = []
+    for r in plan.reservations:
+        if r.anchor is not None and r.anchor != 0 and r.anchor not in index:
+            raise ImportRefusedError(
+                f"{r.kind} {r.key!r} is sealed at position {r.anchor}, which the export lacks"
+            )
+        anchored.append(r if r.anchor is None else replace(r, anchor=index.get(r.anchor, 0)))
+    plan.reservations = anchored
+
+
+def _check_meanings(plan: ImportPlan, mapper: Mapper[UUID]) -> None:
+    """The reservations mean what `verify` holds them to (`service.reservation_check`)."""
+    meanings = ReservationCheck()
+    for position, stored in zip(plan.positions, plan.stored_events, strict=True):
+        meanings.feed(
+            position, str(stored.originator_id), stored.topic, _decode(mapper, stored.state)
+        )
+    problem = meanings.meaning_problem(
+        plan.reservations, plan.positions[-1] if plan.positions else 0
+    )
+    if problem is not None:
+        raise ImportRefusedError(f"position {problem.position}: {problem.reason}")
 
 
 def _rebuild_event(
@@ -467,7 +524,9 @@ def import_log(app: Application[UUID], lines: Iterable[str | bytes]) -> dict[str
     if not plan.events:
         return _summary(plan, [])
     try:
-        positions = recorder.insert_events(plan.stored_events, reservations=plan.reservations)
+        positions = recorder.insert_events(
+            plan.stored_events, reservations=plan.reservations, seal=plan.sealed
+        )
     except IntegrityError:
         raise StoreNotEmptyError(
             "the store received events while importing; nothing was imported"

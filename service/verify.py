@@ -14,8 +14,14 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainledger.domain.chain import IntegrityFailure, LogVerifier, parse_digest
+from trainledger.domain.chain import IntegrityFailure, LogVerifier, log_digest, parse_digest
 from trainledger.domain.errors import LedgerError
+from trainledger.service.reservation_check import (
+    ReservationCheck,
+    ReservationProblem,
+    last_seal_link,
+    seal_problem,
+)
 from trainledger.service.unit_of_work import Outcome
 
 if TYPE_CHECKING:
@@ -105,6 +111,9 @@ class Verification:
             raise
         if not sound:
             return None
+        sealed, last_seal = self._sealed_up_to(log.upto, digest)
+        if not sealed:
+            return None
         differences = None
         if digest is None or log.digest_position is not None:
             # The rows are compared here only when the workers found some
@@ -119,26 +128,54 @@ class Verification:
             failure = IntegrityFailure(log.upto, _views_differ(differences))
         return _verify_report(
             position=log.upto,
-            digest=log.last_link,
+            digest=log_digest(log.last_link, last_seal),
             events=log.upto,
             matched_at=log.digest_position,
             differences=differences,
             failure=failure,
         )
 
+    def _sealed_up_to(self, upto: int, digest: str | None) -> tuple[bool, str | None]:
+        """After the workers: the seals of a log they found sound up to `upto`.
+
+        (True, the last seal link; None: the store seals nothing), or (False, None) when the
+        one-pass check must look: a store without seals has its reservations
+        checked by meaning, which needs every event; a digest of a sealed
+        state is matched position by position; a seal that does not hold is
+        named there.
+        """
+        recorder = self.ledger.ledger_recorder
+        seals = recorder.seals()
+        if not seals:
+            return (False, None) if recorder.reservations() else (True, None)
+        if digest is not None:
+            return False, None
+        links: dict[int, str] = {}
+        for anchor in sorted({s.position for s in seals if 0 < s.position <= upto}):
+            links.update(recorder.log_chain(anchor - 1, anchor))
+        problem = seal_problem(seals, recorder.reservations(), recorder.seals(), links, upto)
+        return (False, None) if problem is not None else (True, last_seal_link(seals, upto))
+
     def _verify_in_one_pass(
         self, digest: str | None, progress: Callable[[int, int], None] | None
     ) -> Outcome:
-        verifier = LogVerifier(
-            gap_free=self.ledger.ledger_recorder.gap_free_positions,
-            expected_digest=digest,
-        )
+        recorder = self.ledger.ledger_recorder
+        # Reservations first: the events they are about were committed with or
+        # before them, so are all within the log read below.
+        reservations = recorder.reservations()
         # The log as of now: every event up to here was committed with its link
         # (events first: a link read later may be of an event committed since,
         # which the pages below then read too). Whatever other processes append
         # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
-        upto = max(total, self.ledger.ledger_recorder.log_chain_end())
+        upto = max(total, recorder.log_chain_end())
+        seals = recorder.seals()
+        verifier = LogVerifier(
+            gap_free=recorder.gap_free_positions,
+            expected_digest=digest,
+            seals=[(s.position, s.link) for s in seals if s.position <= upto],
+        )
+        meanings = ReservationCheck()
         decode = self.ledger.mapper.transcoder.decode
         after = 0
         while after < upto:
@@ -174,6 +211,8 @@ class Verification:
                     links.get(n.id),
                     check_link=True,
                 )
+                if isinstance(state, dict):
+                    meanings.feed(n.id, str(n.originator_id), n.topic, state)
             after = page[-1].id
             if progress is not None:
                 progress(verifier.events, total)
@@ -181,6 +220,17 @@ class Verification:
         for position in sorted(self.ledger.ledger_recorder.log_chain(after, upto)):
             verifier.missing(position)
         failure = verifier.failure
+        if failure is None:
+            failure = _reservation_failure(
+                meanings.meaning_problem(reservations, verifier.position)
+                or seal_problem(
+                    seals,
+                    recorder.reservations(),
+                    recorder.seals(),
+                    verifier.anchor_links,
+                    verifier.position,
+                )
+            )
         if failure is None and digest is not None and verifier.digest_matched_at is None:
             failure = _no_prefix_with(digest, verifier.position)
         # The views are only worth comparing with a replay of a sound log.
@@ -189,7 +239,7 @@ class Verification:
             failure = IntegrityFailure(verifier.position, _views_differ(differences))
         return _verify_report(
             position=verifier.position,
-            digest=verifier.digest,
+            digest=log_digest(verifier.digest, last_seal_link(seals, verifier.position)),
             events=verifier.events,
             matched_at=verifier.digest_matched_at,
             differences=differences,
@@ -207,6 +257,10 @@ class Verification:
             return self.ledger.projection_differences()
         except LedgerError as error:
             return [f"views cannot be read: {error.message}"]
+
+
+def _reservation_failure(problem: ReservationProblem | None) -> IntegrityFailure | None:
+    return None if problem is None else IntegrityFailure(problem.position, problem.reason)
 
 
 def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:
