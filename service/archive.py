@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -49,7 +48,11 @@ from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
 from trainledger.domain.views import event_document
 from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, Seal
-from trainledger.service.reservation_check import ReservationCheck
+from trainledger.service.reservation_check import (
+    anchor_imported_seals,
+    check_imported_meanings,
+    check_imported_reservation,
+)
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"
@@ -306,7 +309,9 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
                 )
             keys[(reservation.kind, reservation.key)] = number
             first_of_key = event.idempotency_key not in idempotency_keys
-            _check_reservation(reservation, event, first_of_key, where)
+            check_imported_reservation(
+                reservation, event, _attached_eval_id(event), first_of_key, where
+            )
             sealed_at = reservation_line.sealedAt
             if sealed_at is not None and sealed_at < line.position:
                 raise ImportRefusedError(
@@ -331,37 +336,14 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         plan.events.append(event)
         plan.stored_events.append(stored)
         plan.positions.append(line.position)
-    _anchor_seals(plan)
+    plan.reservations = anchor_imported_seals(plan.reservations, plan.positions)
     _replay(plan)
-    _check_meanings(plan, mapper)
-    return plan
-
-
-def _anchor_seals(plan: ImportPlan) -> None:
-    """Each seal's anchor as an index into the imported events (positions may be renumbered)."""
-    index = {position: n for n, position in enumerate(plan.positions, start=1)}
-    anchored = []
-    for r in plan.reservations:
-        if r.anchor is not None and r.anchor != 0 and r.anchor not in index:
-            raise ImportRefusedError(
-                f"{r.kind} {r.key!r} is sealed at position {r.anchor}, which the export lacks"
-            )
-        anchored.append(r if r.anchor is None else replace(r, anchor=index.get(r.anchor, 0)))
-    plan.reservations = anchored
-
-
-def _check_meanings(plan: ImportPlan, mapper: Mapper[UUID]) -> None:
-    """The reservations mean what `verify` holds them to (`service.reservation_check`)."""
-    meanings = ReservationCheck()
-    for position, stored in zip(plan.positions, plan.stored_events, strict=True):
-        meanings.feed(
-            position, str(stored.originator_id), stored.topic, _decode(mapper, stored.state)
-        )
-    problem = meanings.meaning_problem(
-        plan.reservations, plan.positions[-1] if plan.positions else 0
+    check_imported_meanings(
+        plan.positions,
+        [(str(e.originator_id), e.topic, _decode(mapper, e.state)) for e in plan.stored_events],
+        plan.reservations,
     )
-    if problem is not None:
-        raise ImportRefusedError(f"position {problem.position}: {problem.reason}")
+    return plan
 
 
 def _rebuild_event(
@@ -471,36 +453,6 @@ def _chain_broken(
     if broken is ChainBreak.UNLINKED:
         return f"{event}: hash chain broken (previousHash is not the hash of its predecessor)"
     return f"{event}: {broken.value}"
-
-
-def _check_reservation(
-    reservation: Reservation, event: Any, first_of_key: bool, where: str
-) -> None:
-    if reservation.kind == IDEMPOTENCY:
-        if event.idempotency_key != reservation.key or not first_of_key:
-            raise ImportRefusedError(
-                f"{where}: idempotency record {reservation.key!r} is not on the first event "
-                "of that key"
-            )
-        try:
-            record = json.loads(reservation.value)
-        except ValueError:
-            record = None
-        if not (isinstance(record, dict) and {"request", "outcome"} <= set(record)):
-            raise ImportRefusedError(
-                f"{where}: idempotency record {reservation.key!r} is not a command outcome"
-            )
-    elif reservation.kind == EVAL_ID:
-        if _attached_eval_id(event) != reservation.key:
-            raise ImportRefusedError(
-                f"{where}: evalId reservation {reservation.key!r} is not on its EvalAttached event"
-            )
-        if reservation.value != str(event.originator_id).encode():
-            raise ImportRefusedError(
-                f"{where}: evalId reservation {reservation.key!r} names another checkpoint"
-            )
-    else:
-        raise ImportRefusedError(f"{where}: unknown reservation kind {reservation.kind!r}")
 
 
 def _replay(plan: ImportPlan) -> None:

@@ -21,10 +21,11 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, seal_link
+from trainledger.domain.errors import ImportRefusedError
 from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, Seal
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -48,9 +49,13 @@ def outcome_ids(outcome: Any) -> set[str]:
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for name, item in value.items():
-                if isinstance(name, str) and name.endswith("Id") and isinstance(item, str):
-                    if _UUID.match(item.lower()):
-                        found.add(item.lower())
+                if (
+                    isinstance(name, str)
+                    and name.endswith("Id")
+                    and isinstance(item, str)
+                    and _UUID.match(item.lower())
+                ):
+                    found.add(item.lower())
                 walk(item)
         elif isinstance(value, list):
             for item in value:
@@ -198,3 +203,72 @@ def last_seal_link(seals: list[Seal], upto: int) -> str | None:
             break
         last = seal.link
     return last
+
+
+# --- import's checks -----------------------------------------------------------
+
+
+def check_imported_reservation(
+    reservation: Reservation, event: Any, eval_id: str | None, first_of_key: bool, where: str
+) -> None:
+    """A reservation line of an export is on the event it is about.
+
+    `eval_id`: the evalId the event attaches (None: it attaches none).
+    """
+    if reservation.kind == IDEMPOTENCY:
+        if event.idempotency_key != reservation.key or not first_of_key:
+            raise ImportRefusedError(
+                f"{where}: idempotency record {reservation.key!r} is not on the first event "
+                "of that key"
+            )
+        try:
+            record = json.loads(reservation.value)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and {"request", "outcome"} <= set(record)):
+            raise ImportRefusedError(
+                f"{where}: idempotency record {reservation.key!r} is not a command outcome"
+            )
+    elif reservation.kind == EVAL_ID:
+        if eval_id != reservation.key:
+            raise ImportRefusedError(
+                f"{where}: evalId reservation {reservation.key!r} is not on its EvalAttached event"
+            )
+        if reservation.value != str(event.originator_id).encode():
+            raise ImportRefusedError(
+                f"{where}: evalId reservation {reservation.key!r} names another checkpoint"
+            )
+    else:
+        raise ImportRefusedError(f"{where}: unknown reservation kind {reservation.kind!r}")
+
+
+def anchor_imported_seals(
+    reservations: list[Reservation], positions: list[int]
+) -> list[Reservation]:
+    """Each seal's anchor (`sealedAt`, a position of the export) as an index into the
+    imported events, which may be renumbered."""
+    index = {position: n for n, position in enumerate(positions, start=1)}
+    anchored = []
+    for r in reservations:
+        if r.anchor is not None and r.anchor != 0 and r.anchor not in index:
+            raise ImportRefusedError(
+                f"{r.kind} {r.key!r} is sealed at position {r.anchor}, which the export lacks"
+            )
+        anchored.append(r if r.anchor is None else replace(r, anchor=index.get(r.anchor, 0)))
+    return anchored
+
+
+def check_imported_meanings(
+    positions: list[int],
+    events: list[tuple[str, str, Any]],
+    reservations: list[Reservation],
+) -> None:
+    """The reservations mean what `verify` holds them to; `events`: (aggregate id, topic,
+    stored state) at each position."""
+    meanings = ReservationCheck()
+    for position, (aggregate_id, topic, state) in zip(positions, events, strict=True):
+        if isinstance(state, dict):
+            meanings.feed(position, aggregate_id, topic, state)
+    problem = meanings.meaning_problem(reservations, positions[-1] if positions else 0)
+    if problem is not None:
+        raise ImportRefusedError(f"position {problem.position}: {problem.reason}")

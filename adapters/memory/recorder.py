@@ -57,7 +57,10 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
         anchors = [seal_anchor(a, positions, end) for a, _, _, _ in items]
         seals = seal_links(
             self._seals[-1].link if self._seals else SEAL_GENESIS,
-            [(p, links[p], kind, key, value) for p, (_, kind, key, value) in zip(anchors, items)],
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
         )
         start = len(self._seals) + 1
         self._seals.extend(Seal(n, *seal) for n, seal in enumerate(seals, start=start))

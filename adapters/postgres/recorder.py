@@ -269,11 +269,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         end: int,
         reservations: Sequence[Reservation],
     ) -> None:
-        """Seal this append's reservations; the events table's EXCLUSIVE lock is held.
-
-        The first seals of a store written before seals existed also seal every
-        reservation it already holds.
-        """
+        """Seal this append's reservations under the events table's lock (as on SQLite)."""
         curs.execute(self.select_last_seal_statement)
         last = curs.fetchone()
         if last is None:
@@ -292,7 +288,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         seq = 0 if last is None else int(last["seq"])
         seals = seal_links(
             SEAL_GENESIS if last is None else str(last["link"]),
-            [(p, links[p], kind, key, value) for p, (_, kind, key, value) in zip(anchors, items)],
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
         )
         curs.executemany(
             self.insert_seal_statement,

@@ -148,7 +148,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         links[0] = LOG_GENESIS
         seals = seal_links(
             SEAL_GENESIS if last is None else str(last["link"]),
-            [(p, links[p], kind, key, value) for p, (_, kind, key, value) in zip(anchors, items)],
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
         )
         c.executemany(
             f"INSERT INTO {SEALS_TABLE} (position, kind, key, value_hash, link) "
