@@ -239,6 +239,37 @@ class AggregateChains:
 
 
 @dataclass
+class SealedDigests:
+    """Fed the log chain's link at each position in order, with every seal up front.
+
+    Keeps the links at the seals' anchors, and says whether a digest is one
+    `verify` printed for a state ending at a position: the plain link while
+    nothing was sealed, then the link with the last seal of that state.
+    """
+
+    seals: list[tuple[int, str]]
+    """(anchor position, link) of every seal, in seal order."""
+    anchor_links: dict[int, str] = field(default_factory=dict)
+    _before: int = 0
+
+    def at(self, position: int, link: str, expected: str | None) -> bool:
+        seals = self.seals
+        if not seals:
+            return expected is not None and link == expected
+        while self._before < len(seals) and seals[self._before][0] < position:
+            self._before += 1
+        same = [s for anchor, s in seals[self._before :] if anchor == position]
+        if same:
+            self.anchor_links[position] = link
+        if expected is None:
+            return False
+        earlier = [seals[self._before - 1][1]] if self._before else []
+        if not earlier and link == expected:
+            return True
+        return any(log_digest(link, s) == expected for s in earlier + same)
+
+
+@dataclass
 class LogVerifier:
     """Feed stored events in log order; the first failure is kept.
 
@@ -255,12 +286,8 @@ class LogVerifier:
     chains: AggregateChains = field(default_factory=AggregateChains)
     digest: str = LOG_GENESIS
     """The log chain over every row fed so far: what `--digest` takes later."""
-    seals: list[tuple[int, str]] = field(default_factory=list)
-    """(anchor position, link) of every seal, in seal order: the digest of a state
-    with seals covers the last one (`log_digest`)."""
-    anchor_links: dict[int, str] = field(default_factory=dict)
-    """The log chain at each seal's anchor, as fed (what the seals are checked on)."""
-    _before: int = 0
+    sealed: SealedDigests = field(default_factory=lambda: SealedDigests([]))
+    """The seals, for the digests of sealed states and the links at their anchors."""
 
     def missing(self, position: int) -> None:
         """The recorder's log chain has a row here, the events table does not."""
@@ -309,27 +336,9 @@ class LogVerifier:
                     self.failure = IntegrityFailure(position, reason)
         self.position = position
         self.events += 1
-        if self.seals:
-            self._note_anchor(position)
-        if self.expected_digest is not None and self.expected_digest in self._digests_at(position):
+        matched = self.sealed.at(position, self.digest, self.expected_digest)
+        if matched:
             self.digest_matched_at = position
-
-    def _note_anchor(self, position: int) -> None:
-        seals = self.seals
-        while self._before < len(seals) and seals[self._before][0] < position:
-            self._before += 1
-        if self._before < len(seals) and seals[self._before][0] == position:
-            self.anchor_links[position] = self.digest
-
-    def _digests_at(self, position: int) -> list[str]:
-        """What `verify` printed for a state ending at `position`: the plain link while
-        nothing was sealed, then the link with the last seal of the state."""
-        if not self.seals:
-            return [self.digest]
-        same = [link for anchor, link in self.seals[self._before :] if anchor == position]
-        earlier = [self.seals[self._before - 1][1]] if self._before else []
-        plain = [self.digest] if not earlier else []
-        return plain + [log_digest(self.digest, link) for link in earlier + same]
 
     def _reason(
         self,

@@ -14,7 +14,13 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainledger.domain.chain import IntegrityFailure, LogVerifier, log_digest, parse_digest
+from trainledger.domain.chain import (
+    IntegrityFailure,
+    LogVerifier,
+    SealedDigests,
+    log_digest,
+    parse_digest,
+)
 from trainledger.domain.errors import LedgerError
 from trainledger.service.reservation_check import (
     ReservationCheck,
@@ -111,18 +117,19 @@ class Verification:
             raise
         if not sound:
             return None
-        sealed, last_seal = self._sealed_up_to(log.upto, digest)
+        sealed, last_seal, sealed_match = self._sealed_up_to(log.upto, digest)
         if not sealed:
             return None
+        matched_at = log.digest_position if last_seal is None else sealed_match
         differences = None
-        if digest is None or log.digest_position is not None:
+        if digest is None or matched_at is not None:
             # The rows are compared here only when the workers found some
             # share of the views different (or could not tell), to say how.
             differences = [] if check.views_match else self._view_differences()
         if progress is not None:
             progress(log.upto, log.upto)
         failure = None
-        if digest is not None and log.digest_position is None:
+        if digest is not None and matched_at is None:
             failure = _no_prefix_with(digest, log.upto)
         elif differences:
             failure = IntegrityFailure(log.upto, _views_differ(differences))
@@ -130,31 +137,39 @@ class Verification:
             position=log.upto,
             digest=log_digest(log.last_link, last_seal),
             events=log.upto,
-            matched_at=log.digest_position,
+            matched_at=matched_at,
             differences=differences,
             failure=failure,
         )
 
-    def _sealed_up_to(self, upto: int, digest: str | None) -> tuple[bool, str | None]:
+    def _sealed_up_to(self, upto: int, digest: str | None) -> tuple[bool, str | None, int | None]:
         """After the workers: the seals of a log they found sound up to `upto`.
 
-        (True, the last seal link; None: the store seals nothing), or (False, None) when the
-        one-pass check must look: a store without seals has its reservations
-        checked by meaning, which needs every event; a digest of a sealed
-        state is matched position by position; a seal that does not hold is
-        named there.
+        (True, the last seal link or None, the position a sealed state's digest
+        matched), or (False, ...) when the one-pass check must look: a store
+        without seals has its reservations checked by meaning, which needs
+        every event; a seal that does not hold is named there.
         """
         recorder = self.ledger.ledger_recorder
         seals = recorder.seals()
         if not seals:
-            return (False, None) if recorder.reservations() else (True, None)
-        if digest is not None:
-            return False, None
-        links: dict[int, str] = {}
-        for anchor in sorted({s.position for s in seals if 0 < s.position <= upto}):
-            links.update(recorder.log_chain(anchor - 1, anchor))
-        problem = seal_problem(seals, recorder.reservations(), recorder.seals(), links, upto)
-        return (False, None) if problem is not None else (True, last_seal_link(seals, upto))
+            return not recorder.reservations(), None, None
+        # The links the workers checked: the seals' anchors, and with a digest
+        # every position, matched as the one-pass check does.
+        sealed = SealedDigests([(s.position, s.link) for s in seals if s.position <= upto])
+        matched = None
+        after = 0
+        last = upto if digest is not None else max((s for s, _ in sealed.seals), default=0)
+        while after < last:
+            page = recorder.log_chain(after, min(last, after + self.PAGE * 10))
+            for position in sorted(page):
+                if sealed.at(position, page[position], digest):
+                    matched = position
+            after = min(last, after + self.PAGE * 10)
+        problem = seal_problem(
+            seals, recorder.reservations(), recorder.seals(), sealed.anchor_links, upto
+        )
+        return problem is None, last_seal_link(seals, upto), matched
 
     def _verify_in_one_pass(
         self, digest: str | None, progress: Callable[[int, int], None] | None
@@ -173,7 +188,7 @@ class Verification:
         verifier = LogVerifier(
             gap_free=recorder.gap_free_positions,
             expected_digest=digest,
-            seals=[(s.position, s.link) for s in seals if s.position <= upto],
+            sealed=SealedDigests([(s.position, s.link) for s in seals if s.position <= upto]),
         )
         meanings = ReservationCheck()
         decode = self.ledger.mapper.transcoder.decode
@@ -227,7 +242,7 @@ class Verification:
                     seals,
                     recorder.reservations(),
                     recorder.seals(),
-                    verifier.anchor_links,
+                    verifier.sealed.anchor_links,
                     verifier.position,
                 )
             )

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import Cli, deployable_lifecycle, reader_request
+from tests.support import Cli, deployable_lifecycle, reader_request, reseal
 from trainledger.adapters.store import open_ledger
-from trainledger.domain.chain import SEAL_GENESIS, seal_link
 from trainledger.domain.errors import CorruptStoreError, ImportRefusedError
 from trainledger.service.archive import export_log, import_log
 from trainledger.service.ledger import TrainingLedger
@@ -145,33 +144,11 @@ def test_a_reservation_changed_with_its_seals_rewritten_fails_the_digest(
     with unguarded(store_url) as c:
         c.execute("DELETE FROM ledger_reservations WHERE kind='idempotency' AND key='k1'")
         c.execute("INSERT INTO ledger_reservations VALUES ('idempotency', 'k1', ?)", (forged,))
-        seals = c.execute(
-            "SELECT seq, position, kind, key FROM ledger_reservation_seals ORDER BY seq"
-        ).fetchall()
-        previous = SEAL_GENESIS
-        for seq, position, kind, key in seals:
-            (link,) = c.execute(
-                "SELECT link FROM ledger_log_chain WHERE position=?", (position,)
-            ).fetchone()
-            (stored,) = c.execute(
-                "SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key)
-            ).fetchone()
-            previous = seal_link(previous, link, kind, key, bytes(stored))
-            c.execute("DELETE FROM ledger_reservation_seals WHERE seq=?", (seq,))
-            c.execute(
-                "INSERT INTO ledger_reservation_seals VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, position, kind, key, _sha256(bytes(stored)), previous),
-            )
+        reseal(c)
     after = open_ledger(store_url, create=False).verify()
     assert after["ok"]
     assert after["digest"] != before["digest"]
     assert "no prefix" in failure(store_url, digest=before["digest"])
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_a_forged_outcome_in_a_store_without_seals_is_caught_by_its_meaning(
@@ -275,3 +252,27 @@ def test_verify_never_reports_forged_reservations_while_others_write(
         ledger.close()
     assert all(writer.returncode == 0 for writer in writers)
     assert open_ledger(store_url, create=False).verify()["ok"]
+
+
+def test_the_workers_path_checks_seals_and_digests_as_the_one_pass_check(
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_integrity import workers_check_every_log
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger, _ = build(url, tmp_path)
+    earlier = ledger.verify()
+    deployable_lifecycle(ledger, tmp_path / "more", eval_id="e1")
+    one_pass = ledger.verify(digest=earlier["digest"])
+    with workers_check_every_log() as verdicts:
+        in_parallel = ledger.verify(digest=earlier["digest"])
+    assert verdicts == [True]
+    assert in_parallel == one_pass
+    assert in_parallel["digestVerifiedUpTo"] == earlier["position"]
+    with unguarded(url) as c:
+        c.execute("DELETE FROM ledger_reservations WHERE kind='eval' AND key='e1'")
+    with workers_check_every_log() as verdicts:
+        report = ledger.verify()
+    assert verdicts == [True]  # the rows are sound; the seals send it to the one-pass check
+    assert not report["ok"]
+    assert "e1" in report["failure"]["reason"]
