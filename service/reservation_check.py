@@ -7,10 +7,11 @@ each matching the reservation's value, in an unbroken seal chain
 checked by meaning alone, as import checks an export:
 
 - an evalId reservation names the checkpoint of its `EvalAttached` event;
-- an idempotency record is a command outcome `{"request", "outcome"}` of a
-  key some event carries, and every id in the outcome is one of that
-  command's: an aggregate its events belong to, or an id that aggregate's
-  events hold (a forged outcome naming an unrelated run is caught).
+- an idempotency record is a command outcome `{"request", "outcome"}`, and
+  every id in the outcome is one of that command's: an aggregate the events
+  carrying its key belong to, or an id that aggregate's events hold (a forged
+  outcome naming an unrelated run is caught); a command that recorded no
+  event may name only aggregates of the log.
 
 The meaning checks run on sealed stores too, in the one-pass check.
 """
@@ -65,13 +66,11 @@ def outcome_ids(outcome: Any) -> set[str]:
     return found
 
 
-def idempotency_problem(key: str, value: bytes, known_ids: set[str] | None) -> str | None:
+def idempotency_problem(key: str, value: bytes, known_ids: set[str]) -> str | None:
     """Why an idempotency record is not its command's outcome (None: it may be).
 
-    `known_ids`: the ids of the events carrying the key (None: no event does).
+    `known_ids`: the ids the events carrying the key are about or hold.
     """
-    if known_ids is None:
-        return f"idempotency record {key!r} has no event carrying its key"
     try:
         record = json.loads(value)
     except ValueError:
@@ -134,10 +133,11 @@ class ReservationCheck:
                         attached[0], f"evalId reservation {r.key!r} names another checkpoint"
                     )
             elif r.kind == IDEMPOTENCY:
-                aggregates = self.keyed.get(r.key)
-                known = None
-                if aggregates is not None:
-                    known = set().union(*(self.held[a] for a in aggregates))
+                # A command may record nothing but its outcome (a trainer result
+                # imported for a run finished meanwhile): its ids are then only
+                # held to be the log's.
+                aggregates = self.keyed.get(r.key, set(self.held))
+                known = set().union(*(self.held[a] for a in aggregates))
                 reason = idempotency_problem(r.key, r.value, known)
                 if reason is not None:
                     return ReservationProblem(self.key_positions.get(r.key, end), reason)

@@ -276,3 +276,23 @@ def test_the_workers_path_checks_seals_and_digests_as_the_one_pass_check(
     assert verdicts == [True]  # the rows are sound; the seals send it to the one-pass check
     assert not report["ok"]
     assert "e1" in report["failure"]["reason"]
+
+
+def test_an_append_of_reservations_alone_is_sealed_at_the_log_end(
+    store_url: str, tmp_path: Path
+) -> None:
+    """As an import-result that records only its outcome does (no event, no library lock)."""
+    from trainledger.service.ports import IDEMPOTENCY, Reservation
+
+    ledger, runs = build(store_url, tmp_path)
+    before = ledger.verify()
+    record = json.dumps({"request": "0" * 64, "outcome": {"trainRunId": runs[0]}}).encode()
+    ledger.recorder.insert_events([], reservations=[Reservation(IDEMPOTENCY, "bare", record)])
+    after = ledger.verify(digest=before["digest"])
+    assert after["ok"], after["failure"]
+    assert after["position"] == before["position"]
+    assert after["digest"] != before["digest"]
+    assert ledger.verify(digest=after["digest"])["ok"]
+    with unguarded(store_url) as c:
+        c.execute("DELETE FROM ledger_reservations WHERE kind='idempotency' AND key='bare'")
+    assert "bare" in failure(store_url)
