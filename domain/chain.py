@@ -239,6 +239,37 @@ class AggregateChains:
 
 
 @dataclass
+class SealedDigests:
+    """Fed the log chain's link at each position in order, with every seal up front.
+
+    Keeps the links at the seals' anchors, and says whether a digest is one
+    `verify` printed for a state ending at a position: the plain link while
+    nothing was sealed, then the link with the last seal of that state.
+    """
+
+    seals: list[tuple[int, str]]
+    """(anchor position, link) of every seal, in seal order."""
+    anchor_links: dict[int, str] = field(default_factory=dict)
+    _before: int = 0
+
+    def at(self, position: int, link: str, expected: str | None) -> bool:
+        seals = self.seals
+        if not seals:
+            return expected is not None and link == expected
+        while self._before < len(seals) and seals[self._before][0] < position:
+            self._before += 1
+        same = [s for anchor, s in seals[self._before :] if anchor == position]
+        if same:
+            self.anchor_links[position] = link
+        if expected is None:
+            return False
+        earlier = [seals[self._before - 1][1]] if self._before else []
+        if not earlier and link == expected:
+            return True
+        return any(log_digest(link, s) == expected for s in earlier + same)
+
+
+@dataclass
 class LogVerifier:
     """Feed stored events in log order; the first failure is kept.
 
@@ -255,6 +286,8 @@ class LogVerifier:
     chains: AggregateChains = field(default_factory=AggregateChains)
     digest: str = LOG_GENESIS
     """The log chain over every row fed so far: what `--digest` takes later."""
+    sealed: SealedDigests = field(default_factory=lambda: SealedDigests([]))
+    """The seals, for the digests of sealed states and the links at their anchors."""
 
     def missing(self, position: int) -> None:
         """The recorder's log chain has a row here, the events table does not."""
@@ -303,7 +336,8 @@ class LogVerifier:
                     self.failure = IntegrityFailure(position, reason)
         self.position = position
         self.events += 1
-        if self.expected_digest is not None and self.digest == self.expected_digest:
+        matched = self.sealed.at(position, self.digest, self.expected_digest)
+        if matched:
             self.digest_matched_at = position
 
     def _reason(
@@ -339,3 +373,65 @@ class LogVerifier:
             f"aggregate {aggregate_id} version {version}: hash chain broken "
             "(its predecessor was modified, replaced or removed)"
         )
+
+
+# --- sealing reservations -----------------------------------------------------
+#
+# A reservation (an idempotency record, an evalId) is written beside the events
+# of its append, with a seal: a chain over every reservation in commit order,
+# each link covering the log chain's link at the seal's anchor (the last event
+# of its append, or the log's end for an append without events), the kind, the
+# key and the value's hash. Within one append seals are in (kind, key) order.
+# A store written before seals existed has reservations and no seals; the first
+# append that seals anything seals every reservation the store holds.
+
+SEAL_GENESIS = hashlib.sha256(b"trainledger-seal-v1").hexdigest()
+"""The seal chain's value before the first seal."""
+
+
+def seal_link(previous: str, anchor_link: str, kind: str, key: str, value: bytes) -> str:
+    """The seal chain after one more reservation, anchored where `anchor_link` is the log's."""
+    return hashlib.sha256(
+        bytes.fromhex(previous)
+        + bytes.fromhex(anchor_link)
+        + f"{kind}\0{key}\0".encode()
+        + hashlib.sha256(value).digest()
+    ).hexdigest()
+
+
+def seal_anchor(anchor: int | None, positions: list[int], end: int) -> int:
+    """A seal's anchor position: by default `end` (the append's last event, or the
+    log's end); an import names the 1-based index of one of the append's events
+    at `positions`, or 0 (the empty log before them)."""
+    if anchor is None:
+        return end
+    return 0 if anchor == 0 else positions[anchor - 1]
+
+
+def seal_links(
+    previous: str, reservations: list[tuple[int, str, str, str, bytes]]
+) -> list[tuple[int, str, str, str, str]]:
+    """Seals for reservations sealed together: (position, kind, key, value hash, link).
+
+    Each reservation is (anchor position, log link there, kind, key, value);
+    they are sealed in (position, kind, key) order.
+    """
+    sealed = []
+    for position, anchor_link, kind, key, value in sorted(
+        reservations, key=lambda r: (r[0], r[2], r[3])
+    ):
+        previous = seal_link(previous, anchor_link, kind, key, value)
+        sealed.append((position, kind, key, hashlib.sha256(value).hexdigest(), previous))
+    return sealed
+
+
+def log_digest(log_link_value: str, last_seal: str | None) -> str:
+    """What `verify` prints: the log chain's link, and once anything is sealed, the seals too.
+
+    A store without seals (as 0.1.0 wrote them) keeps its plain log-chain digest.
+    """
+    if last_seal is None:
+        return log_link_value
+    return hashlib.sha256(
+        b"trainledger-digest-v2\0" + bytes.fromhex(log_link_value) + bytes.fromhex(last_seal)
+    ).hexdigest()

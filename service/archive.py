@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -54,7 +53,18 @@ from trainledger.domain.experiment import describe_validation_error
 from trainledger.domain.model import LedgerAggregate, stored_classes
 from trainledger.domain.replay import check_replay
 from trainledger.domain.views import event_document
-from trainledger.service.ports import EVAL_ID, IDEMPOTENCY, Reservation, StateCodec
+from trainledger.service.ports import (
+    EVAL_ID,
+    IDEMPOTENCY,
+    LedgerRecorder,
+    Reservation,
+    state_codec,
+)
+from trainledger.service.reservation_check import (
+    anchor_imported_seals,
+    check_imported_meanings,
+    check_imported_reservation,
+)
 
 PAGE = 1000
 HASH_PATTERN = "^[0-9a-f]{64}$"
@@ -73,15 +83,8 @@ DOCUMENT_KEYS = (
 )
 
 
-@runtime_checkable
-class ReservationArchive(Protocol):
-    """A recorder that can list every reservation it holds."""
-
-    def reservations(self) -> list[Reservation]: ...
-
-
-def _reservation_store(recorder: ApplicationRecorder) -> ReservationArchive:
-    if not isinstance(recorder, ReservationArchive):
+def _reservation_store(recorder: ApplicationRecorder) -> LedgerRecorder:
+    if not isinstance(recorder, LedgerRecorder):
         raise ExportRefusedError(f"{type(recorder).__name__} cannot list its reservations")
     return recorder
 
@@ -117,6 +120,11 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
     unknown = sorted({r.kind for r in reservations} - set(RESERVATION_KINDS))
     if unknown:
         raise ExportRefusedError(f"reservations of kind {', '.join(unknown)} cannot be exported")
+    # Seals read after the reservations cover every one of them; a seal past
+    # `stop` is of a later append, whose reservation is left for the next export.
+    sealed_at = {(s.kind, s.key): s.position for s in _reservation_store(recorder).seals()}
+    if sealed_at:
+        reservations = [r for r in reservations if sealed_at.get((r.kind, r.key), 0) <= stop]
     idempotency = {r.key: r for r in reservations if r.kind == IDEMPOTENCY}
     evals = {r.key: r for r in reservations if r.kind == EVAL_ID}
     keys_seen: set[str] = set()
@@ -134,7 +142,7 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
             line["topic"] = notification.topic
             if isinstance(event, LedgerAggregate.Created):
                 line["originatorTopic"] = event.originator_topic
-            codec = _codec(app.mapper)
+            codec = state_codec(app.mapper)
             stored = codec.decode_state(notification.state)
             if stored != codec.decode_state(app.mapper.to_stored_event(event).state):
                 line["storedState"] = stored
@@ -154,16 +162,11 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
                     )
                 anchored.append(evals[eval_id])
             if anchored:
-                line["reservations"] = [_reservation_line(r) for r in anchored]
+                line["reservations"] = [
+                    _reservation_line(r, sealed_at.get((r.kind, r.key))) for r in anchored
+                ]
             yield line
         after = page[-1].id
-
-
-def _codec(mapper: Mapper[UUID]) -> StateCodec:
-    """The mapper's own encoding of stored states (the ledger's mapper has one)."""
-    if not isinstance(mapper, StateCodec):
-        raise TypeError(f"{type(mapper).__name__} cannot encode stored states")
-    return mapper
 
 
 def _attached_eval_id(event: Any) -> str | None:
@@ -173,12 +176,15 @@ def _attached_eval_id(event: Any) -> str | None:
     return eval_id
 
 
-def _reservation_line(reservation: Reservation) -> dict[str, str]:
-    line = {"kind": reservation.kind, "key": reservation.key}
+def _reservation_line(reservation: Reservation, sealed_at: int | None) -> dict[str, Any]:
+    line: dict[str, Any] = {"kind": reservation.kind, "key": reservation.key}
     try:
         line["value"] = reservation.value.decode("utf-8")
     except UnicodeDecodeError:
         line["valueBase64"] = base64.b64encode(reservation.value).decode("ascii")
+    if sealed_at is not None:
+        # Where its seal is anchored (a store that seals), so import seals it there.
+        line["sealedAt"] = sealed_at
     return line
 
 
@@ -194,6 +200,7 @@ class ReservationLine(_Strict):
     key: str = pydantic.Field(min_length=1)
     value: str | None = None
     valueBase64: str | None = None  # noqa: N815 (the export's camelCase)
+    sealedAt: int | None = pydantic.Field(default=None, ge=0)  # noqa: N815
 
     def to_reservation(self) -> Reservation:
         if (self.value is None) == (self.valueBase64 is None):
@@ -237,6 +244,8 @@ class ImportPlan:
     stored_events: list[StoredEvent] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
+    sealed: bool = False
+    """The source sealed its reservations: import seals them where it did."""
     aggregates: dict[str, list[Any]] = field(default_factory=dict)
     """Each aggregate's events, in order."""
     chains: AggregateChains = field(default_factory=AggregateChains)
@@ -288,8 +297,22 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
                 )
             keys[(reservation.kind, reservation.key)] = number
             first_of_key = event.idempotency_key not in idempotency_keys
-            _check_reservation(reservation, event, first_of_key, where)
-            plan.reservations.append(reservation)
+            check_imported_reservation(
+                reservation, event, _attached_eval_id(event), first_of_key, where
+            )
+            sealed_at = reservation_line.sealedAt
+            if sealed_at is not None and sealed_at < line.position:
+                raise ImportRefusedError(
+                    f"{where}: {reservation.kind} {reservation.key!r} is sealed at position "
+                    f"{sealed_at}, before the event it is about"
+                )
+            if plan.reservations and (sealed_at is not None) != plan.sealed:
+                raise ImportRefusedError(
+                    f"{where}: {reservation.kind} {reservation.key!r}: some reservations "
+                    "are sealed and others not (a store seals all or none)"
+                )
+            plan.sealed = sealed_at is not None
+            plan.reservations.append(replace(reservation, anchor=sealed_at))
         key = event.idempotency_key
         if key is not None and key not in idempotency_keys:
             idempotency_keys[key] = number
@@ -302,8 +325,17 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         plan.stored_events.append(stored)
         plan.positions.append(line.position)
         plan.line_numbers.append(number)
+    plan.reservations = anchor_imported_seals(plan.reservations, plan.positions)
     # Rules last: a line out of order is reported as that, not as a broken rule.
     _replay(plan)
+    check_imported_meanings(
+        plan.positions,
+        [
+            (str(e.originator_id), e.topic, state_codec(mapper).decode_state(e.state))
+            for e in plan.stored_events
+        ],
+        plan.reservations,
+    )
     return plan
 
 
@@ -354,7 +386,7 @@ def _rebuild_stored(
             originator_id=UUID(line.aggregateId),
             originator_version=line.version,
             topic=line.topic,
-            state=_codec(mapper).encode_state(line.storedState),
+            state=state_codec(mapper).encode_state(line.storedState),
         )
         event = mapper.to_domain_event(stored)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -416,36 +448,6 @@ def _chain_broken(
     return f"{event}: {broken.value}"
 
 
-def _check_reservation(
-    reservation: Reservation, event: Any, first_of_key: bool, where: str
-) -> None:
-    if reservation.kind == IDEMPOTENCY:
-        if event.idempotency_key != reservation.key or not first_of_key:
-            raise ImportRefusedError(
-                f"{where}: idempotency record {reservation.key!r} is not on the first event "
-                "of that key"
-            )
-        try:
-            record = json.loads(reservation.value)
-        except ValueError:
-            record = None
-        if not (isinstance(record, dict) and {"request", "outcome"} <= set(record)):
-            raise ImportRefusedError(
-                f"{where}: idempotency record {reservation.key!r} is not a command outcome"
-            )
-    elif reservation.kind == EVAL_ID:
-        if _attached_eval_id(event) != reservation.key:
-            raise ImportRefusedError(
-                f"{where}: evalId reservation {reservation.key!r} is not on its EvalAttached event"
-            )
-        if reservation.value != str(event.originator_id).encode():
-            raise ImportRefusedError(
-                f"{where}: evalId reservation {reservation.key!r} names another checkpoint"
-            )
-    else:
-        raise ImportRefusedError(f"{where}: unknown reservation kind {reservation.kind!r}")
-
-
 def _replay(plan: ImportPlan) -> None:
     """Apply every event in log order, each once the rules say it may follow what came before."""
     replayed: dict[UUID, Any] = {}
@@ -472,7 +474,9 @@ def import_log(app: Application[UUID], lines: Iterable[str | bytes]) -> dict[str
     if not plan.events:
         return _summary(plan, [])
     try:
-        positions = recorder.insert_events(plan.stored_events, reservations=plan.reservations)
+        positions = recorder.insert_events(
+            plan.stored_events, reservations=plan.reservations, seal=plan.sealed
+        )
     except IntegrityError:
         raise StoreNotEmptyError(
             "the store received events while importing; nothing was imported"

@@ -50,6 +50,7 @@ from trainledger.service.ports import (
     ReadModelFactory,
     Reservation,
     StateCodec,
+    state_codec,
 )
 from trainledger.service.queries import Queries
 from trainledger.service.training import Training
@@ -116,9 +117,7 @@ class TrainingLedger(Application[UUID]):
                 "open the ledger with trainledger.adapters.store.open_ledger"
             )
         self.ledger_recorder: LedgerRecorder = self.recorder
-        if not isinstance(self.mapper, StateCodec):
-            raise TypeError(f"{type(self.mapper).__name__} is not a StateCodec")
-        self.state_codec: StateCodec = self.mapper
+        self.state_codec: StateCodec = state_codec(self.mapper)
         self.load_dataset = load_dataset
         self.digest_artifact = digest_artifact
         self.run_trainer = run_trainer

@@ -39,6 +39,24 @@ class Reservation:
     kind: str
     key: str
     value: bytes
+    anchor: int | None = None
+    """Import only: its seal's anchor, as the 1-based index of an event of this
+    append (0: the empty log before them); by default the append's last event
+    (`domain.chain.seal_anchor`)."""
+
+
+@dataclass(frozen=True)
+class Seal:
+    """A reservation's seal: its place in the seal chain (`domain.chain.seal_link`)."""
+
+    seq: int
+    position: int
+    """Its anchor: the last event of its append, or the log's end for one without events."""
+    kind: str
+    key: str
+    value_hash: str
+    """sha256 of the reservation's value, hex: what a lookup checks the value against."""
+    link: str
 
 
 class LogExtent(Protocol):
@@ -85,6 +103,12 @@ class LedgerRecorder(Protocol):
 
     def reservations(self) -> list[Reservation]: ...
 
+    def seals(self) -> list[Seal]:
+        """Every reservation's seal, in seal chain order (empty: a store without seals)."""
+
+    def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
+        """Whether the store seals reservations, and this one's sealed value hash."""
+
     def positions(self, originator_id: UUID) -> list[int]:
         """The log positions of one aggregate's events, in version order."""
 
@@ -110,6 +134,13 @@ class StateCodec(Protocol):
     def encode_state(self, state: dict[str, Any]) -> bytes: ...
 
     def decode_state(self, data: bytes) -> dict[str, Any]: ...
+
+
+def state_codec(mapper: object) -> StateCodec:
+    """The mapper as a `StateCodec` (the ledger's mapper is one)."""
+    if not isinstance(mapper, StateCodec):
+        raise TypeError(f"{type(mapper).__name__} is not a StateCodec")
+    return mapper
 
 
 class ReadModel(Protocol):

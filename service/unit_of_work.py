@@ -142,6 +142,14 @@ class UnitOfWork:
         stored = self.recorder.find_reservation(IDEMPOTENCY, key)
         if stored is None:
             return None
+        sealed, value_hash = self.recorder.seal_of(IDEMPOTENCY, key)
+        if sealed and value_hash != hashlib.sha256(stored).hexdigest():
+            # Read after the record: had it been written by the ledger, its seal
+            # (same transaction) would be here and match.
+            raise CorruptStoreError(
+                f"the idempotency record of key {key!r} does not match its seal "
+                "(changed or added behind the ledger's back); run `trainledger verify`"
+            )
         record = json.loads(stored)
         if record["request"] != digest:
             raise IdempotencyKeyReusedError(

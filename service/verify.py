@@ -17,8 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any
 
-from trainledger.domain.chain import IntegrityFailure, LogVerifier, parse_digest
+from trainledger.domain.chain import (
+    IntegrityFailure,
+    LogVerifier,
+    SealedDigests,
+    log_digest,
+    parse_digest,
+)
 from trainledger.domain.errors import LedgerError
+from trainledger.service.reservation_check import (
+    ReservationCheck,
+    ReservationProblem,
+    last_seal_link,
+    seal_problem,
+)
 from trainledger.service.unit_of_work import Outcome
 
 if TYPE_CHECKING:
@@ -108,40 +120,80 @@ class Verification:
             raise
         if not sound:
             return None
+        sealed, last_seal, sealed_match = self._sealed_up_to(log.upto, digest)
+        if not sealed:
+            return None
+        matched_at = log.digest_position if last_seal is None else sealed_match
         differences = None
-        if digest is None or log.digest_position is not None:
+        if digest is None or matched_at is not None:
             # The rows are compared here only when the workers found some
             # share of the views different (or could not tell), to say how.
             differences = [] if check.views_match else self._view_differences()
         if progress is not None:
             progress(log.upto, log.upto)
         failure = None
-        if digest is not None and log.digest_position is None:
+        if digest is not None and matched_at is None:
             failure = _no_prefix_with(digest, log.upto)
         elif differences:
             failure = IntegrityFailure(log.upto, _views_differ(differences))
         return _verify_report(
             position=log.upto,
-            digest=log.last_link,
+            digest=log_digest(log.last_link, last_seal),
             events=log.upto,
-            matched_at=log.digest_position,
+            matched_at=matched_at,
             differences=differences,
             failure=failure,
         )
 
+    def _sealed_up_to(self, upto: int, digest: str | None) -> tuple[bool, str | None, int | None]:
+        """After the workers: the seals of a log they found sound up to `upto`.
+
+        (True, the last seal link or None, the position a sealed state's digest
+        matched), or (False, ...) when the one-pass check must look: a store
+        without seals has its reservations checked by meaning, which needs
+        every event; a seal that does not hold is named there.
+        """
+        recorder = self.ledger.ledger_recorder
+        seals = recorder.seals()
+        if not seals:
+            return not recorder.reservations(), None, None
+        # The links the workers checked: the seals' anchors, and with a digest
+        # every position, matched as the one-pass check does.
+        sealed = SealedDigests([(s.position, s.link) for s in seals if s.position <= upto])
+        matched = None
+        after = 0
+        last = upto if digest is not None else max((s for s, _ in sealed.seals), default=0)
+        while after < last:
+            page = recorder.log_chain(after, min(last, after + self.PAGE * 10))
+            for position in sorted(page):
+                if sealed.at(position, page[position], digest):
+                    matched = position
+            after = min(last, after + self.PAGE * 10)
+        problem = seal_problem(
+            seals, recorder.reservations(), recorder.seals(), sealed.anchor_links, upto
+        )
+        return problem is None, last_seal_link(seals, upto), matched
+
     def _verify_in_one_pass(
         self, digest: str | None, progress: Callable[[int, int], None] | None
     ) -> Outcome:
-        verifier = LogVerifier(
-            gap_free=self.ledger.ledger_recorder.gap_free_positions,
-            expected_digest=digest,
-        )
+        recorder = self.ledger.ledger_recorder
+        # Reservations first: the events they are about were committed with or
+        # before them, so are all within the log read below.
+        reservations = recorder.reservations()
         # The log as of now: every event up to here was committed with its link
         # (events first: a link read later may be of an event committed since,
         # which the pages below then read too). Whatever other processes append
         # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
-        upto = max(total, self.ledger.ledger_recorder.log_chain_end())
+        upto = max(total, recorder.log_chain_end())
+        seals = recorder.seals()
+        verifier = LogVerifier(
+            gap_free=recorder.gap_free_positions,
+            expected_digest=digest,
+            sealed=SealedDigests([(s.position, s.link) for s in seals if s.position <= upto]),
+        )
+        meanings = ReservationCheck()
         decode = self.ledger.state_codec.decode_state
         after = 0
         while after < upto:
@@ -177,6 +229,8 @@ class Verification:
                     links.get(n.id),
                     check_link=True,
                 )
+                if isinstance(state, dict):
+                    meanings.feed(n.id, str(n.originator_id), n.topic, state)
             after = page[-1].id
             if progress is not None:
                 progress(verifier.events, total)
@@ -184,6 +238,17 @@ class Verification:
         for position in sorted(self.ledger.ledger_recorder.log_chain(after, upto)):
             verifier.missing(position)
         failure = verifier.failure
+        if failure is None:
+            failure = _reservation_failure(
+                meanings.meaning_problem(reservations, verifier.position)
+                or seal_problem(
+                    seals,
+                    recorder.reservations(),
+                    recorder.seals(),
+                    verifier.sealed.anchor_links,
+                    verifier.position,
+                )
+            )
         if failure is None and digest is not None and verifier.digest_matched_at is None:
             failure = _no_prefix_with(digest, verifier.position)
         # The views are only worth comparing with a replay of a sound log.
@@ -192,7 +257,7 @@ class Verification:
             failure = IntegrityFailure(verifier.position, _views_differ(differences))
         return _verify_report(
             position=verifier.position,
-            digest=verifier.digest,
+            digest=log_digest(verifier.digest, last_seal_link(seals, verifier.position)),
             events=verifier.events,
             matched_at=verifier.digest_matched_at,
             differences=differences,
@@ -244,6 +309,10 @@ def _waiting(
                 progress(int(total * elapsed / (elapsed + expected)), total)
     finally:
         waiter.shutdown(wait=False)
+
+
+def _reservation_failure(problem: ReservationProblem | None) -> IntegrityFailure | None:
+    return None if problem is None else IntegrityFailure(problem.position, problem.reason)
 
 
 def _no_prefix_with(digest: str, position: int) -> IntegrityFailure:

@@ -182,3 +182,29 @@ def keyboard_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def reseal(connection: Any) -> None:
+    """Recompute every reservation's seal over the stored log chain, as a thorough attacker
+    would (the append-only guards dropped; `?` placeholders)."""
+    import hashlib
+
+    from trainledger.domain.chain import SEAL_GENESIS, seal_link
+
+    seals = connection.execute(
+        "SELECT seq, position, kind, key FROM ledger_reservation_seals ORDER BY seq"
+    ).fetchall()
+    previous = SEAL_GENESIS
+    for seq, position, kind, key in seals:
+        (link,) = connection.execute(
+            "SELECT link FROM ledger_log_chain WHERE position=?", (position,)
+        ).fetchone()
+        (stored,) = connection.execute(
+            "SELECT value FROM ledger_reservations WHERE kind=? AND key=?", (kind, key)
+        ).fetchone()
+        previous = seal_link(previous, link, kind, key, bytes(stored))
+        connection.execute("DELETE FROM ledger_reservation_seals WHERE seq=?", (seq,))
+        connection.execute(
+            "INSERT INTO ledger_reservation_seals VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, position, kind, key, hashlib.sha256(bytes(stored)).hexdigest(), previous),
+        )

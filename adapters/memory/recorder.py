@@ -9,8 +9,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
-from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.service.ports import LogCheck, Reservation
+from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
+from trainledger.service.ports import LogCheck, Reservation, Seal
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
@@ -21,6 +21,7 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
         self._reservations: dict[tuple[str, str], bytes] = {}
         self._log_chain: dict[int, str] = {}
         self._log_head = LOG_GENESIS
+        self._seals: list[Seal] = []
 
     def _insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -40,7 +41,38 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
                 self._log_chain[position] = self._log_head = link
             for r in reservations:
                 self._reservations[(r.kind, r.key)] = r.value
+            if reservations and kwargs.get("seal", True):
+                self._seal(list(notification_ids), reservations)
             return notification_ids
+
+    def _seal(self, positions: list[int], reservations: Sequence[Reservation]) -> None:
+        """As the SQL stores seal: in commit order, and everything the first time."""
+        given = {(r.kind, r.key): r.anchor for r in reservations}
+        if self._seals:
+            items = [(r.anchor, r.kind, r.key, r.value) for r in reservations]
+        else:
+            items = [(given.get(k), k[0], k[1], v) for k, v in self._reservations.items()]
+        end = positions[-1] if positions else max(self._log_chain, default=0)
+        links = {**self._log_chain, 0: LOG_GENESIS}
+        anchors = [seal_anchor(a, positions, end) for a, _, _, _ in items]
+        seals = seal_links(
+            self._seals[-1].link if self._seals else SEAL_GENESIS,
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
+        )
+        start = len(self._seals) + 1
+        self._seals.extend(Seal(n, *seal) for n, seal in enumerate(seals, start=start))
+
+    def seals(self) -> list[Seal]:
+        with self._database_lock:
+            return list(self._seals)
+
+    def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
+        with self._database_lock:
+            found = [s.value_hash for s in self._seals if (s.kind, s.key) == (kind, key)]
+            return bool(self._seals), found[0] if found else None
 
     def find_reservation(self, kind: str, key: str) -> bytes | None:
         with self._database_lock:

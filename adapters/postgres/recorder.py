@@ -41,9 +41,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
-from trainledger.domain.chain import LOG_GENESIS, log_links
+from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
 from trainledger.domain.errors import NoLedgerError, StoreError
-from trainledger.service.ports import LogCheck, Reservation
+from trainledger.service.ports import LogCheck, Reservation, Seal
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
@@ -56,6 +56,7 @@ SCAN_PLANS = (
      "enable_bitmapscan": "off"},
 )  # fmt: skip
 LOG_CHAIN_TABLE = "ledger_log_chain"
+SEALS_TABLE = "ledger_reservation_seals"
 
 
 def connect(datastore: PostgresDatastore, **options: Any) -> psycopg.Connection[Any]:
@@ -151,6 +152,15 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "position bigint PRIMARY KEY, link text NOT NULL)"
             ).format(schema=schema, table=log_chain)
         )
+        seals = Identifier(SEALS_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "seq bigint PRIMARY KEY, position bigint NOT NULL, kind text NOT NULL, "
+                "key text NOT NULL, value_hash text NOT NULL, link text NOT NULL, "
+                "UNIQUE (kind, key))"
+            ).format(schema=schema, table=seals)
+        )
         # As on SQLite: the ledger only ever appends, so refuse anything else.
         self.append_only_function = f"{self.events_table_name}_append_only"
         self.check_identifier_length(self.append_only_function)
@@ -162,7 +172,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 "RAISE EXCEPTION 'trainledger: % is append-only', TG_TABLE_NAME; END $$"
             ).format(schema=schema, function=function)
         )
-        for table in (events, reservations, log_chain):
+        for table in (events, reservations, log_chain, seals):
             self.sql_create_statements.append(
                 SQL(
                     "CREATE OR REPLACE TRIGGER append_only "
@@ -191,6 +201,23 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_chain_end_statement = SQL(
             "SELECT MAX(position) AS last FROM {schema}.{table}"
         ).format(schema=schema, table=log_chain)
+        self.select_last_seal_statement = SQL(
+            "SELECT seq, link FROM {schema}.{table} ORDER BY seq DESC LIMIT 1"
+        ).format(schema=schema, table=seals)
+        self.select_seals_statement = SQL(
+            "SELECT seq, position, kind, key, value_hash, link FROM {schema}.{table} ORDER BY seq"
+        ).format(schema=schema, table=seals)
+        self.select_seal_statement = SQL(
+            "SELECT EXISTS (SELECT 1 FROM {schema}.{table}) AS sealed, "
+            "(SELECT value_hash FROM {schema}.{table} WHERE kind = %s AND key = %s) AS value_hash"
+        ).format(schema=schema, table=seals)
+        self.insert_seal_statement = SQL(
+            "INSERT INTO {schema}.{table} (seq, position, kind, key, value_hash, link) "
+            "VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(schema=schema, table=seals)
+        self.select_links_at_statement = SQL(
+            "SELECT position, link FROM {schema}.{table} WHERE position = ANY(%s)"
+        ).format(schema=schema, table=log_chain)
         self.select_positions_statement = SQL(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version"
@@ -208,6 +235,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self.notification_id_index_name,
                 self.reservations_table_name,
                 LOG_CHAIN_TABLE,
+                SEALS_TABLE,
             ),
             regtypes=(self.stored_event_type_name,),
             regprocedures=(f"{self.append_only_function}()",),
@@ -227,6 +255,48 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             # Left to the pipeline, the error could surface only when the
             # transaction commits, as an opaque "pipeline aborted".
             curs.fetchone()
+        if reservations and not stored_events and kwargs.get("seal", True):
+            # No events, so the library takes no lock: take it, to seal in commit order.
+            self._lock_table(curs)
+            curs.execute(self.select_chain_end_statement)
+            row = curs.fetchone()
+            self._seal(curs, [], int(row["last"] or 0) if row else 0, reservations)
+
+    def _seal(
+        self,
+        curs: Cursor[DictRow],
+        positions: list[int],
+        end: int,
+        reservations: Sequence[Reservation],
+    ) -> None:
+        """Seal this append's reservations under the events table's lock (as on SQLite)."""
+        curs.execute(self.select_last_seal_statement)
+        last = curs.fetchone()
+        if last is None:
+            curs.execute(self.select_all_reservations_statement)
+            given = {(r.kind, r.key): r.anchor for r in reservations}
+            items = [
+                (given.get((row["kind"], row["key"])), row["kind"], row["key"], bytes(row["value"]))
+                for row in curs.fetchall()
+            ]
+        else:
+            items = [(r.anchor, r.kind, r.key, r.value) for r in reservations]
+        anchors = [seal_anchor(a, positions, end) for a, _, _, _ in items]
+        curs.execute(self.select_links_at_statement, (sorted(set(anchors)),))
+        links = {int(row["position"]): str(row["link"]) for row in curs.fetchall()}
+        links[0] = LOG_GENESIS
+        seq = 0 if last is None else int(last["seq"])
+        seals = seal_links(
+            SEAL_GENESIS if last is None else str(last["link"]),
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
+        )
+        curs.executemany(
+            self.insert_seal_statement,
+            [(seq + n, *seal) for n, seal in enumerate(seals, start=1)],
+        )
 
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -242,6 +312,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         ]
         links = log_links(LOG_GENESIS if last is None else str(last["link"]), rows)
         curs.executemany(self.insert_link_statement, links)
+        reservations: Sequence[Reservation] = kwargs.get("reservations", ())
+        if reservations and kwargs.get("seal", True):
+            positions = list(notification_ids)
+            self._seal(curs, positions, positions[-1], reservations)
         return notification_ids
 
     # --- reading --------------------------------------------------------------
@@ -304,6 +378,29 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return [
                 Reservation(row["kind"], row["key"], bytes(row["value"])) for row in curs.fetchall()
             ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def seals(self) -> list[Seal]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_seals_statement)
+            return [
+                Seal(
+                    int(r["seq"]),
+                    int(r["position"]),
+                    r["kind"],
+                    r["key"],
+                    r["value_hash"],
+                    r["link"],
+                )
+                for r in curs.fetchall()
+            ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_seal_statement, (kind, key))
+            row = curs.fetchone()
+            return (bool(row["sealed"]), row["value_hash"]) if row else (False, None)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def positions(self, originator_id: UUID) -> list[int]:

@@ -35,8 +35,8 @@ from eventsourcing.utils import Environment
 from trainledger.adapters.sqlite.store_file import prepare_store_file, read_only_uri
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
-from trainledger.domain.chain import LOG_GENESIS, log_links
-from trainledger.service.ports import LogCheck, Reservation
+from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
+from trainledger.service.ports import LogCheck, Reservation, Seal
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 READ_ONLY_ENV = "TRAINLEDGER_READ_ONLY_STORE"
@@ -44,6 +44,7 @@ READ_ONLY_ENV = "TRAINLEDGER_READ_ONLY_STORE"
 CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
 """0: opening must find a ledger there (a query); otherwise an empty one may be created."""
 LOG_CHAIN_TABLE = "ledger_log_chain"
+SEALS_TABLE = "ledger_reservation_seals"
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
 
 
@@ -70,11 +71,15 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             "PRIMARY KEY (kind, key)) WITHOUT ROWID",
             f"CREATE TABLE IF NOT EXISTS {LOG_CHAIN_TABLE} ("
             "position INTEGER PRIMARY KEY, link TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {SEALS_TABLE} ("
+            "seq INTEGER PRIMARY KEY, position INTEGER NOT NULL, kind TEXT NOT NULL, "
+            "key TEXT NOT NULL, value_hash TEXT NOT NULL, link TEXT NOT NULL, "
+            "UNIQUE (kind, key))",
             *(
                 f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{action.lower()} "
                 f"BEFORE {action} ON {table} BEGIN "
                 f"SELECT RAISE(ABORT, 'trainledger: {table} is append-only'); END"
-                for table in (self.events_table_name, "ledger_reservations", LOG_CHAIN_TABLE)
+                for table in self._ledger_tables()
                 for action in ("UPDATE", "DELETE")
             ),
         ]
@@ -87,8 +92,11 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         if not self.schema_object_names() <= existing:
             super().create_table()
 
+    def _ledger_tables(self) -> tuple[str, ...]:
+        return (self.events_table_name, "ledger_reservations", LOG_CHAIN_TABLE, SEALS_TABLE)
+
     def schema_object_names(self) -> set[str]:
-        tables = (self.events_table_name, "ledger_reservations", LOG_CHAIN_TABLE)
+        tables = self._ledger_tables()
         return {
             *tables,
             *(f"{t}_append_only_{a}" for t in tables for a in ("update", "delete")),
@@ -106,12 +114,59 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             ]
             links = log_links(self._last_link(c), rows)
             c.executemany(f"INSERT INTO {LOG_CHAIN_TABLE} (position, link) VALUES (?, ?)", links)
-        for r in kwargs.get("reservations", ()):
+        reservations: Sequence[Reservation] = kwargs.get("reservations", ())
+        for r in reservations:
             c.execute(
                 "INSERT INTO ledger_reservations (kind, key, value) VALUES (?, ?, ?)",
                 (r.kind, r.key, r.value),
             )
+        if reservations and kwargs.get("seal", True):
+            self._seal(c, list(notification_ids), reservations)
         return notification_ids
+
+    def _seal(
+        self, c: SQLiteCursor, positions: list[int], reservations: Sequence[Reservation]
+    ) -> None:
+        """Seal this append's reservations (under the write lock: in commit order).
+
+        The first seals of a store written before seals existed also seal every
+        reservation it already holds.
+        """
+        c.execute(f"SELECT link FROM {SEALS_TABLE} ORDER BY seq DESC LIMIT 1")
+        last = c.fetchone()
+        if last is None:
+            c.execute("SELECT kind, key, value FROM ledger_reservations")
+            existing = {(r["kind"], r["key"]): bytes(r["value"]) for r in c.fetchall()}
+            given = {(r.kind, r.key): r.anchor for r in reservations}
+            items = [(given.get(k), k[0], k[1], v) for k, v in existing.items()]
+        else:
+            items = [(r.anchor, r.kind, r.key, r.value) for r in reservations]
+        end = positions[-1] if positions else self._log_end(c)
+        anchors = [seal_anchor(a, positions, end) for a, _, _, _ in items]
+        c.execute(
+            f"SELECT position, link FROM {LOG_CHAIN_TABLE} WHERE position IN "
+            f"({','.join('?' * len(set(anchors)))})",
+            sorted(set(anchors)),
+        )
+        links = {int(row["position"]): str(row["link"]) for row in c.fetchall()}
+        links[0] = LOG_GENESIS
+        seals = seal_links(
+            SEAL_GENESIS if last is None else str(last["link"]),
+            [
+                (p, links[p], kind, key, value)
+                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
+            ],
+        )
+        c.executemany(
+            f"INSERT INTO {SEALS_TABLE} (position, kind, key, value_hash, link) "
+            "VALUES (?, ?, ?, ?, ?)",
+            seals,
+        )
+
+    @staticmethod
+    def _log_end(c: SQLiteCursor) -> int:
+        c.execute(f"SELECT MAX(position) AS last FROM {LOG_CHAIN_TABLE}")
+        return int(c.fetchone()["last"] or 0)
 
     @staticmethod
     def _last_link(c: SQLiteCursor) -> str:
@@ -151,6 +206,21 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute("SELECT kind, key, value FROM ledger_reservations ORDER BY kind, key")
             return [Reservation(r["kind"], r["key"], bytes(r["value"])) for r in c.fetchall()]
+
+    def seals(self) -> list[Seal]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT seq, position, kind, key, value_hash, link FROM {SEALS_TABLE} ORDER BY seq"
+            )
+            return [Seal(*tuple(row)) for row in c.fetchall()]
+
+    def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT 1 FROM {SEALS_TABLE} LIMIT 1")
+            sealed = c.fetchone() is not None
+            c.execute(f"SELECT value_hash FROM {SEALS_TABLE} WHERE kind=? AND key=?", (kind, key))
+            row = c.fetchone()
+            return sealed, None if row is None else str(row["value_hash"])
 
     def log_chain(self, after: int, upto: int | None) -> dict[int, str]:
         """The log chain links the ledger wrote for positions in (after, upto]."""

@@ -534,6 +534,28 @@ def test_interrupting_the_ledger_fails_the_run_and_kills_the_trainer(
 # --- import-result ------------------------------------------------------------------
 
 
+def test_an_import_that_records_only_its_idempotency_record_verifies(
+    ledger: TrainingLedger, train: TrainFn, output_dir: Path
+) -> None:
+    """An append of a reservation and no event: sealed at the log's end, and its
+    outcome names the log's own aggregates (issue 15 item 11)."""
+    outcome = train("write_result_file(completed())")
+    run_id = outcome["trainRunId"]
+    experiment_id = ledger.get_run(run_id).spec.experimentId
+    result = (output_dir / f"result-{experiment_id}.json").read_bytes()
+    again = ledger.import_result(
+        run_id, result, source="r.json", actor="tester", idempotency_key="again"
+    )
+    assert again["alreadyRecorded"] is True
+    report = ledger.verify()
+    assert report["ok"], report["failure"]
+    assert ledger.verify(digest=report["digest"])["digestVerifiedUpTo"] == report["position"]
+    repeat = ledger.import_result(
+        run_id, result, source="r.json", actor="tester", idempotency_key="again"
+    )
+    assert repeat == again
+
+
 def test_import_of_the_same_result_again_is_a_no_op_that_says_so(
     ledger: TrainingLedger, train: TrainFn, output_dir: Path
 ) -> None:

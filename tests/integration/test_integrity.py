@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support import Cli as CliType
-from tests.support import deployable_lifecycle, experiment_args
+from tests.support import deployable_lifecycle, experiment_args, reseal
 from trainledger.adapters.sqlite.verify import ParallelLogCheck
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import LOG_GENESIS, log_links
@@ -288,6 +288,12 @@ def test_digest_catches_a_rewrite_with_recomputed_chains(tmp_path: Path) -> None
         "INSERT INTO ledger_log_chain (position, link) VALUES (?, ?)",
         log_links(LOG_GENESIS, [(r, UUID(o), v, t, s) for r, o, v, t, s in stored]),
     )
+    connection.commit()
+    connection.close()
+    assert "seals rewritten" in open_ledger(url).verify()["failure"]["reason"]
+    # The seals of the reservations cover the log chain where they were written: recomputed too.
+    connection = unguarded(path)  # opening the ledger put the guards back
+    reseal(connection)
     connection.commit()
     connection.close()
 

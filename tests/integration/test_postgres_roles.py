@@ -67,6 +67,7 @@ def test_a_writer_with_the_documented_grants_runs_the_ledger_but_cannot_rewrite_
             ("UPDATE trainledger_events SET topic = topic", "append-only"),
             ("DELETE FROM trainledger_events", "permission denied"),
             ("DELETE FROM ledger_reservations", "permission denied"),
+            ("DELETE FROM ledger_reservation_seals", "permission denied"),
             ("ALTER TABLE trainledger_events DISABLE TRIGGER append_only", "must be owner"),
         ]:
             with pytest.raises(psycopg.Error, match=refusal):
