@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_integrity import verify_while_they_write
 from tests.support import Cli, deployable_lifecycle, reader_request, reseal
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import CorruptStoreError, ImportRefusedError
@@ -240,17 +241,7 @@ def test_verify_never_reports_forged_reservations_while_others_write(
         )
         for n in range(2)
     ]
-    try:
-        reports = []
-        while any(w.poll() is None for w in writers):
-            reports.append(open_ledger(store_url, create=False).verify())
-        assert len(reports) >= 3
-        assert [r["failure"] for r in reports if not r["ok"]] == []
-    finally:
-        for writer in writers:
-            writer.wait(timeout=60)
-        ledger.close()
-    assert all(writer.returncode == 0 for writer in writers)
+    verify_while_they_write(store_url, writers, ledger)
     assert open_ledger(store_url, create=False).verify()["ok"]
 
 

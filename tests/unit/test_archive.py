@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 from uuid import uuid4
@@ -66,21 +66,6 @@ def populate(ledger: TrainingLedger, tmp_path: Path) -> dict[str, str]:
     )["trainRunId"]
     ledger.fail_run(failed, "never started: données manquantes", actor="carol")
     return {"run": run_id, "checkpoint": checkpoint_id, "failed": failed}
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Iterator[tuple[TrainingLedger, dict[str, str]]]:
-    ledger = open_ledger("memory://")
-    ids = populate(ledger, tmp_path)
-    yield ledger, ids
-    ledger.close()
-
-
-@pytest.fixture
-def target() -> Iterator[TrainingLedger]:
-    ledger = open_ledger("memory://")
-    yield ledger
-    ledger.close()
 
 
 def exported(ledger: TrainingLedger) -> Lines:

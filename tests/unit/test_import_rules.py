@@ -7,33 +7,16 @@ recomputed after the edit), so only the rules of `domain/model.py` can refuse it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.unit.test_archive import Lines, as_file, exported, is_empty, populate
-from trainledger.adapters.store import open_ledger
+from tests.unit.test_archive import Lines, as_file, exported, is_empty
 from trainledger.domain.chain import GENESIS_HASH, chain_hash
 from trainledger.domain.errors import ImportRefusedError
 from trainledger.service.archive import import_log
 from trainledger.service.ledger import TrainingLedger
-
-
-@pytest.fixture
-def source(tmp_path: Path) -> Iterator[tuple[TrainingLedger, dict[str, str]]]:
-    ledger = open_ledger("memory://")
-    ids = populate(ledger, tmp_path)
-    yield ledger, ids
-    ledger.close()
-
-
-@pytest.fixture
-def target() -> Iterator[TrainingLedger]:
-    ledger = open_ledger("memory://")
-    yield ledger
-    ledger.close()
 
 
 def rehashed(lines: Lines) -> Lines:
