@@ -241,24 +241,22 @@ def assess_result(
         problems.insert(0, f"{exit_note} although its result says {result.status}")
     if problems:
         return TrainerOutcome.failure(f"trainer result rejected: {'; '.join(problems)}", reading)
-    if result.status == "dry_run":
-        return TrainerOutcome(
-            status="dry_run",
-            result_status=result.status,
-            result_source=reading.source,
-            result_digest=reading.digest,
-            trainer_result=reading.document,
-        )
-    assert location is not None
-    return TrainerOutcome(
-        status="completed",
+    accepted = TrainerOutcome(
+        status="dry_run",
         result_status=result.status,
         result_source=reading.source,
         result_digest=reading.digest,
+        trainer_result=reading.document,
+    )
+    if result.status == "dry_run":
+        return accepted
+    assert location is not None
+    return dataclasses.replace(
+        accepted,
+        status="completed",
         artifact_path=location.resolved,
         checkpoint_ref=result.checkpointRef or result.checkpointId,
         metrics=checkpoint_metrics(result),
-        trainer_result=reading.document,
     )
 
 

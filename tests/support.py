@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,22 @@ def start_train(cli: Cli, run_id: str, script: Path, *, stderr: int = subprocess
         stderr=stderr,
         text=True,
     )
+
+
+def stop_when(process: Any, started: Callable[[], bool], signum: int, what: str) -> str:
+    """Send `signum` to `process` once `started()` holds (at most 30 s); its stderr after."""
+    try:
+        deadline = time.monotonic() + 30
+        while not started():
+            assert time.monotonic() < deadline, f"the {what} never started"
+            time.sleep(0.05)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return str(stderr)
 
 
 def experiment_args(output_dir: Path, **overrides: str) -> list[str]:

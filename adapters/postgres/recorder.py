@@ -39,7 +39,7 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import Environment, get_topic, retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
 from trainledger.domain.errors import NoLedgerError, StoreError
@@ -136,30 +136,38 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.reservations_table_name = RESERVATIONS_TABLE
         self.check_identifier_length(self.reservations_table_name)
         schema = Identifier(self.datastore.schema)
+
+        def statement(text: str, table: Identifier) -> Composed:
+            """A statement on one of this recorder's tables, in the datastore's schema."""
+            return SQL(text).format(schema=schema, table=table)
+
         events = Identifier(self.events_table_name)
         reservations = Identifier(self.reservations_table_name)
         log_chain = Identifier(LOG_CHAIN_TABLE)
         self.sql_create_statements.append(
-            SQL(
+            statement(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "kind text NOT NULL, key text NOT NULL, value bytea NOT NULL, "
-                "PRIMARY KEY (kind, key))"
-            ).format(schema=schema, table=reservations)
+                "PRIMARY KEY (kind, key))",
+                reservations,
+            )
         )
         self.sql_create_statements.append(
-            SQL(
+            statement(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
-                "position bigint PRIMARY KEY, link text NOT NULL)"
-            ).format(schema=schema, table=log_chain)
+                "position bigint PRIMARY KEY, link text NOT NULL)",
+                log_chain,
+            )
         )
         seals = Identifier(SEALS_TABLE)
         self.sql_create_statements.append(
-            SQL(
+            statement(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "seq bigint PRIMARY KEY, position bigint NOT NULL, kind text NOT NULL, "
                 "key text NOT NULL, value_hash text NOT NULL, link text NOT NULL, "
-                "UNIQUE (kind, key))"
-            ).format(schema=schema, table=seals)
+                "UNIQUE (kind, key))",
+                seals,
+            )
         )
         # As on SQLite: the ledger only ever appends, so refuse anything else.
         self.append_only_function = f"{self.events_table_name}_append_only"
@@ -180,48 +188,61 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                     "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.{function}()"
                 ).format(schema=schema, table=table, function=function)
             )
-        self.insert_reservation_statement = SQL(
-            "INSERT INTO {schema}.{table} (kind, key, value) VALUES (%s, %s, %s) RETURNING kind"
-        ).format(schema=schema, table=reservations)
-        self.select_reservation_statement = SQL(
-            "SELECT value FROM {schema}.{table} WHERE kind = %s AND key = %s"
-        ).format(schema=schema, table=reservations)
-        self.select_all_reservations_statement = SQL(
-            "SELECT kind, key, value FROM {schema}.{table} ORDER BY kind, key"
-        ).format(schema=schema, table=reservations)
-        self.select_last_link_statement = SQL(
-            "SELECT link FROM {schema}.{table} ORDER BY position DESC LIMIT 1"
-        ).format(schema=schema, table=log_chain)
-        self.insert_link_statement = SQL(
-            "INSERT INTO {schema}.{table} (position, link) VALUES (%s, %s)"
-        ).format(schema=schema, table=log_chain)
-        self.select_links_statement = SQL(
-            "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s"
-        ).format(schema=schema, table=log_chain)
-        self.select_chain_end_statement = SQL(
-            "SELECT MAX(position) AS last FROM {schema}.{table}"
-        ).format(schema=schema, table=log_chain)
-        self.select_last_seal_statement = SQL(
-            "SELECT seq, link FROM {schema}.{table} ORDER BY seq DESC LIMIT 1"
-        ).format(schema=schema, table=seals)
-        self.select_seals_statement = SQL(
-            "SELECT seq, position, kind, key, value_hash, link FROM {schema}.{table} ORDER BY seq"
-        ).format(schema=schema, table=seals)
-        self.select_seal_statement = SQL(
+        self.insert_reservation_statement = statement(
+            "INSERT INTO {schema}.{table} (kind, key, value) VALUES (%s, %s, %s) RETURNING kind",
+            reservations,
+        )
+        self.select_reservation_statement = statement(
+            "SELECT value FROM {schema}.{table} WHERE kind = %s AND key = %s",
+            reservations,
+        )
+        self.select_all_reservations_statement = statement(
+            "SELECT kind, key, value FROM {schema}.{table} ORDER BY kind, key",
+            reservations,
+        )
+        self.select_last_link_statement = statement(
+            "SELECT link FROM {schema}.{table} ORDER BY position DESC LIMIT 1",
+            log_chain,
+        )
+        self.insert_link_statement = statement(
+            "INSERT INTO {schema}.{table} (position, link) VALUES (%s, %s)",
+            log_chain,
+        )
+        self.select_links_statement = statement(
+            "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s",
+            log_chain,
+        )
+        self.select_chain_end_statement = statement(
+            "SELECT MAX(position) AS last FROM {schema}.{table}",
+            log_chain,
+        )
+        self.select_last_seal_statement = statement(
+            "SELECT seq, link FROM {schema}.{table} ORDER BY seq DESC LIMIT 1",
+            seals,
+        )
+        self.select_seals_statement = statement(
+            "SELECT seq, position, kind, key, value_hash, link FROM {schema}.{table} ORDER BY seq",
+            seals,
+        )
+        self.select_seal_statement = statement(
             "SELECT EXISTS (SELECT 1 FROM {schema}.{table}) AS sealed, "
-            "(SELECT value_hash FROM {schema}.{table} WHERE kind = %s AND key = %s) AS value_hash"
-        ).format(schema=schema, table=seals)
-        self.insert_seal_statement = SQL(
+            "(SELECT value_hash FROM {schema}.{table} WHERE kind = %s AND key = %s) AS value_hash",
+            seals,
+        )
+        self.insert_seal_statement = statement(
             "INSERT INTO {schema}.{table} (seq, position, kind, key, value_hash, link) "
-            "VALUES (%s, %s, %s, %s, %s, %s)"
-        ).format(schema=schema, table=seals)
-        self.select_links_at_statement = SQL(
-            "SELECT position, link FROM {schema}.{table} WHERE position = ANY(%s)"
-        ).format(schema=schema, table=log_chain)
-        self.select_positions_statement = SQL(
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            seals,
+        )
+        self.select_links_at_statement = statement(
+            "SELECT position, link FROM {schema}.{table} WHERE position = ANY(%s)",
+            log_chain,
+        )
+        self.select_positions_statement = statement(
             "SELECT notification_id FROM {schema}.{table} "
-            "WHERE originator_id = %s ORDER BY originator_version"
-        ).format(schema=schema, table=events)
+            "WHERE originator_id = %s ORDER BY originator_version",
+            events,
+        )
 
     # --- schema ---------------------------------------------------------------
 

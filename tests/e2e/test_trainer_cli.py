@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.trainer_scripts import SEED_STYLE_TRAINER, create_run, process_gone, write_trainer
-from tests.support import READER_FAMILY, REPO, SAMPLE_DATASET, Cli, experiment_args, start_train
+from tests.support import (
+    READER_FAMILY,
+    REPO,
+    SAMPLE_DATASET,
+    Cli,
+    experiment_args,
+    start_train,
+    stop_when,
+)
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
 from trainledger.domain.views import iso
@@ -287,17 +295,9 @@ def test_stopping_train_kills_the_trainer_and_fails_the_run(
     script = write_trainer(tmp_path / "scripts", "time.sleep(600)")
     run_id = create_run(store, output_dir)
     ledger_process = start_train(cli, run_id, script)
-    try:
-        deadline = time.monotonic() + 30
-        while store.get_run(run_id).status != "running":
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
-        ledger_process.terminate()
-        _, stderr = ledger_process.communicate(timeout=30)
-    finally:
-        if ledger_process.poll() is None:
-            ledger_process.kill()
-            ledger_process.wait()
+    stderr = stop_when(
+        ledger_process, lambda: store.get_run(run_id).status == "running", signal.SIGTERM, "run"
+    )
     assert ledger_process.returncode == 1
     assert "Traceback" not in stderr
     run = store.get_run(run_id)

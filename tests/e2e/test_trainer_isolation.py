@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import TrainFn
 from tests.e2e.test_trainer_protocol import assert_failed, event_types
 from tests.e2e.trainer_scripts import create_run, process_gone, write_trainer
-from tests.support import Cli, keyboard_interrupts, start_train
+from tests.support import Cli, keyboard_interrupts, start_train, stop_when
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import TrainerNotStartedError
 from trainledger.service.ledger import TrainingLedger
@@ -240,17 +240,8 @@ def test_ctrl_c_during_train_exits_130_and_the_trainer_gets_sigterm_first(
         run_id = create_run(store, output_dir)
         with keyboard_interrupts():  # the ledger starts with SIGINT's default action
             ledger_process = start_train(cli, run_id, script)
-        try:
-            deadline = time.monotonic() + 30
-            while not (output_dir / "pid").exists():
-                assert time.monotonic() < deadline, "the trainer never started"
-                time.sleep(0.05)
-            ledger_process.send_signal(signal.SIGINT)
-            _, stderr = ledger_process.communicate(timeout=30)
-        finally:
-            if ledger_process.poll() is None:
-                ledger_process.kill()
-                ledger_process.wait()
+        pid_file = output_dir / "pid"
+        stderr = stop_when(ledger_process, pid_file.exists, signal.SIGINT, "trainer")
         assert ledger_process.returncode == 130
         assert "Traceback" not in stderr
         assert (output_dir / "got-sigterm").read_text() == str(int(signal.SIGTERM))
