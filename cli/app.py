@@ -134,32 +134,21 @@ def _set_on_session(attribute: str) -> Callable[[click.Context, click.Parameter,
 
 def _global_options_after_the_verb() -> list[click.Parameter]:
     # Eager, so they are set before an id argument opens the ledger to resolve itself.
+    options: list[tuple[list[str], str, str, dict[str, Any]]] = [
+        (["--store"], "store", STORE_HELP, {"metavar": "URL"}),
+        (["--json", "json_mode"], "json_mode", JSON_HELP, {"is_flag": True, "default": None}),
+        (["--actor"], "actor", ACTOR_HELP, {"metavar": "NAME"}),
+    ]
     return [
         click.Option(
-            ["--store"],
-            metavar="URL",
+            flags,
             expose_value=False,
             is_eager=True,
-            callback=_set_on_session("store"),
-            help=STORE_HELP,
-        ),
-        click.Option(
-            ["--json", "json_mode"],
-            is_flag=True,
-            default=None,
-            expose_value=False,
-            is_eager=True,
-            callback=_set_on_session("json_mode"),
-            help=JSON_HELP,
-        ),
-        click.Option(
-            ["--actor"],
-            metavar="NAME",
-            expose_value=False,
-            is_eager=True,
-            callback=_set_on_session("actor"),
-            help=ACTOR_HELP,
-        ),
+            callback=_set_on_session(field),
+            help=help_text,
+            **settings,
+        )
+        for flags, field, help_text, settings in options
     ]
 
 
