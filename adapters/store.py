@@ -124,7 +124,7 @@ def store_env(url: str) -> dict[str, str]:
         return env
     if scheme in ("postgresql", "postgres"):
         # Imported here: psycopg costs every SQLite command a tenth of a second.
-        from trainledger.adapters.postgres.recorder import postgres_env
+        from trainledger.adapters.postgres.settings import postgres_env
         from trainledger.adapters.postgres.view import PostgresLedgerView
 
         env.update(postgres_env(url, shown=redact(url)))
