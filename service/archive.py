@@ -128,6 +128,7 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
     idempotency = {r.key: r for r in reservations if r.kind == IDEMPOTENCY}
     evals = {r.key: r for r in reservations if r.kind == EVAL_ID}
     keys_seen: set[str] = set()
+    codec = state_codec(app.mapper)
     after = 0
     while after < stop:
         page = recorder.select_notifications(
@@ -142,7 +143,6 @@ def export_log(app: Application[UUID]) -> Iterator[dict[str, Any]]:
             line["topic"] = notification.topic
             if isinstance(event, LedgerAggregate.Created):
                 line["originatorTopic"] = event.originator_topic
-            codec = state_codec(app.mapper)
             stored = codec.decode_state(notification.state)
             if stored != codec.decode_state(app.mapper.to_stored_event(event).state):
                 line["storedState"] = stored
@@ -259,6 +259,7 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
     """
     classes = event_classes()
     plan = ImportPlan()
+    states: list[tuple[str, str, Any]] = []  # each event's aggregate, topic and stored state
     keys: dict[tuple[str, str], int] = {}
     idempotency_keys: dict[str, int] = {}
     eval_events: dict[str, int] = {}
@@ -285,6 +286,7 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
         last_position = line.position
         event, stored, state = _rebuild_event(line, classes, mapper, where)
         _chain(plan, event, state, line, where)
+        states.append((line.aggregateId, line.topic, state))
         for reservation_line in line.reservations:
             try:
                 reservation = reservation_line.to_reservation()
@@ -328,14 +330,7 @@ def read_export(lines: Iterable[str | bytes], mapper: Mapper[UUID]) -> ImportPla
     plan.reservations = anchor_imported_seals(plan.reservations, plan.positions)
     # Rules last: a line out of order is reported as that, not as a broken rule.
     _replay(plan)
-    check_imported_meanings(
-        plan.positions,
-        [
-            (str(e.originator_id), e.topic, state_codec(mapper).decode_state(e.state))
-            for e in plan.stored_events
-        ],
-        plan.reservations,
-    )
+    check_imported_meanings(plan.positions, states, plan.reservations)
     return plan
 
 
