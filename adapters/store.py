@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.application import Application
@@ -46,6 +46,9 @@ from trainledger.projections.read_model import ProjectionReadModel
 from trainledger.projections.view import LedgerView
 from trainledger.service.ledger import TrainingLedger
 from trainledger.service.unit_of_work import lock_timed_out
+
+if TYPE_CHECKING:
+    from trainledger.domain.aggregate import Clock
 
 DEFAULT_STORE: Final = "sqlite:///.trainledger/ledger.db"
 STORE_ENV: Final = "TRAINLEDGER_STORE"
@@ -172,7 +175,9 @@ def open_read_model(app: Application[Any]) -> ProjectionReadModel:
     return ProjectionReadModel(app.name, log, view, replay_view=MemoryLedgerView)
 
 
-def open_ledger(url: str | None = None, *, create: bool = True) -> TrainingLedger:
+def open_ledger(
+    url: str | None = None, *, create: bool = True, clock: Clock | None = None
+) -> TrainingLedger:
     """Open the ledger at a store URL (default: `TRAINLEDGER_STORE`, then the SQLite file).
 
     With `create=False` (what a query opens with) the store must hold a
@@ -190,6 +195,7 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> TrainingLedge
             digest_artifact=digest_artifact,
             run_trainer=SubprocessTrainerRunner(),
             locate_artifact=locate_artifact,
+            clock=clock,
         )
     except StoreError:
         raise

@@ -13,7 +13,7 @@ registration the library checks), whatever the module's import name is now;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -46,21 +46,32 @@ def stored_classes() -> dict[str, type[Any]]:
     return dict(_stored)
 
 
+Clock = Callable[[], datetime]
+"""What tells the time of new events (an aware UTC datetime)."""
+
+
 @dataclass(frozen=True)
 class CommandContext:
-    """Who is issuing the current command, and under which idempotency key."""
+    """Who is issuing the current command, under which idempotency key, at what time."""
 
     actor: str
     idempotency_key: str | None = None
+    clock: Clock | None = None
+    """None: the library's clock (now, UTC)."""
+
+    def timestamp(self) -> datetime | None:
+        return None if self.clock is None else self.clock()
 
 
 _command_context: ContextVar[CommandContext | None] = ContextVar("command_context", default=None)
 
 
 @contextmanager
-def command_context(actor: str, idempotency_key: str | None = None) -> Iterator[None]:
-    """Stamp every event triggered inside the block with this actor and key."""
-    token = _command_context.set(CommandContext(actor, idempotency_key))
+def command_context(
+    actor: str, idempotency_key: str | None = None, *, clock: Clock | None = None
+) -> Iterator[None]:
+    """Stamp every event triggered inside the block with this actor, key and clock."""
+    token = _command_context.set(CommandContext(actor, idempotency_key, clock))
     try:
         yield
     finally:
@@ -161,6 +172,7 @@ class LedgerAggregate(BaseAggregate[UUID]):
         return cls._create(
             event_class,
             id=aggregate_id,
+            timestamp=context.timestamp(),
             actor=context.actor,
             idempotency_key=context.idempotency_key,
             previous_hash=GENESIS_HASH,
@@ -171,6 +183,7 @@ class LedgerAggregate(BaseAggregate[UUID]):
         context = _current_context()
         self.trigger_event(
             event_class,
+            timestamp=context.timestamp(),
             actor=context.actor,
             idempotency_key=context.idempotency_key,
             previous_hash=self.chain_head,

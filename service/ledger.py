@@ -14,9 +14,8 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -61,6 +60,7 @@ from trainledger.service.verify import Verification
 # commands that use them: queries answer from the projections, and loading
 # those pydantic models would be most of a query's start-up time in the CLI.
 if TYPE_CHECKING:
+    from trainledger.domain.aggregate import Clock
     from trainledger.domain.contract import EvalSummary
     from trainledger.domain.experiment import DatasetDigest, ExperimentRequest
     from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
@@ -109,7 +109,9 @@ class TrainingLedger(Application[UUID]):
         digest_artifact: ArtifactDigester = _no_artifact_digest,
         run_trainer: TrainerRunner = _no_trainer_runner,
         locate_artifact: ArtifactLocator = _no_artifact_locator,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock` tells the time of new events (default: now, UTC); tests inject one."""
         super().__init__(env)
         if not isinstance(self.recorder, LedgerRecorder):
             raise TypeError(
@@ -122,11 +124,16 @@ class TrainingLedger(Application[UUID]):
         self.digest_artifact = digest_artifact
         self.run_trainer = run_trainer
         self.locate_artifact = locate_artifact
+        self.clock = clock
         self.read_model = read_model(self)
-        self.unit_of_work = UnitOfWork(self, self.ledger_recorder)
+        self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock)
         self.queries = Queries(self.read_model)
         self.training = Training(self)
         self.verification = Verification(self)
+
+    def now(self) -> datetime:
+        """The ledger's time: what its clock says (or now, UTC)."""
+        return datetime.now(UTC) if self.clock is None else self.clock()
 
     # --- commands (SPEC §3) ---------------------------------------------------
 
@@ -167,7 +174,7 @@ class TrainingLedger(Application[UUID]):
                 request,
                 load,
                 experiment_id=str(uuid4()),
-                now_ms=time.time_ns() // 1_000_000,
+                now_ms=int(self.now().timestamp() * 1000),
                 local_editor_enabled=self.env.get(LOCAL_EDITOR_ENV) == "1",
             )
             run = TrainingRun.register(uuid4(), spec, load().sample_count)

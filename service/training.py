@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -183,7 +183,7 @@ class Training:
         live `train` would have recorded an outcome by then, so whoever started
         the run is gone. `now` (default: the current time) is the moment judged.
         """
-        moment = arguments.moment(now, "now") or datetime.now(UTC)
+        moment = arguments.moment(now, "now") or self.ledger.now()
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             abandoned: list[LedgerAggregate] = []

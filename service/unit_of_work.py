@@ -44,6 +44,7 @@ from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
 # the projections, and loading the pydantic models would be most of a query's
 # start-up time in the CLI.
 if TYPE_CHECKING:
+    from trainledger.domain.aggregate import Clock
     from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
 
 A = TypeVar("A", bound="LedgerAggregate")
@@ -83,9 +84,12 @@ class UnitOfWork:
 
     MAX_ATTEMPTS = 8
 
-    def __init__(self, app: Application[UUID], recorder: LedgerRecorder) -> None:
+    def __init__(
+        self, app: Application[UUID], recorder: LedgerRecorder, clock: Clock | None = None
+    ) -> None:
         self.app = app
         self.recorder = recorder
+        self.clock = clock
 
     def run(
         self,
@@ -112,7 +116,7 @@ class UnitOfWork:
                 earlier = self.earlier_outcome(idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            with command_context(actor, idempotency_key):
+            with command_context(actor, idempotency_key, clock=self.clock):
                 aggregates, outcome, reservations = body()
             if idempotency_key is not None:
                 record = json.dumps({"request": digest, "outcome": outcome}).encode()
