@@ -87,6 +87,29 @@ class DeployabilityError(LedgerError):
     code = "not_deployable"
 
 
+class PromotionRefusedError(LedgerError):
+    """The promotion gate, or a promotion step, refused (SPEC §9.1)."""
+
+    code = "promotion_refused"
+
+
+class DeploymentRefusedError(LedgerError):
+    """A deployment slot refused a bind, a rollback or a routing change (SPEC §9.3)."""
+
+    code = "deployment_refused"
+
+
+class ObservationNotFoundError(NotFoundError):
+    def __init__(self, observation_id: object) -> None:
+        super().__init__(f"shadow observation {observation_id} not found")
+
+
+class ObservationRefusedError(LedgerError):
+    """A shadow observation that cannot be routed or settled (SPEC §9.2)."""
+
+    code = "observation_refused"
+
+
 class IdempotencyKeyReusedError(LedgerError):
     code = "idempotency_key_reused"
 

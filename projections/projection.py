@@ -24,8 +24,8 @@ stored fields of the models, and `TRANSLATIONS` is keyed by the stored topics
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import orjson
@@ -49,68 +49,22 @@ from trainledger.projections.facts import (
     StartFact,
     timestamp_micros,
 )
+from trainledger.projections.translation import (
+    EventRecord,
+    StoredState,
+    Translation,
+    hex_id,
+    json_or_none,
+    json_text,
+    raw_text,
+    stored_class_version,
+)
 from trainledger.projections.view import LedgerView
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-
-class EventRecord(NamedTuple):
-    """A stored event as the projection reads it: its envelope and JSON state.
-
-    Ids are kept as 32 hex digits, as the views store them. The state is the
-    JSON as stored (decrypted and decompressed, upcast to the event class's
-    current version if it was older): each translation decodes only the
-    fields it reads (`StoredState`).
-    """
-
-    position: int
-    aggregate_id: str
-    version: int
-    topic: str
-    state: bytes
-
-
-def _hex(uuid_text: str) -> str:
-    return uuid_text.replace("-", "")
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else _json(value)
-
-
-def _text(raw: msgspec.Raw) -> str:
-    """A JSON value as stored, as text (the views keep eval summaries so)."""
-    return str(raw, "utf-8")
-
-
-class StoredState(msgspec.Struct, gc=False, rename="camel"):
-    """The fields of a stored event's state that its translation reads.
-
-    Decoding only these (and skipping the rest of the JSON) is a good part of
-    what makes a rebuild fast; a test checks each name against the event
-    model's stored (camelCase) fields. Types are checked only where the
-    translation needs one; a state that does not decode is unreadable. Each
-    struct is paired with its topic and translation in `TRANSLATIONS`.
-    """
-
-    timestamp: str
-
-
-class _Versioned(msgspec.Struct, gc=False):
-    class_version: int = 1
-
-
-_read_version = msgspec.json.Decoder(_Versioned).decode
-
-
-def stored_class_version(state: bytes) -> int:
-    """The `class_version` a stored state was written at (1 if it does not say)."""
-    return _read_version(state).class_version
+__all__ = ["EventRecord", "StoredState", "Translation", "stored_class_version"]
 
 
 class RunRegisteredState(StoredState):
@@ -186,33 +140,6 @@ _spec_state = msgspec.json.Decoder(SpecState).decode
 _eval_summary_state = msgspec.json.Decoder(EvalSummaryState).decode
 
 
-S = TypeVar("S", bound=StoredState)
-
-
-class Translation(Generic[S]):
-    """How the projection reads the stored events of one topic.
-
-    `state` names the fields of the stored state it decodes, `facts` makes
-    the facts they record, and `read_version` is the `class_version` of the
-    state it reads: the event class's own (a test checks), so that an event
-    stored at an older version is upcast by the mapper first
-    (`projections.log`), and a current one is read without the event model.
-    """
-
-    __slots__ = ("decode", "facts", "read_version", "state")
-
-    def __init__(
-        self,
-        state: type[S],
-        facts: Callable[[EventRecord, S, PageFacts], None],
-        read_version: int = 1,
-    ) -> None:
-        self.state = state
-        self.decode: Callable[[bytes], S] = msgspec.json.Decoder(state).decode
-        self.facts = facts
-        self.read_version = read_version
-
-
 def _run_registered(event: EventRecord, state: RunRegisteredState, page: PageFacts) -> None:
     spec = _spec_state(state.spec)
     page.run(
@@ -245,7 +172,7 @@ def _run_completed(event: EventRecord, state: RunCompletedState, page: PageFacts
         CompletionFact(
             timestamp_micros(state.timestamp),
             state.result_digest,
-            _json_or_none(state.trainer_result),
+            json_or_none(state.trainer_result),
             event.aggregate_id,
         )
     )
@@ -257,7 +184,7 @@ def _run_failed(event: EventRecord, state: RunFailedState, page: PageFacts) -> N
             timestamp_micros(state.timestamp),
             state.reason,
             state.result_digest,
-            _json_or_none(state.trainer_result),
+            json_or_none(state.trainer_result),
             event.aggregate_id,
         )
     )
@@ -268,7 +195,7 @@ def _checkpoint_linked(event: EventRecord, state: CheckpointLinkedState, page: P
         LinkFact(
             event.aggregate_id,
             event.version,
-            _hex(state.checkpoint_id),
+            hex_id(state.checkpoint_id),
             timestamp_micros(state.timestamp),
         )
     )
@@ -280,12 +207,12 @@ def _checkpoint_registered(
     page.checkpoint(
         CheckpointRecord(
             event.aggregate_id,
-            _hex(state.train_run_id),
+            hex_id(state.train_run_id),
             state.family,
             state.artifact_path,
             state.artifact_digest,
             state.checkpoint_ref,
-            _json(state.metrics or {}),
+            json_text(state.metrics or {}),
             timestamp_micros(state.timestamp),
             event.position,
         )
@@ -302,7 +229,7 @@ def _eval_attached(event: EventRecord, state: EvalAttachedState, page: PageFacts
             summary.benchmark_id,
             summary.target_model_family,
             summary.verdict,
-            _text(state.eval),
+            raw_text(state.eval),
             timestamp_micros(state.timestamp),
             state.actor,
             event.position,

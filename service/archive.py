@@ -42,6 +42,7 @@ import pydantic
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Mapper, StoredEvent
 
+from trainledger.domain.catalogue import stored_classes
 from trainledger.domain.chain import AggregateChains, ChainBreak, stored_state
 from trainledger.domain.errors import (
     ExportRefusedError,
@@ -50,7 +51,7 @@ from trainledger.domain.errors import (
     StoreNotEmptyError,
 )
 from trainledger.domain.experiment import describe_validation_error
-from trainledger.domain.model import LedgerAggregate, stored_classes
+from trainledger.domain.model import LedgerAggregate
 from trainledger.domain.replay import check_replay
 from trainledger.domain.views import event_document
 from trainledger.service.ports import (
