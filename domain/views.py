@@ -100,3 +100,29 @@ def event_document(event: Any, position: int | None) -> dict[str, Any]:
         "previousHash": event.previous_hash,
         "payload": event.payload(),
     }
+
+
+def decision_document(
+    *,
+    kind: str,
+    state: str,
+    checks: list[dict[str, Any]],
+    evidence: str | None,
+    eval_id: str | None,
+    actor: str,
+    timestamp: str | None,
+    note: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    """One decision of a promotion, as `promotion show` lists it (SPEC §9.1)."""
+    return {
+        "kind": kind,
+        "state": state,
+        "checks": checks,
+        "evidence": evidence,
+        "evalId": eval_id,
+        "actor": actor,
+        "timestamp": timestamp,
+        "note": note,
+        "reason": reason,
+    }
