@@ -8,6 +8,7 @@ does.
 from __future__ import annotations
 
 from trainledger.cli import (
+    deploy_commands,
     lifecycle_commands,
     query_commands,
     store_commands,
@@ -17,6 +18,7 @@ from trainledger.cli.app import cli, main
 
 __all__ = [
     "cli",
+    "deploy_commands",
     "lifecycle_commands",
     "main",
     "query_commands",

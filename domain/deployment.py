@@ -196,8 +196,8 @@ class DeploymentSlot(LedgerAggregate):
             kind="rollback",
         )
 
-    def enable_routing(self, checkpoint: Checkpoint, promotion: Promotion | None) -> None:
-        """Route work to the active checkpoint, if it is still deployable and not rejected."""
+    def require_routable(self, checkpoint: Checkpoint, promotion: Promotion | None) -> UUID:
+        """Refuse to route unless the active checkpoint is still deployable and not rejected."""
         active = self.require_active()
         if checkpoint.id != active:
             raise ValueError("routing needs the slot's active checkpoint")
@@ -213,6 +213,11 @@ class DeploymentSlot(LedgerAggregate):
                 f"cannot enable routing of {self.profile}: the promotion of its checkpoint "
                 f"{active} is rejected"
             )
+        return active
+
+    def enable_routing(self, checkpoint: Checkpoint, promotion: Promotion | None) -> None:
+        """Route work to the active checkpoint, if it is still deployable and not rejected."""
+        active = self.require_routable(checkpoint, promotion)
         self._trigger(self.RoutingEnabled, profile=self.profile, checkpoint_id=active)
 
     def disable_routing(self, reason: str) -> None:

@@ -64,7 +64,7 @@ def test_the_gate_records_each_check_with_value_threshold_and_verdict(
     }
     strict = ledger.deployments.evaluate(checkpoint, min_delta=0.3, actor="gate")
     assert strict["state"] == "rejected"
-    assert [c["passed"] for c in strict["decisions"][-1]["checks"]][0] is False
+    assert strict["decisions"][-1]["checks"][0]["passed"] is False
     assert ledger.deployments.show_promotion(checkpoint) == strict
 
 
@@ -95,7 +95,7 @@ def test_a_young_window_is_refused_naming_it(
     for _ in range(6):
         d.complete(d.route(checkpoint, PROFILE, actor="r")["observationId"], "accepted", actor="w")
     clock.advance(minutes=30)
-    with pytest.raises(PromotionRefusedError, match="shadow window has lasted 0.5"):
+    with pytest.raises(PromotionRefusedError, match=r"shadow window has lasted 0\.5"):
         d.advance(checkpoint, review=True, note="n", actor="rev")
 
 
