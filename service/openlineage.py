@@ -16,9 +16,10 @@ in log order, up to the log's end when the export starts:
 - the job: namespace `trainledger`, name the run's target model family; the
   run id: the trainRunId.
 - the input dataset, on every event of the run: the training export,
-  namespace `trainledger`, name its `datasetExportId` (the spec always holds
-  one: `dataset-<fingerprint>` when none was given), with the `version`
-  facet (DatasetVersionDatasetFacet) holding the `datasetFingerprint`.
+  namespace `trainledger`, name its `datasetExportId` (from the spec in the
+  run's first event; `dataset-<fingerprint>` where it names none, as
+  `experiment create` does), with the `version` facet
+  (DatasetVersionDatasetFacet) holding the `datasetFingerprint`.
 - the output datasets, on `COMPLETE` and `FAIL`: each checkpoint the run
   registered (none for a dry run), namespace `trainledger`, name its
   checkpointId, with the `datasetType` facet `MODEL` and, where the
@@ -91,7 +92,9 @@ class _RunLineage:
 
 
 @dataclass
-class _Gathered:
+class Gathered:
+    """What the log has said so far: each run's lineage, each checkpoint's digest."""
+
     runs: dict[str, _RunLineage] = field(default_factory=dict)
     digests: dict[str, str | None] = field(default_factory=dict)
 
@@ -104,7 +107,7 @@ def run_events(ledger: TrainingLedger, *, producer: str | None = None) -> Iterat
     """
     producer = producer or producer_uri()
     stop = ledger.recorder.max_notification_id() or 0
-    gathered = _Gathered()
+    gathered = Gathered()
     position = 0
     while position < stop:
         page = ledger.events_after(position, PAGE)
@@ -113,27 +116,33 @@ def run_events(ledger: TrainingLedger, *, producer: str | None = None) -> Iterat
         for document in page:
             if document["position"] > stop:
                 return
-            event = _lineage_event(document, gathered, producer)
+            event = lineage_event(document, gathered, producer)
             if event is not None:
                 yield event
         position = page[-1]["position"]
 
 
-def _lineage_event(document: dict[str, Any], gathered: _Gathered, producer: str) -> RunEvent | None:
-    """The RunEvent of one ledger event, if it is a run's transition; gathers the rest."""
+def lineage_event(document: dict[str, Any], gathered: Gathered, producer: str) -> RunEvent | None:
+    """The RunEvent of one ledger event (a document of `events`), if it is a run's transition.
+
+    Every other event of a run or checkpoint is gathered for the events to come.
+    """
     aggregate, kind, payload = document["aggregateType"], document["type"], document["payload"]
-    if aggregate == CHECKPOINT and kind == "Registered":
-        gathered.digests[document["aggregateId"]] = payload["artifactDigest"]
+    if aggregate == CHECKPOINT and document["version"] == 1:  # its registration
+        gathered.digests[document["aggregateId"]] = payload.get("artifactDigest")
         return None
     if aggregate != RUN:
         return None
     run_id = document["aggregateId"]
-    if kind == "Registered":
+    if document["version"] == 1:  # the event that opens a run holds its spec
         spec = payload["spec"]
+        fingerprint = spec["datasetFingerprint"]
         gathered.runs[run_id] = _RunLineage(
             family=spec["targetModelFamily"],
-            dataset_export_id=spec["datasetExportId"],
-            dataset_fingerprint=spec["datasetFingerprint"],
+            # A spec always names its export; a run opened otherwise (a history
+            # imported from elsewhere) may not: the name `experiment create` gives one.
+            dataset_export_id=spec.get("datasetExportId") or f"dataset-{fingerprint}",
+            dataset_fingerprint=fingerprint,
         )
         return None
     run = gathered.runs[run_id]
@@ -173,7 +182,7 @@ def _training_export(run: _RunLineage, producer: str) -> InputDataset:
     return InputDataset(namespace=NAMESPACE, name=run.dataset_export_id, facets=facets)
 
 
-def _checkpoints(run: _RunLineage, gathered: _Gathered, producer: str) -> list[OutputDataset]:
+def _checkpoints(run: _RunLineage, gathered: Gathered, producer: str) -> list[OutputDataset]:
     outputs = []
     for checkpoint_id in run.checkpoint_ids:
         if checkpoint_id not in gathered.digests:

@@ -20,7 +20,13 @@ from tests.support import READER_FAMILY, reader_request, write_artifact
 from tests.unit.test_clock import SteppingClock
 from trainledger.adapters.store import open_ledger
 from trainledger.service.ledger import TrainingLedger
-from trainledger.service.openlineage import producer_uri, run_events, to_json
+from trainledger.service.openlineage import (
+    Gathered,
+    lineage_event,
+    producer_uri,
+    run_events,
+    to_json,
+)
 
 
 def exported(ledger: TrainingLedger) -> list[dict[str, Any]]:
@@ -184,3 +190,28 @@ def test_the_formats_are_checked() -> None:
     from jsonschema import Draft202012Validator
 
     assert set(CHECKED_FORMATS) <= set(Draft202012Validator.FORMAT_CHECKER.checkers)
+
+
+def test_a_run_opened_without_an_export_id_names_its_export_by_the_fingerprint() -> None:
+    """As a history imported from elsewhere may open a run: another first event, a shorter spec."""
+    run_id = "6f1c3b9e-2a4d-4e5f-8a7b-9c0d1e2f3a4b"
+    opening = {
+        "position": 1,
+        "aggregateId": run_id,
+        "aggregateType": "TrainingRun",
+        "version": 1,
+        "type": "ImportedFromSomewhere",
+        "timestamp": "2025-06-01T08:00:00Z",
+        "payload": {"spec": {"targetModelFamily": READER_FAMILY, "datasetFingerprint": "abc"}},
+    }
+    started = {**opening, "position": 2, "version": 2, "type": "Started", "payload": {}}
+    gathered = Gathered()
+
+    assert lineage_event(opening, gathered, "urn:test") is None
+    event = lineage_event(started, gathered, "urn:test")
+
+    assert event is not None
+    document = json.loads(to_json(event))
+    assert_valid(document)
+    assert document["inputs"][0]["name"] == "dataset-abc"
+    assert document["inputs"][0]["facets"]["version"]["datasetVersion"] == "abc"
