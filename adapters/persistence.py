@@ -29,9 +29,10 @@ def stored_classes() -> dict[str, type[Any]]:
     keep the module names of 0.1.0 (see `domain.model`). Loaded on first use:
     queries never decode an event into its model (start-up time).
     """
-    from trainledger.domain import model
+    # Importing each module of aggregates registers its classes.
+    from trainledger.domain import access, model
 
-    classes = model.stored_classes()
+    classes = {**model.stored_classes(), **access.stored_classes()}
     for topic, cls in classes.items():
         register_topic(topic, cls)
     return classes

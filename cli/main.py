@@ -11,6 +11,7 @@ from trainledger.cli import (
     lifecycle_commands,
     query_commands,
     store_commands,
+    token_commands,
     trainer_commands,
 )
 from trainledger.cli.app import cli, main
@@ -21,5 +22,6 @@ __all__ = [
     "main",
     "query_commands",
     "store_commands",
+    "token_commands",
     "trainer_commands",
 ]

@@ -28,7 +28,10 @@ from pydantic.alias_generators import to_camel
 from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
 from trainledger.domain.text import refuse_control_characters
 
-STORED_MODULES: dict[str, str] = {"trainledger.domain.model": "domain.model"}
+STORED_MODULES: dict[str, str] = {
+    "trainledger.domain.model": "domain.model",
+    "trainledger.domain.access": "domain.access",
+}
 """The module name each module's classes were first stored under (0.1.0 had no
 `trainledger` package): the topics in the log, and inside its hashes."""
 

@@ -41,6 +41,7 @@ from trainledger.domain.trainer import (
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
 from trainledger.service import arguments
+from trainledger.service.access import Access
 from trainledger.service.ports import (
     EVAL_ID,
     ArtifactDigester,
@@ -130,6 +131,8 @@ class TrainingLedger(Application[UUID]):
         self.queries = Queries(self.read_model)
         self.training = Training(self)
         self.verification = Verification(self)
+        self.access = Access(self)
+        """The tokens of the ledger as a service (SPEC §10)."""
 
     def now(self) -> datetime:
         """The ledger's time: what its clock says (or now, UTC)."""
