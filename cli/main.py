@@ -10,6 +10,7 @@ from __future__ import annotations
 from trainledger.cli import (
     lifecycle_commands,
     query_commands,
+    serve_commands,
     store_commands,
     token_commands,
     trainer_commands,
@@ -21,6 +22,7 @@ __all__ = [
     "lifecycle_commands",
     "main",
     "query_commands",
+    "serve_commands",
     "store_commands",
     "token_commands",
     "trainer_commands",
