@@ -61,7 +61,7 @@ class Stream:
 
     def events(self, count: int) -> list[tuple[int, dict[str, Any]]]:
         """The next `count` events (comments and heartbeats skipped): (id, data)."""
-        found = []
+        found: list[tuple[int, dict[str, Any]]] = []
         while len(found) < count:
             message = self._message()
             fields = dict(
