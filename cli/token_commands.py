@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from trainledger.cli.app import Session, cli, idempotency_option, pass_session
-from trainledger.cli.text import _table
+from trainledger.cli.text import table
 from trainledger.domain.roles import ROLES
 
 
@@ -36,7 +36,7 @@ def tokens_text(document: dict[str, Any]) -> list[str]:
     tokens = document["tokens"]
     if not tokens:
         return ["no tokens"]
-    return _table(
+    return table(
         ("name", "role", "created", "by", "revoked", "by"),
         (
             (t["name"], t["role"], t["createdAt"], t["createdBy"], t["revokedAt"], t["revokedBy"])

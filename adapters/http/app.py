@@ -83,7 +83,7 @@ class Service:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service on one store (see the module doc)."""
-    from trainledger.adapters.http import commands, pages, queries, stream, tokens
+    from trainledger.adapters.http import commands, deployments, pages, queries, stream, tokens
 
     service = Service(settings)
 
@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = service
     errors.install(app)
-    for module in (commands, queries, tokens, stream, pages):
+    for module in (commands, queries, deployments, tokens, stream, pages):
         app.include_router(module.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -1,16 +1,13 @@
 """The web pages (SPEC §10): server-rendered, no script, every asset served here.
 
-`/` (stats, latest runs and checkpoints), `/runs/{id}`, `/checkpoints/{id}`
-(the lineage drawn as SVG, evals, deployability), `/datasets/{fp}` (impact),
+`/` (stats, deployment slots, latest runs and checkpoints), `/runs/{id}`,
+`/checkpoints/{id}` (the lineage drawn as SVG, evals, deployability,
+promotion decisions, bindings), `/datasets/{fp}` (impact),
 each with an as-of form (`?asOf=`); `/login` takes a token into an HttpOnly,
 SameSite=Strict cookie (Secure over https), `/logout` drops it; `/docs`
 lists the API's endpoints from its OpenAPI document. Templates autoescape
 everything; the one piece of markup inserted as is, the SVG, escapes its
 own text (`svg`).
-
-Sections for SPEC §9 (deployment slots on `/`, promotion and bindings on a
-checkpoint) are in the templates, empty until the lineage and stats carry
-them.
 """
 
 from __future__ import annotations
@@ -88,6 +85,7 @@ async def dashboard(request: Request, asOf: str | None = None) -> Response:  # n
             "stats": ledger.stats(as_of=moment),
             "runs": ledger.list_runs(as_of=moment, limit=LATEST)["runs"],
             "checkpoints": ledger.list_checkpoints(as_of=moment, limit=LATEST)["checkpoints"],
+            "deployments": ledger.deployments.list_slots(as_of=moment)["slots"],
         }
 
     return await page(request, "dashboard.html", work, asOf)

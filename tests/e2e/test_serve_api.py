@@ -125,7 +125,17 @@ def test_a_token_revoked_by_the_cli_while_serving_is_401_from_the_next_request(
 
 ROUTES_BY_ROLE = {
     "reader": [("GET", "/v1/stats"), ("GET", "/v1/runs"), ("GET", "/v1/events/stream")],
-    "writer": [("POST", "/v1/experiments"), ("POST", "/v1/runs/x/start")],
+    "writer": [
+        ("POST", "/v1/experiments"),
+        ("POST", "/v1/runs/x/start"),
+        ("POST", "/v1/shadow/x/route"),
+    ],
+    "deployer": [
+        ("POST", "/v1/promotions/x/evaluate"),
+        ("POST", "/v1/promotions/x/advance"),
+        ("POST", "/v1/deployments/local-reader/bind"),
+        ("POST", "/v1/deployments/local-reader/rollback"),
+    ],
     "admin": [("GET", "/v1/tokens"), ("POST", "/v1/tokens")],
 }
 
@@ -452,3 +462,72 @@ def test_openapi_describes_the_resources(service: Service) -> None:
     docs = service.server.get("/docs")
     assert docs.status == 200
     assert b"/v1/experiments" in docs.body
+
+
+# --- SPEC §9 over HTTP ----------------------------------------------------------------
+
+
+def test_promotion_shadow_and_deployment_over_http(service: Service) -> None:
+    """The deployer takes a checkpoint to a routed slot; the writer records observations;
+    every decision's actor is the token's name."""
+    server, deployer, writer = service.server, service.tokens["deployer"], service.tokens["writer"]
+    _, checkpoint = service.deployable()
+    evaluated = server.post(f"/v1/promotions/{checkpoint}/evaluate", deployer, body={})
+    assert evaluated.status == 200, evaluated.body
+    assert evaluated.json["state"] == "candidate_only"
+    assert evaluated.json["decisions"][0]["actor"] == "deployer"
+    refused = server.post(
+        f"/v1/promotions/{checkpoint}/advance", deployer, body={"review": False, "note": "n"}
+    )
+    assert refused.status == 409, refused.body
+    advanced = server.post(
+        f"/v1/promotions/{checkpoint}/advance",
+        deployer,
+        body={"review": True, "note": "read it", "actor": "mallory"},
+    )
+    assert advanced.json["state"] == "shadow_ready"
+    assert advanced.json["decisions"][-1]["actor"] == "deployer"
+    routed = server.post(f"/v1/shadow/{checkpoint}/route", writer, body={"profile": "local-reader"})
+    assert routed.status == 201, routed.body
+    observation = routed.json["observationId"]
+    done = f"/v1/shadow/observations/{observation}/complete"
+    assert server.post(done, writer, body={"outcome": "accepted"}).status == 200
+    assert server.post(done, writer, body={"outcome": "accepted"}).status == 409
+    assert server.post(done, writer, body={"outcome": "maybe"}).status == 422
+    stats = server.get(f"/v1/shadow/{checkpoint}/stats", service.tokens["reader"])
+    assert (stats.status, stats.json["totalCount"], stats.json["acceptedCount"]) == (200, 1, 1)
+    assert (
+        server.post(
+            "/v1/deployments/local-reader/bind", writer, body={"checkpointId": checkpoint}
+        ).status
+        == 403
+    )
+    bound = server.post(
+        "/v1/deployments/local-reader/bind", deployer, body={"checkpointId": checkpoint}
+    )
+    assert bound.status == 200, bound.body
+    assert (bound.json["activeCheckpointId"], bound.json["boundBy"]) == (checkpoint, "deployer")
+    routing = server.post("/v1/deployments/local-reader/enable-routing", deployer)
+    assert routing.json["routingEnabled"] is True
+    slot = server.get("/v1/deployments/local-reader", service.tokens["reader"])
+    assert slot.json == routing.json
+    then = server.get(
+        f"/v1/deployments/local-reader?asOf={bound.json['boundAt']}", service.tokens["reader"]
+    )
+    assert (then.json["activeCheckpointId"], then.json["routingEnabled"]) == (checkpoint, False)
+    listed = server.get("/v1/deployments", service.tokens["reader"]).json["slots"]
+    assert [s["profile"] for s in listed] == ["local-reader", "local-editor"]
+    shown = server.get(f"/v1/promotions/{checkpoint}", service.tokens["reader"])
+    assert shown.json == advanced.json
+    assert (
+        server.post(
+            "/v1/deployments/local-editor/bind", deployer, body={"checkpointId": checkpoint}
+        ).status
+        == 409
+    )
+    assert (
+        server.post(
+            "/v1/deployments/local-reader/disable-routing", deployer, body={"reason": "done"}
+        ).json["routingEnabled"]
+        is False
+    )

@@ -57,6 +57,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = f"sqlite:///{root / 'ledger.db'}"
     ledger = open_ledger(store)
     run_id, checkpoint_id = deployable_lifecycle(ledger, root / "out", eval_id="eval-seen")
+    ledger.deployments.evaluate(checkpoint_id, actor="gate")
+    ledger.deployments.advance(checkpoint_id, review=True, note="looked", actor="reviewer")
+    ledger.deployments.bind("local-reader", checkpoint_id, note="first", actor="ops")
+    ledger.deployments.enable_routing("local-reader", actor="ops")
     failed = ledger.create_experiment(
         reader_request(root / "out"),
         dataset_fingerprint="0123456789abcdef",
@@ -94,6 +98,8 @@ def browser(site: Site) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(60)
+    # A loaded machine may still be rendering the page an element is looked for on.
+    driver.implicitly_wait(5)
     try:
         yield driver
     finally:
@@ -147,6 +153,9 @@ def test_signed_in_pages_show_the_ledger_and_load_nothing_from_elsewhere(
     assert "signed in as reader" in body
     assert "deployableCheckpoints" in body
     assert site.checkpoint_id[:8] in body
+    slots = browser.find_element(By.ID, "deployments").text
+    assert f"local-reader {site.checkpoint_id[:8]}" in slots
+    assert "never bound" in slots  # local-editor
 
     browser.get(f"{site.server.base}/runs/{site.run_id}")
     run_text = browser.find_element(By.ID, "run").text
@@ -157,6 +166,13 @@ def test_signed_in_pages_show_the_ledger_and_load_nothing_from_elsewhere(
     assert "DEPLOYABLE" in browser.find_element(By.TAG_NAME, "body").text
     assert "eval-seen" in browser.find_element(By.ID, "evals").text
     assert "marked deployable" in browser.find_element(By.ID, "deployability").text
+    promotion = browser.find_element(By.ID, "promotion").text
+    assert "shadow_ready" in promotion
+    assert "reviewer" in promotion
+    assert "reviewedSubsetQuality" in promotion
+    bindings = browser.find_element(By.ID, "bindings").text
+    assert "local-reader" in bindings
+    assert "active" in bindings
     graph = browser.find_element(By.CSS_SELECTOR, "figure.lineage svg")
     assert graph.size["width"] > 300
     assert f"checkpoint {site.checkpoint_id}" in graph.get_attribute("innerHTML")
