@@ -11,7 +11,9 @@ from trainledger.cli import (
     deploy_commands,
     lifecycle_commands,
     query_commands,
+    serve_commands,
     store_commands,
+    token_commands,
     trainer_commands,
 )
 from trainledger.cli.app import cli, main
@@ -22,6 +24,8 @@ __all__ = [
     "lifecycle_commands",
     "main",
     "query_commands",
+    "serve_commands",
     "store_commands",
+    "token_commands",
     "trainer_commands",
 ]

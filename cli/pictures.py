@@ -256,6 +256,10 @@ def _lineage_nodes(
     return nodes, edges
 
 
+lineage_graph = _lineage_nodes
+"""The lineage's nodes (id, label lines) and edges (from, to, label, dashed): what the
+service draws as SVG."""
+
 DOT_NEWLINE = "\\n"
 
 

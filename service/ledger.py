@@ -41,6 +41,7 @@ from trainledger.domain.trainer import (
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
 from trainledger.service import arguments
+from trainledger.service.access import Access
 from trainledger.service.deployment import Deployments
 from trainledger.service.ports import (
     EVAL_ID,
@@ -133,6 +134,8 @@ class TrainingLedger(Application[UUID]):
         self.verification = Verification(self)
         self.deployments = Deployments(self)
         """Promotion, shadow observations and deployment slots (SPEC §9)."""
+        self.access = Access(self)
+        """The tokens of the ledger as a service (SPEC §10)."""
 
     def now(self) -> datetime:
         """The ledger's time: what its clock says (or now, UTC)."""
