@@ -155,3 +155,9 @@ class ArtifactError(LedgerError):
     """An artifact cannot be hashed within its bounds, or leads outside itself."""
 
     code = "artifact_refused"
+
+
+class BaseModelError(LedgerError):
+    """The base model an experiment names is not a model directory (SPEC §12)."""
+
+    code = "base_model_unusable"
