@@ -76,8 +76,7 @@ def locate_base_model(path: str) -> str:
             config = None
         if not isinstance(config, dict):
             raise BaseModelError(
-                f"base model {shown} is not a model directory: its config.json is not a "
-                "JSON object"
+                f"base model {shown} is not a model directory: its config.json is not a JSON object"
             )
         if not any((directory / name).is_file() for name in MODEL_WEIGHTS):
             raise BaseModelError(
