@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +151,6 @@ class BudgetWatch:
     minutes: float
     tokens_seen: int = 0
     exhausted: str | None = None
-    checks: list[str] = field(default_factory=list)
 
     def wall_clock_left(self) -> bool:
         if time.monotonic() < self.deadline:

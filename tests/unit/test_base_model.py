@@ -66,6 +66,7 @@ def test_a_spec_without_a_base_model_is_written_as_before() -> None:
     # ... and inside the run's first event, whose hash covers what is stored.
     with command_context("tester", None):
         (registered,) = TrainingRun.register(uuid4(), spec, 48).collect_events()
+    assert isinstance(registered, TrainingRun.Registered)
     assert "baseModel" not in stored_state(registered)["spec"]
 
 
