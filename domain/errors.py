@@ -203,3 +203,9 @@ class TokenNameTakenError(LedgerError):
 
 class TokenRevokedError(LedgerError):
     code = "token_revoked"
+
+
+class BaseModelError(LedgerError):
+    """The base model an experiment names is not a model directory (SPEC §12)."""
+
+    code = "base_model_unusable"
