@@ -58,6 +58,9 @@ class ExperimentBody(RequestBody):
     dataset_export_path: str | None = None
     hyperparameters: dict[str, Any] = {}
     budget: dict[str, Any] = {}
+    base_model: str | None = Field(
+        None, description="A local model directory on the service's host (SPEC §12)."
+    )
 
 
 class ReasonBody(RequestBody):
@@ -101,6 +104,7 @@ async def create_experiment(
         tier=body.tier,
         hyperparameters=body.hyperparameters,
         budget=body.budget,
+        base_model=None if body.base_model is None else _absolute(body.base_model),
     )
 
     def work(ledger: TrainingLedger) -> Any:
