@@ -73,7 +73,7 @@ class Session:
 
 pass_session = click.make_pass_decorator(Session)
 
-RECORDING_VERBS = frozenset({"import"})
+RECORDING_VERBS = frozenset({"import", "import-seed"})
 """Verbs that record without an idempotency key; every other one that records takes one."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from trainledger.cli import (
     lifecycle_commands,
     query_commands,
+    seed_commands,
     store_commands,
     trainer_commands,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "lifecycle_commands",
     "main",
     "query_commands",
+    "seed_commands",
     "store_commands",
     "trainer_commands",
 ]

@@ -1,0 +1,155 @@
+"""The pieces of one `import-seed` attempt: the files as read, and what it records.
+
+A `SeedRecording` is one run of the import's unit-of-work body: it finds what
+the ledger holds under each seed id, triggers events inside a
+`command_context` whose clock tells the seed's time of the record, and keeps
+the events in the order they happened (`emit`), with the reservations, the
+counts and the gaps of the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from trainledger.domain.aggregate import command_context
+from trainledger.domain.errors import CorruptStoreError, LedgerError
+from trainledger.domain.model import LedgerAggregate
+from trainledger.domain.seed import (
+    SEED_FILES,
+    TRAINING_REGISTRY,
+    Gaps,
+    SeedRefusedError,
+    SeedTraining,
+    read_training,
+)
+from trainledger.domain.seed_import import SEED_ACTOR, SeedFile
+from trainledger.service.ports import Reservation
+
+if TYPE_CHECKING:
+    from trainledger.service.ledger import TrainingLedger
+
+A = TypeVar("A", bound=LedgerAggregate)
+
+COUNTED = (
+    "runs",
+    "runStarts",
+    "runCompletions",
+    "runFailures",
+    "checkpoints",
+    "evals",
+    "deployabilityMarks",
+    "deployabilityRevocations",
+)
+"""What the report counts, recorded and already present, for the training registry."""
+
+
+@dataclass(frozen=True)
+class SeedWorkspace:
+    """A seed workspace as read: each registry file's bytes (None: missing)."""
+
+    location: str
+    """The workspace as the user named it (messages name files under it)."""
+    files: Mapping[str, bytes | None]
+
+    def label(self, relative: str) -> str:
+        return f"{self.location.rstrip('/')}/{relative}"
+
+    def described(self) -> list[SeedFile]:
+        return [
+            SeedFile(
+                path=path,
+                sha256=None if data is None else hashlib.sha256(data).hexdigest(),
+                size=None if data is None else len(data),
+            )
+            for path, data in ((p, self.files.get(p)) for p in SEED_FILES)
+        ]
+
+
+@dataclass
+class SeedContent:
+    """Every present file of a workspace, parsed and checked on its own."""
+
+    workspace: SeedWorkspace
+    training: SeedTraining | None
+
+    @classmethod
+    def read(cls, workspace: SeedWorkspace) -> SeedContent:
+        if all(workspace.files.get(path) is None for path in SEED_FILES):
+            raise SeedRefusedError(
+                f"{workspace.location}: no seed registry file found "
+                f"(looked for {', '.join(SEED_FILES)})"
+            )
+        data = workspace.files.get(TRAINING_REGISTRY)
+        training = None if data is None else read_training(workspace.label(TRAINING_REGISTRY), data)
+        return cls(workspace, training)
+
+
+@dataclass
+class Tally:
+    recorded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+    present: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+
+
+class SeedRecording:
+    """One attempt of the import's body: what is new, recorded in the order it happened."""
+
+    def __init__(self, ledger: TrainingLedger, content: SeedContent, now: datetime) -> None:
+        self.ledger = ledger
+        self.content = content
+        self.now = now
+        self.events: list[LedgerAggregate.Event] = []
+        self.reservations: list[Reservation] = []
+        self.tally = Tally()
+        self.gaps = Gaps()
+        self.loaded: dict[UUID, LedgerAggregate] = {}
+
+    # --- the ledger's side -------------------------------------------------
+
+    @contextmanager
+    def at(self, moment: datetime, what: str) -> Iterator[None]:
+        """Events triggered in the block take `moment`; a refusal by a rule names `what`."""
+        with command_context(SEED_ACTOR, None, clock=lambda: moment):
+            try:
+                yield
+            except SeedRefusedError:
+                raise
+            except LedgerError as error:
+                raise SeedRefusedError(f"{what}: {error.message}") from None
+
+    def emit(self, *aggregates: LedgerAggregate) -> None:
+        """Take the events just triggered on these aggregates, in this order, for the append."""
+        for aggregate in aggregates:
+            self.events.extend(cast("Sequence[LedgerAggregate.Event]", aggregate.collect_events()))
+            self.loaded[aggregate.id] = aggregate
+
+    def find(self, aggregate_id: UUID, kind: type[A], what: str) -> A | None:
+        """The aggregate the ledger holds under this id (None: none); another kind refuses."""
+        aggregate = self.loaded.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self.ledger.unit_of_work.load(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+            except (ValueError, KeyError) as error:
+                raise CorruptStoreError(
+                    f"stored events of {aggregate_id} cannot be read ({type(error).__name__}); "
+                    "run `trainledger verify`"
+                ) from None
+            self.loaded[aggregate_id] = aggregate
+        if not isinstance(aggregate, kind):
+            raise SeedRefusedError(
+                f"{what}: the ledger holds {aggregate_id} as a {type(aggregate).__name__}, "
+                f"not a {kind.__name__}"
+            )
+        return aggregate
+
+    def count(self, key: str, *, present: bool = False) -> None:
+        (self.tally.present if present else self.tally.recorded)[key] += 1
