@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainledger.domain.errors import ValidationError
-from trainledger.domain.seed import SEED_FILES, SeedRefusedError
+from trainledger.domain.seed_vocabulary import SEED_FILES, SeedRefusedError
 from trainledger.service.seed_import import SeedWorkspace
 
 
@@ -29,4 +29,4 @@ def read_seed_workspace(location: str) -> SeedWorkspace:
             raise SeedRefusedError(
                 f"{workspace.label(relative)}: cannot be read ({error.strerror})"
             ) from None
-    return SeedWorkspace(location, files)
+    return SeedWorkspace(location, files, resolved=str(root.resolve()))

@@ -73,7 +73,7 @@ class Session:
 
 pass_session = click.make_pass_decorator(Session)
 
-RECORDING_VERBS = frozenset({"import", "import-seed"})
+RECORDING_VERBS = frozenset({"import"})
 """Verbs that record without an idempotency key; every other one that records takes one."""
 
 

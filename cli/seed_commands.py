@@ -31,23 +31,25 @@ def import_seed(session: Session, workspace: str, dry_run: bool) -> None:
     ids and times (actor seed-import). A corrupt file refuses the whole import; the same
     files again record nothing; a later version records only what is new.
     """
-    # Imported here: the seed's models cost every other verb's start-up.
     from trainledger.adapters.seed_files import read_seed_workspace
     from trainledger.adapters.store import open_ledger
     from trainledger.domain.errors import NoLedgerError
+    from trainledger.service.seed_import import check_workspace
     from trainledger.service.seed_import import import_seed as record_seed
 
     seed = read_seed_workspace(workspace)
-    if not dry_run:
-        report = record_seed(session.ledger, seed, imported_by=session.actor)
-        session.emit(report, seed_text)
-        return
-    try:  # a dry run never creates a store: one that does not exist yet is empty
+    content = None
+    try:
         ledger = open_ledger(session.store, create=False)
     except NoLedgerError:
-        ledger = open_ledger("memory://")
+        # No store yet: the files are checked before one is created (a refusal leaves
+        # none), and a dry run plans on an empty ledger, never creating one.
+        content = check_workspace(seed)
+        ledger = open_ledger("memory://" if dry_run else session.store)
     try:
-        report = record_seed(ledger, seed, imported_by=session.actor, dry_run=True)
+        report = record_seed(
+            ledger, seed, imported_by=session.actor, dry_run=dry_run, content=content
+        )
     finally:
         ledger.close()
     session.emit(report, seed_text)

@@ -40,42 +40,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import pydantic
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from trainledger.domain.errors import ImportRefusedError
+from trainledger.domain.seed_vocabulary import SeedRefusedError, ledger_id
 from trainledger.domain.vocabulary import EvalMode, RunStatus, Verdict
-
-TRAINING_REGISTRY = ".state/nocturnal/training-registry.json"
-DEPLOYMENT_REGISTRY = ".state/nocturnal/deployment-registry.json"
-PROMOTION_REGISTRY = "promotion-registry.json"
-SHADOW_REGISTRY = "shadow-registry.json"
-SEED_FILES = (TRAINING_REGISTRY, DEPLOYMENT_REGISTRY, PROMOTION_REGISTRY, SHADOW_REGISTRY)
-"""The seed's registry files, relative to its workspace (where it wrote them)."""
-
-SEED_ID_NAMESPACE = UUID("6a1f3e9c-7b2d-4c5a-8e0f-1d9b4a6c2e73")
-
-
-class SeedRefusedError(ImportRefusedError):
-    """A seed file cannot be imported (its path and the reason); nothing was written."""
-
-    code = "seed_refused"
-
-
-def ledger_id(kind: str, seed_id: str) -> UUID:
-    """The ledger's id of a seed record: the seed's own UUID, in its canonical spelling.
-
-    An id that is not a UUID (the seed wrote none such, but files are edited)
-    is mapped to the same UUID every time: uuid5 of `kind/id` in
-    `SEED_ID_NAMESPACE`; the import's report lists each mapping.
-    """
-    try:
-        return UUID(seed_id)
-    except ValueError:
-        return uuid5(SEED_ID_NAMESPACE, f"{kind}/{seed_id}")
-
 
 Id = Annotated[str, Field(min_length=1)]
 
@@ -146,7 +117,11 @@ def parse_file(label: str, data: bytes, model: type[F]) -> tuple[F, dict[str, An
         raise SeedRefusedError(f"{label}: the file is empty (the seed would have read it as empty)")
     try:
         raw = json.loads(data)
-    except (ValueError, RecursionError) as error:
+    except json.JSONDecodeError as error:
+        cut = error.pos >= len(error.doc.rstrip())
+        hint = "; the file ends before its JSON does (truncated?)" if cut else ""
+        raise SeedRefusedError(f"{label}: not valid JSON ({error}{hint})") from None
+    except (ValueError, RecursionError) as error:  # not UTF-8, nested too deep
         raise SeedRefusedError(f"{label}: not valid JSON ({error})") from None
     if not isinstance(raw, dict):
         raise SeedRefusedError(
@@ -263,6 +238,9 @@ class SeedTraining:
     evals_of: dict[str, list[SeedEval]] = field(default_factory=dict)
     """Each checkpoint's evals (by its seed id), in the order the seed attached them."""
     checkpoints_of: dict[str, list[SeedCheckpoint]] = field(default_factory=dict)
+    eval_index: dict[str, int] = field(default_factory=dict)
+    listed_by: dict[str, str] = field(default_factory=dict)
+    """Each checkpoint listed in a run's `checkpointIds`, with that run."""
     unlisted: set[str] = field(default_factory=set)
     """Checkpoints their run's `checkpointIds` does not list (kept: `trainRunId` links them)."""
 
@@ -292,6 +270,7 @@ def read_training(label: str, data: bytes) -> SeedTraining:
     refuse_duplicates(label, "evalSummaries", "evalId", (e.evalId for e in training.evals), None)
     training.run_index = {run.trainRunId: i for i, run in enumerate(training.runs)}
     training.checkpoint_index = {c.checkpointId: i for i, c in enumerate(training.checkpoints)}
+    training.eval_index = {e.evalId: i for i, e in enumerate(training.evals)}
     for index, run in enumerate(training.runs):
         _check_run(training, index, run)
     for index, checkpoint in enumerate(training.checkpoints):
@@ -316,6 +295,9 @@ def _check_run(training: SeedTraining, index: int, run: SeedRun) -> None:
     for listed in run.checkpointIds or []:
         if listed not in training.checkpoint_index:
             raise SeedRefusedError(f"{at}: checkpointIds names {listed}, which is not registered")
+        lister = training.listed_by.setdefault(listed, run.trainRunId)
+        if lister != run.trainRunId:
+            raise SeedRefusedError(f"{at}: checkpointIds names {listed}, also listed by {lister}")
 
 
 def _check_checkpoint(training: SeedTraining, index: int, checkpoint: SeedCheckpoint) -> None:
@@ -333,14 +315,13 @@ def _check_checkpoint(training: SeedTraining, index: int, checkpoint: SeedCheckp
         refuse_before(
             f"{at}: its run's completedAt", run.completedAt, checkpoint.createdAt, "its createdAt"
         )
-    listed = run.checkpointIds
-    if listed is not None and checkpoint.checkpointId not in listed:
+    lister = training.listed_by.get(checkpoint.checkpointId)
+    if lister is not None and lister != run.trainRunId:
+        raise SeedRefusedError(
+            f"{at}: listed by run {lister}, but its trainRunId is {run.trainRunId}"
+        )
+    if lister is None and run.checkpointIds is not None:
         training.unlisted.add(checkpoint.checkpointId)
-    for other in training.runs:
-        if other is not run and checkpoint.checkpointId in (other.checkpointIds or []):
-            raise SeedRefusedError(
-                f"{at}: listed by run {other.trainRunId}, but its trainRunId is {run.trainRunId}"
-            )
     training.checkpoints_of.setdefault(run.trainRunId, []).append(checkpoint)
 
 
@@ -374,7 +355,7 @@ def _check_eval_link(training: SeedTraining, index: int, checkpoint: SeedCheckpo
         return
     at = where(training.label, "checkpoints", index, "checkpointId", checkpoint.checkpointId)
     evals = training.evals_of.get(checkpoint.checkpointId, [])
-    if ref not in {e.evalId for e in training.evals}:
+    if ref not in training.eval_index:
         raise SeedRefusedError(f"{at}: lastEvalSummaryRef {ref} is not an eval summary")
     if not evals or evals[-1].evalId != ref:
         latest = evals[-1].evalId if evals else "none"

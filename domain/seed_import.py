@@ -14,17 +14,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-from uuid import UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainledger.domain.aggregate import LedgerAggregate
-
-SEED_IMPORT_NAMESPACE = UUID("0f5b7a8e-2d4c-4b1e-9a6f-3c8d2e1b7f40")
-SEED_ACTOR = "seed-import"
-"""The actor of every event recorded from the seed's files."""
+from trainledger.domain.seed_vocabulary import seed_import_id
 
 
 class SeedSpec(BaseModel):
@@ -53,12 +48,6 @@ class SeedFile(BaseModel):
     sha256: str | None
     """None: the file was missing."""
     size: int | None
-
-
-def seed_import_id(digests: Mapping[str, str | None]) -> UUID:
-    """The id of the import of exactly these files (relative path → sha256, None if missing)."""
-    listing = "\n".join(f"{path} {digest or '-'}" for path, digest in sorted(digests.items()))
-    return uuid5(SEED_IMPORT_NAMESPACE, f"seed-import\n{listing}")
 
 
 class SeedImport(LedgerAggregate):

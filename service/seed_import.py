@@ -32,27 +32,50 @@ writes nothing.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
-from trainledger.domain.aggregate import command_context
-from trainledger.domain.model import LedgerAggregate
-from trainledger.domain.seed import id_mappings
-from trainledger.domain.seed_import import SEED_ACTOR, SeedFile, SeedImport, seed_import_id
+from trainledger.domain.seed_vocabulary import SEED_FILES, seed_import_id
 from trainledger.domain.views import iso
-from trainledger.service.ports import Reservation
-from trainledger.service.seed_recording import SeedContent, SeedRecording, SeedWorkspace
-from trainledger.service.seed_training import record_training
 from trainledger.service.unit_of_work import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from trainledger.service.ledger import TrainingLedger
+    from trainledger.service.seed_recording import SeedContent
 
-__all__ = ["SeedWorkspace", "import_seed"]
+
+@dataclass(frozen=True)
+class SeedWorkspace:
+    """A seed workspace as read: each registry file's bytes (None: missing)."""
+
+    location: str
+    """The workspace as the user named it (messages name files under it)."""
+    files: Mapping[str, bytes | None]
+    resolved: str | None = None
+    """Its absolute path, as the import records it (default: `location`)."""
+
+    def label(self, relative: str) -> str:
+        return f"{self.location.rstrip('/')}/{relative}"
+
+    def digests(self) -> dict[str, str | None]:
+        """Each registry file's sha256 (None: missing), by its path in the workspace."""
+        return {
+            path: None if data is None else hashlib.sha256(data).hexdigest()
+            for path, data in ((p, self.files.get(p)) for p in SEED_FILES)
+        }
+
+    def files_document(self, digests: Mapping[str, str | None]) -> list[dict[str, Any]]:
+        return [
+            {
+                "path": path,
+                "present": digest is not None,
+                "sha256": digest,
+                "size": None if (data := self.files.get(path)) is None else len(data),
+            }
+            for path, digest in digests.items()
+        ]
 
 
 def import_seed(
@@ -61,105 +84,72 @@ def import_seed(
     *,
     imported_by: str,
     dry_run: bool = False,
+    content: SeedContent | None = None,
 ) -> Outcome:
-    """Record a seed workspace's registries as history (see the module doc): all or nothing."""
-    content = SeedContent.read(workspace)
-    files = workspace.described()
-    import_id = seed_import_id({f.path: f.sha256 for f in files})
-    earlier = _earlier_import(ledger, import_id)
+    """Record a seed workspace's registries as history (see the module doc): all or nothing.
+
+    Files whose digests an earlier import recorded are not read again: they
+    were checked and recorded then (and the models are not even loaded).
+    `content`: the files already checked (`check_workspace`).
+    """
+    digests = workspace.digests()
+    earlier = _earlier_import(ledger, seed_import_id(digests))
     if earlier is not None:
-        return _nothing_new(workspace, files, dry_run, earlier)
+        return _nothing_new(workspace, digests, dry_run, earlier)
+    # Imported here: the models cost a repeat its answer's time.
+    from trainledger.service.seed_recording import record_workspace
 
-    def body() -> tuple[Sequence[LedgerAggregate.Event], Outcome, list[Reservation]]:
-        recording = SeedRecording(ledger, content, ledger.now())
-        if content.training is not None:
-            record_training(recording, content.training)
-        report = _report(workspace, files, recording, dry_run)
-        if not recording.events:
-            return [], {**report, "nothingNew": True, "importId": None, "importedAt": None}, []
-        with command_context(SEED_ACTOR, None, clock=lambda: recording.now):
-            record = SeedImport.record(
-                workspace.location,
-                files,
-                imported_by,
-                {k: report[k] for k in ("recorded", "alreadyPresent", "gaps", "idMap")},
-            )
-        recording.emit(record)
-        outcome = {
-            **report,
-            "importId": str(record.id),
-            "importedAt": iso(record.created_on),
-            "events": len(recording.events),
-        }
-        return recording.events, outcome, recording.reservations
-
-    if dry_run:
-        with command_context(SEED_ACTOR, None, clock=ledger.clock):
-            _, outcome, _ = body()
-        return outcome
-    return ledger.unit_of_work.run("import-seed", {}, SEED_ACTOR, None, body)
+    return record_workspace(
+        ledger, workspace, digests, imported_by=imported_by, dry_run=dry_run, content=content
+    )
 
 
-def _earlier_import(ledger: TrainingLedger, import_id: UUID) -> SeedImport | None:
-    try:
-        record = ledger.unit_of_work.load(import_id)
-    except AggregateNotFoundError:
+def check_workspace(workspace: SeedWorkspace) -> SeedContent:
+    """Parse and check every file of the workspace, recording nothing (`SeedRefusedError`)."""
+    from trainledger.service.seed_recording import SeedContent
+
+    return SeedContent.read(workspace)
+
+
+def _earlier_import(ledger: TrainingLedger, import_id: Any) -> dict[str, Any] | None:
+    """The stored state of the import of these files, if one recorded it."""
+    stored = ledger.recorder.select_events(import_id, limit=1)
+    if not stored:
         return None
-    return record if isinstance(record, SeedImport) else None
-
-
-def _files_document(files: list[SeedFile]) -> list[dict[str, Any]]:
-    return [
-        {"path": f.path, "present": f.sha256 is not None, "sha256": f.sha256, "size": f.size}
-        for f in files
-    ]
-
-
-def _report(
-    workspace: SeedWorkspace, files: list[SeedFile], recording: SeedRecording, dry_run: bool
-) -> Outcome:
-    for file in files:
-        if file.sha256 is None:
-            recording.gaps.add("file", file.path, "file", "missing; skipped")
-    training = recording.content.training
-    id_map: dict[str, str] = {}
-    if training is not None:
-        id_map.update(id_mappings("run", (r.trainRunId for r in training.runs)))
-        id_map.update(id_mappings("checkpoint", (c.checkpointId for c in training.checkpoints)))
-    recorded = recording.tally.recorded
-    return {
-        "workspace": workspace.location,
-        "dryRun": dry_run,
-        "nothingNew": False,
-        "files": _files_document(files),
-        "recorded": recorded,
-        "alreadyPresent": recording.tally.present,
-        "gaps": recording.gaps.documents(),
-        "idMap": id_map,
-        "importedAt": iso(recording.now),
-        "events": len(recording.events),
-    }
+    state: dict[str, Any] = ledger.state_codec.decode_state(stored[0].state)
+    state["id"] = str(import_id)
+    return state
 
 
 def _nothing_new(
-    workspace: SeedWorkspace, files: list[SeedFile], dry_run: bool, earlier: SeedImport
+    workspace: SeedWorkspace,
+    digests: Mapping[str, str | None],
+    dry_run: bool,
+    earlier: dict[str, Any],
 ) -> Outcome:
-    report = earlier.report
+    report = earlier.get("report", {})
+    recorded, present = report.get("recorded", {}), report.get("alreadyPresent", {})
     return {
         "workspace": workspace.location,
         "dryRun": dry_run,
         "nothingNew": True,
-        "files": _files_document(files),
-        "recorded": dict.fromkeys(report.get("recorded", {}), 0),
-        "alreadyPresent": {
-            key: report.get("recorded", {}).get(key, 0) + count
-            for key, count in report.get("alreadyPresent", {}).items()
-        },
+        "files": workspace.files_document(digests),
+        "recorded": dict.fromkeys(recorded, 0),
+        "alreadyPresent": {key: recorded.get(key, 0) + present.get(key, 0) for key in recorded},
         "gaps": [],
         "idMap": report.get("idMap", {}),
         "importId": None,
         "importedAt": None,
         "events": 0,
-        "sameFilesImportedAs": str(earlier.id),
-        "sameFilesImportedAt": iso(earlier.created_on),
+        "sameFilesImportedAs": earlier["id"],
+        "sameFilesImportedAt": iso_text(earlier.get("timestamp")),
     }
+
+
+def iso_text(stored: Any) -> str | None:
+    """A stored timestamp as the ledger prints it (`...Z`)."""
+    if not isinstance(stored, str):
+        return None
+    from datetime import datetime
+
+    return iso(datetime.fromisoformat(stored))

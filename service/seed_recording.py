@@ -9,12 +9,11 @@ counts and the gaps of the report.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -22,16 +21,18 @@ from eventsourcing.application import AggregateNotFoundError
 from trainledger.domain.aggregate import command_context
 from trainledger.domain.errors import CorruptStoreError, LedgerError
 from trainledger.domain.model import LedgerAggregate
-from trainledger.domain.seed import (
+from trainledger.domain.seed import Gaps, SeedTraining, id_mappings, read_training
+from trainledger.domain.seed_import import SeedFile, SeedImport
+from trainledger.domain.seed_vocabulary import (
+    SEED_ACTOR,
     SEED_FILES,
     TRAINING_REGISTRY,
-    Gaps,
     SeedRefusedError,
-    SeedTraining,
-    read_training,
 )
-from trainledger.domain.seed_import import SEED_ACTOR, SeedFile
+from trainledger.domain.views import iso
 from trainledger.service.ports import Reservation
+from trainledger.service.seed_import import SeedWorkspace
+from trainledger.service.unit_of_work import Outcome
 
 if TYPE_CHECKING:
     from trainledger.service.ledger import TrainingLedger
@@ -51,28 +52,6 @@ COUNTED = (
 """What the report counts, recorded and already present, for the training registry."""
 
 
-@dataclass(frozen=True)
-class SeedWorkspace:
-    """A seed workspace as read: each registry file's bytes (None: missing)."""
-
-    location: str
-    """The workspace as the user named it (messages name files under it)."""
-    files: Mapping[str, bytes | None]
-
-    def label(self, relative: str) -> str:
-        return f"{self.location.rstrip('/')}/{relative}"
-
-    def described(self) -> list[SeedFile]:
-        return [
-            SeedFile(
-                path=path,
-                sha256=None if data is None else hashlib.sha256(data).hexdigest(),
-                size=None if data is None else len(data),
-            )
-            for path, data in ((p, self.files.get(p)) for p in SEED_FILES)
-        ]
-
-
 @dataclass
 class SeedContent:
     """Every present file of a workspace, parsed and checked on its own."""
@@ -82,6 +61,7 @@ class SeedContent:
 
     @classmethod
     def read(cls, workspace: SeedWorkspace) -> SeedContent:
+        """Parse and check every present file; `SeedRefusedError` names the first fault."""
         if all(workspace.files.get(path) is None for path in SEED_FILES):
             raise SeedRefusedError(
                 f"{workspace.location}: no seed registry file found "
@@ -153,3 +133,75 @@ class SeedRecording:
 
     def count(self, key: str, *, present: bool = False) -> None:
         (self.tally.present if present else self.tally.recorded)[key] += 1
+
+
+def record_workspace(
+    ledger: TrainingLedger,
+    workspace: SeedWorkspace,
+    digests: Mapping[str, str | None],
+    *,
+    imported_by: str,
+    dry_run: bool,
+    content: SeedContent | None = None,
+) -> Outcome:
+    """Check every file (unless `content` holds them checked), then record what is new in
+    one append (or, `dry_run`, nothing)."""
+    from trainledger.service.seed_training import record_training
+
+    content = content or SeedContent.read(workspace)
+    files = [
+        SeedFile(path=f["path"], sha256=f["sha256"], size=f["size"])
+        for f in workspace.files_document(digests)
+    ]
+
+    def body() -> tuple[Sequence[LedgerAggregate.Event], Outcome, list[Reservation]]:
+        recording = SeedRecording(ledger, content, ledger.now())
+        if content.training is not None:
+            record_training(recording, content.training)
+        report = _report(workspace, digests, recording, dry_run)
+        if not recording.events:
+            return [], {**report, "nothingNew": True, "importId": None, "importedAt": None}, []
+        with command_context(SEED_ACTOR, None, clock=lambda: recording.now):
+            record = SeedImport.record(
+                workspace.resolved or workspace.location,
+                files,
+                imported_by,
+                {k: report[k] for k in ("recorded", "alreadyPresent", "gaps", "idMap")},
+            )
+        recording.emit(record)
+        outcome = {**report, "importId": str(record.id), "events": len(recording.events)}
+        return recording.events, outcome, recording.reservations
+
+    if dry_run:
+        with command_context(SEED_ACTOR, None, clock=ledger.clock):
+            _, outcome, _ = body()
+        return outcome
+    return ledger.unit_of_work.run("import-seed", {}, SEED_ACTOR, None, body)
+
+
+def _report(
+    workspace: SeedWorkspace,
+    digests: Mapping[str, str | None],
+    recording: SeedRecording,
+    dry_run: bool,
+) -> dict[str, Any]:
+    for path, digest in digests.items():
+        if digest is None:
+            recording.gaps.add("file", path, "", "missing; skipped")
+    training = recording.content.training
+    id_map: dict[str, str] = {}
+    if training is not None:
+        id_map.update(id_mappings("run", (r.trainRunId for r in training.runs)))
+        id_map.update(id_mappings("checkpoint", (c.checkpointId for c in training.checkpoints)))
+    return {
+        "workspace": workspace.location,
+        "dryRun": dry_run,
+        "nothingNew": False,
+        "files": workspace.files_document(digests),
+        "recorded": recording.tally.recorded,
+        "alreadyPresent": recording.tally.present,
+        "gaps": recording.gaps.documents(),
+        "idMap": id_map,
+        "importedAt": iso(recording.now),
+        "events": len(recording.events),
+    }

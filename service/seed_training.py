@@ -20,13 +20,12 @@ from trainledger.domain.model import Checkpoint, TrainingRun
 from trainledger.domain.seed import (
     SeedCheckpoint,
     SeedEval,
-    SeedRefusedError,
     SeedRun,
     SeedTraining,
-    ledger_id,
     unknown_field_gaps,
 )
-from trainledger.domain.seed_import import SEED_ACTOR, SeedSpec
+from trainledger.domain.seed_import import SeedSpec
+from trainledger.domain.seed_vocabulary import SEED_ACTOR, SeedRefusedError, ledger_id
 from trainledger.service.ports import EVAL_ID, Reservation
 from trainledger.service.seed_recording import SeedRecording
 
@@ -215,7 +214,7 @@ class CheckpointImport:
 
     def attach(self, checkpoint: Checkpoint, seed: SeedEval) -> None:
         recording = self.recording
-        index = self.training.evals.index(seed)
+        index = self.training.eval_index[seed.evalId]
         where = f"{self.training.label}: evalSummaries[{index}] (evalId {seed.evalId})"
         summary = self.summary(checkpoint, seed)
         if summary is None:
