@@ -8,6 +8,7 @@ does.
 from __future__ import annotations
 
 from trainledger.cli import (
+    deploy_commands,
     lifecycle_commands,
     query_commands,
     seed_commands,
@@ -18,6 +19,7 @@ from trainledger.cli.app import cli, main
 
 __all__ = [
     "cli",
+    "deploy_commands",
     "lifecycle_commands",
     "main",
     "query_commands",

@@ -48,6 +48,31 @@ def decision_line(change: dict[str, Any]) -> str:
     return f"{change['timestamp']} {what} by {change['actor']}{basis}{reason}"
 
 
+def check_text(check: dict[str, Any]) -> str:
+    """One gate check: its name, measured value, threshold and verdict."""
+    verdict = "pass" if check["passed"] else "FAIL"
+    return f"{check['name']} {check['value']:.6g} vs {check['threshold']:.6g} {verdict}"
+
+
+def promotion_line(decision: dict[str, Any]) -> str:
+    """One promotion decision: when, what it made the state, by whom, on what evidence."""
+    basis = f" on eval {decision['evalId']}" if decision.get("evalId") else ""
+    evidence = f" ({decision['evidence']} evidence)" if decision.get("evidence") else ""
+    words = decision.get("note") or decision.get("reason")
+    said = f": {words}" if words else ""
+    return (
+        f"{decision['timestamp']} {decision['kind']} -> {decision['state']} by "
+        f"{decision['actor']}{basis}{evidence}{said}"
+    )
+
+
+def binding_line(binding: dict[str, Any]) -> str:
+    """One binding of a checkpoint to a profile."""
+    active = "  [active]" if binding.get("active") else ""
+    how = "bound" if binding["kind"] == "bind" else "rolled back"
+    return f"{binding['boundAt']} {how} to {binding['profile']} by {binding['boundBy']}{active}"
+
+
 Branches = list[tuple[str, list[Any]]]
 """A text tree's children: each a line and its own children."""
 
@@ -117,6 +142,15 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
     children.append(("evals" if evals else "evals: none", evals))
     decisions: Branches = [(decision_line(c), []) for c in lineage["deployabilityHistory"]]
     children.append(("deployability" if decisions else "deployability: never decided", decisions))
+    promotion = lineage.get("promotion") or {}
+    steps: Branches = [
+        (promotion_line(d), [(check_text(c), []) for c in d["checks"]])
+        for d in promotion.get("decisions", [])
+    ]
+    promoted = promotion.get("state")
+    children.append((f"promotion: {promoted}" if promoted else "promotion: never evaluated", steps))
+    bindings: Branches = [(binding_line(b), []) for b in lineage.get("bindings", [])]
+    children.append(("deployments" if bindings else "deployments: never bound", bindings))
     label = (
         f"checkpoint {checkpoint['checkpointId']} ({checkpoint['targetModelFamily']})  "
         f"{state}{as_of}"
@@ -191,6 +225,34 @@ def _lineage_nodes(
         edges.append(("checkpoint", node, "decision", False))
         if change.get("evalId") in eval_nodes:
             edges.append((eval_nodes[change["evalId"]], node, "on", True))
+    promotion = lineage.get("promotion") or {}
+    if promotion.get("state"):
+        last = promotion["decisions"][-1]
+        nodes.append(
+            (
+                "promotion",
+                [f"promotion {promotion['state']}", f"by {last['actor']}", last["timestamp"]],
+            )
+        )
+        edges.append(("checkpoint", "promotion", "gate", False))
+        if last.get("evalId") in eval_nodes:
+            edges.append((eval_nodes[last["evalId"]], "promotion", "on", True))
+    for i, binding in enumerate(lineage.get("bindings", [])):
+        node = f"binding{i}"
+        how = "bound" if binding["kind"] == "bind" else "rolled back"
+        active = ["active"] if binding.get("active") else []
+        nodes.append(
+            (
+                node,
+                [
+                    f"{how} to {binding['profile']}",
+                    f"by {binding['boundBy']}",
+                    binding["boundAt"],
+                    *active,
+                ],
+            )
+        )
+        edges.append(("checkpoint", node, "deployed", False))
     return nodes, edges
 
 

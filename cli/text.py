@@ -171,7 +171,7 @@ def reconcile_text(report: dict[str, Any]) -> list[str]:
 # --- queries: lists, stats, impact, lineage ------------------------------------
 
 
-def _table(headers: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> list[str]:
+def table(headers: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> list[str]:
     cells = [["-" if value is None else str(value) for value in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
 
@@ -189,7 +189,7 @@ def runs_text(document: dict[str, Any]) -> list[str]:
     runs = document["runs"]
     if not runs:
         return ["no runs"]
-    return _table(
+    return table(
         ("trainRunId", "status", "family", "dataset", "created", "checkpoints"),
         (
             (
@@ -209,7 +209,7 @@ def checkpoints_text(document: dict[str, Any]) -> list[str]:
     checkpoints = document["checkpoints"]
     if not checkpoints:
         return ["no checkpoints"]
-    return _table(
+    return table(
         ("checkpointId", "trainRunId", "family", "deployable", "currentEval", "created"),
         (
             (
@@ -229,7 +229,7 @@ def evals_text(document: dict[str, Any]) -> list[str]:
     evals = document["evals"]
     if not evals:
         return ["no evals"]
-    return _table(
+    return table(
         ("evalId", "checkpointId", "benchmark", "verdict", "delta", "mode", "attached"),
         (
             (

@@ -13,24 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from trainledger.domain.aggregate import LedgerAggregate
 from trainledger.domain.errors import DeploymentRefusedError, ValidationError
 from trainledger.domain.experiment import family_suits_profile
+from trainledger.domain.ids import slot_id
 from trainledger.domain.model import Checkpoint
 from trainledger.domain.promotion import BINDABLE_STATES, Promotion
 from trainledger.domain.shadow import require_profile
 from trainledger.domain.vocabulary import WorkerProfile
 
 BindingKind = Literal["bind", "rollback"]
-
-SLOT_NAMESPACE = UUID("b7e6d1a4-3c2f-4e8b-a9d5-0f6c1e2b3a47")
-
-
-def slot_id(profile: str) -> UUID:
-    """The id of a profile's deployment slot."""
-    return uuid5(SLOT_NAMESPACE, f"deployment-slot/{profile}")
 
 
 @dataclass(frozen=True)
@@ -202,9 +196,11 @@ class DeploymentSlot(LedgerAggregate):
             kind="rollback",
         )
 
-    def enable_routing(self, checkpoint: Checkpoint, promotion: Promotion | None) -> None:
-        """Route work to the active checkpoint, if it is still deployable and not rejected."""
-        active = self._require_active(checkpoint)
+    def require_routable(self, checkpoint: Checkpoint, promotion: Promotion | None) -> UUID:
+        """Refuse to route unless the active checkpoint is still deployable and not rejected."""
+        active = self.require_active()
+        if checkpoint.id != active:
+            raise ValueError("routing needs the slot's active checkpoint")
         if self.routing_enabled:
             raise DeploymentRefusedError(f"routing of {self.profile} is already enabled")
         if not checkpoint.deployable:
@@ -217,6 +213,11 @@ class DeploymentSlot(LedgerAggregate):
                 f"cannot enable routing of {self.profile}: the promotion of its checkpoint "
                 f"{active} is rejected"
             )
+        return active
+
+    def enable_routing(self, checkpoint: Checkpoint, promotion: Promotion | None) -> None:
+        """Route work to the active checkpoint, if it is still deployable and not rejected."""
+        active = self.require_routable(checkpoint, promotion)
         self._trigger(self.RoutingEnabled, profile=self.profile, checkpoint_id=active)
 
     def disable_routing(self, reason: str) -> None:
@@ -238,10 +239,38 @@ class DeploymentSlot(LedgerAggregate):
         self.disable_routing(reason)
         return True
 
-    def _require_active(self, checkpoint: Checkpoint) -> UUID:
+    def require_active(self) -> UUID:
+        """The active checkpoint's id; refused when the slot has none."""
         active = self.active_checkpoint_id
         if active is None:
             raise DeploymentRefusedError(f"{self.profile} has no bound checkpoint")
-        if checkpoint.id != active:
-            raise ValueError("routing needs the slot's active checkpoint")
         return active
+
+
+def after_deployability_loss(
+    checkpoint: Checkpoint,
+    promotion: Promotion | None,
+    slots: list[DeploymentSlot],
+    *,
+    revoked: str | None,
+    failed_eval: str | None,
+) -> list[LedgerAggregate]:
+    """What a revoke or a failing eval does beyond the checkpoint, in the same append.
+
+    A failing eval (`failed_eval`) or a revoke of deployability (`revoked`,
+    its reason) rejects the checkpoint's promotion; a revoke also disables
+    the routing of every slot whose active checkpoint it is (SPEC §9.1, §9.3).
+    Returns the aggregates that changed.
+    """
+    changed: list[LedgerAggregate] = []
+    if revoked is not None:
+        because = f"deployability of checkpoint {checkpoint.id} revoked: {revoked}"
+    elif failed_eval is not None:
+        because = f"eval {failed_eval} of checkpoint {checkpoint.id} failed"
+    else:
+        return changed
+    if promotion is not None and promotion.reject_after(because, eval_id=failed_eval):
+        changed.append(promotion)
+    if revoked is not None:
+        changed.extend(slot for slot in slots if slot.disable_routing_after(checkpoint.id, because))
+    return changed

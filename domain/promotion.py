@@ -18,18 +18,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal, get_args
-from uuid import UUID, uuid5
+from typing import Any, ClassVar, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from trainledger.domain.aggregate import LedgerAggregate
 from trainledger.domain.errors import PromotionRefusedError, ValidationError
+from trainledger.domain.ids import promotion_id
 from trainledger.domain.model import Checkpoint
 from trainledger.domain.shadow_stats import MIN_SETTLED, ShadowEvidence
+from trainledger.domain.vocabulary import PromotionState
 
-PromotionState = Literal["rejected", "candidate_only", "shadow_ready", "promotable"]
-PROMOTION_STATES: tuple[str, ...] = get_args(PromotionState)
 Evidence = Literal["shadow", "eval"]
 BINDABLE_STATES = ("shadow_ready", "promotable")
 """The promotion states a deployment slot may bind (SPEC §9.3)."""
@@ -38,13 +38,6 @@ ARBITER_BASELINE = 0.15
 EXECUTABILITY_BASELINE = 0.10
 QUALITY_BASELINE = 0.70
 MIN_SHADOW_WINDOW = timedelta(hours=1)
-
-PROMOTION_NAMESPACE = UUID("5d0c2f63-4a51-4f0e-9b8e-7f1f3b6c2a10")
-
-
-def promotion_id(checkpoint_id: UUID) -> UUID:
-    """The id of a checkpoint's promotion aggregate."""
-    return uuid5(PROMOTION_NAMESPACE, f"promotion/{checkpoint_id}")
 
 
 class GateCheck(BaseModel):

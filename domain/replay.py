@@ -19,8 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
+from trainledger.domain.deployment import DeploymentSlot
 from trainledger.domain.errors import InvalidTransitionError, NotFoundError
+from trainledger.domain.ids import promotion_id
 from trainledger.domain.model import Checkpoint, DomainEvent, TrainingRun
+from trainledger.domain.promotion import Promotion
+from trainledger.domain.shadow import ShadowObservation
 
 
 def check_replay(aggregates: Mapping[UUID, Any], event: DomainEvent) -> None:
@@ -37,6 +41,81 @@ def check_replay(aggregates: Mapping[UUID, Any], event: DomainEvent) -> None:
         _check_run_event(aggregate, event, aggregates)
     elif isinstance(aggregate, Checkpoint):
         _check_checkpoint_event(aggregate, event, aggregates)
+    elif isinstance(event, ShadowObservation.Routed):
+        ShadowObservation.require_routable(
+            _checkpoint(aggregates, event.checkpoint_id), event.profile
+        )
+    elif isinstance(aggregate, ShadowObservation) and isinstance(event, ShadowObservation.Settled):
+        aggregate.require_settleable(event.outcome)
+    elif isinstance(aggregate, Promotion):
+        _check_promotion_event(aggregate, event, aggregates)
+    elif isinstance(aggregate, DeploymentSlot):
+        _check_slot_event(aggregate, event, aggregates)
+
+
+def _check_promotion_event(
+    promotion: Promotion, event: Any, aggregates: Mapping[UUID, Any]
+) -> None:
+    """What a stored decision must hold to: its checks agree with its state, and each step
+    goes where `Promotion` lets it (the shadow evidence it read is not in the log)."""
+    if getattr(event, "checkpoint_id", promotion.checkpoint_id) != promotion.checkpoint_id:
+        raise InvalidTransitionError(
+            f"promotion {promotion.id} decides on checkpoint {event.checkpoint_id}, "
+            f"not its own {promotion.checkpoint_id}"
+        )
+    if isinstance(event, Promotion.Evaluated):
+        failed = not all(check.passed for check in event.checks)
+        if failed != (event.state == "rejected"):
+            raise InvalidTransitionError(
+                f"promotion {promotion.id}: a decision of state {event.state} with "
+                f"{'failed' if failed else 'passed'} checks"
+            )
+    elif isinstance(event, Promotion.Advanced):
+        step = {"candidate_only": "shadow_ready", "shadow_ready": "promotable"}
+        if step.get(promotion.state or "") != event.state:
+            raise InvalidTransitionError(
+                f"promotion {promotion.id} advances from {promotion.state} to {event.state}"
+            )
+        if event.state == "promotable" and not all(check.passed for check in event.checks):
+            raise InvalidTransitionError(f"promotion {promotion.id} advanced on failed checks")
+    elif isinstance(event, Promotion.Rejected) and promotion.state == "rejected":
+        raise InvalidTransitionError(f"promotion {promotion.id} is rejected twice")
+
+
+def _check_slot_event(slot: DeploymentSlot, event: Any, aggregates: Mapping[UUID, Any]) -> None:
+    if getattr(event, "profile", slot.profile) != slot.profile:
+        raise InvalidTransitionError(f"slot {slot.id} of {slot.profile} names {event.profile}")
+    if isinstance(event, DeploymentSlot.Bound):
+        checkpoint = _checkpoint(aggregates, event.checkpoint_id)
+        if event.previous_checkpoint_id != slot.active_checkpoint_id:
+            raise InvalidTransitionError(
+                f"slot {slot.profile} records {event.previous_checkpoint_id} as replaced, "
+                f"but {slot.active_checkpoint_id} was active"
+            )
+        if event.kind == "bind":
+            promotion = aggregates.get(promotion_id(checkpoint.id))
+            slot.require_bindable(
+                checkpoint, promotion if isinstance(promotion, Promotion) else None
+            )
+        else:
+            slot.rollback_target(event.checkpoint_id)
+            if not checkpoint.deployable:
+                raise InvalidTransitionError(
+                    f"slot {slot.profile} rolls back to {checkpoint.id}, which is not deployable"
+                )
+    elif isinstance(event, DeploymentSlot.RoutingEnabled):
+        checkpoint = _checkpoint(aggregates, slot.require_active())
+        promotion = aggregates.get(promotion_id(checkpoint.id))
+        slot.require_routable(checkpoint, promotion if isinstance(promotion, Promotion) else None)
+    elif isinstance(event, DeploymentSlot.RoutingDisabled) and not slot.routing_enabled:
+        raise InvalidTransitionError(f"slot {slot.profile} disables routing that is off")
+
+
+def _checkpoint(aggregates: Mapping[UUID, Any], checkpoint_id: UUID) -> Checkpoint:
+    checkpoint = aggregates.get(checkpoint_id)
+    if not isinstance(checkpoint, Checkpoint):
+        raise NotFoundError(f"checkpoint {checkpoint_id} is not registered before it is named")
+    return checkpoint
 
 
 def _check_run_event(run: TrainingRun, event: Any, aggregates: Mapping[UUID, Any]) -> None:

@@ -68,12 +68,7 @@ class ShadowObservation(LedgerAggregate):
         task_fingerprint: str | None = None,
     ) -> ShadowObservation:
         """A pending observation of `checkpoint` serving `profile`."""
-        require_profile(profile)
-        if not family_suits_profile(checkpoint.family, profile):
-            raise ObservationRefusedError(
-                f"checkpoint {checkpoint.id} (family {checkpoint.family!r}) does not suit "
-                f"profile {profile}"
-            )
+        cls.require_routable(checkpoint, profile)
         if task_fingerprint is not None and not task_fingerprint.strip():
             raise ValidationError("a task fingerprint must not be empty")
         observation: ShadowObservation = cls._open(
@@ -84,6 +79,16 @@ class ShadowObservation(LedgerAggregate):
             task_fingerprint=task_fingerprint,
         )
         return observation
+
+    @staticmethod
+    def require_routable(checkpoint: Checkpoint, profile: str) -> None:
+        """Refuse an unknown profile, or one the checkpoint's family does not suit."""
+        require_profile(profile)
+        if not family_suits_profile(checkpoint.family, profile):
+            raise ObservationRefusedError(
+                f"checkpoint {checkpoint.id} (family {checkpoint.family!r}) does not suit "
+                f"profile {profile}"
+            )
 
     @property
     def settled(self) -> bool:

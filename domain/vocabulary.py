@@ -17,6 +17,7 @@ EvalMode = Literal["prompt_assisted", "reduced_prompt"]
 Verdict = Literal["pass", "fail", "compare_only"]
 ResultStatus = Literal["completed", "failed", "dry_run"]
 RunStatus = Literal["pending", "running", "completed", "failed"]
+PromotionState = Literal["rejected", "candidate_only", "shadow_ready", "promotable"]
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 HARDWARE_TIERS: tuple[str, ...] = get_args(HardwareTier)
@@ -26,6 +27,7 @@ EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
 VERDICTS: tuple[str, ...] = get_args(Verdict)
 RESULT_STATUSES: tuple[str, ...] = get_args(ResultStatus)
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+PROMOTION_STATES: tuple[str, ...] = get_args(PromotionState)
 
 ADAPTER_FORMAT: Literal["peft-adapter"] = "peft-adapter"
 FINGERPRINT_PATTERN = r"^[0-9a-f]{16}$"

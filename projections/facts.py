@@ -23,6 +23,13 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from trainledger.projections.deployment_facts import (
+    ObservationRecord,
+    PromotionFact,
+    SettlementFact,
+    SlotFact,
+)
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -256,6 +263,11 @@ class FactBatch:
     deployability: list[DeployabilityFact] = field(default_factory=list)
     deployability_updates: list[DeployabilityFact] = field(default_factory=list)
     """The deployability changes of checkpoints registered in earlier pages."""
+    promotions: list[PromotionFact] = field(default_factory=list)
+    slot_events: list[SlotFact] = field(default_factory=list)
+    observations: list[ObservationRecord] = field(default_factory=list)
+    settlements: list[SettlementFact] = field(default_factory=list)
+    """Applied after the observations: an observation settled in its own page too."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as plain tuples (log workers send batches, without the
@@ -282,6 +294,10 @@ _FACT_MAKERS: tuple[Callable[[Iterable[Any]], tuple[Any, ...]], ...] = (
     EvalFact._make,
     DeployabilityFact._make,
     DeployabilityFact._make,
+    PromotionFact._make,
+    SlotFact._make,
+    ObservationRecord._make,
+    SettlementFact._make,
 )
 """What makes the facts of each of `FactBatch`'s lists from plain tuples, in order."""
 
@@ -376,6 +392,8 @@ class Counts:
     checkpoints: int
     deployable_checkpoints: int
     evals_by_verdict: dict[str, int]
+    promotable_checkpoints: int = 0
+    routed_profiles: int = 0
 
 
 ViewDump = dict[str, list[tuple[object, ...]]]

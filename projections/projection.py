@@ -36,6 +36,7 @@ from eventsourcing.utils import get_topic
 
 from trainledger.domain.chain import stored_state
 from trainledger.domain.errors import CorruptStoreError
+from trainledger.projections.deployment_translations import DEPLOYMENT_TRANSLATIONS
 from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
@@ -288,6 +289,7 @@ TRANSLATIONS: dict[str, Translation[Any]] = {
     "domain.model:Checkpoint.DeployabilityRevoked": Translation(
         DeployabilityRevokedState, _deployability_revoked
     ),
+    **DEPLOYMENT_TRANSLATIONS,
 }
 """Every event the projection reads, by its topic as stored (each event class's
 `TOPIC`: a test checks the table against `domain.model`, the topics, read

@@ -33,6 +33,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from trainledger.domain.errors import ViewsInconsistentError
 from trainledger.domain.views import iso
+from trainledger.projections.deployment_read_model import DeploymentReadModel
 from trainledger.projections.documents import (
     checkpoint_document,
     eval_document,
@@ -77,7 +78,7 @@ def _cycle_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-class ProjectionReadModel:
+class ProjectionReadModel(DeploymentReadModel):
     """Implements `service.queries.ReadModel` on a `LedgerView`."""
 
     CATCH_UP_PAGE = 1000
@@ -258,6 +259,7 @@ class ProjectionReadModel:
             checkpoint = checkpoint_document(found[0], evals, reader.deployability([key], at))
             runs = reader.runs(ids=[found[0].run_id], as_of=at)
             run = self._run_documents(reader, runs, at)[0] if runs else None
+            deployment = self.lineage_parts(reader, key, at)
         spec = run["spec"] if run else {}
         return {
             "checkpointId": checkpoint["checkpointId"],
@@ -276,6 +278,7 @@ class ProjectionReadModel:
             "currentEval": checkpoint["currentEval"],
             "evals": [eval_document(e) for e in evals],
             "deployabilityHistory": checkpoint["deployabilityHistory"],
+            **deployment,
         }
 
     def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document:
@@ -365,6 +368,8 @@ class ProjectionReadModel:
             "totalEvals": sum(verdicts.values()),
             "passingEvals": verdicts.get("pass", 0) + verdicts.get("compare_only", 0),
             "failingEvals": verdicts.get("fail", 0),
+            "promotableCheckpoints": counts.promotable_checkpoints,
+            "routedProfiles": counts.routed_profiles,
         }
 
     def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:

@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
+from trainledger.domain.shadow_stats import ShadowCounts
+from trainledger.projections.deployment_facts import PromotionFact, SlotFact
 from trainledger.projections.facts import (
     CheckpointRecord,
     Counts,
@@ -114,6 +116,32 @@ class FactReader(ABC):
 
     @abstractmethod
     def counts(self, as_of: int | None) -> Counts: ...
+
+    # --- SPEC §9 -------------------------------------------------------------
+
+    @abstractmethod
+    def promotion_decisions(
+        self, checkpoint_ids: Sequence[str] | None, as_of: int | None
+    ) -> list[PromotionFact]:
+        """The promotion decisions of these checkpoints (None: all), by checkpoint and version."""
+
+    @abstractmethod
+    def slot_events(
+        self,
+        *,
+        profiles: Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        as_of: int | None = None,
+    ) -> list[SlotFact]:
+        """Slot events of these profiles (None: all), or those naming a checkpoint (as the
+        one bound or the one replaced), by profile and version."""
+
+    @abstractmethod
+    def shadow_counts(
+        self, checkpoint_id: str, window_start: int, window_end: int, cutoff: int
+    ) -> ShadowCounts:
+        """The checkpoint's observations routed in [window_start, window_end], as they stood
+        at window_end; pending ones routed at or before `cutoff` are overdue."""
 
     @abstractmethod
     def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:

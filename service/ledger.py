@@ -41,6 +41,7 @@ from trainledger.domain.trainer import (
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
 from trainledger.service import arguments
+from trainledger.service.deployment import Deployments
 from trainledger.service.ports import (
     EVAL_ID,
     ArtifactDigester,
@@ -130,6 +131,8 @@ class TrainingLedger(Application[UUID]):
         self.queries = Queries(self.read_model)
         self.training = Training(self)
         self.verification = Verification(self)
+        self.deployments = Deployments(self)
+        """Promotion, shadow observations and deployment slots (SPEC §9)."""
 
     def now(self) -> datetime:
         """The ledger's time: what its clock says (or now, UTC)."""
@@ -304,11 +307,20 @@ class TrainingLedger(Application[UUID]):
                 raise DuplicateEvalError(
                     f"evalId {eval_summary.evalId} was already used in this ledger"
                 )
+            was_deployable = checkpoint.deployable
             checkpoint.attach_eval(eval_summary)
             if mark_deployable:
                 checkpoint.mark_deployable(self.unit_of_work.get_run(checkpoint.train_run_id))
+            failed = eval_summary.verdict == "fail"
+            consequences = self.deployments.after_deployability_loss(
+                checkpoint,
+                revoked=f"eval {eval_summary.evalId} failed"
+                if was_deployable and not checkpoint.deployable
+                else None,
+                failed_eval=eval_summary.evalId if failed else None,
+            )
             reservation = Reservation(EVAL_ID, eval_summary.evalId, str(checkpoint.id).encode())
-            return [checkpoint], checkpoint_document(checkpoint), [reservation]
+            return [checkpoint, *consequences], checkpoint_document(checkpoint), [reservation]
 
         params = {
             "checkpointId": checkpoint_id,
@@ -333,12 +345,18 @@ class TrainingLedger(Application[UUID]):
     def revoke_deployability(
         self, checkpoint_id: str, reason: str, *, actor: str, idempotency_key: str | None = None
     ) -> Outcome:
-        """Withdraw deployability, with a reason; evals and history stay."""
+        """Withdraw deployability, with a reason; evals and history stay.
+
+        The checkpoint's promotion is rejected, and routing to it disabled, in
+        the same append (`Deployments.after_deployability_loss`)."""
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             checkpoint = self.unit_of_work.get_checkpoint(checkpoint_id)
             checkpoint.revoke(reason)
-            return [checkpoint], checkpoint_document(checkpoint), []
+            consequences = self.deployments.after_deployability_loss(
+                checkpoint, revoked=reason, failed_eval=None
+            )
+            return [checkpoint, *consequences], checkpoint_document(checkpoint), []
 
         params = {"checkpointId": checkpoint_id, "reason": reason}
         return self.unit_of_work.run("checkpoint.revoke", params, actor, idempotency_key, body)

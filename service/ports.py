@@ -25,6 +25,7 @@ from trainledger.projections.filters import (
 
 if TYPE_CHECKING:
     from trainledger.domain.experiment import DatasetDigest
+    from trainledger.domain.shadow_stats import ShadowCounts
 
 IDEMPOTENCY = "idempotency"
 """Reservation kind: an idempotency key, valued with its command's outcome."""
@@ -192,6 +193,24 @@ class ReadModel(Protocol):
         """(kind, id) of the runs and checkpoints whose id (32 lowercase hex digits)
         starts with one of `prefixes`: at most `limit` of each kind for each prefix."""
         ...
+
+    # --- SPEC §9 ---------------------------------------------------------------
+
+    def promotion(self, checkpoint_id: str, as_of: datetime | None) -> Document | None:
+        """The checkpoint's promotion document; None when the checkpoint did not exist."""
+        ...
+
+    def promotions(self, state: str | None, as_of: datetime | None) -> list[Document]: ...
+
+    def shadow_counts(
+        self, checkpoint_id: str, window_start: datetime, window_end: datetime, cutoff: datetime
+    ) -> ShadowCounts | None:
+        """The checkpoint's observations in a window; None for an unknown checkpoint."""
+        ...
+
+    def slot(self, profile: str, as_of: datetime | None) -> Document: ...
+
+    def slots(self, as_of: datetime | None) -> list[Document]: ...
 
 
 ReadModelFactory = Callable[[Any], ReadModel]

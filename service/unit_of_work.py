@@ -182,18 +182,23 @@ class UnitOfWork:
         self, aggregate_id: UUID, kind: type[A], not_found: Callable[[object], NotFoundError]
     ) -> A:
         """The aggregate at its latest version; store damage is a clear error."""
+        aggregate = self.find(aggregate_id, kind)
+        if aggregate is None:
+            raise not_found(aggregate_id)
+        return aggregate
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The aggregate at its latest version, None if there is none of that kind."""
         try:
             aggregate = self.load(aggregate_id)
         except AggregateNotFoundError:
-            raise not_found(aggregate_id) from None
+            return None
         except (ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
             raise CorruptStoreError(
                 f"stored events of {aggregate_id} cannot be read ({type(error).__name__}); "
                 "run `trainledger verify`"
             ) from None
-        if not isinstance(aggregate, kind):
-            raise not_found(aggregate_id)
-        return aggregate
+        return aggregate if isinstance(aggregate, kind) else None
 
     def load(self, aggregate_id: UUID) -> LedgerAggregate:
         """The aggregate replayed from its stored events."""

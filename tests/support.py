@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,17 @@ def reseal(connection: Any) -> None:
             "INSERT INTO ledger_reservation_seals VALUES (?, ?, ?, ?, ?, ?)",
             (seq, position, kind, key, hashlib.sha256(bytes(stored)).hexdigest(), previous),
         )
+
+
+class SteppingClock:
+    """A clock the test moves by hand (`TrainingLedger(clock=...)`): never a sleep."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(microseconds=1)  # each event later than the one before
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

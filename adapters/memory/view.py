@@ -10,6 +10,7 @@ from typing import TypeVar
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 
+from trainledger.adapters.memory.deployment_view import DeploymentTables, MemoryDeploymentReads
 from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
@@ -40,6 +41,7 @@ class _Tables:
         self.checkpoints: dict[str, CheckpointRecord] = {}
         self.evals: dict[str, EvalFact] = {}
         self.deployability: dict[str, list[DeployabilityFact]] = defaultdict(list)
+        self.deployment = DeploymentTables()
 
 
 class MemoryLedgerView(POPOTrackingRecorder, LedgerView):
@@ -57,7 +59,9 @@ class MemoryLedgerView(POPOTrackingRecorder, LedgerView):
                 )
             # Check first, then change: a refused page leaves the tables untouched.
             _refuse_duplicates(self._tables, batch)
+            self._tables.deployment.refuse_duplicates(batch)
             _apply(self._tables, batch)
+            self._tables.deployment.apply(batch)
             self._insert_tracking(tracking)
 
     def reset(self, application_name: str) -> None:
@@ -113,9 +117,10 @@ def _newest_first(rows: Iterable[T], position: Callable[[T], int], limit: int | 
     return ordered if limit is None else ordered[:limit]
 
 
-class _MemoryReader(FactReader):
+class _MemoryReader(MemoryDeploymentReads, FactReader):
     def __init__(self, tables: _Tables, positions: dict[str, int | None]) -> None:
         self.tables = tables
+        self.deployment = tables.deployment
         self.positions = positions
 
     def position(self, application_name: str) -> int:
@@ -233,7 +238,15 @@ class _MemoryReader(FactReader):
         evals_by_verdict: dict[str, int] = defaultdict(int)
         for summary in self.evals(as_of=as_of):
             evals_by_verdict[summary.verdict] += 1
-        return Counts(dict(runs_by_status), len(checkpoints), deployable, dict(evals_by_verdict))
+        promotable, routed = self.deployment_counts(as_of)
+        return Counts(
+            dict(runs_by_status),
+            len(checkpoints),
+            deployable,
+            dict(evals_by_verdict),
+            promotable,
+            routed,
+        )
 
     def dump(self) -> ViewDump:
         # In key order: rows are unique by key (their first columns), and the
@@ -249,4 +262,5 @@ class _MemoryReader(FactReader):
                 for key in sorted(tables.deployability)
                 for change in tables.deployability[key]
             ],
+            **tables.deployment.dump(),
         }

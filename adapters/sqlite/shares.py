@@ -22,6 +22,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+from trainledger.adapters.memory.deployment_view import DeploymentTables
 from trainledger.adapters.sqlite.view_schema import DUMP_TABLES, SELECT_POSITION
 from trainledger.domain.errors import CorruptStoreError
 from trainledger.projections.facts import PageFacts, ViewDump
@@ -40,6 +41,9 @@ OWNER_COLUMN: dict[str, int] = {
     "checkpoints": 0,  # checkpoint_id
     "evals": 1,  # checkpoint_id (the eval's own id comes first)
     "deployability": 0,  # checkpoint_id
+    "promotions": 0,  # promotion_id
+    "slot_events": 0,  # slot_id
+    "shadow": 0,  # observation_id
 }
 """For each table of a `ViewDump`, the column holding the id of the aggregate that made the row."""
 
@@ -49,6 +53,9 @@ ORDER: dict[str, Callable[[tuple[Any, ...]], Any]] = {
     "checkpoints": itemgetter(0),
     "evals": itemgetter(0),
     "deployability": itemgetter(0, 1),  # checkpoint_id, checkpoint_version
+    "promotions": itemgetter(0, 2),  # promotion_id, promotion_version
+    "slot_events": itemgetter(0, 2),  # slot_id, slot_version
+    "shadow": itemgetter(0),
 }
 """How both sides sort a share's rows: by each table's key (cheaper than whole rows).
 
@@ -149,4 +156,8 @@ class ShareReplay:
             "evals": batch.evals,
             "deployability": batch.deployability,
         }
+        # An observation and its settlement are one aggregate's: in the same share.
+        deployment = DeploymentTables()
+        deployment.apply(batch)
+        tables.update(deployment.dump())
         return {table: sorted(rows, key=ORDER[table]) for table, rows in tables.items()}

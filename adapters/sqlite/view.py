@@ -19,6 +19,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
+from trainledger.adapters.sqlite.deployment_schema import deployment_inserts, settlement_updates
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINTS,
@@ -279,6 +280,10 @@ class DeferredKeys:
             added.append((known, ids))
         c.executemany(INSERT_LINK, batch.links)
         c.executemany(INSERT_DEPLOYABILITY, batch.deployability)
+        for statement, rows in deployment_inserts(
+            batch.promotions, batch.slot_events, batch.observations
+        ):
+            c.executemany(statement, rows)
 
     def update(self, c: SQLiteCursor, batch: FactBatch) -> None:
         """Apply the batch's updates of rows written by earlier pages."""
@@ -306,6 +311,9 @@ class DeferredKeys:
                 if d.checkpoint_id in checkpoints
             ],
         )
+        # Observations keep their primary key through a rebuild: settled by id.
+        for statement, rows in settlement_updates(batch.settlements):
+            c.executemany(statement, rows)
 
     @staticmethod
     def forget(added: list[tuple[dict[str, int], list[str]]]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
+from trainledger.adapters.sqlite.deployment_reads import DeploymentReads
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
 from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINT_COLUMNS,
@@ -86,7 +87,7 @@ def _among(column: str, ids: Sequence[object]) -> str:
 Row = TypeVar("Row", RunRecord, CheckpointRecord, EvalFact)
 
 
-class SQLFactReader(FactReader):
+class SQLFactReader(DeploymentReads, FactReader):
     """Reads of the view tables in one transaction, through a DB-API cursor.
 
     Statements are written with `?` parameters; `adapt_sql` makes each one
@@ -290,11 +291,14 @@ class SQLFactReader(FactReader):
                 (as_of,),
             )
         total, deployable = checkpoints[0]
+        promotable, routed = self.deployment_counts(as_of)
         return Counts(
             {row[0]: row[1] for row in by_status},
             int(total),
             int(deployable),
             {row[0]: row[1] for row in by_verdict},
+            promotable,
+            routed,
         )
 
     def ids_with_prefixes(self, prefixes: Sequence[str], limit: int) -> list[tuple[str, str]]:

@@ -15,6 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from trainledger.adapters.sqlite.deployment_schema import (
+    CREATE_DEPLOYMENT_INDEXES,
+    CREATE_DEPLOYMENT_TABLES,
+    DEPLOYMENT_DUMP_TABLES,
+    DEPLOYMENT_TABLES,
+    deployment_inserts,
+    settlement_updates,
+)
 from trainledger.projections.facts import (
     CheckpointRecord,
     DeployabilityFact,
@@ -29,13 +37,14 @@ LINKS = "view_checkpoint_links"
 CHECKPOINTS = "view_checkpoints"
 EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
-TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY)
+TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY, *DEPLOYMENT_TABLES)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump when the tables change: views of another version are rebuilt.
 
 2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`); 4: no
-view_runs.spec (a run's spec is read from its registration in the log)."""
+view_runs.spec (a run's spec is read from its registration in the log);
+5: promotions, deployment slots and shadow observations (SPEC §9)."""
 
 CREATE_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {RUNS} ("
@@ -68,6 +77,7 @@ CREATE_TABLES = (
     "checkpoint_id TEXT NOT NULL, checkpoint_version INTEGER NOT NULL, "
     "deployable INTEGER NOT NULL, changed_at BIGINT NOT NULL, actor TEXT NOT NULL, "
     "eval_id TEXT, reason TEXT, PRIMARY KEY (checkpoint_id, checkpoint_version)) WITHOUT ROWID",
+    *CREATE_DEPLOYMENT_TABLES,
 )
 
 KEYS = ((RUNS, "run_id"), (CHECKPOINTS, "checkpoint_id"), (EVALS, "eval_id"))
@@ -109,6 +119,7 @@ CREATE_INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {EVALS}_benchmark ON {EVALS} (benchmark_id, position)",
     f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict ON {EVALS} (verdict, position)",
     f"CREATE INDEX IF NOT EXISTS {EVALS}_family ON {EVALS} (family, position)",
+    *CREATE_DEPLOYMENT_INDEXES,
 )
 
 
@@ -170,6 +181,7 @@ DUMP_TABLES: dict[str, tuple[str, str]] = {
     "checkpoints": (CHECKPOINTS, CHECKPOINT_COLUMNS),
     "evals": (EVALS, EVAL_COLUMNS),
     "deployability": (DEPLOYABILITY, DEPLOYABILITY_COLUMNS),
+    **DEPLOYMENT_DUMP_TABLES,
 }
 """Each table of a `ViewDump`: its view table and columns."""
 
@@ -185,6 +197,7 @@ def batch_writes(batch: FactBatch) -> list[tuple[str, Sequence[tuple[Any, ...]]]
         (INSERT_LINK, batch.links),
         (INSERT_EVAL, batch.evals),
         (INSERT_DEPLOYABILITY, batch.deployability),
+        *deployment_inserts(batch.promotions, batch.slot_events, batch.observations),
         (UPDATE_START, batch.starts),
         (UPDATE_COMPLETION, batch.completions),
         (UPDATE_FAILURE, batch.failures),
@@ -195,4 +208,5 @@ def batch_writes(batch: FactBatch) -> list[tuple[str, Sequence[tuple[Any, ...]]]
                 for d in batch.deployability_updates
             ],
         ),
+        *settlement_updates(batch.settlements),
     ]
