@@ -9,10 +9,11 @@ counts and the gaps of the report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -72,6 +73,32 @@ class SeedContent:
         return cls(workspace, training)
 
 
+class Rank(IntEnum):
+    """What happens first among steps of the same moment (what a step needs comes first)."""
+
+    RUN_OPENED = 0
+    RUN_STARTED = 1
+    CHECKPOINT = 2
+    EVAL = 3
+    RUN_FINISHED = 4
+    DEPLOYABILITY = 5
+    OBSERVATION_ROUTED = 6
+    OBSERVATION_SETTLED = 7
+    PROMOTION = 8
+    BINDING = 9
+    ROUTING = 10
+
+
+@dataclass(order=True)
+class Step:
+    """Something the seed's files show happened at a moment, to record if it is new."""
+
+    moment: datetime
+    rank: Rank
+    sequence: int
+    action: Callable[[], None] = field(compare=False)
+
+
 @dataclass
 class Tally:
     recorded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
@@ -90,6 +117,7 @@ class SeedRecording:
         self.tally = Tally()
         self.gaps = Gaps()
         self.loaded: dict[UUID, LedgerAggregate] = {}
+        self.steps: list[Step] = []
 
     # --- the ledger's side -------------------------------------------------
 
@@ -134,6 +162,18 @@ class SeedRecording:
     def count(self, key: str, *, present: bool = False) -> None:
         (self.tally.present if present else self.tally.recorded)[key] += 1
 
+    # --- the timeline ------------------------------------------------------------
+
+    def plan(self, moment: datetime, rank: Rank, action: Callable[[], None]) -> None:
+        """Run `action` at `moment` of the seed's history (ties: by `rank`, then as planned)."""
+        self.steps.append(Step(moment, rank, len(self.steps), action))
+
+    def play(self) -> None:
+        """Run every planned step in the order of the seed's history."""
+        for step in sorted(self.steps):
+            step.action()
+        self.steps = []
+
 
 def record_workspace(
     ledger: TrainingLedger,
@@ -146,7 +186,7 @@ def record_workspace(
 ) -> Outcome:
     """Check every file (unless `content` holds them checked), then record what is new in
     one append (or, `dry_run`, nothing)."""
-    from trainledger.service.seed_training import record_training
+    from trainledger.service.seed_training import plan_training
 
     content = content or SeedContent.read(workspace)
     files = [
@@ -157,7 +197,8 @@ def record_workspace(
     def body() -> tuple[Sequence[LedgerAggregate.Event], Outcome, list[Reservation]]:
         recording = SeedRecording(ledger, content, ledger.now())
         if content.training is not None:
-            record_training(recording, content.training)
+            plan_training(recording, content.training)
+        recording.play()
         report = _report(workspace, digests, recording, dry_run)
         if not recording.events:
             return [], {**report, "nothingNew": True, "importId": None, "importedAt": None}, []

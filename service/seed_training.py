@@ -1,22 +1,26 @@
 """`import-seed` of the training registry: runs, checkpoints, evals, deployability.
 
-Runs are taken in the order the seed created them; each run's checkpoints
-(by createdAt) and each checkpoint's evals (in the seed's order) follow it,
-so every event comes after what it needs (a checkpoint is registered while
-its run runs, marked deployable after its run completed). See
-`service.seed_import` for the times each event takes.
+Each record is planned as steps at the seed's times (`SeedRecording.plan`);
+played in time order, every step finds what it needs already recorded (a
+run is started before its checkpoint registers, completed before its
+checkpoint is marked deployable), and decides against what the ledger holds
+at that moment. See `service.seed_import` for the time each event takes.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import pydantic
 
 from trainledger.domain.contract import EvalSummary
+from trainledger.domain.deployment import DeploymentSlot, after_deployability_loss
 from trainledger.domain.errors import LedgerError
 from trainledger.domain.experiment import describe_validation_error
-from trainledger.domain.model import Checkpoint, TrainingRun
+from trainledger.domain.ids import promotion_id, slot_id
+from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
+from trainledger.domain.promotion import Promotion
 from trainledger.domain.seed import (
     SeedCheckpoint,
     SeedEval,
@@ -26,23 +30,46 @@ from trainledger.domain.seed import (
 )
 from trainledger.domain.seed_import import SeedSpec
 from trainledger.domain.seed_vocabulary import SEED_ACTOR, SeedRefusedError, ledger_id
+from trainledger.domain.vocabulary import WORKER_PROFILES
 from trainledger.service.ports import EVAL_ID, Reservation
-from trainledger.service.seed_recording import SeedRecording
+from trainledger.service.seed_recording import Rank, SeedRecording
 
 
-def record_training(recording: SeedRecording, training: SeedTraining) -> None:
-    """Record what is new in the training registry, run by run."""
+def plan_training(recording: SeedRecording, training: SeedTraining) -> None:
+    """Plan every record of the training registry on the recording's timeline."""
     gaps = recording.gaps
     unknown_field_gaps(gaps, "run", ((r.trainRunId, r) for r in training.runs))
     unknown_field_gaps(gaps, "checkpoint", ((c.checkpointId, c) for c in training.checkpoints))
     unknown_field_gaps(gaps, "eval", ((e.evalId, e) for e in training.evals))
-    order = sorted(range(len(training.runs)), key=lambda i: training.runs[i].createdAt)
-    for index in order:
-        RunImport(recording, training, index).record()
+    for index in range(len(training.runs)):
+        RunImport(recording, training, index).plan()
+
+
+def after_loss(
+    recording: SeedRecording,
+    checkpoint: Checkpoint,
+    *,
+    revoked: str | None,
+    failed_eval: str | None,
+) -> list[LedgerAggregate]:
+    """What a revoke or a failing eval changes beyond the checkpoint (SPEC §9), on the
+    aggregates this import holds (`domain.deployment.after_deployability_loss`)."""
+    if revoked is None and failed_eval is None:
+        return []
+    where = f"checkpoint {checkpoint.id}"
+    promotion = recording.find(promotion_id(checkpoint.id), Promotion, where)
+    slots = [recording.find(slot_id(p), DeploymentSlot, where) for p in WORKER_PROFILES]
+    return after_deployability_loss(
+        checkpoint,
+        promotion,
+        [slot for slot in slots if slot is not None],
+        revoked=revoked,
+        failed_eval=failed_eval,
+    )
 
 
 class RunImport:
-    """One run of the training registry, its checkpoints, evals and deployability."""
+    """One run of the training registry: its steps, and its checkpoints'."""
 
     def __init__(self, recording: SeedRecording, training: SeedTraining, index: int) -> None:
         self.recording = recording
@@ -53,30 +80,22 @@ class RunImport:
         self.checkpoints = sorted(
             training.checkpoints_of.get(self.seed.trainRunId, []), key=lambda c: c.createdAt
         )
+        self.run: TrainingRun | None = None
 
     def gap(self, field_name: str, gap: str) -> None:
         self.recording.gaps.add("run", self.seed.trainRunId, field_name, gap)
 
-    def record(self) -> None:
-        run = self.registered()
+    def plan(self) -> None:
         seed, recording = self.seed, self.recording
-        if seed.status != "pending" and run.status == "pending":
-            moment, basis = self.start_time()
-            with recording.at(moment, self.where):
-                run.start()
-            recording.emit(run)
-            recording.count("runStarts")
-            self.gap("startedAt", f"the seed records no start time; Started recorded at {basis}")
-        elif seed.status != "pending":
-            recording.count("runStarts", present=True)
-        checkpoints = [CheckpointImport(self, c) for c in self.checkpoints]
-        for checkpoint in checkpoints:
-            checkpoint.record(run)
-        self.finished(run)
-        for checkpoint in checkpoints:
-            checkpoint.deployability(run)
+        recording.plan(seed.createdAt, Rank.RUN_OPENED, self.open)
+        if seed.status != "pending":
+            recording.plan(self.start_time()[0], Rank.RUN_STARTED, self.start)
+        for checkpoint in self.checkpoints:
+            CheckpointImport(self, checkpoint).plan()
+        if seed.completedAt is not None:
+            recording.plan(seed.completedAt, Rank.RUN_FINISHED, self.finish)
 
-    def registered(self) -> TrainingRun:
+    def open(self) -> None:
         seed, recording = self.seed, self.recording
         run_id = ledger_id("run", seed.trainRunId)
         run = recording.find(run_id, TrainingRun, self.where)
@@ -87,7 +106,8 @@ class RunImport:
                     f"{run.spec.experimentId} (family {run.family!r}), not this one"
                 )
             recording.count("runs", present=True)
-            return run
+            self.run = run
+            return
         spec = SeedSpec(
             experimentId=seed.experimentId,
             targetModelFamily=seed.targetModelFamily,
@@ -98,7 +118,6 @@ class RunImport:
         for name in ("exportId", "sampleCount", "configFingerprint", "checkpointIds"):
             if getattr(seed, name) is None:
                 self.gap(name, "not in the seed's record; recorded as unknown")
-        sample_count = seed.sampleCount or None
         if seed.sampleCount == 0:
             self.gap(
                 "sampleCount",
@@ -107,11 +126,11 @@ class RunImport:
             )
         record = self.training.raw_runs[self.index]
         with recording.at(seed.createdAt, self.where):
-            run = TrainingRun.import_from_seed(run_id, spec, sample_count, record)
+            run = TrainingRun.import_from_seed(run_id, spec, seed.sampleCount or None, record)
         recording.emit(run)
         recording.count("runs")
         self.gap("spec", "the seed's registry kept no experiment spec; recorded what it kept")
-        return run
+        self.run = run
 
     def start_time(self) -> tuple[datetime, str]:
         """The seed's own time nearest the start it never recorded."""
@@ -121,16 +140,23 @@ class RunImport:
             return self.seed.completedAt, "its completedAt"
         return self.seed.createdAt, "its createdAt (the only time the seed gives)"
 
-    def finished(self, run: TrainingRun) -> None:
-        seed, recording = self.seed, self.recording
-        if seed.status not in ("completed", "failed"):
-            if run.is_terminal:
-                self.gap(
-                    "status",
-                    f"the file says {seed.status}, the ledger already holds a later state; "
-                    "nothing recorded",
-                )
+    def start(self) -> None:
+        run, recording = self.run, self.recording
+        assert run is not None
+        if run.status != "pending":
+            recording.count("runStarts", present=True)
             return
+        moment, basis = self.start_time()
+        with recording.at(moment, self.where):
+            run.start()
+        recording.emit(run)
+        recording.count("runStarts")
+        self.gap("startedAt", f"the seed records no start time; Started recorded at {basis}")
+
+    def finish(self) -> None:
+        seed, run, recording = self.seed, self.run, self.recording
+        assert run is not None
+        assert seed.completedAt is not None  # checked with the file
         key = "runCompletions" if seed.status == "completed" else "runFailures"
         if run.is_terminal:
             if run.status != seed.status:
@@ -139,7 +165,6 @@ class RunImport:
                 )
             recording.count(key, present=True)
             return
-        assert seed.completedAt is not None  # checked with the file
         with recording.at(seed.completedAt, self.where):
             if seed.status == "completed":
                 run.complete()
@@ -152,11 +177,11 @@ class RunImport:
         recording.emit(run)
         recording.count(key)
         if seed.status == "failed":
-            self.gap("failedAt", "the seed's completedAt, which it sets on failure too")
+            self.gap("failedAt", "recorded at its completedAt (the seed sets it on failure too)")
 
 
 class CheckpointImport:
-    """One checkpoint of a run, with its evals and its deployability."""
+    """One checkpoint of a run: its registration, evals and deployability."""
 
     def __init__(self, run_import: RunImport, seed: SeedCheckpoint) -> None:
         self.run_import = run_import
@@ -167,13 +192,30 @@ class CheckpointImport:
         self.where = (
             f"{self.training.label}: checkpoints[{index}] (checkpointId {seed.checkpointId})"
         )
+        self.evals = self.training.evals_of.get(seed.checkpointId, [])
         self.checkpoint: Checkpoint | None = None
 
     def gap(self, field_name: str, gap: str) -> None:
         self.recording.gaps.add("checkpoint", self.seed.checkpointId, field_name, gap)
 
-    def record(self, run: TrainingRun) -> None:
+    def plan(self) -> None:
         seed, recording = self.seed, self.recording
+        recording.plan(seed.createdAt, Rank.CHECKPOINT, self.register)
+        for summary in self.evals:
+            recording.plan(summary.createdAt, Rank.EVAL, functools.partial(self.attach, summary))
+        if seed.deployable and seed.lastEvalSummaryRef is not None:
+            linked = self.evals[-1]  # the checked file: the ref is the latest eval
+            end = self.run_import.seed.completedAt
+            moment = linked.createdAt if end is None else max(linked.createdAt, end)
+            recording.plan(moment, Rank.DEPLOYABILITY, self.mark)
+        elif seed.deployable:
+            recording.plan(seed.createdAt, Rank.DEPLOYABILITY, self.mark)
+        else:
+            recording.plan(recording.now, Rank.DEPLOYABILITY, self.withdrawn)
+
+    def register(self) -> None:
+        seed, recording, run = self.seed, self.recording, self.run_import.run
+        assert run is not None
         checkpoint_id = ledger_id("checkpoint", seed.checkpointId)
         checkpoint = recording.find(checkpoint_id, Checkpoint, self.where)
         if checkpoint is not None:
@@ -187,35 +229,47 @@ class CheckpointImport:
                     f"{checkpoint.train_run_id} at {checkpoint.artifact_path!r}, not this one"
                 )
             recording.count("checkpoints", present=True)
-        elif run.status != "running":
+            self.checkpoint = checkpoint
+            return
+        if run.status != "running":
             self.gap(
                 "checkpointId",
                 f"not imported: the ledger holds its run {run.status}, and checkpoints are "
                 "registered only while a run runs",
             )
             return
-        else:
-            with recording.at(seed.createdAt, self.where):
-                checkpoint = Checkpoint.register(
-                    checkpoint_id,
-                    run,
-                    family=seed.targetModelFamily,
-                    artifact_path=seed.artifactPath,
-                    artifact_digest=None,
-                )
-            recording.emit(checkpoint, run)
-            recording.count("checkpoints")
-            self.gap("artifactDigest", "the seed records no artifact digest; none recorded")
-            if seed.checkpointId in self.training.unlisted:
-                self.gap("checkpointIds", "its run's checkpointIds does not list it")
+        with recording.at(seed.createdAt, self.where):
+            checkpoint = Checkpoint.register(
+                checkpoint_id,
+                run,
+                family=seed.targetModelFamily,
+                artifact_path=seed.artifactPath,
+                artifact_digest=None,
+            )
+        recording.emit(checkpoint, run)
+        recording.count("checkpoints")
         self.checkpoint = checkpoint
-        for summary in self.training.evals_of.get(seed.checkpointId, []):
-            self.attach(checkpoint, summary)
+        self.gap("artifactDigest", "the seed records no artifact digest; none recorded")
+        if seed.checkpointId in self.training.unlisted:
+            self.gap("checkpointIds", "its run's checkpointIds does not list it")
+        if not seed.deployable and seed.lastEvalSummaryRef is None and self.evals:
+            self.gap(
+                "lastEvalSummaryRef",
+                "cleared, as the seed's revoke clears it: whether and when it was deployable "
+                "is not recorded; its evals are imported, the latest is current",
+            )
 
-    def attach(self, checkpoint: Checkpoint, seed: SeedEval) -> None:
-        recording = self.recording
-        index = self.training.eval_index[seed.evalId]
-        where = f"{self.training.label}: evalSummaries[{index}] (evalId {seed.evalId})"
+    def attach(self, seed: SeedEval) -> None:
+        checkpoint, recording = self.checkpoint, self.recording
+        if checkpoint is None:
+            recording.gaps.add(
+                "eval", seed.evalId, "checkpointId", "its checkpoint was not imported"
+            )
+            return
+        where = (
+            f"{self.training.label}: evalSummaries[{self.training.eval_index[seed.evalId]}] "
+            f"(evalId {seed.evalId})"
+        )
         summary = self.summary(checkpoint, seed)
         if summary is None:
             return
@@ -234,12 +288,20 @@ class CheckpointImport:
         was_deployable = checkpoint.deployable
         with recording.at(seed.createdAt, where):
             checkpoint.attach_eval(summary)
-        recording.emit(checkpoint)
+            revoked = was_deployable and not checkpoint.deployable
+            failed = seed.evalId if summary.verdict == "fail" else None
+            consequences = after_loss(
+                recording,
+                checkpoint,
+                revoked=f"eval {seed.evalId} failed" if revoked else None,
+                failed_eval=failed,
+            )
+        recording.emit(checkpoint, *consequences)
         recording.reservations.append(
             Reservation(EVAL_ID, seed.evalId, str(checkpoint.id).encode())
         )
         recording.count("evals")
-        if was_deployable and not checkpoint.deployable:
+        if revoked:
             recording.count("deployabilityRevocations")
             self.gap(
                 "deployable",
@@ -268,33 +330,17 @@ class CheckpointImport:
             )
             return None
 
-    def deployability(self, run: TrainingRun) -> None:
+    def mark(self) -> None:
+        """The seed shows it deployable: mark it so on the eval the seed links, if new."""
         checkpoint, seed, recording = self.checkpoint, self.seed, self.recording
-        if checkpoint is None:
-            return
-        evals = self.training.evals_of.get(seed.checkpointId, [])
-        marks = [c for c in checkpoint.deployability_history if c.deployable]
-        if not seed.deployable:
-            if seed.lastEvalSummaryRef is None and evals and not marks:
-                self.gap(
-                    "lastEvalSummaryRef",
-                    "cleared, as the seed's revoke clears it: whether and when it was "
-                    "deployable is not recorded; its evals are imported, the latest is current",
-                )
-            if checkpoint.deployable and marks and marks[-1].actor == SEED_ACTOR:
-                with recording.at(self.recording.now, self.where):
-                    checkpoint.revoke(
-                        "deployability withdrawn in the seed (it records neither when nor why)"
-                    )
-                recording.emit(checkpoint)
-                recording.count("deployabilityRevocations")
-                self.gap("deployable", "withdrawn in the seed; revoked at the import's time")
+        run = self.run_import.run
+        if checkpoint is None or run is None:
             return
         ref = seed.lastEvalSummaryRef
         if ref is None:
             self.gap("deployable", "the seed shows it deployable without an eval; not marked")
             return
-        if any(mark.eval_id == ref for mark in marks):
+        if any(c.deployable and c.eval_id == ref for c in checkpoint.deployability_history):
             recording.count("deployabilityMarks", present=True)
             return
         current = checkpoint.current_eval
@@ -310,9 +356,8 @@ class CheckpointImport:
         except LedgerError as error:
             self.gap("deployable", f"the seed shows it deployable; not marked: {error.message}")
             return
-        linked = next(e for e in evals if e.evalId == ref)
         assert run.completed_at is not None  # require_deployable: the run is completed
-        moment = max(linked.createdAt, run.completed_at)
+        moment = max(self.evals[-1].createdAt, run.completed_at)
         with recording.at(moment, self.where):
             checkpoint.mark_deployable(run, require_digest=False)
         recording.emit(checkpoint)
@@ -322,3 +367,19 @@ class CheckpointImport:
             "the seed records no time of marking; recorded at its eval's createdAt or its "
             "run's completion, whichever is later",
         )
+
+    def withdrawn(self) -> None:
+        """The seed shows it not deployable: revoke a deployability only the seed gave it."""
+        checkpoint, recording = self.checkpoint, self.recording
+        if checkpoint is None or not checkpoint.deployable:
+            return
+        marks = [c for c in checkpoint.deployability_history if c.deployable]
+        if not marks or marks[-1].actor != SEED_ACTOR:
+            return  # made deployable in the ledger, not by the seed: the ledger's to revoke
+        reason = "deployability withdrawn in the seed (it records neither when nor why)"
+        with recording.at(recording.now, self.where):
+            checkpoint.revoke(reason)
+            consequences = after_loss(recording, checkpoint, revoked=reason, failed_eval=None)
+        recording.emit(checkpoint, *consequences)
+        recording.count("deployabilityRevocations")
+        self.gap("deployable", "withdrawn in the seed; revoked at the import's time")
