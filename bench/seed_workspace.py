@@ -131,6 +131,109 @@ class SeedBuilder:
         self.training["evalSummaries"].append(record)
         return record
 
+    def observation(
+        self,
+        checkpoint: dict[str, Any],
+        routed: datetime,
+        outcome: str | None = "accepted",
+        *,
+        profile: str = "local-reader",
+        settled_after: timedelta = timedelta(minutes=5),
+        **signals: bool,
+    ) -> dict[str, Any]:
+        """A shadow observation as `recordShadowRouting` (and `completeShadowObservation`)
+        leave it; `outcome=None`: still pending."""
+        record: dict[str, Any] = {
+            "observationId": new_id(),
+            "checkpointId": checkpoint["checkpointId"],
+            "workerProfile": profile,
+            "taskFingerprint": f"task-{new_id()[:8]}",
+            "routedAt": iso(routed),
+        }
+        if outcome is not None:
+            record["completedAt"] = iso(routed + settled_after)
+            record["outcome"] = outcome
+            record["failureSignals"] = {
+                "timedOut": False,
+                "threwException": False,
+                "invalidOutput": False,
+                "profileRejected": False,
+                "extra": {},
+                **signals,
+            }
+        self.shadow["observations"].append(record)
+        return record
+
+    def promotion(
+        self,
+        checkpoint: dict[str, Any],
+        state: str,
+        *,
+        created: datetime,
+        shadow_started: datetime | None = None,
+        promotable: datetime | None = None,
+        changed: datetime | None = None,
+        note: str | None = "reviewed by the orchestrator",
+    ) -> dict[str, Any]:
+        """A promotion record as `advancePromotion` / `rejectCheckpoint` leave it."""
+        record: dict[str, Any] = {
+            "promotionId": new_id(),
+            "checkpointId": checkpoint["checkpointId"],
+            "state": state,
+            "targetProfile": "local-reader",
+            "targetModelFamily": checkpoint["targetModelFamily"],
+            "reducedPromptDelta": 0.3,
+            "constraintMetrics": {
+                "arbiterRejectRate": 0,
+                "executabilityRejectRate": 0,
+                "reviewedSubsetQuality": 0.8,
+                "routingScopeNotExpanded": True,
+            },
+            "baselineMetrics": {
+                "arbiterRejectRate": 0.15,
+                "executabilityRejectRate": 0.1,
+                "reviewedSubsetQuality": 0.7,
+            },
+            "orchestratorReviewPassed": shadow_started is not None,
+            "stateChangedAt": iso(changed or promotable or shadow_started or created),
+            "createdAt": iso(created),
+        }
+        if note is not None:
+            record["reviewNote"] = note
+        if shadow_started is not None:
+            record["shadowStartedAt"] = iso(shadow_started)
+        if promotable is not None:
+            record["promotableAt"] = iso(promotable)
+        self.promotions["promotions"].append(record)
+        return record
+
+    def deployment(
+        self,
+        profile: str,
+        active: dict[str, Any],
+        *,
+        deployed: datetime,
+        updated: datetime | None = None,
+        previous: dict[str, Any] | None = None,
+        routing: bool = False,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """A deployment record as `bindCheckpointToWorkerProfile` (and routing) leave it."""
+        record: dict[str, Any] = {
+            "deploymentId": new_id(),
+            "workerProfile": profile,
+            "targetModelFamily": active["targetModelFamily"],
+            "activeCheckpointId": active["checkpointId"],
+            "previousCheckpointId": None if previous is None else previous["checkpointId"],
+            "routingEnabled": routing,
+            "deployedAt": iso(deployed),
+            "updatedAt": iso(updated or deployed),
+        }
+        if note is not None:
+            record["note"] = note
+        self.deployments["deployments"].append(record)
+        return record
+
     def write(self, root: Path, *, only: tuple[str, ...] | None = None) -> Path:
         """Write the registries under `root` (all four, or `only` these), as the seed did."""
         documents = {

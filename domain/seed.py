@@ -174,7 +174,7 @@ class Gap:
     """Something a seed file cannot show, or the ledger could not take as it was."""
 
     record: str
-    """run | checkpoint | eval | deployment | promotion | observation | file"""
+    """One of `RECORDS`."""
     field: str
     gap: str
     """What is missing, and how it was recorded (or that it was not)."""
@@ -190,10 +190,15 @@ class Gaps:
         self.groups.setdefault(Gap(record, field_name, gap), []).append(seed_id)
 
     def documents(self) -> list[dict[str, Any]]:
+        """The groups, by kind of record (in `RECORDS` order), then as they were found."""
+        groups = sorted(self.groups.items(), key=lambda item: RECORDS.index(item[0].record))
         return [
             {"record": g.record, "field": g.field, "gap": g.gap, "count": len(ids), "ids": ids}
-            for g, ids in self.groups.items()
+            for g, ids in groups
         ]
+
+
+RECORDS = ("file", "run", "checkpoint", "eval", "observation", "promotion", "deployment")
 
 
 def where(label: str, collection: str, index: int, name: str, seed_id: str) -> str:

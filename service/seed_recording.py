@@ -21,14 +21,26 @@ from eventsourcing.application import AggregateNotFoundError
 
 from trainledger.domain.aggregate import command_context
 from trainledger.domain.errors import CorruptStoreError, LedgerError
-from trainledger.domain.model import LedgerAggregate
+from trainledger.domain.model import Checkpoint, LedgerAggregate
 from trainledger.domain.seed import Gaps, SeedTraining, id_mappings, read_training
 from trainledger.domain.seed_import import SeedFile, SeedImport
+from trainledger.domain.seed_rollout import (
+    Reference,
+    SeedRollout,
+    empty_rollout,
+    read_deployments,
+    read_observations,
+    read_promotions,
+)
 from trainledger.domain.seed_vocabulary import (
+    DEPLOYMENT_REGISTRY,
+    PROMOTION_REGISTRY,
     SEED_ACTOR,
     SEED_FILES,
+    SHADOW_REGISTRY,
     TRAINING_REGISTRY,
     SeedRefusedError,
+    ledger_id,
 )
 from trainledger.domain.views import iso
 from trainledger.service.ports import Reservation
@@ -49,28 +61,58 @@ COUNTED = (
     "evals",
     "deployabilityMarks",
     "deployabilityRevocations",
+    "observations",
+    "observationSettlements",
+    "promotionDecisions",
+    "bindings",
+    "routingChanges",
 )
-"""What the report counts, recorded and already present, for the training registry."""
+"""What the report counts, recorded and already present."""
 
 
 @dataclass
 class SeedContent:
-    """Every present file of a workspace, parsed and checked on its own."""
+    """Every present file of a workspace, parsed and checked, alone and with each other."""
 
     workspace: SeedWorkspace
     training: SeedTraining | None
+    rollout: SeedRollout
+    unresolved: list[Reference]
+    """Checkpoints the §9 files name that the training registry does not hold."""
 
     @classmethod
     def read(cls, workspace: SeedWorkspace) -> SeedContent:
         """Parse and check every present file; `SeedRefusedError` names the first fault."""
-        if all(workspace.files.get(path) is None for path in SEED_FILES):
+        files = workspace.files
+        if all(files.get(path) is None for path in SEED_FILES):
             raise SeedRefusedError(
                 f"{workspace.location}: no seed registry file found "
                 f"(looked for {', '.join(SEED_FILES)})"
             )
-        data = workspace.files.get(TRAINING_REGISTRY)
-        training = None if data is None else read_training(workspace.label(TRAINING_REGISTRY), data)
-        return cls(workspace, training)
+        label = workspace.label
+        data = files.get(TRAINING_REGISTRY)
+        training = None if data is None else read_training(label(TRAINING_REGISTRY), data)
+        rollout = empty_rollout()
+        if (data := files.get(PROMOTION_REGISTRY)) is not None:
+            rollout.promotion_label = label(PROMOTION_REGISTRY)
+            rollout.promotions = read_promotions(rollout.promotion_label, data)
+        if (data := files.get(SHADOW_REGISTRY)) is not None:
+            rollout.shadow_label = label(SHADOW_REGISTRY)
+            rollout.observations = read_observations(rollout.shadow_label, data)
+        if (data := files.get(DEPLOYMENT_REGISTRY)) is not None:
+            rollout.deployment_label = label(DEPLOYMENT_REGISTRY)
+            rollout.deployments = read_deployments(rollout.deployment_label, data)
+        return cls(workspace, training, rollout, rollout.unresolved(training))
+
+    def require_references(self, recording: SeedRecording) -> None:
+        """Refuse a §9 record naming a checkpoint neither the files nor the ledger hold."""
+        for reference in self.unresolved:
+            checkpoint_id = ledger_id("checkpoint", reference.checkpoint)
+            if recording.find(checkpoint_id, Checkpoint, reference.where) is None:
+                raise SeedRefusedError(
+                    f"{reference.where}: checkpoint {reference.checkpoint} is neither in the "
+                    "training registry nor in the ledger"
+                )
 
 
 class Rank(IntEnum):
@@ -118,19 +160,29 @@ class SeedRecording:
         self.gaps = Gaps()
         self.loaded: dict[UUID, LedgerAggregate] = {}
         self.steps: list[Step] = []
+        self.observations: dict[UUID, list[Any]] = {}
+        """Observations this import records, by checkpoint (shadow evidence counts them)."""
 
     # --- the ledger's side -------------------------------------------------
 
     @contextmanager
     def at(self, moment: datetime, what: str) -> Iterator[None]:
-        """Events triggered in the block take `moment`; a refusal by a rule names `what`."""
-        with command_context(SEED_ACTOR, None, clock=lambda: moment):
+        """Events triggered in the block take `moment`; a refusal by a rule refuses the
+        import, naming `what`."""
+        with self.clocked(moment):
             try:
                 yield
             except SeedRefusedError:
                 raise
             except LedgerError as error:
                 raise SeedRefusedError(f"{what}: {error.message}") from None
+
+    @staticmethod
+    @contextmanager
+    def clocked(moment: datetime) -> Iterator[None]:
+        """Events triggered in the block take `moment` (a refusal is the caller's)."""
+        with command_context(SEED_ACTOR, None, clock=lambda: moment):
+            yield
 
     def emit(self, *aggregates: LedgerAggregate) -> None:
         """Take the events just triggered on these aggregates, in this order, for the append."""
@@ -186,6 +238,7 @@ def record_workspace(
 ) -> Outcome:
     """Check every file (unless `content` holds them checked), then record what is new in
     one append (or, `dry_run`, nothing)."""
+    from trainledger.service.seed_rollout import plan_rollout
     from trainledger.service.seed_training import plan_training
 
     content = content or SeedContent.read(workspace)
@@ -198,6 +251,8 @@ def record_workspace(
         recording = SeedRecording(ledger, content, ledger.now())
         if content.training is not None:
             plan_training(recording, content.training)
+        plan_rollout(recording, content.rollout)
+        content.require_references(recording)
         recording.play()
         report = _report(workspace, digests, recording, dry_run)
         if not recording.events:

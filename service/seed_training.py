@@ -203,15 +203,26 @@ class CheckpointImport:
         recording.plan(seed.createdAt, Rank.CHECKPOINT, self.register)
         for summary in self.evals:
             recording.plan(summary.createdAt, Rank.EVAL, functools.partial(self.attach, summary))
-        if seed.deployable and seed.lastEvalSummaryRef is not None:
-            linked = self.evals[-1]  # the checked file: the ref is the latest eval
+        backing = self.backing_eval()
+        if seed.deployable and backing is not None:
             end = self.run_import.seed.completedAt
-            moment = linked.createdAt if end is None else max(linked.createdAt, end)
+            moment = backing.createdAt if end is None else max(backing.createdAt, end)
             recording.plan(moment, Rank.DEPLOYABILITY, self.mark)
         elif seed.deployable:
             recording.plan(seed.createdAt, Rank.DEPLOYABILITY, self.mark)
         else:
             recording.plan(recording.now, Rank.DEPLOYABILITY, self.withdrawn)
+
+    def backing_eval(self) -> SeedEval | None:
+        """The eval a deployable checkpoint was marked on, as the seed's flow marks: right
+        after attaching a passing eval (`attachEvalAndMarkDeployable`), so the first of the
+        evals since its last failing one (None: it links no eval, or its latest failed)."""
+        if self.seed.lastEvalSummaryRef is None:
+            return None
+        backing = None
+        for summary in self.evals:
+            backing = None if summary.verdict == "fail" else backing or summary
+        return backing
 
     def register(self) -> None:
         seed, recording, run = self.seed, self.recording, self.run_import.run
@@ -331,24 +342,33 @@ class CheckpointImport:
             return None
 
     def mark(self) -> None:
-        """The seed shows it deployable: mark it so on the eval the seed links, if new."""
+        """The seed shows it deployable: mark it so, as its flow did, if that is new."""
         checkpoint, seed, recording = self.checkpoint, self.seed, self.recording
         run = self.run_import.run
         if checkpoint is None or run is None:
             return
-        ref = seed.lastEvalSummaryRef
-        if ref is None:
+        if seed.lastEvalSummaryRef is None:
             self.gap("deployable", "the seed shows it deployable without an eval; not marked")
             return
-        if any(c.deployable and c.eval_id == ref for c in checkpoint.deployability_history):
+        backing = self.backing_eval()
+        if backing is None:
+            self.gap(
+                "deployable",
+                "the seed shows it deployable on a failing eval (it kept deployability when "
+                "a failing eval was attached; the ledger revokes it then); not marked",
+            )
+            return
+        since = {e.evalId for e in self.evals[self.evals.index(backing) :]}
+        if any(c.deployable and c.eval_id in since for c in checkpoint.deployability_history):
             recording.count("deployabilityMarks", present=True)
             return
         current = checkpoint.current_eval
-        if current is None or current.evalId != ref:
+        if current is None or current.evalId != backing.evalId:
             held = "none" if current is None else current.evalId
             self.gap(
                 "deployable",
-                f"the seed marks it on eval {ref}, the ledger's current eval is {held}; not marked",
+                f"the seed's flow marks it on eval {backing.evalId}, the ledger's current eval "
+                f"then is {held}; not marked",
             )
             return
         try:
@@ -357,15 +377,14 @@ class CheckpointImport:
             self.gap("deployable", f"the seed shows it deployable; not marked: {error.message}")
             return
         assert run.completed_at is not None  # require_deployable: the run is completed
-        moment = max(self.evals[-1].createdAt, run.completed_at)
-        with recording.at(moment, self.where):
+        with recording.at(max(backing.createdAt, run.completed_at), self.where):
             checkpoint.mark_deployable(run, require_digest=False)
         recording.emit(checkpoint)
         recording.count("deployabilityMarks")
         self.gap(
             "deployable",
-            "the seed records no time of marking; recorded at its eval's createdAt or its "
-            "run's completion, whichever is later",
+            "the seed records no time of marking; recorded on the first passing eval since its "
+            "last failing one, at that eval's time or its run's completion if later",
         )
 
     def withdrawn(self) -> None:
