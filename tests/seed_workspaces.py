@@ -47,9 +47,7 @@ def full_workspace() -> FullWorkspace:
     served = w.runs["served"] = seed.run("completed", created=at(0), completed=at(2))
     ckpt = w.checkpoints["served"] = seed.checkpoint(served, created=at(1.97), deployable=True)
     w.evals["served"] = seed.eval(ckpt, "pass", created=at(3), eval_id="eval-served")
-    seed.promotion(
-        ckpt, "promotable", created=at(3.5), shadow_started=at(4), promotable=at(5.5)
-    )
+    seed.promotion(ckpt, "promotable", created=at(3.5), shadow_started=at(4), promotable=at(5.5))
     for minutes in range(5, 35, 5):
         outcome = "rejected" if minutes == 20 else "accepted"
         seed.observation(ckpt, at(4) + timedelta(minutes=minutes), outcome)
