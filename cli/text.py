@@ -136,6 +136,12 @@ def import_text(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def posted_text(summary: dict[str, Any]) -> list[str]:
+    """`export --format openlineage --post URL`: how many events the endpoint accepted."""
+    count = summary["posted"]
+    return [f"posted {count} OpenLineage event{'' if count == 1 else 's'} to {summary['endpoint']}"]
+
+
 def training_text(document: dict[str, Any]) -> list[str]:
     """A run after `train` or `run import-result`: what was decided, then the run."""
     run_id = document["trainRunId"]

@@ -21,6 +21,7 @@ COMMAND_ONLY = (
     "trainledger.domain.contract",
     "trainledger.domain.model",
     "trainledger.domain.experiment",
+    "openlineage",  # the OpenLineage client: only `export --format openlineage` loads it
 )
 
 # Runs the CLI in this process, then reports which command-only modules it loaded.
