@@ -258,9 +258,10 @@ def after_deployability_loss(
     """What a revoke or a failing eval does beyond the checkpoint, in the same append.
 
     A failing eval (`failed_eval`) or a revoke of deployability (`revoked`,
-    its reason) rejects the checkpoint's promotion; a revoke also disables
-    the routing of every slot whose active checkpoint it is (SPEC §9.1, §9.3).
-    Returns the aggregates that changed.
+    its reason) rejects the checkpoint's promotion, and either disables the
+    routing of every slot whose active checkpoint it is (SPEC §9.1, §9.3): a
+    routed checkpoint is always deployable and not rejected. Returns the
+    aggregates that changed.
     """
     changed: list[LedgerAggregate] = []
     if revoked is not None:
@@ -271,6 +272,14 @@ def after_deployability_loss(
         return changed
     if promotion is not None and promotion.reject_after(because, eval_id=failed_eval):
         changed.append(promotion)
-    if revoked is not None:
-        changed.extend(slot for slot in slots if slot.disable_routing_after(checkpoint.id, because))
+    if revoked is not None or (promotion is not None and promotion.state == "rejected"):
+        changed += stop_routing_to(checkpoint.id, slots, because)
     return changed
+
+
+def stop_routing_to(
+    checkpoint_id: UUID, slots: list[DeploymentSlot], because: str
+) -> list[LedgerAggregate]:
+    """Disable every slot's routing to a checkpoint that is no longer deployable or whose
+    promotion was rejected (in the same append as that change); the slots that changed."""
+    return [slot for slot in slots if slot.disable_routing_after(checkpoint_id, because)]

@@ -112,14 +112,28 @@ class Deployments:
 
         if revoked is None and failed_eval is None:
             return []
-        slots = [s for s in map(self._slot, WORKER_PROFILES) if s is not None]
         return after_deployability_loss(
             checkpoint,
             self._promotion(checkpoint),
-            slots,
+            self._slots(),
             revoked=revoked,
             failed_eval=failed_eval,
         )
+
+    def _slots(self) -> list[DeploymentSlot]:
+        return [s for s in map(self._slot, WORKER_PROFILES) if s is not None]
+
+    def _after_rejection(self, promotion: Promotion) -> list[LedgerAggregate]:
+        """A rejected promotion stops routing to its checkpoint, in the same append."""
+        from trainledger.domain.deployment import stop_routing_to
+
+        if promotion.state != "rejected":
+            return []
+        decision = promotion.decisions[-1]
+        because = f"promotion of checkpoint {promotion.checkpoint_id} rejected" + (
+            f": {decision.reason}" if decision.reason else " by the gate"
+        )
+        return stop_routing_to(promotion.checkpoint_id, self._slots(), because)
 
     def _run(
         self, command: str, params: dict[str, Any], actor: str, key: str | None, body: Any
@@ -146,7 +160,7 @@ class Deployments:
             checkpoint = self._checkpoint(checkpoint_id)
             promotion = self._promotion(checkpoint) or Promotion.for_checkpoint(checkpoint)
             promotion.evaluate(checkpoint, self._evidence(checkpoint, None), thresholds)
-            return [promotion], promotion_of(promotion), []
+            return [promotion, *self._after_rejection(promotion)], promotion_of(promotion), []
 
         params = {"checkpointId": checkpoint_id, "minDelta": min_delta, "margin": margin}
         return self._run("promotion.evaluate", params, actor, idempotency_key, body)
@@ -192,7 +206,7 @@ class Deployments:
             checkpoint = self._checkpoint(checkpoint_id)
             promotion = self._promotion(checkpoint) or Promotion.for_checkpoint(checkpoint)
             promotion.reject(reason)
-            return [promotion], promotion_of(promotion), []
+            return [promotion, *self._after_rejection(promotion)], promotion_of(promotion), []
 
         params = {"checkpointId": checkpoint_id, "reason": reason}
         return self._run("promotion.reject", params, actor, idempotency_key, body)

@@ -7,26 +7,37 @@ After every step:
   the aggregate itself;
 - the seed's invariants hold in the views: a deployable checkpoint's current
   eval did not fail and its run completed; a checkpoint's family is its run's;
-- stats agree with the lists.
+- stats agree with the lists;
+- SPEC §9: a routed slot's active checkpoint is deployable and not rejected;
+  a promotable checkpoint had >= 5 settled observations and a shadow window
+  of >= 1 h (the machine's clock is moved by a rule, never slept on); every
+  binding's checkpoint suits its profile; promotions and slots read from the
+  views equal the aggregates' documents.
 
 `store_url()` gives each example its store; subclasses pick the backend.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
-from tests.support import READER_FAMILY, eval_summary, existing_artifact
+from tests.support import READER_FAMILY, SteppingClock, eval_summary, existing_artifact
 from trainledger.adapters.sqlite.shares import OWNER_COLUMN, ShareReplay, share_of
 from trainledger.adapters.store import open_ledger
+from trainledger.domain.deployment import DeploymentSlot
 from trainledger.domain.errors import LedgerError, NotFoundError
-from trainledger.domain.views import checkpoint_document, run_document
+from trainledger.domain.experiment import family_suits_profile
+from trainledger.domain.ids import promotion_id, slot_id
+from trainledger.domain.promotion import Promotion
+from trainledger.domain.views import checkpoint_document, promotion_of, run_document, slot_of
+from trainledger.domain.vocabulary import WORKER_PROFILES
 from trainledger.projections.read_model import ProjectionReadModel
 from trainledger.service.ledger import TrainingLedger
 
@@ -42,7 +53,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize(prepared=st.integers(0, 2))
     def open_store(self, prepared: int) -> None:
         """A fresh store, maybe with completed runs that have a checkpoint (deep states early)."""
-        self.ledger = open_ledger(self.store_url())
+        self.clock = SteppingClock()
+        self.ledger = open_ledger(self.store_url(), clock=self.clock)
+        self.observations: list[str] = []
         self.runs: list[str] = []
         self.checkpoints: list[str] = []
         self.eval_ids: list[str] = []
@@ -164,6 +177,125 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.eval_ids.append(eval_id)
                 return
 
+    # --- SPEC §9: promotion, shadow, deployment ---------------------------------
+
+    @rule(minutes=st.sampled_from([1, 20, 45, 70]))
+    def tick(self, minutes: int) -> None:
+        self.clock.advance(minutes=minutes)
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), min_delta=st.sampled_from([0.05, 0.05, 0.5]))
+    def evaluate(self, data: st.DataObject, min_delta: float) -> None:
+        deployments = self.ledger.deployments
+        self.attempt(deployments.evaluate, self.pick(data, self.checkpoints), min_delta=min_delta)
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), review=st.booleans())
+    def advance_promotion(self, data: st.DataObject, review: bool) -> None:
+        self.attempt(
+            self.ledger.deployments.advance,
+            self.pick(data, self.checkpoints),
+            review=review or data.draw(st.booleans()),
+            note="reviewed",
+        )
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), reason=st.sampled_from(["regressed", ""]))
+    def reject_promotion(self, data: st.DataObject, reason: str) -> None:
+        self.attempt(self.ledger.deployments.reject, self.pick(data, self.checkpoints), reason)
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), profile=st.sampled_from(WORKER_PROFILES), times=st.integers(1, 6))
+    def route(self, data: st.DataObject, profile: str, times: int) -> None:
+        checkpoint_id = self.pick(data, self.checkpoints)
+        for _ in range(times):
+            routed = self.attempt(self.ledger.deployments.route, checkpoint_id, profile)
+            if routed is not None:
+                self.observations.append(routed["observationId"])
+
+    @precondition(lambda self: self.observations)
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from(["accepted", "accepted", "rejected", "escalated", "nope"]),
+        flags=st.booleans(),
+        times=st.integers(1, 6),
+    )
+    def settle(self, data: st.DataObject, outcome: str, flags: bool, times: int) -> None:
+        for _ in range(times):
+            self.attempt(
+                self.ledger.deployments.complete,
+                self.pick(data, self.observations),
+                outcome,
+                invalid_output=flags,
+                profile_rejected=flags and outcome == "escalated",
+            )
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), profile=st.sampled_from(WORKER_PROFILES))
+    def bind(self, data: st.DataObject, profile: str) -> None:
+        checkpoint_id = self.pick(data, self.checkpoints)
+        self.attempt(self.ledger.deployments.bind, profile, checkpoint_id, note="n")
+
+    @rule(data=st.data(), profile=st.sampled_from(WORKER_PROFILES), named=st.booleans())
+    def rollback(self, data: st.DataObject, profile: str, named: bool) -> None:
+        to = self.pick(data, self.checkpoints) if named and self.checkpoints else None
+        self.attempt(self.ledger.deployments.rollback, profile, to=to)
+
+    @rule(profile=st.sampled_from(WORKER_PROFILES), enable=st.booleans())
+    def routing(self, profile: str, enable: bool) -> None:
+        deployments = self.ledger.deployments
+        if enable:
+            self.attempt(deployments.enable_routing, profile)
+        else:
+            self.attempt(deployments.disable_routing, profile, "maintenance")
+
+    @rule(data=st.data(), steps=st.integers(2, 8), fresh=st.booleans())
+    def promote(self, data: st.DataObject, steps: int, fresh: bool) -> None:
+        """Take a deployable checkpoint a few valid steps towards promotable and routed
+        (deep states early); a fresh deployable one when there is none, or now and then."""
+        ledger, deployments = self.ledger, self.ledger.deployments
+        deployable = ledger.list_checkpoints(deployable=True)["checkpoints"]
+        if not deployable or (fresh and len(deployable) < 4):
+            self._deployable_checkpoint()
+            deployable = ledger.list_checkpoints(deployable=True)["checkpoints"]
+        checkpoint_id = data.draw(st.sampled_from([c["checkpointId"] for c in deployable[:3]]))
+        profile = "local-reader"
+        for _ in range(steps):
+            state = deployments.show_promotion(checkpoint_id)["state"]
+            if state in (None, "rejected"):
+                self.attempt(deployments.evaluate, checkpoint_id)
+            elif state == "candidate_only":
+                self.attempt(deployments.advance, checkpoint_id, review=True, note="ok")
+            elif state == "shadow_ready":
+                for _ in range(5):
+                    routed = self.attempt(deployments.route, checkpoint_id, profile)
+                    if routed is not None:
+                        self.observations.append(routed["observationId"])
+                        self.attempt(deployments.complete, routed["observationId"], "accepted")
+                self.clock.advance(minutes=61)
+                self.attempt(deployments.advance, checkpoint_id, review=True, note="ok")
+            elif deployments.show_slot(profile)["activeCheckpointId"] != checkpoint_id:
+                self.attempt(deployments.bind, profile, checkpoint_id)
+            elif not deployments.show_slot(profile)["routingEnabled"]:
+                self.attempt(deployments.enable_routing, profile)
+            else:
+                self.attempt(deployments.rollback, profile)
+
+    def _deployable_checkpoint(self) -> None:
+        run_id = create_run(self.ledger)
+        self.runs.append(run_id)
+        self.ledger.start_run(run_id, actor=ACTOR)
+        created = self.ledger.register_checkpoint(
+            run_id, family=READER_FAMILY, artifact_path=existing_artifact(), actor=ACTOR
+        )
+        checkpoint_id = created["checkpointId"]
+        self.checkpoints.append(checkpoint_id)
+        self.ledger.complete_run(run_id, actor=ACTOR)
+        eval_id = f"eval-{len(self.eval_ids)}"
+        summary = eval_summary(checkpoint_id, eval_id)
+        self.ledger.attach_eval(checkpoint_id, summary, mark_deployable=True, actor=ACTOR)
+        self.eval_ids.append(eval_id)
+
     @rule()
     def rebuild(self) -> None:
         report = self.ledger.rebuild_projections()
@@ -232,6 +364,59 @@ class LedgerMachine(RuleBasedStateMachine):
         assert stats["totalEvals"] == len(evals) == len(set(self.eval_ids))
         assert stats["failingEvals"] == len(ledger.list_evals(verdict="fail")["evals"])
 
+    @invariant()
+    def promotions_and_slots_keep_their_rules(self) -> None:
+        ledger, deployments = self.ledger, self.ledger.deployments
+        for listed in deployments.list_slots()["slots"]:
+            profile = listed["profile"]
+            slot = ledger.unit_of_work.find(slot_id(profile), DeploymentSlot)
+            if slot is None:
+                assert listed["activeCheckpointId"] is None
+                continue
+            assert listed == slot_of(slot)
+            for binding in listed["bindings"]:
+                family = ledger.get_checkpoint(binding["checkpointId"]).family
+                assert family_suits_profile(family, profile)
+            if listed["routingEnabled"]:
+                active = listed["activeCheckpointId"]
+                assert ledger.get_checkpoint(active).deployable
+                assert deployments.show_promotion(active)["state"] != "rejected"
+        promotable = 0
+        for checkpoint_id in self.checkpoints:
+            shown = deployments.show_promotion(checkpoint_id)
+            promotion = ledger.unit_of_work.find(promotion_id(_uuid(checkpoint_id)), Promotion)
+            if promotion is not None:
+                assert shown == promotion_of(promotion)
+            decisions = shown["decisions"]
+            for i, decision in enumerate(decisions):
+                if decision["kind"] == "advance" and decision["state"] == "promotable":
+                    self._check_promotable(checkpoint_id, decisions[:i], decision)
+            promotable += shown["state"] == "promotable"
+        stats = ledger.stats()
+        assert stats["promotableCheckpoints"] == promotable
+        routed = sum(s["routingEnabled"] for s in deployments.list_slots()["slots"])
+        assert stats["routedProfiles"] == routed
+
+    def _check_promotable(
+        self, checkpoint_id: str, before: list[dict[str, Any]], decision: dict[str, Any]
+    ) -> None:
+        """>= 5 observations settled in a shadow window of >= 1 h, counted again here from
+        the observations as they stood when the decision was made."""
+        started = [d for d in before if d["kind"] == "advance" and d["state"] == "shadow_ready"]
+        assert started
+        start = datetime.fromisoformat(started[-1]["timestamp"])
+        decided = datetime.fromisoformat(decision["timestamp"])
+        assert decided - start >= timedelta(hours=1)
+        hours = (decided - start) / timedelta(hours=1)
+        stats = self.ledger.deployments.shadow_stats(
+            checkpoint_id, window_hours=hours, as_of=decided
+        )
+        assert stats["totalCount"] >= 5
+
     def teardown(self) -> None:
         if hasattr(self, "ledger"):
             self.ledger.close()
+
+
+def _uuid(text: str) -> UUID:
+    return UUID(text)
