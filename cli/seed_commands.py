@@ -95,5 +95,6 @@ def seed_text(report: dict[str, Any]) -> list[str]:
         ids = gap["ids"][:GAP_IDS_SHOWN]
         more = gap["count"] - len(ids)
         listed = ", ".join(ids) + (f" and {more} more" if more else "")
-        lines.append(f"  {gap['record']} {gap['field']}: {gap['gap']} [{listed}]")
+        what = " ".join(part for part in (gap["record"], gap["field"]) if part)
+        lines.append(f"  {what}: {gap['gap']} [{listed}]")
     return lines

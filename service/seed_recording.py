@@ -289,6 +289,9 @@ def _report(
     if training is not None:
         id_map.update(id_mappings("run", (r.trainRunId for r in training.runs)))
         id_map.update(id_mappings("checkpoint", (c.checkpointId for c in training.checkpoints)))
+    rollout = recording.content.rollout
+    id_map.update(id_mappings("observation", (o.observationId for o in rollout.observations)))
+    id_map.update(id_mappings("checkpoint", (r.checkpoint for r in rollout.references())))
     return {
         "workspace": workspace.location,
         "dryRun": dry_run,
