@@ -184,16 +184,17 @@ class Gap:
 class Gaps:
     """The import's list of gaps, grouped by what is missing (each group lists its ids)."""
 
-    groups: dict[Gap, list[str]] = field(default_factory=dict)
+    groups: dict[Gap, dict[str, None]] = field(default_factory=dict)
+    """Each gap's ids, in the order found (a dict: each id once)."""
 
     def add(self, record: str, seed_id: str, field_name: str, gap: str) -> None:
-        self.groups.setdefault(Gap(record, field_name, gap), []).append(seed_id)
+        self.groups.setdefault(Gap(record, field_name, gap), {})[seed_id] = None
 
     def documents(self) -> list[dict[str, Any]]:
         """The groups, by kind of record (in `RECORDS` order), then as they were found."""
         groups = sorted(self.groups.items(), key=lambda item: RECORDS.index(item[0].record))
         return [
-            {"record": g.record, "field": g.field, "gap": g.gap, "count": len(ids), "ids": ids}
+            {"record": g.record, "field": g.field, "gap": g.gap, "count": len(ids), "ids": [*ids]}
             for g, ids in groups
         ]
 

@@ -229,11 +229,22 @@ class PromotionImport:
         return checkpoint, promotion
 
     def decided(self) -> tuple[Checkpoint, Promotion] | None:
-        """The checkpoint and its promotion, once a decision on it is recorded."""
+        """The checkpoint and its promotion, once a decision on it is recorded, while only
+        the seed's import decided on it (the ledger's operators govern it otherwise)."""
         found = self.found()
-        if found is None or found[1] is None:
+        if found is None or found[1] is None or self.decided_by_others(found[1]):
             return None
         return found[0], found[1]
+
+    def decided_by_others(self, promotion: Promotion) -> bool:
+        others = sorted({d.actor for d in promotion.decisions if d.actor != SEED_ACTOR})
+        if others:
+            self.gap(
+                "state",
+                f"the ledger's promotion was decided on by {', '.join(others)}; the seed's "
+                "record is not applied to it",
+            )
+        return bool(others)
 
     def evaluated(self) -> None:
         seed, recording = self.seed, self.recording
@@ -242,7 +253,8 @@ class PromotionImport:
             return
         checkpoint, promotion = found
         if promotion is not None and promotion.decisions:
-            recording.count("promotionDecisions", present=True)
+            if not self.decided_by_others(promotion):
+                recording.count("promotionDecisions", present=True)
             return
         start = seed.createdAt - DEFAULT_WINDOW
         evidence = shadow_evidence(recording, checkpoint, start, seed.createdAt)
@@ -394,7 +406,7 @@ class DeploymentImport:
                 recording.count("bindings", present=True)
                 return
             current = slot.current_binding
-            if active and current is not None and current.actor != SEED_ACTOR:
+            if current is not None and current.actor != SEED_ACTOR:
                 self.gap(
                     "activeCheckpointId",
                     f"the ledger's slot was bound since by {current.actor}; not applied",

@@ -380,3 +380,24 @@ def test_an_imported_ledger_exports_and_imports_whole(
     summary = import_log(target, lines)
     assert summary["imported"] == len(lines)
     assert target.verify()["digest"] == source.verify()["digest"]
+
+
+def test_what_the_ledgers_operators_changed_since_is_not_undone_by_a_later_version(
+    ledger: TrainingLedger, tmp_path: Path
+) -> None:
+    w = full_workspace()
+    imported(ledger, w, tmp_path)
+    served = w.checkpoints["served"]["checkpointId"]
+    ledger.deployments.disable_routing("local-reader", "incident 42", actor="ops")
+    recovered = w.checkpoints["recovered"]["checkpointId"]
+    ledger.deployments.evaluate(recovered, actor="ops")
+    w.seed.promotion(w.checkpoints["recovered"], "rejected", created=at(6), note="too risky")
+    w.runs["pending"]["status"] = "running"  # something new, so the files are compared
+    report = imported(ledger, w, tmp_path)
+    assert report["recorded"]["runStarts"] == 1
+    assert report["recorded"]["routingChanges"] == 0
+    assert ledger.deployments.show_slot("local-reader")["routingEnabled"] is False
+    assert ledger.deployments.show_promotion(recovered)["state"] == "candidate_only"
+    [kept] = [g for g in gap_of(report, "promotion", "state") if "decided on by ops" in g["gap"]]
+    assert kept["count"] == 1
+    assert ledger.deployments.show_slot("local-reader")["activeCheckpointId"] == served
