@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from trainledger.cli.app import Session, cli, pass_session
+from trainledger.cli.app import Session, cli, idempotency_option, pass_session
 
 GAP_IDS_SHOWN = 3
 """Ids listed per gap in the text report (--json lists them all)."""
@@ -22,8 +22,11 @@ GAP_IDS_SHOWN = 3
     is_flag=True,
     help="Print the report of what would be recorded; write nothing (no store is created).",
 )
+@idempotency_option
 @pass_session
-def import_seed(session: Session, workspace: str, dry_run: bool) -> None:
+def import_seed(
+    session: Session, workspace: str, dry_run: bool, idempotency_key: str | None
+) -> None:
     """Record a seed workspace's registries (principles-disciple) as history, all or nothing.
 
     Reads .state/nocturnal/training-registry.json, .state/nocturnal/deployment-registry.json,
@@ -48,7 +51,12 @@ def import_seed(session: Session, workspace: str, dry_run: bool) -> None:
         ledger = open_ledger("memory://" if dry_run else session.store)
     try:
         report = record_seed(
-            ledger, seed, imported_by=session.actor, dry_run=dry_run, content=content
+            ledger,
+            seed,
+            imported_by=session.actor,
+            dry_run=dry_run,
+            content=content,
+            idempotency_key=idempotency_key,
         )
     finally:
         ledger.close()

@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from trainledger.domain.seed_vocabulary import SEED_FILES, seed_import_id
 from trainledger.domain.views import iso
-from trainledger.service.unit_of_work import Outcome
+from trainledger.service.unit_of_work import Outcome, request_digest
+
+COMMAND = "import-seed"
 
 if TYPE_CHECKING:
     from trainledger.service.ledger import TrainingLedger
@@ -85,14 +87,22 @@ def import_seed(
     imported_by: str,
     dry_run: bool = False,
     content: SeedContent | None = None,
+    idempotency_key: str | None = None,
 ) -> Outcome:
     """Record a seed workspace's registries as history (see the module doc): all or nothing.
 
     Files whose digests an earlier import recorded are not read again: they
     were checked and recorded then (and the models are not even loaded).
-    `content`: the files already checked (`check_workspace`).
+    `content`: the files already checked (`check_workspace`). With an
+    `idempotency_key`, a repeat returns the first outcome (SPEC §3.6).
     """
     digests = workspace.digests()
+    params = {"files": digests}
+    if idempotency_key is not None and not dry_run:
+        digest = request_digest(COMMAND, params)
+        first = ledger.unit_of_work.earlier_outcome(idempotency_key, digest)
+        if first is not None:
+            return first
     earlier = _earlier_import(ledger, seed_import_id(digests))
     if earlier is not None:
         return _nothing_new(workspace, digests, dry_run, earlier)
@@ -100,7 +110,13 @@ def import_seed(
     from trainledger.service.seed_recording import record_workspace
 
     return record_workspace(
-        ledger, workspace, digests, imported_by=imported_by, dry_run=dry_run, content=content
+        ledger,
+        workspace,
+        digests,
+        imported_by=imported_by,
+        dry_run=dry_run,
+        content=content,
+        idempotency_key=idempotency_key,
     )
 
 

@@ -235,6 +235,7 @@ def record_workspace(
     imported_by: str,
     dry_run: bool,
     content: SeedContent | None = None,
+    idempotency_key: str | None = None,
 ) -> Outcome:
     """Check every file (unless `content` holds them checked), then record what is new in
     one append (or, `dry_run`, nothing)."""
@@ -272,7 +273,8 @@ def record_workspace(
         with command_context(SEED_ACTOR, None, clock=ledger.clock):
             _, outcome, _ = body()
         return outcome
-    return ledger.unit_of_work.run("import-seed", {}, SEED_ACTOR, None, body)
+    params = {"files": dict(digests)}
+    return ledger.unit_of_work.run("import-seed", params, SEED_ACTOR, idempotency_key, body)
 
 
 def _report(

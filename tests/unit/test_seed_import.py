@@ -21,7 +21,7 @@ from tests.seed_workspaces import FullWorkspace, at, full_workspace
 from tests.support import reader_request
 from trainledger.adapters.seed_files import read_seed_workspace
 from trainledger.adapters.store import open_ledger
-from trainledger.domain.errors import InvalidTransitionError
+from trainledger.domain.errors import IdempotencyKeyReusedError, InvalidTransitionError
 from trainledger.domain.seed_vocabulary import SeedRefusedError
 from trainledger.service.archive import export_log, import_log
 from trainledger.service.ledger import TrainingLedger
@@ -401,3 +401,19 @@ def test_what_the_ledgers_operators_changed_since_is_not_undone_by_a_later_versi
     [kept] = [g for g in gap_of(report, "promotion", "state") if "decided on by ops" in g["gap"]]
     assert kept["count"] == 1
     assert ledger.deployments.show_slot("local-reader")["activeCheckpointId"] == served
+
+
+def test_an_idempotency_key_returns_the_first_outcome(
+    ledger: TrainingLedger, tmp_path: Path
+) -> None:
+    w = full_workspace()
+    first = imported(ledger, w, tmp_path, idempotency_key="migration-1")
+    before = position(ledger)
+    again = import_seed(
+        ledger, read_seed_workspace(str(tmp_path)), imported_by="ana", idempotency_key="migration-1"
+    )
+    assert again == first
+    w.runs["pending"]["status"] = "running"
+    with pytest.raises(IdempotencyKeyReusedError):
+        imported(ledger, w, tmp_path, idempotency_key="migration-1")
+    assert position(ledger) == before
