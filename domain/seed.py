@@ -21,7 +21,8 @@ below are its TypeScript interfaces, `model-training-registry.ts`:
 - `EvalSummary {evalId, checkpointId, benchmarkId, targetModelFamily, mode,
   baselineScore, candidateScore, delta, verdict, createdAt}`; mode
   `prompt_assisted|reduced_prompt`, verdict `pass|fail|compare_only`;
-  attaching one sets its checkpoint's `lastEvalSummaryRef`.
+  attaching one appends it and sets its checkpoint's `lastEvalSummaryRef`
+  (a checkpoint's evals are taken in the order of their times).
 
 Ids are `crypto.randomUUID()` (evalIds are the caller's). Times are
 `toISOString()` (UTC, milliseconds, `Z`). The seed read a file it could not
@@ -248,6 +249,9 @@ class SeedTraining:
     listed_by: dict[str, str] = field(default_factory=dict)
     """Each checkpoint listed in a run's `checkpointIds`, with that run."""
     unlisted: set[str] = field(default_factory=set)
+    stale_links: dict[str, str] = field(default_factory=dict)
+    """Checkpoints whose `lastEvalSummaryRef` is not their latest eval (which is named):
+    the seed always links the eval attached last, so the file was edited."""
     """Checkpoints their run's `checkpointIds` does not list (kept: `trainRunId` links them)."""
 
     def run(self, seed_id: str) -> SeedRun:
@@ -283,6 +287,8 @@ def read_training(label: str, data: bytes) -> SeedTraining:
         _check_checkpoint(training, index, checkpoint)
     for index, summary in enumerate(training.evals):
         _check_eval(training, index, summary)
+    for evals in training.evals_of.values():
+        evals.sort(key=lambda e: e.createdAt)  # the seed appends; its queries sort by time
     for index, checkpoint in enumerate(training.checkpoints):
         _check_eval_link(training, index, checkpoint)
     return training
@@ -344,15 +350,7 @@ def _check_eval(training: SeedTraining, index: int, summary: SeedEval) -> None:
     refuse_before(
         f"{at}: createdAt", summary.createdAt, checkpoint.createdAt, "its checkpoint's createdAt"
     )
-    earlier = training.evals_of.setdefault(checkpoint.checkpointId, [])
-    if earlier:
-        refuse_before(
-            f"{at}: createdAt",
-            summary.createdAt,
-            earlier[-1].createdAt,
-            f"the eval attached before it ({earlier[-1].evalId})",
-        )
-    earlier.append(summary)
+    training.evals_of.setdefault(checkpoint.checkpointId, []).append(summary)
 
 
 def _check_eval_link(training: SeedTraining, index: int, checkpoint: SeedCheckpoint) -> None:
@@ -363,12 +361,13 @@ def _check_eval_link(training: SeedTraining, index: int, checkpoint: SeedCheckpo
     evals = training.evals_of.get(checkpoint.checkpointId, [])
     if ref not in training.eval_index:
         raise SeedRefusedError(f"{at}: lastEvalSummaryRef {ref} is not an eval summary")
-    if not evals or evals[-1].evalId != ref:
-        latest = evals[-1].evalId if evals else "none"
+    linked = training.evals[training.eval_index[ref]]
+    if linked.checkpointId != checkpoint.checkpointId:
         raise SeedRefusedError(
-            f"{at}: lastEvalSummaryRef {ref} is not its latest eval ({latest}); the seed "
-            "always links the eval attached last"
+            f"{at}: lastEvalSummaryRef {ref} is an eval of checkpoint {linked.checkpointId}"
         )
+    if evals[-1].evalId != ref:
+        training.stale_links[checkpoint.checkpointId] = evals[-1].evalId
 
 
 def unknown_field_gaps(gaps: Gaps, record: str, items: Iterable[tuple[str, SeedRecord]]) -> None:

@@ -263,6 +263,13 @@ class CheckpointImport:
         self.gap("artifactDigest", "the seed records no artifact digest; none recorded")
         if seed.checkpointId in self.training.unlisted:
             self.gap("checkpointIds", "its run's checkpointIds does not list it")
+        latest = self.training.stale_links.get(seed.checkpointId)
+        if latest is not None:
+            self.gap(
+                "lastEvalSummaryRef",
+                "links an eval that is not its latest (the seed links the eval attached "
+                "last); its latest eval is its current eval here",
+            )
         if not seed.deployable and seed.lastEvalSummaryRef is None and self.evals:
             self.gap(
                 "lastEvalSummaryRef",

@@ -137,10 +137,10 @@ SHAPE_AND_RULES: dict[str, tuple[Damage, str, str]] = {
         TRAINING,
         r"evalSummaries\[0\] .*createdAt: timestamps out of order",
     ),
-    "evals out of their order": (
-        lambda w: _set(w.evals["recovered-pass"], createdAt=iso(at(3.5))),
+    "a link to another checkpoint's eval": (
+        lambda w: _set(w.checkpoints["failing"], lastEvalSummaryRef="eval-served"),
         TRAINING,
-        r"evalSummaries\[2\] .*before the eval attached before it",
+        r"checkpoints\[2\] .*lastEvalSummaryRef eval-served is an eval of checkpoint",
     ),
     "completed without completedAt": (
         lambda w: w.runs["failing"].pop("completedAt"),
@@ -309,3 +309,32 @@ def test_ids_that_are_not_uuids_map_to_the_same_uuid_every_time(tmp_path: Path) 
     assert report["idMap"] == {"run-001": mapped}
     assert mapped != old
     assert ledger.show_run(mapped)["experimentId"] == served["experimentId"]
+
+
+def test_evals_are_attached_in_the_order_of_their_times(tmp_path: Path) -> None:
+    w = full_workspace()
+    evals = w.seed.training["evalSummaries"]
+    evals[1], evals[2] = evals[2], evals[1]  # recovered's pass listed before its fail
+    ledger = open_ledger("memory://")
+    report = import_seed(
+        ledger, SeedWorkspace("ws", workspace_bytes(w, tmp_path)), imported_by="tester"
+    )
+    recovered = ledger.show_checkpoint(w.checkpoints["recovered"]["checkpointId"])
+    assert [e["verdict"] for e in recovered["evals"]] == ["fail", "pass"]
+    assert recovered["deployable"] is True
+    assert report["recorded"]["evals"] == 5
+
+
+def test_a_link_to_an_earlier_eval_is_a_gap(tmp_path: Path) -> None:
+    w = full_workspace()
+    w.checkpoints["recovered"]["lastEvalSummaryRef"] = w.evals["recovered-fail"]["evalId"]
+    ledger = open_ledger("memory://")
+    report = import_seed(
+        ledger, SeedWorkspace("ws", workspace_bytes(w, tmp_path)), imported_by="tester"
+    )
+    [stale] = [
+        g
+        for g in report["gaps"]
+        if g["field"] == "lastEvalSummaryRef" and "not its latest" in g["gap"]
+    ]
+    assert stale["ids"] == [w.checkpoints["recovered"]["checkpointId"]]
