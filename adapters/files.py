@@ -1,14 +1,15 @@
-"""Reading the outside world's files: datasets and artifacts."""
+"""Reading the outside world's files: datasets, base models and artifacts."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainledger.domain.errors import ArtifactError, DatasetError
+from trainledger.domain.errors import ArtifactError, BaseModelError, DatasetError
 
 if TYPE_CHECKING:
     from trainledger.domain.experiment import DatasetDigest
@@ -40,6 +41,53 @@ def load_dataset(path: str) -> DatasetDigest:
     return DatasetDigest.from_content(
         content.hexdigest()[:16], sample_count, str(file.resolve()), problem
     )
+
+
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""The weight files of a model directory as `save_pretrained` writes them (one suffices)."""
+
+
+def locate_base_model(path: str) -> str:
+    """The absolute path of a base model directory: its `config.json` and weights are there.
+
+    Checked when an experiment is created (SPEC §12), so a mistyped or
+    half-copied model is refused before a run is recorded; the trainer
+    loads it, and says so when it still cannot.
+    """
+    directory = Path(path)
+    shown = repr(path)
+    try:
+        if not directory.is_dir():
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise BaseModelError(f"base model {shown} {what}; expected a model directory")
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise BaseModelError(
+                f"base model {shown} is not a model directory: it has no config.json"
+            )
+        try:
+            config = json.loads(config_file.read_bytes())
+        except ValueError:
+            config = None
+        if not isinstance(config, dict):
+            raise BaseModelError(
+                f"base model {shown} is not a model directory: its config.json is not a JSON object"
+            )
+        if not any((directory / name).is_file() for name in MODEL_WEIGHTS):
+            raise BaseModelError(
+                f"base model {shown} is not a model directory: it holds no weights "
+                f"({', '.join(MODEL_WEIGHTS)})"
+            )
+        return str(directory.resolve())
+    except OSError as error:
+        raise BaseModelError(f"cannot read base model {shown}: {error.strerror}") from None
+    except ValueError as error:  # a NUL in the path
+        raise BaseModelError(f"base model {shown} is not a usable path: {error}") from None
 
 
 ARTIFACT_BYTE_LIMIT = 8 << 30

@@ -1,19 +1,21 @@
-"""The bundled reference trainer: the trainer protocol, for the dry-run backend.
+"""The bundled reference trainer: the trainer protocol, for the dry-run and peft-trl-orpo backends.
 
     python -m trainledger.adapters.reference_trainer --spec SPEC.json --output-dir DIR
 
 It validates the spec (the contract model, the config fingerprint, and the
-dataset fingerprint when the dataset file is named), probes that the output
-directory is writable, and reports a `dry_run` result: on stdout as one JSON
-document, and in `DIR/result-<experimentId>.json`. Progress goes to stderr.
+dataset fingerprint when the dataset file is named) and probes that the output
+directory is writable. A dry-run spec then gets a `dry_run` result. A
+`peft-trl-orpo` spec is trained for real (`adapters/orpo_trainer.py`: LoRA
+adapters with TRL's ORPO trainer, from the spec's `baseModel`) when the
+optional extra `trainledger[orpo]` is installed, and refused clearly
+otherwise. `unsloth-orpo` is left to your own trainer (`train --scripts-dir
+DIR` or `--trainer PATH`, see `examples/trainer/main.py`). The result goes to
+stdout as one JSON document, and to `DIR/result-<experimentId>.json`;
+progress goes to stderr.
 
-`peft-trl-orpo` and `unsloth-orpo` need torch, trl and peft (and unsloth); it
-refuses them clearly, with a `failed` result and a non-zero exit. Real
-training is done by your own trainer (`train --scripts-dir DIR` or
-`--trainer PATH`), see `examples/trainer/main.py`.
-
-Exit codes: 0 dry run done; 1 the spec or output directory is unusable;
-3 the backend cannot run here.
+Exit codes: 0 dry run or training done; 1 the spec, its base model, its
+dataset or the output directory is unusable; 3 the backend cannot run here;
+4 training failed or ran out of budget.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +47,11 @@ from trainledger.domain.contract import (
 )
 
 BACKEND_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "peft-trl-orpo": ("torch", "trl", "peft"),
+    "peft-trl-orpo": ("torch", "transformers", "peft", "trl", "datasets"),
     "unsloth-orpo": ("torch", "trl", "peft", "unsloth"),
 }
+TRAINED_HERE = ("peft-trl-orpo",)
+"""The backends this trainer trains (when their packages are installed)."""
 
 EXIT_UNUSABLE = 1
 EXIT_BACKEND_UNAVAILABLE = 3
@@ -129,17 +134,20 @@ def check_backend(backend: str) -> None:
         return
     missing = [name for name in required if importlib.util.find_spec(name) is None]
     if missing:
+        install = " (pip install 'trainledger[orpo]')" if backend in TRAINED_HERE else ""
         raise RefusedError(
             f"backend {backend} needs the optional packages {', '.join(required)}; "
-            f"missing here: {', '.join(missing)}. Install them, or train with your own "
-            "trainer (train --scripts-dir DIR or --trainer PATH)",
+            f"missing here: {', '.join(missing)}. Install them{install}, or train with your "
+            "own trainer (train --scripts-dir DIR or --trainer PATH)",
             EXIT_BACKEND_UNAVAILABLE,
         )
-    raise RefusedError(
-        f"backend {backend}: the bundled reference trainer implements only the dry-run "
-        "backend; train with your own trainer (train --scripts-dir DIR or --trainer PATH)",
-        EXIT_BACKEND_UNAVAILABLE,
-    )
+    if backend not in TRAINED_HERE:
+        raise RefusedError(
+            f"backend {backend}: the bundled reference trainer trains only "
+            f"{', '.join(TRAINED_HERE)} (and dry runs); train with your own trainer "
+            "(train --scripts-dir DIR or --trainer PATH)",
+            EXIT_BACKEND_UNAVAILABLE,
+        )
 
 
 def result_document(raw: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
@@ -168,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="Experiment spec JSON.")
     parser.add_argument("--output-dir", required=True, help="Where results go.")
     args = parser.parse_args(argv)
+    started = time.monotonic()  # the wall-clock budget counts from here
     output_dir = Path(args.output_dir)
     raw: dict[str, Any] = {}
     try:
@@ -180,8 +189,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"refused: {refusal.reason}")
         report(result_document(raw, "failed", failureReason=refusal.reason), output_dir)
         return refusal.exit_code
+    if spec.backend in TRAINED_HERE:
+        return train_orpo(raw, spec, output_dir, started)
     log("dry run done: the spec is valid and the output directory usable")
     report(result_document(raw, "dry_run", finalLoss=None, metrics=None), output_dir)
+    return 0
+
+
+def train_orpo(raw: dict[str, Any], spec: ExperimentSpec, output_dir: Path, started: float) -> int:
+    """Train the spec with ORPO (`adapters/orpo_trainer.py`) and report the outcome."""
+    from trainledger.adapters.orpo_trainer import TrainingError, train
+
+    try:
+        fields = train(spec, output_dir, started=started)
+    except TrainingError as failure:
+        log(f"failed: {failure.reason}")
+        report(result_document(raw, "failed", failureReason=failure.reason), output_dir)
+        return failure.exit_code
+    report(result_document(raw, "completed", **fields), output_dir)
     return 0
 
 

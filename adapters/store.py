@@ -26,7 +26,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from trainledger.adapters.files import digest_artifact, load_dataset
+from trainledger.adapters.files import digest_artifact, load_dataset, locate_base_model
 from trainledger.adapters.memory.recorder import MemoryLedgerFactory
 from trainledger.adapters.memory.view import MemoryLedgerView
 from trainledger.adapters.persistence import OrjsonTranscoder, PydanticMapper
@@ -192,6 +192,7 @@ def open_ledger(
             env,
             read_model=open_read_model,
             load_dataset=load_dataset,
+            locate_base_model=locate_base_model,
             digest_artifact=digest_artifact,
             run_trainer=SubprocessTrainerRunner(),
             locate_artifact=locate_artifact,

@@ -53,8 +53,22 @@ def deploy() -> None:
 
 @promotion.command("evaluate")
 @checkpoint_argument
-@click.option("--min-delta", type=float, default=0.05, show_default=True, metavar="X")
-@click.option("--margin", type=float, default=0.05, show_default=True, metavar="X")
+@click.option(
+    "--min-delta",
+    type=float,
+    default=0.05,
+    show_default=True,
+    metavar="X",
+    help="The least eval delta that passes.",
+)
+@click.option(
+    "--margin",
+    type=float,
+    default=0.05,
+    show_default=True,
+    metavar="X",
+    help="Slack on the reject-rate and quality baselines.",
+)
 @idempotency_option
 @pass_session
 def promotion_evaluate(
@@ -123,7 +137,9 @@ def promotion_show(session: Session, checkpoint_id: str, as_of: datetime | None)
 
 
 @promotion.command("list")
-@click.option("--state", type=click.Choice(PROMOTION_STATES), default=None)
+@click.option(
+    "--state", type=click.Choice(PROMOTION_STATES), default=None, help="Only in this state."
+)
 @as_of_option
 @pass_session
 def promotion_list(session: Session, state: str | None, as_of: datetime | None) -> None:
@@ -137,7 +153,12 @@ def promotion_list(session: Session, state: str | None, as_of: datetime | None) 
 
 @shadow.command("route")
 @checkpoint_argument
-@click.option("--profile", type=click.Choice(WORKER_PROFILES), required=True)
+@click.option(
+    "--profile",
+    type=click.Choice(WORKER_PROFILES),
+    required=True,
+    help="The profile whose work is observed.",
+)
 @click.option("--task-fingerprint", default=None, metavar="F", help="The task routed, if known.")
 @idempotency_option
 @pass_session
@@ -161,7 +182,7 @@ def shadow_route(
 
 @shadow.command("complete")
 @click.argument("observation_id")
-@click.option("--outcome", type=click.Choice(SHADOW_OUTCOMES), required=True)
+@click.option("--outcome", type=click.Choice(SHADOW_OUTCOMES), required=True, help="How it went.")
 @click.option("--timed-out", is_flag=True, help="Signal: the task timed out.")
 @click.option("--threw-exception", is_flag=True, help="Signal: the worker threw.")
 @click.option("--invalid-output", is_flag=True, help="Signal: the output was invalid.")
@@ -195,7 +216,12 @@ def shadow_complete(
 @shadow.command("stats")
 @checkpoint_argument
 @click.option(
-    "--window-hours", type=float, default=24.0, show_default=True, metavar="H", help="Window."
+    "--window-hours",
+    type=float,
+    default=24.0,
+    show_default=True,
+    metavar="H",
+    help="The window, hours back from now (or --as-of).",
 )
 @as_of_option
 @pass_session

@@ -60,6 +60,12 @@ def parse_assignment(text: str) -> tuple[str, float | int]:
 )
 @click.option("--family", required=True, help="Target model family.")
 @click.option("--backend", type=click.Choice(BACKENDS), required=True, help="Training backend.")
+@click.option(
+    "--base-model",
+    default=None,
+    metavar="PATH",
+    help="Local directory of the base model to train from (the spec's baseModel).",
+)
 @click.option("--dataset", "dataset_path", default=None, metavar="PATH", help="JSONL dataset file.")
 @click.option(
     "--dataset-fingerprint",
@@ -102,6 +108,7 @@ def experiment_create(
     profile: str,
     family: str,
     backend: str,
+    base_model: str | None,
     dataset_path: str | None,
     dataset_fingerprint: str | None,
     sample_count: int | None,
@@ -144,6 +151,7 @@ def experiment_create(
             None if dataset_export_path is None else str(Path(dataset_export_path).absolute())
         ),
         tier=tier,
+        base_model=base_model,
         hyperparameters=hyperparameters,
         budget=budget,
     )

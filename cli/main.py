@@ -12,7 +12,9 @@ from trainledger.cli import (
     lifecycle_commands,
     query_commands,
     seed_commands,
+    serve_commands,
     store_commands,
+    token_commands,
     trainer_commands,
 )
 from trainledger.cli.app import cli, main
@@ -24,6 +26,8 @@ __all__ = [
     "main",
     "query_commands",
     "seed_commands",
+    "serve_commands",
     "store_commands",
+    "token_commands",
     "trainer_commands",
 ]

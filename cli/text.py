@@ -88,12 +88,14 @@ def checkpoint_text(checkpoint: dict[str, Any]) -> list[str]:
 
 def experiment_text(created: dict[str, Any]) -> list[str]:
     spec = created["spec"]
+    base_model = [f"baseModel           {spec['baseModel']}"] if spec.get("baseModel") else []
     return [
         f"trainRunId          {created['trainRunId']}",
         f"experimentId        {created['experimentId']}",
         "status              pending",
         f"backend             {spec['backend']} on {spec['hardwareTier']}",
         f"targetModelFamily   {spec['targetModelFamily']} ({spec['targetWorkerProfile']})",
+        *base_model,
         f"datasetFingerprint  {spec['datasetFingerprint']}",
         f"configFingerprint   {spec['configFingerprint']}",
         f"codeHash            {spec['codeHash']}",

@@ -15,7 +15,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from trainledger.domain import vocabulary
 from trainledger.domain.text import text_problem
@@ -78,6 +85,8 @@ class ExperimentSpec(Contract):
     trainingMode: TrainingMode = "orpo"  # noqa: N815
     targetWorkerProfile: WorkerProfile  # noqa: N815
     targetModelFamily: str = Field(min_length=1)  # noqa: N815
+    baseModel: str | None = Field(None, min_length=1)  # noqa: N815
+    """The local directory of the base model a trainer starts from (SPEC §12), if named."""
     hardwareTier: HardwareTier  # noqa: N815
     datasetExportId: str  # noqa: N815
     datasetExportPath: str | None = None  # noqa: N815
@@ -89,6 +98,18 @@ class ExperimentSpec(Contract):
     hyperparameters: Hyperparameters
     budget: Budget
     expectedArtifact: ExpectedArtifact  # noqa: N815
+
+    @model_serializer(mode="wrap")
+    def _without_absent_base_model(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A spec that names no base model is written as before `baseModel` existed.
+
+        Specs are stored inside events, whose hashes cover what was written:
+        the documents of older runs (and their export) stay byte-identical.
+        """
+        document: dict[str, Any] = handler(self)
+        if document.get("baseModel", "") is None:
+            del document["baseModel"]
+        return document
 
 
 class ResultArtifact(BaseModel):

@@ -178,3 +178,34 @@ class ArtifactError(LedgerError):
     """An artifact cannot be hashed within its bounds, or leads outside itself."""
 
     code = "artifact_refused"
+
+
+class UnauthenticatedError(LedgerError):
+    """No token, or one that is unknown or revoked (the service answers 401)."""
+
+    code = "unauthenticated"
+
+
+class ForbiddenError(LedgerError):
+    """The token's role is too low for what was asked (the service answers 403)."""
+
+    code = "forbidden"
+
+
+class TokenNotFoundError(NotFoundError):
+    def __init__(self, name: object) -> None:
+        super().__init__(f"no token named {name!r}")
+
+
+class TokenNameTakenError(LedgerError):
+    code = "token_name_taken"
+
+
+class TokenRevokedError(LedgerError):
+    code = "token_revoked"
+
+
+class BaseModelError(LedgerError):
+    """The base model an experiment names is not a model directory (SPEC §12)."""
+
+    code = "base_model_unusable"

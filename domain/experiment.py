@@ -154,6 +154,8 @@ class ExperimentRequest:
     dataset_export_path: str | None = None
     """Where the trainer finds the dataset, when a fingerprint is given instead of a file."""
     tier: str | None = None
+    base_model: str | None = None
+    """The local directory of the base model (SPEC §12): `baseModel` in the spec."""
     training_mode: str = "orpo"
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     budget: Mapping[str, Any] = field(default_factory=dict)
@@ -204,11 +206,14 @@ def build_spec(
     experiment_id: str,
     now_ms: int,
     local_editor_enabled: bool,
+    locate_base_model: Callable[[str], str] | None = None,
 ) -> ExperimentSpec:
     """Validate a request against the rules, in order, and build the spec.
 
     `load_dataset` is called only once rules 1-5 hold, so a bad enum is
-    reported before a missing dataset file.
+    reported before a missing dataset file. `locate_base_model` checks a
+    named base model and says where it is (it raises when it is unusable);
+    without it the name is recorded as given.
     """
     # 1. enumerations are checked, never defaulted silently
     _check_enum("backend", request.backend, BACKENDS)
@@ -253,12 +258,21 @@ def build_spec(
     dataset.require_samples()
     if dataset.path is not None and request.dataset_export_path is not None:
         raise ValidationError("a dataset export path goes with a fingerprint, not a dataset file")
+    base_model = request.base_model
+    if base_model is not None:
+        if not isinstance(base_model, str):
+            raise ValidationError(f"base model must be a path, not {type(base_model).__name__}")
+        if not base_model.strip():
+            raise ValidationError("base model must not be empty")
+        if locate_base_model is not None:
+            base_model = locate_base_model(base_model)
     return ExperimentSpec(
         experimentId=experiment_id,
         backend=request.backend,
         trainingMode="orpo",
         targetWorkerProfile=request.profile,
         targetModelFamily=request.family,
+        baseModel=base_model,
         hardwareTier=tier,
         datasetExportId=request.dataset_export_id or f"dataset-{dataset.fingerprint}",
         # A fingerprint without a path: "" says there is no file, and a trainer

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
+from trainledger.domain.access import AccessToken, TokenRegistry
 from trainledger.domain.deployment import DeploymentSlot
 from trainledger.domain.errors import InvalidTransitionError, NotFoundError
 from trainledger.domain.ids import promotion_id
@@ -51,6 +52,8 @@ def check_replay(aggregates: Mapping[UUID, Any], event: DomainEvent) -> None:
         _check_promotion_event(aggregate, event, aggregates)
     elif isinstance(aggregate, DeploymentSlot):
         _check_slot_event(aggregate, event, aggregates)
+    else:
+        _check_access_event(aggregate, event, aggregates)
 
 
 def _check_promotion_event(
@@ -156,3 +159,21 @@ def _run(aggregates: Mapping[UUID, Any], run_id: UUID) -> TrainingRun:
     if not isinstance(run, TrainingRun):
         raise NotFoundError(f"training run {run_id} is not registered before its checkpoint")
     return run
+
+
+def _check_access_event(aggregate: Any, event: Any, aggregates: Mapping[UUID, Any]) -> None:
+    """Tokens (`domain.access`): a valid issue, one revocation, each name taken once."""
+    if isinstance(event, AccessToken.Issued):
+        AccessToken.require_issuable(event.name, event.role, event.secret_hash)
+    elif isinstance(event, AccessToken.Revoked) and isinstance(aggregate, AccessToken):
+        aggregate.require_revocable()
+    elif isinstance(event, TokenRegistry.Opened) and event.originator_id != TokenRegistry.ID:
+        raise InvalidTransitionError(f"a token registry must have id {TokenRegistry.ID}")
+    elif isinstance(event, TokenRegistry.NameTaken) and isinstance(aggregate, TokenRegistry):
+        aggregate.require_free(event.name)
+        token = aggregates.get(event.token_id)
+        if not isinstance(token, AccessToken) or token.name != event.name:
+            raise NotFoundError(
+                f"token name {event.name!r} is taken for {event.token_id}, "
+                "which is not a token of that name issued before"
+            )

@@ -49,3 +49,31 @@ echo; echo "== history of the run"
 $TL history "$RUN_ID"
 echo; echo "== verify"
 $TL verify
+
+echo; echo "== serve: the ledger over HTTP, with a fresh admin token"
+TOKEN=$($TL --json token create "demo-admin-$(date +%s)" --role admin | json_field "['token']")
+PORT=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+$TL serve --port "$PORT" > "$OUT/serve.log" 2>&1 &
+SERVE_PID=$!
+trap 'kill "$SERVE_PID" 2>/dev/null || true' EXIT
+# One authenticated request once it answers: GET /v1/stats with the bearer token.
+DEMO_TOKEN="$TOKEN" DEMO_PORT="$PORT" .venv/bin/python - <<'PY'
+import json, os, time, urllib.request
+
+url = f"http://127.0.0.1:{os.environ['DEMO_PORT']}/v1/stats"
+request = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ['DEMO_TOKEN']}"})
+for _ in range(200):
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            print(f"GET /v1/stats -> {response.status}")
+            print(json.dumps(json.load(response), indent=2))
+            break
+    except OSError:
+        time.sleep(0.1)
+else:
+    raise SystemExit("the service did not answer")
+PY
+kill -TERM "$SERVE_PID"
+wait "$SERVE_PID" 2>/dev/null || true
+trap - EXIT
+echo "service stopped (its log: $OUT/serve.log)"

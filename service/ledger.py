@@ -41,10 +41,12 @@ from trainledger.domain.trainer import (
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
 from trainledger.service import arguments
+from trainledger.service.access import Access
 from trainledger.service.deployment import Deployments
 from trainledger.service.ports import (
     EVAL_ID,
     ArtifactDigester,
+    BaseModelLocator,
     DatasetLoader,
     LedgerRecorder,
     ReadModelFactory,
@@ -72,6 +74,10 @@ LOCAL_EDITOR_ENV = "TRAINLEDGER_ENABLE_LOCAL_EDITOR"
 
 def _no_dataset_loader(path: str) -> DatasetDigest:
     raise DatasetError(f"cannot read dataset {path!r}: no dataset loader configured")
+
+
+def _base_model_as_given(path: str) -> str:
+    return path
 
 
 def _no_artifact_digest(path: str, *, deadline: float | None = None) -> str | None:
@@ -107,6 +113,7 @@ class TrainingLedger(Application[UUID]):
         *,
         read_model: ReadModelFactory,
         load_dataset: DatasetLoader = _no_dataset_loader,
+        locate_base_model: BaseModelLocator = _base_model_as_given,
         digest_artifact: ArtifactDigester = _no_artifact_digest,
         run_trainer: TrainerRunner = _no_trainer_runner,
         locate_artifact: ArtifactLocator = _no_artifact_locator,
@@ -122,6 +129,7 @@ class TrainingLedger(Application[UUID]):
         self.ledger_recorder: LedgerRecorder = self.recorder
         self.state_codec: StateCodec = state_codec(self.mapper)
         self.load_dataset = load_dataset
+        self.locate_base_model = locate_base_model
         self.digest_artifact = digest_artifact
         self.run_trainer = run_trainer
         self.locate_artifact = locate_artifact
@@ -133,6 +141,8 @@ class TrainingLedger(Application[UUID]):
         self.verification = Verification(self)
         self.deployments = Deployments(self)
         """Promotion, shadow observations and deployment slots (SPEC §9)."""
+        self.access = Access(self)
+        """The tokens of the ledger as a service (SPEC §10)."""
 
     def now(self) -> datetime:
         """The ledger's time: what its clock says (or now, UTC)."""
@@ -179,6 +189,7 @@ class TrainingLedger(Application[UUID]):
                 experiment_id=str(uuid4()),
                 now_ms=int(self.now().timestamp() * 1000),
                 local_editor_enabled=self.env.get(LOCAL_EDITOR_ENV) == "1",
+                locate_base_model=self.locate_base_model,
             )
             run = TrainingRun.register(uuid4(), spec, load().sample_count)
             outcome = {
@@ -188,8 +199,11 @@ class TrainingLedger(Application[UUID]):
             }
             return [run], outcome, []
 
+        # A request naming no base model remembers what it did before `base_model`
+        # existed, so the idempotency records of older stores still match.
+        asked = {k: v for k, v in request.__dict__.items() if k != "base_model" or v is not None}
         params = {
-            "request": request.__dict__,
+            "request": asked,
             "datasetPath": dataset_path,
             "datasetFingerprint": dataset_fingerprint,
             "sampleCount": sample_count,

@@ -219,6 +219,9 @@ ReadModelFactory = Callable[[Any], ReadModel]
 DatasetLoader = Callable[[str], "DatasetDigest"]
 """Reads and fingerprints a JSONL dataset file."""
 
+BaseModelLocator = Callable[[str], str]
+"""Checks that a path names a base model directory and says where it is (`BaseModelError`)."""
+
 
 class ArtifactDigester(Protocol):
     """The content digest of an artifact file or directory; None when the path does not exist.

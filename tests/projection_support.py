@@ -188,6 +188,8 @@ class Oracle:
             "totalEvals": len(self.evals),
             "passingEvals": evals("pass", "compare_only"),
             "failingEvals": evals("fail"),
+            "promotableCheckpoints": 0,
+            "routedProfiles": 0,
         }
 
 

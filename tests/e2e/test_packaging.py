@@ -53,6 +53,12 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
     for package in SUBPACKAGES:
         assert f"trainledger/{package}/__init__.py" in names
     assert "trainledger/py.typed" in names
+    # the service's pages need their templates and assets
+    assert "trainledger/adapters/http/templates/checkpoint.html" in names
+    assert "trainledger/adapters/http/static/style.css" in names
+    # The bundled trainer runs as a script by path, with its ORPO backend beside it.
+    for trainer in ("reference_trainer", "orpo_trainer"):
+        assert f"trainledger/adapters/{trainer}.py" in names
     assert not [name for name in names if name.endswith((".c", ".so"))]
 
 

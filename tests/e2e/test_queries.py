@@ -44,6 +44,8 @@ STATS_FIELDS = {
     "totalEvals",
     "passingEvals",
     "failingEvals",
+    "promotableCheckpoints",
+    "routedProfiles",
 }
 
 
@@ -261,7 +263,7 @@ def test_lists_newest_first_with_filters(history: History) -> None:
         assert f"{args[-1]!r} is not one of" in result.json["error"]["message"]
 
 
-def test_stats_has_exactly_the_ten_fields(history: History) -> None:
+def test_stats_has_exactly_its_twelve_fields(history: History) -> None:
     stats = history.cli.ok("stats")
     assert set(stats) == STATS_FIELDS
     assert stats == {
@@ -275,6 +277,8 @@ def test_stats_has_exactly_the_ten_fields(history: History) -> None:
         "totalEvals": 2,
         "passingEvals": 1,
         "failingEvals": 1,
+        "promotableCheckpoints": 0,
+        "routedProfiles": 0,
     }
     then = history.cli.ok("stats", "--as-of", history.marked_at)
     assert (then["deployableCheckpoints"], then["totalEvals"], then["totalRuns"]) == (1, 1, 1)

@@ -277,6 +277,8 @@ def test_concurrent_writers_lose_nothing_and_keep_every_invariant(
         "totalEvals": len(all_evals),
         "passingEvals": sum(e.verdict != "fail" for e in all_evals),
         "failingEvals": sum(e.verdict == "fail" for e in all_evals),
+        "promotableCheckpoints": 0,
+        "routedProfiles": 0,
     }
     # Shown with -s: how the race went.
     print(

@@ -56,6 +56,8 @@ ZERO_STATS = dict.fromkeys(
         "totalEvals",
         "passingEvals",
         "failingEvals",
+        "promotableCheckpoints",
+        "routedProfiles",
     ),
     0,
 )

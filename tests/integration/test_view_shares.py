@@ -90,6 +90,9 @@ def test_each_worker_finds_its_share_of_the_views_equal_to_its_replay(tmp_path: 
             "checkpoints": 18,
             "evals": 18,
             "deployability": 18,
+            "promotions": 0,
+            "slot_events": 0,
+            "shadow": 0,
         }
     for parts in (1, 2, 3):
         workers = [check_part(str(path), upto, part, parts, ledger.name) for part in range(parts)]
