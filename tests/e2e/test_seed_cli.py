@@ -191,3 +191,18 @@ def test_the_text_report_names_what_was_recorded_and_what_cannot_be_shown(
     assert "what the seed's files cannot show (never filled in):" in lines
     assert any(line.startswith("  run startedAt: the seed records no start time") for line in lines)
     assert cli("import-seed", str(tmp_path / "nowhere")).stderr.startswith("error: seed workspace")
+
+
+def test_text_answers_about_an_imported_run_say_it_has_no_spec(tmp_path: Path) -> None:
+    w = full_workspace()
+    workspace = w.seed.write(tmp_path / "workspace")
+    cli = Cli(f"sqlite:///{tmp_path / 'ledger.db'}", cwd=tmp_path)
+    cli.ok("import-seed", str(workspace))
+    checkpoint = w.checkpoints["served"]["checkpointId"]
+    for fmt in ("text", "dot", "mermaid"):
+        picture = cli("lineage", checkpoint, "--format", fmt)
+        assert picture.code == 0, picture.stderr
+        assert "imported from the seed (no experiment spec)" in picture.stdout
+    shown = cli("run", "show", w.runs["served"]["trainRunId"])
+    assert shown.code == 0, shown.stderr
+    assert "completedAt          2026-03-01T11:00:00Z" in shown.stdout
