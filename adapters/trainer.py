@@ -197,12 +197,9 @@ class SubprocessTrainerRunner:
                         )
                 except OSError as error:
                     return TrainerExit(launch_error=f"cannot launch trainer {script}: {error}")
-                started = TrainerStarted(
-                    pid=process.pid, host=socket.gethostname(), log_path=str(log_path)
-                )
                 try:
                     exit_code, timed_out, stdout_tail, stdout_size = self._supervise(
-                        process, launch.timeout_seconds, on_started, started
+                        process, launch.timeout_seconds, on_started, str(log_path)
                     )
                 finally:
                     # Descendants that left the trainer's group were reparented to us.
@@ -233,15 +230,22 @@ class SubprocessTrainerRunner:
         process: subprocess.Popen[bytes],
         timeout: float,
         on_started: Callable[[TrainerStarted], None],
-        started: TrainerStarted,
+        log_path: str,
     ) -> tuple[int, bool, bytes, int]:
-        """Record the start, wait for the end or the timeout, kill the group; the facts."""
+        """Record the start, wait for the end or the timeout, kill the group; the facts.
+
+        Called right after the trainer is spawned: everything after the spawn is
+        inside the `try`, so a Ctrl-C at any moment gives the trainer its SIGTERM
+        and grace period (a Ctrl-C before the tail reader starts, too)."""
         assert process.stdout is not None
         pgid = process.pid  # start_new_session: the trainer leads its own group
-        stdout = _StdoutTail(process.stdout, STDOUT_LIMIT)
+        stdout: _StdoutTail | None = None
         timed_out = False
         try:
-            on_started(started)
+            stdout = _StdoutTail(process.stdout, STDOUT_LIMIT)
+            on_started(
+                TrainerStarted(pid=process.pid, host=socket.gethostname(), log_path=log_path)
+            )
             if not _wait_exited(process.pid, timeout):
                 timed_out = True
                 _signal_group(pgid, signal.SIGTERM)
@@ -255,7 +259,8 @@ class SubprocessTrainerRunner:
             finally:
                 _signal_group(pgid, signal.SIGKILL)
                 process.wait()
-                stdout.finish(READER_DRAIN_SECONDS)
+                if stdout is not None:
+                    stdout.finish(READER_DRAIN_SECONDS)
             raise
         # The leader has exited but is not reaped yet: kill what it left behind.
         _signal_group(pgid, signal.SIGKILL)

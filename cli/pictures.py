@@ -115,11 +115,7 @@ def lineage_text(lineage: dict[str, Any]) -> list[str]:
                 f"({samples}export {dataset['datasetExportId']})",
                 [],
             ),
-            (
-                f"config {spec['configFingerprint']}, code {spec['codeHash']}, "
-                f"backend {spec['backend']} on {spec['hardwareTier']}",
-                [],
-            ),
+            (_run_config(spec), []),
             *[
                 (f"{name} {assignments(spec[name])}", [])
                 for name in ("hyperparameters", "budget")
@@ -183,7 +179,7 @@ def _lineage_nodes(
                     f"run {run['trainRunId']}",
                     run["status"],
                     f"config {run['configFingerprint']}",
-                    f"backend {run['backend']}",
+                    f"backend {run['backend']}" if run["backend"] else IMPORTED,
                 ],
             )
         )
@@ -316,3 +312,16 @@ def lineage_mermaid(lineage: dict[str, Any]) -> list[str]:
         arrow = "-.->" if dashed else "-->"
         lines.append(f'    {source} {arrow}|"{_mermaid_text(label)}"| {target}')
     return lines
+
+
+IMPORTED = "imported from the seed (no experiment spec)"
+"""What a picture says of a run's spec when the seed kept none (`import-seed`)."""
+
+
+def _run_config(spec: dict[str, Any]) -> str:
+    if "backend" not in spec:  # a run imported from the seed: only what it kept
+        return f"config {spec.get('configFingerprint')}, {IMPORTED}"
+    return (
+        f"config {spec['configFingerprint']}, code {spec['codeHash']}, "
+        f"backend {spec['backend']} on {spec['hardwareTier']}"
+    )

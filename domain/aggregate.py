@@ -33,6 +33,7 @@ STORED_MODULES: dict[str, str] = {
     "trainledger.domain.promotion": "domain.promotion",
     "trainledger.domain.shadow": "domain.shadow",
     "trainledger.domain.deployment": "domain.deployment",
+    "trainledger.domain.seed_import": "domain.seed_import",
     "trainledger.domain.access": "domain.access",
 }
 """The module name each module's classes were first stored under (0.1.0 had no

@@ -6,10 +6,10 @@ Importing this module imports every module that declares stored classes, so
 
 from __future__ import annotations
 
-from trainledger.domain import access, deployment, model, promotion, shadow
+from trainledger.domain import access, deployment, model, promotion, seed_import, shadow
 from trainledger.domain.aggregate import stored_classes
 
-MODULES = (model, promotion, shadow, deployment, access)
+MODULES = (model, promotion, shadow, deployment, access, seed_import)
 """The modules whose classes are stored (each a `STORED_MODULES` entry)."""
 
 __all__ = ["MODULES", "stored_classes"]

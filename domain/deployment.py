@@ -232,9 +232,13 @@ class DeploymentSlot(LedgerAggregate):
             self.RoutingDisabled, profile=self.profile, checkpoint_id=active, reason=reason
         )
 
+    def disable_routing_possible(self, checkpoint_id: UUID) -> bool:
+        """Whether the slot routes work to `checkpoint_id` now."""
+        return self.routing_enabled and self.active_checkpoint_id == checkpoint_id
+
     def disable_routing_after(self, checkpoint_id: UUID, reason: str) -> bool:
         """Disable routing if it routes to `checkpoint_id` (a revoke's consequence)."""
-        if not self.routing_enabled or self.active_checkpoint_id != checkpoint_id:
+        if not self.disable_routing_possible(checkpoint_id):
             return False
         self.disable_routing(reason)
         return True

@@ -30,6 +30,7 @@ from trainledger.domain.errors import (
     InvalidTransitionError,
     ValidationError,
 )
+from trainledger.domain.seed_import import SeedSpec
 from trainledger.domain.vocabulary import RunStatus
 
 __all__ = [
@@ -53,7 +54,8 @@ class TrainingRun(LedgerAggregate):
         "failed": (),
     }
 
-    spec: ExperimentSpec
+    spec: ExperimentSpec | SeedSpec
+    """A `SeedSpec` for a run imported from the seed (`ImportedFromSeed`)."""
     sample_count: int | None
     status: RunStatus
     started_at: datetime | None
@@ -75,13 +77,21 @@ class TrainingRun(LedgerAggregate):
         sample_count: int | None = None
 
         def apply(self, run: TrainingRun) -> None:
-            run.spec = self.spec
-            run.sample_count = self.sample_count
-            run.status = "pending"
-            run.started_at = run.completed_at = run.failed_at = None
-            run.host = run.failure_reason = run.trainer_log_path = run.result_digest = None
-            run.pid = run.trainer_result = None
-            run.checkpoint_ids = []
+            run._pending(self.spec, self.sample_count)
+
+    class ImportedFromSeed(LedgerAggregate.Created):
+        """A run as the seed's registry recorded it (`import-seed`).
+
+        `seed_record` is its record exactly as the seed's file held it (unknown
+        fields too); its transitions follow as events of their own.
+        """
+
+        spec: SeedSpec
+        sample_count: int | None = None
+        seed_record: dict[str, Any]
+
+        def apply(self, run: TrainingRun) -> None:
+            run._pending(self.spec, self.sample_count)
 
     class Started(LedgerAggregate.Event):
         host: str | None = None
@@ -127,11 +137,43 @@ class TrainingRun(LedgerAggregate):
         def apply(self, run: TrainingRun) -> None:
             run.checkpoint_ids = [*run.checkpoint_ids, self.checkpoint_id]
 
+    def _pending(self, spec: ExperimentSpec | SeedSpec, sample_count: int | None) -> None:
+        self.spec = spec
+        self.sample_count = sample_count
+        self.status = "pending"
+        self.started_at = self.completed_at = self.failed_at = None
+        self.host = self.failure_reason = self.trainer_log_path = self.result_digest = None
+        self.pid = self.trainer_result = None
+        self.checkpoint_ids = []
+
     @classmethod
     def register(cls, run_id: UUID, spec: ExperimentSpec, sample_count: int | None) -> TrainingRun:
         """Open a pending run holding the whole experiment spec."""
         run: TrainingRun = cls._open(cls.Registered, run_id, spec=spec, sample_count=sample_count)
         return run
+
+    @classmethod
+    def import_from_seed(
+        cls, run_id: UUID, spec: SeedSpec, sample_count: int | None, seed_record: dict[str, Any]
+    ) -> TrainingRun:
+        """Open a pending run as the seed registered it, with what it kept of the spec."""
+        run: TrainingRun = cls._open(
+            cls.ImportedFromSeed,
+            run_id,
+            spec=spec,
+            sample_count=sample_count,
+            seed_record=seed_record,
+        )
+        return run
+
+    def experiment_spec(self) -> ExperimentSpec:
+        """The whole spec a trainer needs; a run imported from the seed has none."""
+        if not isinstance(self.spec, ExperimentSpec):
+            raise InvalidTransitionError(
+                f"run {self.id} was imported from the seed, whose registry kept no "
+                "experiment spec; it cannot be trained (create a new experiment)"
+            )
+        return self.spec
 
     @property
     def family(self) -> str:
@@ -402,12 +444,13 @@ class Checkpoint(LedgerAggregate):
             )
         return current
 
-    def mark_deployable(self, run: TrainingRun) -> None:
+    def mark_deployable(self, run: TrainingRun, *, require_digest: bool = True) -> None:
         """Needs a current eval that did not fail, a completed run and an artifact digest.
 
         Marking again is allowed only to rest deployability on a newer eval.
+        `require_digest=False`: a marking the seed recorded (it kept no digests).
         """
-        current = self.require_deployable(run)
+        current = self.require_deployable(run, require_digest=require_digest)
         # Deployable already, but on an older eval: re-marking records that the
         # newer eval now backs the decision.
         self._trigger(self.MarkedDeployable, eval_id=current.evalId)

@@ -14,8 +14,9 @@ A module of its own, free of pydantic: queries read it (start-up time).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 ShadowOutcome = Literal["accepted", "rejected", "escalated"]
 SHADOW_OUTCOMES: tuple[str, ...] = get_args(ShadowOutcome)
@@ -48,6 +49,55 @@ class ShadowCounts(NamedTuple):
     profile_rejected: int = 0
     overdue: int = 0
     pending: int = 0
+
+
+class Observed(Protocol):
+    """An observation as a count reads it (times in one unit: micros or datetimes)."""
+
+    @property
+    def routed_at(self) -> Any: ...
+    @property
+    def settled_at(self) -> Any: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def timed_out(self) -> Any: ...
+    @property
+    def threw_exception(self) -> Any: ...
+    @property
+    def invalid_output(self) -> Any: ...
+    @property
+    def profile_rejected(self) -> Any: ...
+
+
+def count_observations(
+    observations: Iterable[Observed], window_start: Any, window_end: Any, cutoff: Any
+) -> ShadowCounts:
+    """The counts of the observations routed in [window_start, window_end], as they stood
+    at window_end (the views' SQL counts the same; the memory view and `import-seed` call
+    this)."""
+    counts = [0] * len(ShadowCounts._fields)
+    for o in observations:
+        if not window_start <= o.routed_at <= window_end:
+            continue
+        if o.settled_at is not None and o.settled_at <= window_end:
+            flags = (
+                True,
+                o.outcome == "accepted",
+                o.outcome == "rejected",
+                o.outcome == "escalated",
+                bool(o.timed_out),
+                bool(o.threw_exception),
+                bool(o.invalid_output),
+                bool(o.profile_rejected),
+            )
+            for index, flag in enumerate(flags):
+                counts[index] += flag
+        elif o.routed_at <= cutoff:
+            counts[8] += 1
+        else:
+            counts[9] += 1
+    return ShadowCounts(*counts)
 
 
 def timeout_cutoff(window_end: datetime) -> datetime:

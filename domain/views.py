@@ -19,16 +19,17 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def run_document(run: TrainingRun) -> dict[str, Any]:
-    spec = run.spec
+    # A run imported from the seed holds only what the seed kept of its spec (`SeedSpec`).
+    spec = run.spec.model_dump(mode="json")
     return {
         "trainRunId": str(run.id),
-        "experimentId": spec.experimentId,
+        "experimentId": spec["experimentId"],
         "status": run.status,
-        "backend": spec.backend,
-        "targetWorkerProfile": spec.targetWorkerProfile,
-        "targetModelFamily": spec.targetModelFamily,
-        "datasetFingerprint": spec.datasetFingerprint,
-        "configFingerprint": spec.configFingerprint,
+        "backend": spec.get("backend"),
+        "targetWorkerProfile": spec.get("targetWorkerProfile"),
+        "targetModelFamily": spec["targetModelFamily"],
+        "datasetFingerprint": spec["datasetFingerprint"],
+        "configFingerprint": spec.get("configFingerprint"),
         "sampleCount": run.sample_count,
         "createdAt": iso(run.created_on),
         "startedAt": iso(run.started_at),
@@ -41,7 +42,7 @@ def run_document(run: TrainingRun) -> dict[str, Any]:
         "trainerResult": run.trainer_result,
         "checkpointIds": [str(c) for c in run.checkpoint_ids],
         "version": run.version,
-        "spec": spec.model_dump(mode="json"),
+        "spec": spec,
     }
 
 

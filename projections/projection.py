@@ -266,9 +266,13 @@ def _deployability_change(
 
 
 RUN_REGISTERED = "domain.model:TrainingRun.Registered"
+RUN_IMPORTED = "domain.model:TrainingRun.ImportedFromSeed"
+RUN_OPENINGS = (RUN_REGISTERED, RUN_IMPORTED)
+"""The first events of a run: both hold its spec (a seed run's, what the seed kept of it)."""
 
 TRANSLATIONS: dict[str, Translation[Any]] = {
     RUN_REGISTERED: Translation(RunRegisteredState, _run_registered),
+    RUN_IMPORTED: Translation(RunRegisteredState, _run_registered),
     "domain.model:TrainingRun.Started": Translation(RunStartedState, _run_started),
     "domain.model:TrainingRun.Completed": Translation(RunCompletedState, _run_completed),
     "domain.model:TrainingRun.Failed": Translation(RunFailedState, _run_failed),
@@ -325,9 +329,9 @@ def unreadable(position: int, error: Exception) -> CorruptStoreError:
 
 
 def run_spec(registration: EventRecord) -> dict[str, Any]:
-    """A run's spec, from its `TrainingRun.Registered` event (the views do not keep it)."""
+    """A run's spec, from its first event (`RUN_OPENINGS`; the views do not keep it)."""
     try:
-        state = TRANSLATIONS[RUN_REGISTERED].decode(registration.state)
+        state = TRANSLATIONS[registration.topic].decode(registration.state)
         spec: dict[str, Any] = orjson.loads(memoryview(state.spec))
     except ValueError as error:
         raise unreadable(registration.position, error) from None

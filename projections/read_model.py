@@ -49,7 +49,7 @@ from trainledger.projections.filters import (
     RunFilter,
 )
 from trainledger.projections.log import FactPage, LogReader
-from trainledger.projections.projection import RUN_REGISTERED, LedgerProjection, run_spec
+from trainledger.projections.projection import RUN_OPENINGS, LedgerProjection, run_spec
 from trainledger.projections.view import FactReader, LedgerView, StaleTrackingError
 
 
@@ -395,7 +395,7 @@ class ProjectionReadModel(DeploymentReadModel):
         registrations = (
             self.log.events_at(positions) if stored is None else self.log.records(stored)
         )
-        specs = {e.aggregate_id: run_spec(e) for e in registrations if e.topic == RUN_REGISTERED}
+        specs = {e.aggregate_id: run_spec(e) for e in registrations if e.topic in RUN_OPENINGS}
         for run in runs:
             if run.run_id not in specs:
                 raise ViewsInconsistentError(

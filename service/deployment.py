@@ -163,7 +163,10 @@ class Deployments:
             return [promotion, *self._after_rejection(promotion)], promotion_of(promotion), []
 
         params = {"checkpointId": checkpoint_id, "minDelta": min_delta, "margin": margin}
-        return self._run("promotion.evaluate", params, actor, idempotency_key, body)
+        decided = self._run("promotion.evaluate", params, actor, idempotency_key, body)
+        if decided["state"] == "rejected":
+            self.stop_unroutable(decided["checkpointId"], actor=actor)
+        return decided
 
     def advance(
         self,
@@ -209,7 +212,9 @@ class Deployments:
             return [promotion, *self._after_rejection(promotion)], promotion_of(promotion), []
 
         params = {"checkpointId": checkpoint_id, "reason": reason}
-        return self._run("promotion.reject", params, actor, idempotency_key, body)
+        rejected = self._run("promotion.reject", params, actor, idempotency_key, body)
+        self.stop_unroutable(rejected["checkpointId"], actor=actor)
+        return rejected
 
     def _require_promotion(self, checkpoint: Checkpoint) -> Promotion:
         from trainledger.domain.errors import PromotionRefusedError
@@ -359,9 +364,51 @@ class Deployments:
             slot.enable_routing(checkpoint, self._promotion(checkpoint))
             return [slot], slot_of(slot), []
 
-        return self._run(
+        enabled = self._run(
             "deploy.enable-routing", {"profile": profile}, actor, idempotency_key, body
         )
+        healed = self.stop_unroutable(enabled["activeCheckpointId"], actor=actor)
+        return healed.get(profile, enabled)
+
+    def stop_unroutable(self, checkpoint_id: str | UUID, *, actor: str) -> dict[str, Outcome]:
+        """Disable routing to a checkpoint that is no longer deployable, or whose promotion
+        is rejected; the slots' documents by profile (none when nothing routes to it).
+
+        Called after every command that could leave such routing: the same append
+        already covers a command that changes the checkpoint, but not two commands
+        on different aggregates committed at once (routing enabled while a revoke
+        reads the slot). Each checks after committing, so whichever commits second
+        sees the other and disables the routing."""
+        uuid = parse_id(checkpoint_id, CheckpointNotFoundError)
+        healed: dict[str, Outcome] = {}
+        for profile in WORKER_PROFILES:
+            slot = self._slot(profile)
+            if slot is None or not slot.disable_routing_possible(uuid):
+                continue
+            reason = self._unroutable(uuid)
+            if reason is not None:
+                healed[profile] = self._disable_if_unroutable(profile, uuid, actor)
+        return healed
+
+    def _unroutable(self, checkpoint_id: UUID) -> str | None:
+        checkpoint = self._checkpoint(checkpoint_id)
+        promotion = self._promotion(checkpoint)
+        if not checkpoint.deployable:
+            return f"checkpoint {checkpoint_id} is no longer deployable"
+        if promotion is not None and promotion.state == "rejected":
+            return f"the promotion of checkpoint {checkpoint_id} is rejected"
+        return None
+
+    def _disable_if_unroutable(self, profile: str, checkpoint_id: UUID, actor: str) -> Outcome:
+        def body() -> Decided:
+            slot = self._require_slot(profile)
+            reason = self._unroutable(checkpoint_id)
+            if reason is not None and slot.disable_routing_possible(checkpoint_id):
+                slot.disable_routing(f"{reason} (changed while routing was enabled)")
+                return [slot], slot_of(slot), []
+            return [], slot_of(slot), []
+
+        return self._run("deploy.stop-unroutable", {"profile": profile}, actor, None, body)
 
     def disable_routing(
         self, profile: str, reason: str, *, actor: str, idempotency_key: str | None = None

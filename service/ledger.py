@@ -23,7 +23,6 @@ from eventsourcing.application import Application
 
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
-    DatasetError,
     DuplicateEvalError,
     EvalRefusedError,
     NotFoundError,
@@ -31,16 +30,12 @@ from trainledger.domain.errors import (
 )
 from trainledger.domain.text import refuse_control_characters
 from trainledger.domain.trainer import (
-    ArtifactLocation,
     ArtifactLocator,
-    TrainerExit,
-    TrainerLaunch,
     TrainerRunner,
-    TrainerStarted,
 )
 from trainledger.domain.views import checkpoint_document, event_document, run_document
 from trainledger.projections.filters import Document, Progress
-from trainledger.service import arguments
+from trainledger.service import arguments, defaults
 from trainledger.service.access import Access
 from trainledger.service.deployment import Deployments
 from trainledger.service.ports import (
@@ -72,28 +67,6 @@ LOCAL_EDITOR_ENV = "TRAINLEDGER_ENABLE_LOCAL_EDITOR"
 """Set to 1 to allow experiments for the `local-editor` profile (SPEC §3.1 rule 2)."""
 
 
-def _no_dataset_loader(path: str) -> DatasetDigest:
-    raise DatasetError(f"cannot read dataset {path!r}: no dataset loader configured")
-
-
-def _base_model_as_given(path: str) -> str:
-    return path
-
-
-def _no_artifact_digest(path: str, *, deadline: float | None = None) -> str | None:
-    return None
-
-
-def _no_trainer_runner(
-    launch: TrainerLaunch, on_started: Callable[[TrainerStarted], None]
-) -> TrainerExit:
-    return TrainerExit(launch_error="no trainer runner configured")
-
-
-def _no_artifact_locator(reported: str, output_dir: str) -> ArtifactLocation:
-    return ArtifactLocation(reported, reported, output_dir, exists=False)
-
-
 class UnknownAggregateError(NotFoundError):
     def __init__(self, aggregate_id: object) -> None:
         super().__init__(f"no run or checkpoint with id {aggregate_id}")
@@ -112,11 +85,11 @@ class TrainingLedger(Application[UUID]):
         env: dict[str, str] | None = None,
         *,
         read_model: ReadModelFactory,
-        load_dataset: DatasetLoader = _no_dataset_loader,
-        locate_base_model: BaseModelLocator = _base_model_as_given,
-        digest_artifact: ArtifactDigester = _no_artifact_digest,
-        run_trainer: TrainerRunner = _no_trainer_runner,
-        locate_artifact: ArtifactLocator = _no_artifact_locator,
+        load_dataset: DatasetLoader = defaults.no_dataset_loader,
+        locate_base_model: BaseModelLocator = defaults.base_model_as_given,
+        digest_artifact: ArtifactDigester = defaults.no_artifact_digest,
+        run_trainer: TrainerRunner = defaults.no_trainer_runner,
+        locate_artifact: ArtifactLocator = defaults.no_artifact_locator,
         clock: Clock | None = None,
     ) -> None:
         """`clock` tells the time of new events (default: now, UTC); tests inject one."""
@@ -341,7 +314,10 @@ class TrainingLedger(Application[UUID]):
             "eval": eval_summary.model_dump(mode="json"),
             "markDeployable": mark_deployable,
         }
-        return self.unit_of_work.run("eval.attach", params, actor, idempotency_key, body)
+        attached = self.unit_of_work.run("eval.attach", params, actor, idempotency_key, body)
+        if eval_summary.verdict == "fail":
+            self.deployments.stop_unroutable(checkpoint_uuid, actor=actor)
+        return attached
 
     def mark_deployable(
         self, checkpoint_id: str, *, actor: str, idempotency_key: str | None = None
@@ -373,7 +349,9 @@ class TrainingLedger(Application[UUID]):
             return [checkpoint, *consequences], checkpoint_document(checkpoint), []
 
         params = {"checkpointId": checkpoint_id, "reason": reason}
-        return self.unit_of_work.run("checkpoint.revoke", params, actor, idempotency_key, body)
+        revoked = self.unit_of_work.run("checkpoint.revoke", params, actor, idempotency_key, body)
+        self.deployments.stop_unroutable(revoked["checkpointId"], actor=actor)
+        return revoked
 
     # --- the trainer adapter (SPEC §4) ----------------------------------------
 

@@ -92,7 +92,7 @@ class Training:
             raise ValidationError("an actor is required")  # before a trainer is launched
         run = self.ledger.unit_of_work.get_run(run_id)
         run.require_can_start()
-        spec = run.spec
+        spec = run.experiment_spec()
         launch = TrainerLaunch(trainer_script, spec, timeout_seconds or trainer_timeout(spec))
         started_pids: list[int] = []
 
@@ -163,7 +163,7 @@ class Training:
         if run.is_terminal:
             return self._repeat_of_recorded_result(run, digest)
         outcome = assess_result(
-            run.spec, reading, exit_code=None, locate=self.ledger.locate_artifact
+            run.experiment_spec(), reading, exit_code=None, locate=self.ledger.locate_artifact
         )
         params = {"runId": run_id, "resultDigest": digest}
         return self._record_trainer_outcome(
@@ -184,6 +184,7 @@ class Training:
         the run is gone. `now` (default: the current time) is the moment judged.
         """
         moment = arguments.moment(now, "now") or self.ledger.now()
+        from trainledger.domain.contract import ExperimentSpec
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             abandoned: list[LedgerAggregate] = []
@@ -192,7 +193,10 @@ class Training:
                 run = self.ledger.unit_of_work.get_run(run_id)
                 if run.status != "running" or run.started_at is None:
                     continue
-                deadline = budget_deadline(run.started_at, run.spec)
+                spec = run.spec
+                if not isinstance(spec, ExperimentSpec):
+                    continue  # imported from the seed: it recorded no budget to judge by
+                deadline = budget_deadline(run.started_at, spec)
                 if deadline < moment:
                     run.fail(ABANDONED)
                     abandoned.append(run)

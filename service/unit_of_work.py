@@ -51,8 +51,11 @@ A = TypeVar("A", bound="LedgerAggregate")
 
 Outcome = dict[str, Any]
 
-Body = Callable[[], tuple[Sequence["LedgerAggregate"], Outcome, list[Reservation]]]
-"""A command's decision: the aggregates it touched, its outcome, its reservations."""
+Body = Callable[
+    [], tuple[Sequence["LedgerAggregate | LedgerAggregate.Event"], Outcome, list[Reservation]]
+]
+"""A command's decision: the aggregates it touched (or their new events, in the order
+they are to be appended), its outcome, its reservations."""
 
 
 def request_digest(command: str, params: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from eventsourcing.persistence import IntegrityError
 
-from trainledger.domain.shadow_stats import ShadowCounts
+from trainledger.domain.shadow_stats import ShadowCounts, count_observations
 from trainledger.projections.deployment_facts import (
     ObservationRecord,
     PromotionFact,
@@ -129,28 +129,9 @@ class MemoryDeploymentReads:
     def shadow_counts(
         self, checkpoint_id: str, window_start: int, window_end: int, cutoff: int
     ) -> ShadowCounts:
-        counts = [0] * len(ShadowCounts._fields)
-        for o in self.deployment.observations.values():
-            if o.checkpoint_id != checkpoint_id or not window_start <= o.routed_at <= window_end:
-                continue
-            if o.settled_at is not None and o.settled_at <= window_end:
-                flags = (
-                    True,
-                    o.outcome == "accepted",
-                    o.outcome == "rejected",
-                    o.outcome == "escalated",
-                    o.timed_out == 1,
-                    o.threw_exception == 1,
-                    o.invalid_output == 1,
-                    o.profile_rejected == 1,
-                )
-                for index, flag in enumerate(flags):
-                    counts[index] += flag
-            elif o.routed_at <= cutoff:
-                counts[8] += 1
-            else:
-                counts[9] += 1
-        return ShadowCounts(*counts)
+        observations = self.deployment.observations.values()
+        mine = (o for o in observations if o.checkpoint_id == checkpoint_id)
+        return count_observations(mine, window_start, window_end, cutoff)
 
     def deployment_counts(self, as_of: int | None) -> tuple[int, int]:
         promotable = 0

@@ -218,7 +218,7 @@ def test_a_wall_clock_budget_spent_before_training_fails(
     run_id = ledger.create_experiment(request, dataset_path=str(pairs), actor="tester")[
         "trainRunId"
     ]
-    spec = ledger.get_run(run_id).spec
+    spec = ledger.get_run(run_id).experiment_spec()
     # The trainer started a minute ago: its whole budget went on loading the model.
     with pytest.raises(TrainingError, match="budget exhausted before training started") as caught:
         train(spec, tmp_path / "out", started=time.monotonic() - 60)

@@ -474,7 +474,7 @@ def test_trainer_is_killed_when_its_start_cannot_be_recorded(
 ) -> None:
     script = write_trainer(scripts, 'note("pid", os.getpid()); time.sleep(600)')
     run_id = create_run(ledger, output_dir)
-    spec = ledger.get_run(run_id).spec
+    spec = ledger.get_run(run_id).experiment_spec()
 
     def record_fails(started: TrainerStarted) -> None:
         wait_for(output_dir / "pid")

@@ -143,4 +143,5 @@ def test_the_ledger_checks_the_base_model_and_records_nothing_when_it_is_not_one
         actor="tester",
     )
     assert created["spec"]["baseModel"] == str(directory.resolve())
-    assert ledger.get_run(created["trainRunId"]).spec.baseModel == str(directory.resolve())
+    spec = ledger.get_run(created["trainRunId"]).experiment_spec()
+    assert spec.baseModel == str(directory.resolve())

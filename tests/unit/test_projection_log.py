@@ -24,6 +24,7 @@ from trainledger.domain.model import (
     stored_classes,
 )
 from trainledger.domain.promotion import Promotion
+from trainledger.domain.seed_import import SeedSpec
 from trainledger.domain.shadow import ShadowObservation
 from trainledger.projections import projection
 from trainledger.projections.log import LogReader
@@ -106,6 +107,7 @@ def _stored_names(model: type[BaseModel]) -> set[str]:
     [
         *((t.state, stored_classes()[topic]) for topic, t in TRANSLATIONS.items()),
         (projection.SpecState, ExperimentSpec),
+        (projection.SpecState, SeedSpec),  # a run imported from the seed holds one
         (projection.EvalSummaryState, EvalSummary),
     ],
 )

@@ -166,3 +166,51 @@ def test_revoking_the_active_checkpoint_stops_routing_and_rejects_in_the_same_ap
     with pytest.raises(DeploymentRefusedError, match="no longer deployable"):
         d.enable_routing(PROFILE, actor="ops")
     assert ledger.projection_differences() == []
+
+
+def _revoke_behind_the_slots_back(ledger: TrainingLedger, checkpoint_id: str) -> None:
+    """What a revoke committed at the same moment as an enable-routing leaves: the
+    checkpoint revoked, the slot's routing (enabled meanwhile) untouched."""
+    from trainledger.domain.aggregate import command_context
+
+    checkpoint = ledger.get_checkpoint(checkpoint_id)
+    with command_context("racer"):
+        checkpoint.revoke("raced")
+    ledger.save(checkpoint)
+
+
+def test_routing_raced_by_a_revoke_is_stopped_by_whichever_commits_second(
+    ledger: TrainingLedger, clock: SteppingClock, tmp_path: Path, monkeypatch: Any
+) -> None:
+    d = ledger.deployments
+    checkpoint = promoted(ledger, clock, tmp_path, "e1")
+    d.bind(PROFILE, checkpoint, actor="ops")
+    # the revoke commits between the enable's append and its check
+    check = d.stop_unroutable
+
+    def revoked_meanwhile(checkpoint_id: Any, *, actor: str) -> Any:
+        _revoke_behind_the_slots_back(ledger, checkpoint)
+        return check(checkpoint_id, actor=actor)
+
+    monkeypatch.setattr(d, "stop_unroutable", revoked_meanwhile)
+    slot = d.enable_routing(PROFILE, actor="ops")
+    assert slot["routingEnabled"] is False
+    events = ledger.deployments.slot_history(PROFILE)["events"]
+    assert [e["type"] for e in events][-2:] == ["RoutingEnabled", "RoutingDisabled"]
+    assert "no longer deployable" in events[-1]["payload"]["reason"]
+
+
+def test_a_revoke_raced_by_an_enable_stops_the_routing_after_it(
+    ledger: TrainingLedger, clock: SteppingClock, tmp_path: Path
+) -> None:
+    d = ledger.deployments
+    checkpoint = promoted(ledger, clock, tmp_path, "e1")
+    other = promoted(ledger, clock, tmp_path, "e2")
+    d.bind(PROFILE, checkpoint, actor="ops")
+    d.enable_routing(PROFILE, actor="ops")
+    _revoke_behind_the_slots_back(ledger, checkpoint)  # as if enabled while it revoked
+    assert d.show_slot(PROFILE)["routingEnabled"] is True
+    assert d.stop_unroutable(other, actor="ops") == {}
+    healed = d.stop_unroutable(checkpoint, actor="ops")
+    assert healed[PROFILE]["routingEnabled"] is False
+    assert d.show_slot(PROFILE)["routingEnabled"] is False

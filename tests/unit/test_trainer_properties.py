@@ -169,7 +169,7 @@ def assert_only_valid_lineage(ledger: TrainingLedger, run_id: str, out: Path) ->
         assert checkpoint.artifact_digest == digest_artifact(str(artifact))
         assert checkpoint.family == run.family
     if not run.checkpoint_ids:
-        assert run.spec.backend == "dry-run"
+        assert run.experiment_spec().backend == "dry-run"
 
 
 @quick(max_examples=120)
