@@ -96,7 +96,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.execute(f"INSERT INTO {SCHEMA} (version) VALUES (?)", (SCHEMA_VERSION,))
         super()._create_table(c)
         self._create_keys(c)
-        ensure_counters(c.execute)
+        ensure_counters(c)
 
     def _create_keys(self, c: SQLiteCursor) -> None:
         """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
@@ -211,7 +211,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.execute(_RESET_TRACKING, (application_name,))
             for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
-            drop_counters(c.execute)
+            drop_counters(c)
             for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
@@ -227,7 +227,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             with self._view_transaction() as c:
                 for statement in (*CREATE_KEYS, *CREATE_INDEXES):
                     c.execute(statement)
-                ensure_counters(c.execute)
+                ensure_counters(c)
         finally:
             self._rebuilding = False
             copying.join()
@@ -243,7 +243,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
             if not self._counted:
-                self._counted = has_counters(c.execute)
+                self._counted = has_counters(c)
             yield SQLFactReader(c, log_table=self.log_table, counters=self._counted)
 
 

@@ -71,38 +71,39 @@ RECOUNT = (
     "GROUP BY verdict",
 )
 
-Execute = Callable[..., Any]
 
-
-def _present(execute: Execute) -> int:
+def _present(c: Any) -> int:
     marks = ", ".join("?" for _ in TRIGGERS)
-    cursor = execute(
+    c.execute(
         f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})",
         tuple(TRIGGERS),
     )
-    return int(cursor.fetchone()[0])
+    return int(c.fetchone()[0])
 
 
-def ensure_counters(execute: Execute) -> None:
-    """Count and make the triggers, unless all of them are there (inside a write transaction)."""
-    execute(CREATE_COUNTS)
-    if _present(execute) == len(TRIGGERS):
+def ensure_counters(c: Any) -> None:
+    """Count and make the triggers, unless all of them are there (`c`: a cursor in a write
+    transaction)."""
+    c.execute(CREATE_COUNTS)
+    if _present(c) == len(TRIGGERS):
         return
-    drop_counters(execute)
+    drop_counters(c)
     for statement in RECOUNT:
-        execute(statement)
+        c.execute(statement)
     for name, body in TRIGGERS.items():
-        execute(f"CREATE TRIGGER {name} {body}")
+        c.execute(f"CREATE TRIGGER {name} {body}")
 
 
-def drop_counters(execute: Execute) -> None:
+def drop_counters(c: Any) -> None:
     """No counting while a rebuild fills the tables (it counts once at the end)."""
     for name in TRIGGERS:
-        execute(f"DROP TRIGGER IF EXISTS {name}")
+        c.execute(f"DROP TRIGGER IF EXISTS {name}")
 
 
-def has_counters(execute: Execute) -> bool:
-    return _present(execute) == len(TRIGGERS)
+def has_counters(c: Any) -> bool:
+    """Whether the view's triggers keep the counts (a view of an older version has none)."""
+    c.execute(f"SELECT COUNT(*) FROM sqlite_master WHERE name = '{COUNTS}'")
+    return int(c.fetchone()[0]) == 1 and _present(c) == len(TRIGGERS)
 
 
 def read_counts(
