@@ -1,17 +1,20 @@
-"""One append on PostgreSQL in two round trips, the second of them the commit.
+"""One append on PostgreSQL: one statement and one wait for the server.
 
 The library's append (and the ledger's hooks around it) waited for the
 server five to nine times per command: the reservations one by one, the
 events, the log chain's last link, the last seal and the links at the seals'
 anchors, then the commit; three to seven of them while holding the events
-table's EXCLUSIVE lock, which every writer needs. Here:
+table's EXCLUSIVE lock, which every writer needs, so every other writer
+waited for this process to be scheduled again. Now a command's append is
+one call of a PL/pgSQL function (`APPEND_FUNCTION`), its own transaction:
+it takes the lock, inserts the reservations and the events, computes the
+log chain's links and the seals in the server (`domain.chain`'s formulas,
+with `sha256`) and commits. The lock is held by the server alone.
 
-1. BEGIN, the lock, NOTIFY, then one statement that inserts the reservations
-   and the events and answers the events' positions with the log chain's
-   and the seal chain's last links (read after the lock was granted, so
-   nothing committed is missed and nothing else can commit meanwhile);
-2. the chain links (and seals) computed here by `domain.chain`, inserted by
-   one statement, and COMMIT.
+An import whose seals name their anchors (or that seals nothing) keeps a
+client-side path with two waits: BEGIN, the lock and one statement that
+inserts and answers the positions with the chains' last links; then the
+links and seals computed here by `domain.chain`, and COMMIT.
 
 The guarantees are the library's and the ledger's as before: positions are
 issued and committed in lock order (a reader tailing the log passes no gap
