@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench bytecode clean
+.PHONY: demo test lint unit bench bench-scale bytecode clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ unit: $(STAMP) bytecode
 bench: $(STAMP) bytecode
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A million lifecycles (bench/scale.py; up to 45 minutes): SCALE_ARGS="--size 100000" for less.
+bench-scale: $(STAMP) bytecode
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .trainledger demo-output .mypy_cache .ruff_cache .pytest_cache

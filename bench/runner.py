@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import processes, reads, writes
+from bench import processes, reads, seed_figure, service, shadow, writes
 from bench.context import BenchContext, Sizes
 from bench.report import write
 from bench.stats import Figure, Json
@@ -33,6 +33,9 @@ FIGURES: dict[str, tuple[int, FigureFunction]] = {
     "verify": (6, reads.verify),
     "trainer": (7, processes.trainer),
     "concurrent": (8, processes.concurrent),
+    "shadow": (9, shadow.shadow),
+    "service": (10, service.service),
+    "seed_import": (11, seed_figure.seed_import),
 }
 
 BENCH_DIR = Path(__file__).resolve().parent

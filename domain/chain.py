@@ -258,7 +258,12 @@ class SealedDigests:
             return expected is not None and link == expected
         while self._before < len(seals) and seals[self._before][0] < position:
             self._before += 1
-        same = [s for anchor, s in seals[self._before :] if anchor == position]
+        # Seals come in anchor order: those anchored here follow the earlier ones.
+        same = []
+        following = self._before
+        while following < len(seals) and seals[following][0] == position:
+            same.append(seals[following][1])
+            following += 1
         if same:
             self.anchor_links[position] = link
         if expected is None:

@@ -5,9 +5,10 @@
   commit order and a reader tailing the log never passes over a gap that is
   filled later.
 - Reservations (idempotency keys, evalIds) are inserted in that same
-  transaction, through the library's `_insert_events` hook (which runs before
-  the table lock): a duplicate key is an IntegrityError, exactly like a
-  concurrent append to the same aggregate, and nothing of the command is kept.
+  transaction, with the log chain's links and the reservations' seals
+  (adapters/postgres/append.py: two waits for the server, the second the
+  commit): a duplicate key is an IntegrityError, exactly like a concurrent
+  append to the same aggregate, and nothing of the command is kept.
 - Opening the store first makes one plain connection, so a wrong host,
   password or database name fails at once with the server's one-line reason
   (never the password) instead of a pool timeout.
@@ -34,11 +35,10 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 from eventsourcing.utils import Environment, retry
-from psycopg import Cursor
-from psycopg.rows import DictRow, tuple_row
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
+from trainledger.adapters.postgres.append import PostgresAppend
 from trainledger.domain.errors import NoLedgerError
 from trainledger.service.ports import LogCheck, Reservation, Seal
 
@@ -197,14 +197,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT kind, key, value FROM {schema}.{table} ORDER BY kind, key",
             reservations,
         )
-        self.select_last_link_statement = statement(
-            "SELECT link FROM {schema}.{table} ORDER BY position DESC LIMIT 1",
-            log_chain,
-        )
-        self.insert_link_statement = statement(
-            "INSERT INTO {schema}.{table} (position, link) VALUES (%s, %s)",
-            log_chain,
-        )
         self.select_links_statement = statement(
             "SELECT position, link FROM {schema}.{table} WHERE position > %s AND position <= %s",
             log_chain,
@@ -212,10 +204,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.select_chain_end_statement = statement(
             "SELECT MAX(position) AS last FROM {schema}.{table}",
             log_chain,
-        )
-        self.select_last_seal_statement = statement(
-            "SELECT seq, link FROM {schema}.{table} ORDER BY seq DESC LIMIT 1",
-            seals,
         )
         self.select_seals_statement = statement(
             "SELECT seq, position, kind, key, value_hash, link FROM {schema}.{table} ORDER BY seq",
@@ -226,15 +214,18 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "(SELECT value_hash FROM {schema}.{table} WHERE kind = %s AND key = %s) AS value_hash",
             seals,
         )
-        self.insert_seal_statement = statement(
-            "INSERT INTO {schema}.{table} (seq, position, kind, key, value_hash, link) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            seals,
+        self.appender = PostgresAppend(
+            schema=self.datastore.schema,
+            events=self.events_table_name,
+            stored_event_type=self.stored_event_type_name,
+            reservations=self.reservations_table_name,
+            log_chain=LOG_CHAIN_TABLE,
+            seals=SEALS_TABLE,
+            lock_statements=self.lock_table_statements,
+            lock_timeout=self.datastore.lock_timeout,
+            channel=self.channel_name,
         )
-        self.select_links_at_statement = statement(
-            "SELECT position, link FROM {schema}.{table} WHERE position = ANY(%s)",
-            log_chain,
-        )
+        self.sql_create_statements.append(self.appender.create_function)
         self.select_positions_statement = statement(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version",
@@ -256,85 +247,28 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 SEALS_TABLE,
             ),
             regtypes=(self.stored_event_type_name,),
-            regprocedures=(f"{self.append_only_function}()",),
+            regprocedures=(f"{self.append_only_function}()", self.appender.signature()),
             create=super().create_table,
         )
 
     # --- writing --------------------------------------------------------------
 
-    def _insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        reservations: Sequence[Reservation] = kwargs.get("reservations", ())
-        for r in reservations:
-            curs.execute(self.insert_reservation_statement, (r.kind, r.key, r.value))
-            # Fetching makes a duplicate key raise here, as UniqueViolation.
-            # Left to the pipeline, the error could surface only when the
-            # transaction commits, as an opaque "pipeline aborted".
-            curs.fetchone()
-        if reservations and not stored_events and kwargs.get("seal", True):
-            # No events, so the library takes no lock: take it, to seal in commit order.
-            self._lock_table(curs)
-            curs.execute(self.select_chain_end_statement)
-            row = curs.fetchone()
-            self._seal(curs, [], int(row["last"] or 0) if row else 0, reservations)
-
-    def _seal(
-        self,
-        curs: Cursor[DictRow],
-        positions: list[int],
-        end: int,
-        reservations: Sequence[Reservation],
-    ) -> None:
-        """Seal this append's reservations under the events table's lock (as on SQLite)."""
-        curs.execute(self.select_last_seal_statement)
-        last = curs.fetchone()
-        if last is None:
-            curs.execute(self.select_all_reservations_statement)
-            given = {(r.kind, r.key): r.anchor for r in reservations}
-            items = [
-                (given.get((row["kind"], row["key"])), row["kind"], row["key"], bytes(row["value"]))
-                for row in curs.fetchall()
-            ]
-        else:
-            items = [(r.anchor, r.kind, r.key, r.value) for r in reservations]
-        anchors = [seal_anchor(a, positions, end) for a, _, _, _ in items]
-        curs.execute(self.select_links_at_statement, (sorted(set(anchors)),))
-        links = {int(row["position"]): str(row["link"]) for row in curs.fetchall()}
-        links[0] = LOG_GENESIS
-        seq = 0 if last is None else int(last["seq"])
-        seals = seal_links(
-            SEAL_GENESIS if last is None else str(last["link"]),
-            [
-                (p, links[p], kind, key, value)
-                for p, (_, kind, key, value) in zip(anchors, items, strict=True)
-            ],
-        )
-        curs.executemany(
-            self.insert_seal_statement,
-            [(seq + n, *seal) for n, seal in enumerate(seals, start=1)],
-        )
-
-    def _fetch_ids_after_insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        notification_ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert notification_ids is not None
-        # The events table's EXCLUSIVE lock is held: the chain grows in commit order.
-        curs.execute(self.select_last_link_statement)
-        last = curs.fetchone()
-        rows = [
-            (n, s.originator_id, s.originator_version, s.topic, s.state)
-            for n, s in zip(notification_ids, stored_events, strict=True)
-        ]
-        links = log_links(LOG_GENESIS if last is None else str(last["link"]), rows)
-        curs.executemany(self.insert_link_statement, links)
+        """Events, reservations, chain links and seals in one transaction (two waits)."""
         reservations: Sequence[Reservation] = kwargs.get("reservations", ())
-        if reservations and kwargs.get("seal", True):
-            positions = list(notification_ids)
-            self._seal(curs, positions, positions[-1], reservations)
-        return notification_ids
+        if not stored_events and not reservations:
+            return []
+        pg_events = [
+            self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state)
+            for s in stored_events
+        ]
+        with self.datastore.get_connection() as conn:
+            return self.appender.run(
+                conn, pg_events, stored_events, reservations, seal=kwargs.get("seal", True)
+            )
 
     # --- reading --------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
 from trainledger.adapters.sqlite.deployment_schema import deployment_inserts, settlement_updates
+from trainledger.adapters.sqlite.view_counts import drop_counters, ensure_counters, has_counters
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINTS,
@@ -68,6 +69,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         super().__init__(datastore, **kwargs)
         self._rebuilding = False
         self._deferred: DeferredKeys | None = None
+        self._counted = False
+        """Whether the view's tables keep `stats`' counters (adapters/sqlite/view_counts.py)."""
         self.log_table: str | None = None
         """The events table of the log, when the log is in this database (its
         readers then tell whether the view is caught up in their own transaction)."""
@@ -93,6 +96,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.execute(f"INSERT INTO {SCHEMA} (version) VALUES (?)", (SCHEMA_VERSION,))
         super()._create_table(c)
         self._create_keys(c)
+        ensure_counters(c)
 
     def _create_keys(self, c: SQLiteCursor) -> None:
         """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
@@ -207,6 +211,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.execute(_RESET_TRACKING, (application_name,))
             for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
+            drop_counters(c)
             for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
@@ -222,6 +227,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             with self._view_transaction() as c:
                 for statement in (*CREATE_KEYS, *CREATE_INDEXES):
                     c.execute(statement)
+                ensure_counters(c)
         finally:
             self._rebuilding = False
             copying.join()
@@ -236,7 +242,9 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
     def reader(self) -> Iterator[FactReader]:
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
-            yield SQLFactReader(c, log_table=self.log_table)
+            if not self._counted:
+                self._counted = has_counters(c)
+            yield SQLFactReader(c, log_table=self.log_table, counters=self._counted)
 
 
 class DeferredKeys:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 from trainledger.adapters.sqlite.deployment_reads import DeploymentReads
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
+from trainledger.adapters.sqlite.view_counts import read_counts
 from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINT_COLUMNS,
     CHECKPOINTS,
@@ -101,7 +102,10 @@ class SQLFactReader(DeploymentReads, FactReader):
         adapt_sql: Callable[[str], Any] = str,
         tracking_table: str = "tracking",
         log_table: str | None = None,
+        counters: bool = False,
     ) -> None:
+        self.counters = counters
+        """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.c = cursor
         self.adapt_sql = adapt_sql
         self.tracking_table = tracking_table
@@ -270,6 +274,12 @@ class SQLFactReader(DeploymentReads, FactReader):
         return found
 
     def counts(self, as_of: int | None) -> Counts:
+        if as_of is None and self.counters:
+            by_status_now, total_now, deployable_now, by_verdict_now = read_counts(self._rows)
+            promotable, routed = self.deployment_counts(as_of)
+            return Counts(
+                by_status_now, total_now, deployable_now, by_verdict_now, promotable, routed
+            )
         if as_of is None:
             by_status = self._rows(f"SELECT status, COUNT(*) FROM {RUNS} GROUP BY status", ())
             checkpoints = self._rows(
