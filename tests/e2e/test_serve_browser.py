@@ -143,8 +143,7 @@ def sign_in(browser: Any, site: Site, token: str) -> None:
 
     with contextlib.suppress(Exception):
         WebDriverWait(browser, 15).until(
-            lambda b: b.current_url == f"{site.server.base}/"
-            or b.find_elements(By.ID, "message")
+            lambda b: b.current_url == f"{site.server.base}/" or b.find_elements(By.ID, "message")
         )
 
 
