@@ -9,11 +9,12 @@ TRAINLEDGER_REQUIRE_BROWSER=1 (CI) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,18 @@ def requested_urls(browser: Any) -> list[str]:
     return urls
 
 
+def arrived(browser: Any, where: Callable[[str], bool]) -> str:
+    """The page's URL once a click or a submit has navigated to where it should (a loaded
+    machine may still be loading the page when the click returns)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # On a timeout the assertion after says where it ended up instead.
+    with contextlib.suppress(Exception):
+        WebDriverWait(browser, 15).until(lambda b: where(b.current_url))
+    url: str = browser.current_url
+    return url
+
+
 def sign_in(browser: Any, site: Site, token: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -124,6 +137,14 @@ def sign_in(browser: Any, site: Site, token: str) -> None:
     field.clear()
     field.send_keys(token)
     browser.find_element(By.ID, "sign-in").click()
+    # Signed in (on the dashboard) or refused (the form again, with its message):
+    # only then does the next page see the cookie, or its absence.
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with contextlib.suppress(Exception):
+        WebDriverWait(browser, 15).until(
+            lambda b: b.current_url == f"{site.server.base}/" or b.find_elements(By.ID, "message")
+        )
 
 
 def test_pages_need_a_sign_in_and_a_wrong_token_is_refused(browser: Any, site: Site) -> None:
@@ -144,7 +165,7 @@ def test_signed_in_pages_show_the_ledger_and_load_nothing_from_elsewhere(
 
     requested_urls(browser)  # drop what came before
     sign_in(browser, site, site.reader)
-    assert browser.current_url == f"{site.server.base}/"
+    assert arrived(browser, lambda url: url == f"{site.server.base}/") == f"{site.server.base}/"
     (cookie,) = browser.get_cookies()
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
@@ -209,7 +230,7 @@ def test_the_as_of_control_shows_the_past(browser: Any, site: Site) -> None:
     field = browser.find_element(By.ID, "asOf")
     field.send_keys("2000-01-01T00:00:00Z")
     field.submit()
-    assert "asOf=2000-01-01T00%3A00%3A00Z" in browser.current_url
+    assert "asOf=2000-01-01T00%3A00%3A00Z" in arrived(browser, lambda url: "asOf=" in url)
     assert "No checkpoint" in browser.find_element(By.TAG_NAME, "body").text
     browser.get(f"{site.server.base}/?asOf=not-a-time")
     assert "not an ISO-8601 timestamp" in browser.find_element(By.ID, "message").text
@@ -237,7 +258,8 @@ def test_signing_out_drops_the_cookie(browser: Any, site: Site) -> None:
 
     sign_in(browser, site, site.reader)
     browser.find_element(By.CSS_SELECTOR, "header form button").click()
-    assert browser.current_url.startswith(f"{site.server.base}/login")
+    login = f"{site.server.base}/login"
+    assert arrived(browser, lambda url: url.startswith(login)).startswith(login)
     assert browser.get_cookies() == []
     browser.get(f"{site.server.base}/")
     assert browser.current_url.startswith(f"{site.server.base}/login")
