@@ -90,6 +90,19 @@ def serving(store: str) -> Iterator[int]:
             process.wait()
 
 
+def experiment_body(p: LifecycleParams) -> dict[str, Any]:
+    """`POST /v1/experiments` of one lifecycle's parameters."""
+    return {
+        "profile": "local-reader",
+        "family": p.family,
+        "backend": "dry-run",
+        "benchmarkExportId": p.benchmark,
+        "outputDir": "bench-output",
+        "datasetFingerprint": p.dataset,
+        "sampleCount": 1000,
+    }
+
+
 class Client:
     """One keep-alive connection with a bearer token."""
 
@@ -113,15 +126,7 @@ class Client:
         run_id = self.call(
             "POST",
             "/v1/experiments",
-            {
-                "profile": "local-reader",
-                "family": p.family,
-                "backend": "dry-run",
-                "benchmarkExportId": p.benchmark,
-                "outputDir": "bench-output",
-                "datasetFingerprint": p.dataset,
-                "sampleCount": 1000,
-            },
+            experiment_body(p),
         )["trainRunId"]
         steps.append(clock())
         self.call("POST", f"/v1/runs/{run_id}/start")
@@ -284,15 +289,7 @@ def _stream_delays(
                     client.call(
                         "POST",
                         "/v1/experiments",
-                        {
-                            "profile": "local-reader",
-                            "family": p.family,
-                            "backend": "dry-run",
-                            "benchmarkExportId": p.benchmark,
-                            "outputDir": "bench-output",
-                            "datasetFingerprint": p.dataset,
-                            "sampleCount": 1000,
-                        },
+                        experiment_body(p),
                     )["trainRunId"]
                 )
             else:

@@ -18,10 +18,9 @@ from uuid import UUID
 from trainledger.domain.aggregate import LedgerAggregate
 from trainledger.domain.errors import DeploymentRefusedError, ValidationError
 from trainledger.domain.experiment import family_suits_profile
-from trainledger.domain.ids import slot_id
+from trainledger.domain.ids import require_profile, slot_id
 from trainledger.domain.model import Checkpoint
 from trainledger.domain.promotion import BINDABLE_STATES, Promotion
-from trainledger.domain.shadow import require_profile
 from trainledger.domain.vocabulary import WorkerProfile
 
 BindingKind = Literal["bind", "rollback"]
@@ -232,13 +231,13 @@ class DeploymentSlot(LedgerAggregate):
             self.RoutingDisabled, profile=self.profile, checkpoint_id=active, reason=reason
         )
 
-    def disable_routing_possible(self, checkpoint_id: UUID) -> bool:
+    def routes_to(self, checkpoint_id: UUID) -> bool:
         """Whether the slot routes work to `checkpoint_id` now."""
         return self.routing_enabled and self.active_checkpoint_id == checkpoint_id
 
     def disable_routing_after(self, checkpoint_id: UUID, reason: str) -> bool:
         """Disable routing if it routes to `checkpoint_id` (a revoke's consequence)."""
-        if not self.disable_routing_possible(checkpoint_id):
+        if not self.routes_to(checkpoint_id):
             return False
         self.disable_routing(reason)
         return True

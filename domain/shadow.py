@@ -14,17 +14,10 @@ from uuid import UUID
 from trainledger.domain.aggregate import LedgerAggregate
 from trainledger.domain.errors import ObservationRefusedError, ValidationError
 from trainledger.domain.experiment import family_suits_profile
+from trainledger.domain.ids import require_profile
 from trainledger.domain.model import Checkpoint
 from trainledger.domain.shadow_stats import SHADOW_OUTCOMES, ShadowOutcome
-from trainledger.domain.vocabulary import WORKER_PROFILES, WorkerProfile
-
-
-def require_profile(profile: str) -> None:
-    """Refuse a worker profile the contract does not know."""
-    if profile not in WORKER_PROFILES:
-        raise ValidationError(
-            f"unknown worker profile {profile!r} (allowed: {', '.join(WORKER_PROFILES)})"
-        )
+from trainledger.domain.vocabulary import WorkerProfile
 
 
 class ShadowObservation(LedgerAggregate):

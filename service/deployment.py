@@ -18,10 +18,9 @@ from trainledger.domain.errors import (
     ObservationNotFoundError,
     ValidationError,
 )
-from trainledger.domain.ids import promotion_id, slot_id
+from trainledger.domain.ids import promotion_id, require_profile, slot_id
 from trainledger.domain.shadow_stats import (
     DEFAULT_WINDOW,
-    SHADOW_OUTCOMES,
     ShadowEvidence,
     shadow_statistics,
     timeout_cutoff,
@@ -41,19 +40,6 @@ if TYPE_CHECKING:
     from trainledger.service.ledger import TrainingLedger
 
 Decided = tuple[list["LedgerAggregate"], Outcome, list[Reservation]]
-
-
-class UnknownProfileError(ValidationError):
-    def __init__(self, profile: object) -> None:
-        super().__init__(
-            f"unknown worker profile {profile!r} (allowed: {', '.join(WORKER_PROFILES)})"
-        )
-
-
-def _profile(profile: object) -> str:
-    if not isinstance(profile, str) or profile not in WORKER_PROFILES:
-        raise UnknownProfileError(profile)
-    return profile
 
 
 def _as_of(value: object) -> datetime | None:
@@ -240,7 +226,7 @@ class Deployments:
         """Open a pending observation of the checkpoint; routedAt is the ledger's clock."""
         from trainledger.domain.shadow import ShadowObservation
 
-        profile = _profile(profile)
+        profile = require_profile(profile)
         arguments.optional(task_fingerprint, str, "a task fingerprint")
 
         def body() -> Decided:
@@ -266,10 +252,7 @@ class Deployments:
         """Settle a pending observation, once."""
         from trainledger.domain.shadow import ShadowObservation
 
-        if outcome not in SHADOW_OUTCOMES:
-            raise ValidationError(
-                f"unknown outcome {outcome!r} (allowed: {', '.join(SHADOW_OUTCOMES)})"
-            )
+        arguments.require(outcome, str, "an outcome")
         flags = {
             "timed_out": timed_out,
             "threw_exception": threw_exception,
@@ -319,7 +302,7 @@ class Deployments:
         idempotency_key: str | None = None,
     ) -> Outcome:
         """Bind a deployable, promoted checkpoint of a suiting family to the profile."""
-        profile = _profile(profile)
+        profile = require_profile(profile)
         arguments.optional(note, str, "a note")
 
         def body() -> Decided:
@@ -340,7 +323,7 @@ class Deployments:
         idempotency_key: str | None = None,
     ) -> Outcome:
         """Bind the checkpoint bound before the current one (or `to`, bound before)."""
-        profile = _profile(profile)
+        profile = require_profile(profile)
         target_id = None if to is None else parse_id(to, CheckpointNotFoundError)
 
         def body() -> Decided:
@@ -356,7 +339,7 @@ class Deployments:
         self, profile: str, *, actor: str, idempotency_key: str | None = None
     ) -> Outcome:
         """Route work to the active checkpoint (still deployable, not rejected)."""
-        profile = _profile(profile)
+        profile = require_profile(profile)
 
         def body() -> Decided:
             slot = self._require_slot(profile)
@@ -383,7 +366,7 @@ class Deployments:
         healed: dict[str, Outcome] = {}
         for profile in WORKER_PROFILES:
             slot = self._slot(profile)
-            if slot is None or not slot.disable_routing_possible(uuid):
+            if slot is None or not slot.routes_to(uuid):
                 continue
             reason = self._unroutable(uuid)
             if reason is not None:
@@ -403,7 +386,7 @@ class Deployments:
         def body() -> Decided:
             slot = self._require_slot(profile)
             reason = self._unroutable(checkpoint_id)
-            if reason is not None and slot.disable_routing_possible(checkpoint_id):
+            if reason is not None and slot.routes_to(checkpoint_id):
                 slot.disable_routing(f"{reason} (changed while routing was enabled)")
                 return [slot], slot_of(slot), []
             return [], slot_of(slot), []
@@ -414,7 +397,7 @@ class Deployments:
         self, profile: str, reason: str, *, actor: str, idempotency_key: str | None = None
     ) -> Outcome:
         """Stop routing work to the profile's active checkpoint, with a reason."""
-        profile = _profile(profile)
+        profile = require_profile(profile)
         arguments.require(reason, str, "a reason")
 
         def body() -> Decided:
@@ -457,14 +440,14 @@ class Deployments:
         return {"promotions": self.ledger.read_model.promotions(state, moment)}
 
     def show_slot(self, profile: str, *, as_of: datetime | None = None) -> Document:
-        return self.ledger.read_model.slot(_profile(profile), _as_of(as_of))
+        return self.ledger.read_model.slot(require_profile(profile), _as_of(as_of))
 
     def list_slots(self, *, as_of: datetime | None = None) -> Document:
         return {"slots": self.ledger.read_model.slots(_as_of(as_of))}
 
     def slot_history(self, profile: str) -> Outcome:
         """Every event of the profile's slot, oldest first (`history` of its aggregate)."""
-        profile = _profile(profile)
+        profile = require_profile(profile)
         try:
             return self.ledger.history(str(slot_id(profile)))
         except NotFoundError:

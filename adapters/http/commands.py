@@ -124,7 +124,7 @@ def _run_id(ledger: TrainingLedger, text: str) -> str:
     return ledger.queries.resolve_id(text, ("run",))
 
 
-def _checkpoint_id(ledger: TrainingLedger, text: str) -> str:
+def full_checkpoint_id(ledger: TrainingLedger, text: str) -> str:
     return ledger.queries.resolve_id(text, ("checkpoint",))
 
 
@@ -232,7 +232,7 @@ async def attach_eval(
     from trainledger.domain.experiment import describe_validation_error
 
     def work(ledger: TrainingLedger) -> Any:
-        full_id = _checkpoint_id(ledger, checkpoint_id)
+        full_id = full_checkpoint_id(ledger, checkpoint_id)
         try:
             fields = {k: v for k, v in summary.items() if k != "actor"}  # the token's name
             parsed = EvalSummary.model_validate({"checkpointId": full_id, **fields})
@@ -258,7 +258,7 @@ async def mark_deployable(
     return await _call(
         request,
         lambda ledger: ledger.mark_deployable(
-            _checkpoint_id(ledger, checkpoint_id), actor=caller.name, idempotency_key=key
+            full_checkpoint_id(ledger, checkpoint_id), actor=caller.name, idempotency_key=key
         ),
     )
 
@@ -274,7 +274,7 @@ async def revoke_deployability(
     return await _call(
         request,
         lambda ledger: ledger.revoke_deployability(
-            _checkpoint_id(ledger, checkpoint_id),
+            full_checkpoint_id(ledger, checkpoint_id),
             body.reason,
             actor=caller.name,
             idempotency_key=key,

@@ -13,7 +13,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
 from trainledger.adapters.http.auth import Caller, LedgerRoute, service_of
-from trainledger.adapters.http.commands import IdempotencyKey, ReasonBody, RequestBody
+from trainledger.adapters.http.commands import (
+    IdempotencyKey,
+    ReasonBody,
+    RequestBody,
+    full_checkpoint_id,
+)
 from trainledger.adapters.http.queries import AsOf, as_of_moment
 from trainledger.service.ledger import TrainingLedger
 
@@ -58,10 +63,6 @@ async def _call(request: Request, work: Any) -> Any:
     return await service_of(request).pool.call(work)
 
 
-def _checkpoint(ledger: TrainingLedger, text: str) -> str:
-    return ledger.queries.resolve_id(text, ("checkpoint",))
-
-
 # --- promotions ------------------------------------------------------------------
 
 
@@ -79,7 +80,7 @@ async def show_promotion(request: Request, checkpoint_id: str, as_of: AsOf = Non
     return await _call(
         request,
         lambda ledger: ledger.deployments.show_promotion(
-            _checkpoint(ledger, checkpoint_id), as_of=moment
+            full_checkpoint_id(ledger, checkpoint_id), as_of=moment
         ),
     )
 
@@ -100,7 +101,7 @@ async def evaluate(
     return await _call(
         request,
         lambda ledger: ledger.deployments.evaluate(
-            _checkpoint(ledger, checkpoint_id),
+            full_checkpoint_id(ledger, checkpoint_id),
             min_delta=settings.min_delta,
             margin=settings.margin,
             actor=caller.name,
@@ -124,7 +125,7 @@ async def advance(
     return await _call(
         request,
         lambda ledger: ledger.deployments.advance(
-            _checkpoint(ledger, checkpoint_id),
+            full_checkpoint_id(ledger, checkpoint_id),
             review=body.review,
             note=body.note,
             actor=caller.name,
@@ -148,7 +149,10 @@ async def reject(
     return await _call(
         request,
         lambda ledger: ledger.deployments.reject(
-            _checkpoint(ledger, checkpoint_id), body.reason, actor=caller.name, idempotency_key=key
+            full_checkpoint_id(ledger, checkpoint_id),
+            body.reason,
+            actor=caller.name,
+            idempotency_key=key,
         ),
     )
 
@@ -169,7 +173,7 @@ async def route(
     return await _call(
         request,
         lambda ledger: ledger.deployments.route(
-            _checkpoint(ledger, checkpoint_id),
+            full_checkpoint_id(ledger, checkpoint_id),
             body.profile,
             task_fingerprint=body.task_fingerprint,
             actor=caller.name,
@@ -214,7 +218,7 @@ async def shadow_stats(
     return await _call(
         request,
         lambda ledger: ledger.deployments.shadow_stats(
-            _checkpoint(ledger, checkpoint_id), window_hours=window_hours, as_of=moment
+            full_checkpoint_id(ledger, checkpoint_id), window_hours=window_hours, as_of=moment
         ),
     )
 
@@ -242,7 +246,7 @@ async def bind(
         request,
         lambda ledger: ledger.deployments.bind(
             profile,
-            _checkpoint(ledger, body.checkpoint_id),
+            full_checkpoint_id(ledger, body.checkpoint_id),
             note=body.note,
             actor=caller.name,
             idempotency_key=key,
@@ -291,7 +295,7 @@ async def rollback(
     target = None if body is None else body.to
 
     def work(ledger: TrainingLedger) -> Any:
-        to = None if target is None else _checkpoint(ledger, target)
+        to = None if target is None else full_checkpoint_id(ledger, target)
         return ledger.deployments.rollback(profile, to=to, actor=caller.name, idempotency_key=key)
 
     return await _call(request, work)
