@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
+from trainledger.adapters.canonical_json import orjson_canonical_json
 from trainledger.adapters.files import digest_artifact, load_dataset, locate_base_model
 from trainledger.adapters.memory.recorder import MemoryLedgerFactory
 from trainledger.adapters.memory.view import MemoryLedgerView
@@ -196,6 +197,7 @@ def open_ledger(
             digest_artifact=digest_artifact,
             run_trainer=SubprocessTrainerRunner(),
             locate_artifact=locate_artifact,
+            canonical_json=orjson_canonical_json,
             clock=clock,
         )
     except StoreError:

@@ -42,22 +42,27 @@ def stored_state(event: BaseModel) -> dict[str, Any]:
     )
 
 
-def canonical_event_bytes(
+CanonicalJson = Callable[[Any], bytes]
+"""Writes a JSON value in the canonical form (`canonical_json` is the definition).
+
+The rule of what is hashed is `canonical_document`'s alone; a writer only
+spells it. An accelerated writer (`adapters.canonical_json`) is wired in by
+the adapters and must produce the same bytes for every JSON value.
+"""
+
+
+def canonical_document(
     aggregate_id: str, version: int, type_name: str, state: dict[str, Any]
-) -> bytes:
-    """The serialisation an event's chain hash is computed over.
+) -> dict[str, Any]:
+    """The document an event's chain hash is computed over.
 
     Built from the stored state alone, so `verify` can recompute chains from
-    raw rows without reconstructing domain objects. The canonical form is
-    compact JSON with the keys of every object sorted, strings as UTF-8 and
-    numbers in their shortest round-trip form (`1e-7`, `0.0003`, `2`): what
-    0.1.0 wrote with orjson's sorted keys, and pydantic's serializer writes
-    for the same values (`tests/unit/test_chain.py` holds the two equal).
+    raw rows without reconstructing domain objects.
     """
     payload = dict(state)
     for key in NOT_PAYLOAD:
         payload.pop(key, None)
-    document = {
+    return {
         "aggregateId": aggregate_id,
         "version": version,
         "type": type_name,
@@ -67,7 +72,28 @@ def canonical_event_bytes(
         "previousHash": state["previousHash"],
         "payload": payload,
     }
+
+
+def canonical_json(document: Any) -> bytes:
+    """The canonical form of a JSON value: the definition, and the default writer.
+
+    Compact JSON with the keys of every object sorted, strings as UTF-8 and
+    numbers in their shortest round-trip form (`1e-7`, `0.0003`, `2`): what
+    0.1.0 wrote with orjson's sorted keys, and pydantic's serializer writes
+    for the same values (`tests/unit/test_chain.py` holds the two equal).
+    """
     return _json_writer()(_sorted(document))
+
+
+def canonical_event_bytes(
+    aggregate_id: str,
+    version: int,
+    type_name: str,
+    state: dict[str, Any],
+    write: CanonicalJson = canonical_json,
+) -> bytes:
+    """The serialisation an event's chain hash is computed over."""
+    return write(canonical_document(aggregate_id, version, type_name, state))
 
 
 def _sorted(value: Any) -> Any:
@@ -88,9 +114,15 @@ def _json_writer() -> Callable[[Any], bytes]:
     return TypeAdapter(Any).dump_json
 
 
-def chain_hash(aggregate_id: str, version: int, type_name: str, state: dict[str, Any]) -> str:
+def chain_hash(
+    aggregate_id: str,
+    version: int,
+    type_name: str,
+    state: dict[str, Any],
+    write: CanonicalJson = canonical_json,
+) -> str:
     return hashlib.sha256(
-        canonical_event_bytes(aggregate_id, version, type_name, state)
+        write(canonical_document(aggregate_id, version, type_name, state))
     ).hexdigest()
 
 
@@ -187,10 +219,12 @@ class AggregateChains:
 
     Events must be fed in log order, but only each aggregate's own order
     matters: the log may be split by aggregate and each part checked alone.
+    `write` spells the canonical form (default: `canonical_json`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, write: CanonicalJson = canonical_json) -> None:
         self._chains: dict[str, _Chain] = {}
+        self._write = write
 
     def check(
         self, aggregate_id: str, version: int, topic: str, state: dict[str, Any] | None
@@ -210,7 +244,7 @@ class AggregateChains:
             recorded = state["eventHash"]
             aggregate_topic = state["originatorTopic"] if chain is None else chain.aggregate_topic
             owner, dot, type_name = topic.rpartition(".")
-            recomputed = chain_hash(aggregate_id, version, type_name, state)
+            recomputed = chain_hash(aggregate_id, version, type_name, state, self._write)
         except (KeyError, TypeError, AttributeError):
             return ChainBreak.NO_CHAIN_FIELDS
         if not isinstance(aggregate_topic, str):

@@ -9,8 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from trainledger.domain.chain import canonical_json
 from trainledger.domain.errors import DatasetError
 from trainledger.domain.trainer import ArtifactLocation, TrainerExit, TrainerLaunch, TrainerStarted
+
+__all__ = [
+    "base_model_as_given",
+    "canonical_json",
+    "no_artifact_digest",
+    "no_artifact_locator",
+    "no_dataset_loader",
+    "no_trainer_runner",
+]
 
 if TYPE_CHECKING:
     from trainledger.domain.experiment import DatasetDigest

@@ -42,6 +42,7 @@ from trainledger.service.ports import (
     EVAL_ID,
     ArtifactDigester,
     BaseModelLocator,
+    CanonicalWriter,
     DatasetLoader,
     LedgerRecorder,
     ReadModelFactory,
@@ -90,9 +91,14 @@ class TrainingLedger(Application[UUID]):
         digest_artifact: ArtifactDigester = defaults.no_artifact_digest,
         run_trainer: TrainerRunner = defaults.no_trainer_runner,
         locate_artifact: ArtifactLocator = defaults.no_artifact_locator,
+        canonical_json: CanonicalWriter = defaults.canonical_json,
         clock: Clock | None = None,
     ) -> None:
-        """`clock` tells the time of new events (default: now, UTC); tests inject one."""
+        """`clock` tells the time of new events (default: now, UTC); tests inject one.
+
+        `canonical_json` spells the canonical form when `verify` recomputes
+        hash chains (default: the definition, `domain.chain.canonical_json`).
+        """
         super().__init__(env)
         if not isinstance(self.recorder, LedgerRecorder):
             raise TypeError(
@@ -106,6 +112,7 @@ class TrainingLedger(Application[UUID]):
         self.digest_artifact = digest_artifact
         self.run_trainer = run_trainer
         self.locate_artifact = locate_artifact
+        self.canonical_json = canonical_json
         self.clock = clock
         self.read_model = read_model(self)
         self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock)

@@ -222,6 +222,11 @@ DatasetLoader = Callable[[str], "DatasetDigest"]
 BaseModelLocator = Callable[[str], str]
 """Checks that a path names a base model directory and says where it is (`BaseModelError`)."""
 
+CanonicalWriter = Callable[[Any], bytes]
+"""Spells a JSON value in the canonical form the chain hashes cover
+(`domain.chain.canonical_json`, the definition and the default; the adapters
+wire an accelerator that writes the same bytes, `adapters.canonical_json`)."""
+
 
 class ArtifactDigester(Protocol):
     """The content digest of an artifact file or directory; None when the path does not exist.

@@ -18,6 +18,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import TYPE_CHECKING, Any
 
 from trainledger.domain.chain import (
+    AggregateChains,
     IntegrityFailure,
     LogVerifier,
     SealedDigests,
@@ -190,6 +191,7 @@ class Verification:
         seals = recorder.seals()
         verifier = LogVerifier(
             gap_free=recorder.gap_free_positions,
+            chains=AggregateChains(self.ledger.canonical_json),
             expected_digest=digest,
             sealed=SealedDigests([(s.position, s.link) for s in seals if s.position <= upto]),
         )

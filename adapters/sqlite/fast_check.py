@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from trainledger.adapters.canonical_json import orjson_canonical_json
 from trainledger.domain.chain import LOG_GENESIS, AggregateChains, log_link
 
 LinkedRow = tuple[int, str, int, str, bytes, str | None, str | None]
@@ -35,7 +36,7 @@ class FastLogCheck:
     """
 
     def __init__(self) -> None:
-        self._chains = AggregateChains()
+        self._chains = AggregateChains(orjson_canonical_json)
         self._ids: dict[str, str] = {}  # 32 hex digits: the id as the log chain covers it
         self.checked = 0
         """How many rows passed so far."""

@@ -11,12 +11,15 @@ transaction. The parent then compares rows in full only when some share
 differs, to say how.
 
 Aggregates are shared out by ranges of their ids (`share_of`), which SQLite
-tells from a comparison of the id column (`share_condition`) while it scans a
-table in order: the 16 first hex digits split as evenly as they go.
+tells from a comparison of the id column (`share_condition`), scanning a
+table in order or walking an index of the column: the first four hex digits
+split as evenly as they go.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import sqlite3
 from collections.abc import Callable
 from operator import itemgetter
@@ -64,11 +67,16 @@ orders on the two sides: they compare as different, and the parent's full
 comparison, which sorts whole rows, says whether they are."""
 
 
-def _bounds(parts: int) -> list[str]:
-    """Where shares 1.. of `parts` begin: a first hex digit each."""
-    if not 1 <= parts <= len(HEX_DIGITS):
-        raise ValueError(f"between 1 and {len(HEX_DIGITS)} shares, not {parts}")
-    return [HEX_DIGITS[-(-len(HEX_DIGITS) * part // parts)] for part in range(1, parts)]
+ID_SPACE = len(HEX_DIGITS) ** 4
+"""Shares are ranges of the first four hex digits of the ids: at most this many."""
+
+
+@functools.cache
+def _bounds(parts: int) -> tuple[str, ...]:
+    """Where shares 1.. of `parts` begin: four hex digits each."""
+    if not 1 <= parts <= ID_SPACE:
+        raise ValueError(f"between 1 and {ID_SPACE} shares, not {parts}")
+    return tuple(f"{ID_SPACE * part // parts:04x}" for part in range(1, parts))
 
 
 def share_of(aggregate_id: str, parts: int) -> int:
@@ -76,32 +84,39 @@ def share_of(aggregate_id: str, parts: int) -> int:
 
     Any string belongs to exactly one share, as with `share_condition`.
     """
-    return sum(aggregate_id >= bound for bound in _bounds(parts))
+    return bisect.bisect_right(_bounds(parts), aggregate_id)
 
 
-def share_condition(column: str, part: int, parts: int) -> tuple[str, tuple[str, ...]]:
+def share_condition(
+    column: str, part: int, parts: int, *, scan: bool = True
+) -> tuple[str, tuple[str, ...]]:
     """An SQL condition (and its parameters) true for the rows of one share.
 
-    The column is compared as `+column`, so that SQLite scans the table in
-    rowid order rather than walk an index of it.
+    With `scan` the column is compared as `+column`, so that SQLite scans
+    the table in rowid order rather than walk an index of it (cheaper when
+    the share is a large part of the table); without, it walks the index.
     """
     bounds = _bounds(parts)
+    operand = f"+{column}" if scan else column
     conditions, params = [], []
     if part > 0:
-        conditions.append(f"+{column} >= ?")
+        conditions.append(f"{operand} >= ?")
         params.append(bounds[part - 1])
     if part < parts - 1:
-        conditions.append(f"+{column} < ?")
+        conditions.append(f"{operand} < ?")
         params.append(bounds[part])
     return " AND ".join(conditions) or "1", tuple(params)
 
 
-def live_share(cursor: sqlite3.Cursor, part: int, parts: int) -> ViewDump:
-    """One share of the SQLite views, each table's rows in `ORDER`."""
+def live_share(cursor: sqlite3.Cursor, part: int, parts: int, *, scan: bool = True) -> ViewDump:
+    """One share of the SQLite views, each table's rows in `ORDER`.
+
+    `scan` as for `share_condition` (every owner column has an index).
+    """
     dump: ViewDump = {}
     for table, (name, columns) in DUMP_TABLES.items():
         owner = columns.split(", ")[OWNER_COLUMN[table]]
-        condition, params = share_condition(owner, part, parts)
+        condition, params = share_condition(owner, part, parts, scan=scan)
         rows = cursor.execute(f"SELECT {columns} FROM {name} WHERE {condition}", params).fetchall()
         rows.sort(key=ORDER[table])
         dump[table] = rows

@@ -16,10 +16,15 @@ runs the one-pass check (`TrainingLedger.verify`), which names the first bad
 position exactly as it always does. A worker that fails in any way counts as
 "look closer".
 
-Run as `python -m trainledger.adapters.sqlite.verify DATABASE UPTO PART PARTS APPLICATION`:
-prints `{"events": N, "problem": POSITION-or-null, "views": SAME-or-null}`, where
-SAME says whether the share of the views (those of the application's name)
-equals its replay.
+The workers take the shares in turn, each share a few hundred thousand
+events at most (`SHARE_EVENTS`), so a worker's memory stays bounded however
+long the log: it holds one share's rows, chains and replay at a time.
+
+Run as `python -m trainledger.adapters.sqlite.verify DATABASE UPTO WORKER WORKERS SHARES
+APPLICATION`: checks shares WORKER, WORKER + WORKERS, ... of SHARES and prints
+`{"events": N, "problem": POSITION-or-null, "views": SAME-or-null}`, where
+SAME says whether those shares of the views (those of the application's
+name) equal their replay.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from trainledger.adapters.sqlite.fast_check import FastLogCheck
 from trainledger.adapters.workers import stop_workers, worker_env
@@ -73,7 +80,21 @@ def snapshot(
 
 
 CHUNK = 20_000
-"""Rows read, checked and replayed at a time."""
+"""Rows checked and replayed at a time."""
+SHARE_EVENTS = 200_000
+"""About how many events a share holds: what bounds a worker's memory.
+
+A worker holds one share at a time: its rows, their chains, its replay of
+the views and its rows of the live views (about 1 KB an event in all).
+"""
+
+
+def share_count(upto: int, workers: int) -> int:
+    """How many shares a log of `upto` events is checked in: a multiple of `workers`."""
+    from trainledger.adapters.sqlite.shares import ID_SPACE  # see `check_part`
+
+    rounds = -(-upto // (SHARE_EVENTS * workers))
+    return min(max(rounds, 1) * workers, ID_SPACE)
 
 
 def check_part(
@@ -83,6 +104,10 @@ def check_part(
 
     Returns (rows checked, the first problem or None, whether the share of the
     views equals its replay: None when that could not be told).
+
+    A share that is a large part of the log is read by scanning the tables
+    in order (cheaper than walking the index); a small one through the ids'
+    index, then put in log order here.
     """
     # Imported here: the parent imports this module without needing the projections.
     from trainledger.adapters.sqlite.shares import (
@@ -93,10 +118,13 @@ def check_part(
     )
     from trainledger.projections.projection import EventRecord
 
+    scan = parts <= SCAN_UP_TO
     connection = sqlite3.connect(database, isolation_level=None)
     check = FastLogCheck()
     replay = ShareReplay()
-    share, params = share_condition("e.originator_id", part, parts)
+    share, params = share_condition("e.originator_id", part, parts, scan=scan)
+    chunks: Iterator[list[Any]]
+    share_rows: list[Any] = []
     try:
         try:
             connection.execute("BEGIN")  # one snapshot of the log and the views
@@ -105,15 +133,24 @@ def check_part(
                 "b.link, l.link FROM stored_events e "
                 "JOIN ledger_log_chain l ON l.position = e.rowid "
                 "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
-                f"WHERE e.rowid <= ? AND {share} ORDER BY e.rowid",
+                f"WHERE {'e.rowid' if scan else '+e.rowid'} <= ? AND {share}"
+                + (" ORDER BY e.rowid" if scan else ""),
                 (upto, *params),
             )
-            while chunk := rows.fetchmany(CHUNK):
+            if scan:
+                chunks = iter(lambda: rows.fetchmany(CHUNK), [])
+            else:
+                # In the index's order (by aggregate): the replay needs log order.
+                share_rows = rows.fetchall()
+                share_rows.sort()
+                chunks = (share_rows[i : i + CHUNK] for i in range(0, len(share_rows), CHUNK))
+            for chunk in chunks:
                 problem = check.check(chunk)
                 if problem is not None:
                     return check.checked, problem, None
                 # The states as stored: the replay decodes the fields it reads.
                 replay.add([EventRecord(p, i, v, t, s) for p, i, v, t, s, _, _ in chunk])
+            share_rows = chunk = []
         except sqlite3.Error:
             return 0, 0, None
         try:
@@ -121,11 +158,34 @@ def check_part(
             replayed = replay.dump()
             if replayed is None or tracked_position(cursor, application_name) != upto:
                 return check.checked, None, None
-            return check.checked, None, live_share(cursor, part, parts) == replayed
+            return check.checked, None, live_share(cursor, part, parts, scan=scan) == replayed
         except (sqlite3.Error, TypeError):  # no views here, or rows that do not even sort
             return check.checked, None, None
     finally:
         connection.close()
+
+
+SCAN_UP_TO = 4
+"""A share of one of this many is read by scanning the tables, a smaller one by index."""
+
+
+def check_shares(
+    database: str, upto: int, mine: range, parts: int, application_name: str
+) -> tuple[int, int | None, bool | None]:
+    """`check_part` for each of some shares in turn: their verdicts together.
+
+    Stops at the first problem; the views are equal only if every share's were.
+    """
+    checked = 0
+    views: bool | None = True
+    for part in mine:
+        rows, problem, same = check_part(database, upto, part, parts, application_name)
+        checked += rows
+        if problem is not None:
+            return checked, problem, None
+        views = None if same is None or views is None else views and same
+        gc.collect()  # the share's objects, before the next one's
+    return checked, None, views
 
 
 @dataclass
@@ -142,7 +202,9 @@ class ParallelLogCheck:
     def start(
         database: str, log: LogSnapshot, parts: int, application_name: str
     ) -> ParallelLogCheck:
+        """`parts` workers, each checking every `parts`-th share (`share_count`) in turn."""
         env = worker_env()
+        shares = share_count(log.upto, parts)
         workers = [
             subprocess.Popen(
                 [
@@ -153,6 +215,7 @@ class ParallelLogCheck:
                     str(log.upto),
                     str(part),
                     str(parts),
+                    str(shares),
                     application_name,
                 ],
                 stdout=subprocess.PIPE,
@@ -192,8 +255,10 @@ class ParallelLogCheck:
 def main(argv: list[str]) -> int:
     # Hundreds of thousands of acyclic objects kept: the cycle collector would only walk them.
     gc.disable()
-    database, upto, part, parts = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    checked, problem, views = check_part(database, upto, part, parts, argv[4])
+    database, upto, worker, workers, shares = argv[0], *map(int, argv[1:5])
+    checked, problem, views = check_shares(
+        database, upto, range(worker, shares, workers), shares, argv[5]
+    )
     sys.stdout.write(json.dumps({"events": checked, "problem": problem, "views": views}) + "\n")
     return 0
 

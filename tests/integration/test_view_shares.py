@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.support import deployable_lifecycle
 from trainledger.adapters.memory.view import MemoryLedgerView
 from trainledger.adapters.sqlite.shares import (
     HEX_DIGITS,
+    ID_SPACE,
     ORDER,
     OWNER_COLUMN,
     ShareReplay,
@@ -24,24 +26,29 @@ from trainledger.projections.projection import READ_VERSIONS
 from trainledger.service.ledger import TrainingLedger
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 4])
-def test_each_id_is_in_one_share_and_sqlite_finds_it_there(parts: int) -> None:
-    ids = [d + "0" * 31 for d in HEX_DIGITS + HEX_DIGITS.upper()] + ["g", "-", "", "8", "7fff"]
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 16, 37, 1000])
+@pytest.mark.parametrize("scan", [True, False])
+def test_each_id_is_in_one_share_and_sqlite_finds_it_there(parts: int, scan: bool) -> None:
+    ids = [d + "0" * 31 for d in HEX_DIGITS + HEX_DIGITS.upper()]
+    ids += ["g", "-", "", "8", "7fff", "7fff" + "f" * 28, "8000" + "0" * 28, "ffff" + "f" * 28]
+    ids += [f"{n:04x}" + "5" * 28 for n in range(0, ID_SPACE, 97)]
     connection = sqlite3.connect(":memory:")
     connection.execute("CREATE TABLE t (id TEXT)")
+    connection.execute("CREATE INDEX t_id ON t (id)")
     connection.executemany("INSERT INTO t VALUES (?)", [(i,) for i in ids])
     found = []
     for part in range(parts):
-        condition, params = share_condition("id", part, parts)
+        condition, params = share_condition("id", part, parts, scan=scan)
         rows = connection.execute(f"SELECT id FROM t WHERE {condition}", params).fetchall()
         assert sorted(i for (i,) in rows) == sorted(i for i in ids if share_of(i, parts) == part)
         found += rows
     assert len(found) == len(ids)
-    # the hex digits spread evenly, in order
-    shares = [share_of(d, parts) for d in HEX_DIGITS]
+    # ids spread evenly over the shares, in order of their first four hex digits
+    shares = [share_of(f"{n:04x}" + "0" * 28, parts) for n in range(ID_SPACE)]
     assert shares == sorted(shares)
-    sizes = [shares.count(part) for part in range(parts)]
-    assert max(sizes) - min(sizes) <= 1
+    sizes = Counter(shares)
+    assert len(sizes) == parts
+    assert max(sizes.values()) - min(sizes.values()) <= 1
 
 
 def test_every_view_table_names_its_owner_and_order() -> None:
