@@ -107,6 +107,13 @@ class LedgerRecorder(Protocol):
     def seals(self) -> list[Seal]:
         """Every reservation's seal, in seal chain order (empty: a store without seals)."""
 
+    def sealed_reservations(self, after_seq: int, limit: int) -> list[tuple[Seal, bytes | None]]:
+        """Up to `limit` seals after seal `after_seq`, in seal chain order, each with its
+        reservation's value (None: no such reservation), read together."""
+
+    def unsealed_reservations(self) -> list[Reservation]:
+        """The reservations that have no seal."""
+
     def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
         """Whether the store seals reservations, and this one's sealed value hash."""
 

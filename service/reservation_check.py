@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -147,26 +147,27 @@ class ReservationCheck:
 
 
 def seal_problem(
-    seals: list[Seal],
-    reservations: list[Reservation],
-    seals_after: list[Seal],
-    links: dict[int, str],
+    sealed: Iterable[tuple[Seal, bytes | None]],
+    anchor_link: Callable[[int], str | None],
+    unsealed: Callable[[], Iterable[Reservation]],
     upto: int,
 ) -> ReservationProblem | None:
     """The first reservation or seal that does not hold, for a log checked up to `upto`.
 
-    Read in this order: `seals`, then `reservations`, then `seals_after`, so a
-    seal in `seals` has its reservation (same transaction, committed before)
-    and a reservation has its seal in `seals_after`; anything anchored past
-    `upto` is a concurrent append's, left for the next verify. `links`: the
-    (checked) log chain at each anchor.
+    `sealed`: every seal in seal chain order with its reservation's value
+    (None: none), each read with its reservation (same transaction) so a
+    seal a concurrent append wrote has its value; anything anchored past
+    `upto` is a concurrent append's, left for the next verify.
+    `anchor_link(position)`: the (checked) log chain's link at an anchor.
+    `unsealed()`: the reservations without a seal, asked only if the store
+    seals (a reservation and its seal are committed together).
     """
-    values = {(r.kind, r.key): r.value for r in reservations}
     previous = SEAL_GENESIS
-    for seal in seals:
+    seals_anything = False
+    for seal, value in sealed:
+        seals_anything = True
         if seal.position > upto:
             break
-        value = values.get((seal.kind, seal.key))
         where = seal.position
         if value is None:
             return ReservationProblem(
@@ -176,22 +177,17 @@ def seal_problem(
             return ReservationProblem(
                 where, f"{seal.kind} reservation {seal.key!r} was changed after it was sealed"
             )
-        anchor_link = LOG_GENESIS if seal.position == 0 else links.get(seal.position)
-        if (
-            anchor_link is None
-            or seal_link(previous, anchor_link, seal.kind, seal.key, value) != seal.link
-        ):
+        link = LOG_GENESIS if seal.position == 0 else anchor_link(seal.position)
+        if link is None or seal_link(previous, link, seal.kind, seal.key, value) != seal.link:
             return ReservationProblem(
                 where, f"the seal of {seal.kind} {seal.key!r} is not the ledger's (seals rewritten)"
             )
         previous = seal.link
-    if seals_after:
-        sealed = {(s.kind, s.key) for s in seals_after}
-        for r in reservations:
-            if (r.kind, r.key) not in sealed:
-                return ReservationProblem(
-                    upto, f"{r.kind} reservation {r.key!r} has no seal (added behind the ledger)"
-                )
+    if seals_anything:
+        for r in unsealed():
+            return ReservationProblem(
+                upto, f"{r.kind} reservation {r.key!r} has no seal (added behind the ledger)"
+            )
     return None
 
 

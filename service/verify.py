@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainledger.domain.chain import (
     AggregateChains,
@@ -36,6 +36,7 @@ from trainledger.service.unit_of_work import Outcome
 
 if TYPE_CHECKING:
     from trainledger.service.ledger import TrainingLedger
+    from trainledger.service.ports import Seal
 
 
 class Verification:
@@ -65,19 +66,20 @@ class Verification:
         """
         if digest is not None:
             digest = parse_digest(digest)
-        report = self._verify_in_parallel(digest, progress)
-        if report is None:
+        checked = self._verify_in_parallel(digest, progress)
+        if checked is None:
             report = self._verify_in_one_pass(digest, progress)
-        return self._check_store(report)
+            return self._check_store(report, self.ledger.ledger_recorder.store_problems())
+        return self._check_store(*checked)
 
-    def _check_store(self, report: Outcome) -> Outcome:
+    def _check_store(self, report: Outcome, problems: list[str]) -> Outcome:
         """The database's own consistency check and the views' tracking record.
 
         A damaged index answers queries wrongly (a list lost a row) while the
         rows the log check reads are sound; a tracking position moved past the
         end of the log makes the views skip every event written below it.
+        `problems`: what the database's own consistency check found.
         """
-        problems = self.ledger.ledger_recorder.store_problems()
         if problems:
             failure = IntegrityFailure(
                 report["position"],
@@ -101,7 +103,8 @@ class Verification:
 
     def _verify_in_parallel(
         self, digest: str | None, progress: Callable[[int, int], None] | None
-    ) -> Outcome | None:
+    ) -> tuple[Outcome, list[str]] | None:
+        """The report, and what the database's consistency check found meanwhile."""
         self._catch_up_views()  # so that the views are at the end of the log the workers read
         check = self.ledger.ledger_recorder.start_log_check(
             digest=digest,
@@ -114,15 +117,22 @@ class Verification:
         log = check.snapshot
         if progress is not None:
             progress(0, log.upto)
+
+        def checked() -> tuple[bool, tuple[bool, str | None, int | None], list[str]]:
+            # The parent's own part while the workers run: the seals, and the
+            # database's consistency check (SQLite's, which releases the GIL).
+            seals = self._sealed_up_to(log.upto, digest)
+            problems = self.ledger.ledger_recorder.store_problems()
+            return check.sound(), seals, problems
+
         try:
-            sound = _waiting(check.sound, log.upto, progress)
+            sound, (sealed, last_seal, sealed_match), problems = _waiting(
+                checked, log.upto, progress
+            )
         except BaseException:  # an interrupt: stop the workers
             check.cancel()
             raise
-        if not sound:
-            return None
-        sealed, last_seal, sealed_match = self._sealed_up_to(log.upto, digest)
-        if not sealed:
+        if not sound or not sealed:
             return None
         matched_at = log.digest_position if last_seal is None else sealed_match
         differences = None
@@ -137,7 +147,7 @@ class Verification:
             failure = _no_prefix_with(digest, log.upto)
         elif differences:
             failure = IntegrityFailure(log.upto, _views_differ(differences))
-        return _verify_report(
+        report = _verify_report(
             position=log.upto,
             digest=log_digest(log.last_link, last_seal),
             events=log.upto,
@@ -145,35 +155,54 @@ class Verification:
             differences=differences,
             failure=failure,
         )
+        return report, problems
 
     def _sealed_up_to(self, upto: int, digest: str | None) -> tuple[bool, str | None, int | None]:
-        """After the workers: the seals of a log they found sound up to `upto`.
+        """The seals of a log up to `upto`, read while the workers check it.
 
         (True, the last seal link or None, the position a sealed state's digest
-        matched), or (False, ...) when the one-pass check must look: a store
+        matched), or (False, ...) when the one-pass check must look (also when
+        the workers find the log unsound, which makes this moot): a store
         without seals has its reservations checked by meaning, which needs
         every event; a seal that does not hold is named there.
         """
         recorder = self.ledger.ledger_recorder
-        seals = recorder.seals()
-        if not seals:
+        if not recorder.sealed_reservations(0, 1):
             return not recorder.reservations(), None, None
-        # The links the workers checked: the seals' anchors, and with a digest
-        # every position, matched as the one-pass check does.
-        sealed = SealedDigests([(s.position, s.link) for s in seals if s.position <= upto])
         matched = None
+        anchor_link: Callable[[int], str | None]
+        if digest is None:  # the links the workers checked at the seals' anchors
+            anchor_link = _AnchorLinks(recorder.log_chain, self.PAGE * 10).at
+        else:  # every position's, matched with the seals as the one-pass check does
+            sealed = SealedDigests(
+                [(s.position, s.link) for s in recorder.seals() if s.position <= upto]
+            )
+            after = 0
+            while after < upto:
+                page = recorder.log_chain(after, min(upto, after + self.PAGE * 10))
+                for position in sorted(page):
+                    if sealed.at(position, page[position], digest):
+                        matched = position
+                after = min(upto, after + self.PAGE * 10)
+            anchor_link = sealed.anchor_links.get
+        last_seal = None
+
+        def sealed_up_to() -> Iterator[tuple[Seal, bytes | None]]:
+            nonlocal last_seal
+            for seal, value in self._sealed_reservations():
+                if seal.position <= upto:
+                    last_seal = seal.link
+                yield seal, value
+
+        problem = seal_problem(sealed_up_to(), anchor_link, recorder.unsealed_reservations, upto)
+        return problem is None, last_seal, matched
+
+    def _sealed_reservations(self) -> Iterator[tuple[Seal, bytes | None]]:
+        """Every seal in seal chain order, with its reservation's value, a page at a time."""
         after = 0
-        last = upto if digest is not None else max((s for s, _ in sealed.seals), default=0)
-        while after < last:
-            page = recorder.log_chain(after, min(last, after + self.PAGE * 10))
-            for position in sorted(page):
-                if sealed.at(position, page[position], digest):
-                    matched = position
-            after = min(last, after + self.PAGE * 10)
-        problem = seal_problem(
-            seals, recorder.reservations(), recorder.seals(), sealed.anchor_links, upto
-        )
-        return problem is None, last_seal_link(seals, upto), matched
+        while page := self.ledger.ledger_recorder.sealed_reservations(after, self.PAGE * 10):
+            yield from page
+            after = page[-1][0].seq
 
     def _verify_in_one_pass(
         self, digest: str | None, progress: Callable[[int, int], None] | None
@@ -244,10 +273,9 @@ class Verification:
             failure = _reservation_failure(
                 meanings.meaning_problem(reservations, verifier.position)
                 or seal_problem(
-                    seals,
-                    recorder.reservations(),
-                    recorder.seals(),
-                    verifier.sealed.anchor_links,
+                    self._sealed_reservations(),
+                    verifier.sealed.anchor_links.get,
+                    recorder.unsealed_reservations,
                     verifier.position,
                 )
             )
@@ -279,16 +307,16 @@ class Verification:
             return [f"views cannot be read: {error.message}"]
 
 
+T = TypeVar("T")
+
 PROGRESS_EVERY = 0.1
 """Seconds between progress reports while worker processes check the log."""
 EXPECTED_RATE = 500_000
 """Events a second the workers are expected to check, for the progress estimate."""
 
 
-def _waiting(
-    sound: Callable[[], bool], total: int, progress: Callable[[int, int], None] | None
-) -> bool:
-    """`sound()`, with `progress` moving meanwhile.
+def _waiting(sound: Callable[[], T], total: int, progress: Callable[[int, int], None] | None) -> T:
+    """`sound()` (which waits for the workers), with `progress` moving meanwhile.
 
     The workers report only when done, so the progress shown is an estimate
     from the time taken, which approaches the total but never reaches it
@@ -311,6 +339,26 @@ def _waiting(
                 progress(int(total * elapsed / (elapsed + expected)), total)
     finally:
         waiter.shutdown(wait=False)
+
+
+class _AnchorLinks:
+    """The log chain's links at the seals' anchors, asked in increasing order.
+
+    Reads a page of links from each anchor not yet read: as many reads as
+    anchors where they are sparse, the log chain once where they are dense.
+    """
+
+    def __init__(self, log_chain: Callable[[int, int], dict[int, str]], page: int) -> None:
+        self._log_chain = log_chain
+        self._page = page
+        self._links: dict[int, str] = {}
+        self._after = self._upto = 0
+
+    def at(self, position: int) -> str | None:
+        if not self._after < position <= self._upto:
+            self._after, self._upto = position - 1, position - 1 + self._page
+            self._links = self._log_chain(self._after, self._upto)
+        return self._links.get(position)
 
 
 def _reservation_failure(problem: ReservationProblem | None) -> IntegrityFailure | None:

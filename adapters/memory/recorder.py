@@ -69,6 +69,20 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
         with self._database_lock:
             return list(self._seals)
 
+    def sealed_reservations(self, after_seq: int, limit: int) -> list[tuple[Seal, bytes | None]]:
+        with self._database_lock:
+            after = [s for s in self._seals if s.seq > after_seq][:limit]
+            return [(s, self._reservations.get((s.kind, s.key))) for s in after]
+
+    def unsealed_reservations(self) -> list[Reservation]:
+        with self._database_lock:
+            sealed = {(s.kind, s.key) for s in self._seals}
+            return [
+                Reservation(k, key, v)
+                for (k, key), v in sorted(self._reservations.items())
+                if (k, key) not in sealed
+            ]
+
     def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
         with self._database_lock:
             found = [s.value_hash for s in self._seals if (s.kind, s.key) == (kind, key)]

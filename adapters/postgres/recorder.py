@@ -209,6 +209,16 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             "SELECT seq, position, kind, key, value_hash, link FROM {schema}.{table} ORDER BY seq",
             seals,
         )
+        self.select_sealed_reservations_statement = SQL(
+            "SELECT s.seq, s.position, s.kind, s.key, s.value_hash, s.link, r.value "
+            "FROM {schema}.{seals} s LEFT JOIN {schema}.{reservations} r "
+            "ON r.kind = s.kind AND r.key = s.key WHERE s.seq > %s ORDER BY s.seq LIMIT %s"
+        ).format(schema=schema, seals=seals, reservations=reservations)
+        self.select_unsealed_reservations_statement = SQL(
+            "SELECT kind, key, value FROM {schema}.{reservations} r WHERE NOT EXISTS "
+            "(SELECT 1 FROM {schema}.{seals} s WHERE s.kind = r.kind AND s.key = r.key) "
+            "ORDER BY kind, key"
+        ).format(schema=schema, seals=seals, reservations=reservations)
         self.select_seal_statement = statement(
             "SELECT EXISTS (SELECT 1 FROM {schema}.{table}) AS sealed, "
             "(SELECT value_hash FROM {schema}.{table} WHERE kind = %s AND key = %s) AS value_hash",
@@ -327,6 +337,33 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
     def reservations(self) -> list[Reservation]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self.select_all_reservations_statement)
+            return [
+                Reservation(row["kind"], row["key"], bytes(row["value"])) for row in curs.fetchall()
+            ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def sealed_reservations(self, after_seq: int, limit: int) -> list[tuple[Seal, bytes | None]]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_sealed_reservations_statement, (after_seq, limit))
+            return [
+                (
+                    Seal(
+                        int(r["seq"]),
+                        int(r["position"]),
+                        r["kind"],
+                        r["key"],
+                        r["value_hash"],
+                        r["link"],
+                    ),
+                    None if r["value"] is None else bytes(r["value"]),
+                )
+                for r in curs.fetchall()
+            ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def unsealed_reservations(self) -> list[Reservation]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_unsealed_reservations_statement)
             return [
                 Reservation(row["kind"], row["key"], bytes(row["value"])) for row in curs.fetchall()
             ]

@@ -214,6 +214,28 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             )
             return [Seal(*tuple(row)) for row in c.fetchall()]
 
+    def sealed_reservations(self, after_seq: int, limit: int) -> list[tuple[Seal, bytes | None]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT s.seq, s.position, s.kind, s.key, s.value_hash, s.link, r.value "
+                f"FROM {SEALS_TABLE} s LEFT JOIN ledger_reservations r "
+                "ON r.kind = s.kind AND r.key = s.key WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+                (after_seq, limit),
+            )
+            return [
+                (Seal(*tuple(row)[:6]), None if row[6] is None else bytes(row[6]))
+                for row in c.fetchall()
+            ]
+
+    def unsealed_reservations(self) -> list[Reservation]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT kind, key, value FROM ledger_reservations r WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {SEALS_TABLE} s WHERE s.kind = r.kind AND s.key = r.key) "
+                "ORDER BY kind, key"
+            )
+            return [Reservation(r["kind"], r["key"], bytes(r["value"])) for r in c.fetchall()]
+
     def seal_of(self, kind: str, key: str) -> tuple[bool, str | None]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT 1 FROM {SEALS_TABLE} LIMIT 1")
