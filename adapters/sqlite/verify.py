@@ -34,9 +34,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from trainledger.adapters.sqlite.fast_check import FastLogCheck
 from trainledger.adapters.workers import stop_workers, worker_env
@@ -107,7 +105,7 @@ def check_part(
 
     A share that is a large part of the log is read by scanning the tables
     in order (cheaper than walking the index); a small one through the ids'
-    index, then put in log order here.
+    index.
     """
     # Imported here: the parent imports this module without needing the projections.
     from trainledger.adapters.sqlite.shares import (
@@ -122,9 +120,13 @@ def check_part(
     connection = sqlite3.connect(database, isolation_level=None)
     check = FastLogCheck()
     replay = ShareReplay()
-    share, params = share_condition("e.originator_id", part, parts, scan=scan)
-    chunks: Iterator[list[Any]]
-    share_rows: list[Any] = []
+    share, params = share_condition("originator_id", part, parts, scan=scan)
+    # A small share: its positions from the ids' index, then its rows in log order.
+    rows_of_share = (
+        f"e.rowid <= ? AND {share}"
+        if scan
+        else f"e.rowid IN (SELECT rowid FROM stored_events WHERE {share}) AND +e.rowid <= ?"
+    )
     try:
         try:
             connection.execute("BEGIN")  # one snapshot of the log and the views
@@ -133,24 +135,15 @@ def check_part(
                 "b.link, l.link FROM stored_events e "
                 "JOIN ledger_log_chain l ON l.position = e.rowid "
                 "LEFT JOIN ledger_log_chain b ON b.position = e.rowid - 1 "
-                f"WHERE {'e.rowid' if scan else '+e.rowid'} <= ? AND {share}"
-                + (" ORDER BY e.rowid" if scan else ""),
-                (upto, *params),
+                f"WHERE {rows_of_share} ORDER BY e.rowid",
+                (upto, *params) if scan else (*params, upto),
             )
-            if scan:
-                chunks = iter(lambda: rows.fetchmany(CHUNK), [])
-            else:
-                # In the index's order (by aggregate): the replay needs log order.
-                share_rows = rows.fetchall()
-                share_rows.sort()
-                chunks = (share_rows[i : i + CHUNK] for i in range(0, len(share_rows), CHUNK))
-            for chunk in chunks:
+            while chunk := rows.fetchmany(CHUNK):
                 problem = check.check(chunk)
                 if problem is not None:
                     return check.checked, problem, None
                 # The states as stored: the replay decodes the fields it reads.
                 replay.add([EventRecord(p, i, v, t, s) for p, i, v, t, s, _, _ in chunk])
-            share_rows = chunk = []
         except sqlite3.Error:
             return 0, 0, None
         try:

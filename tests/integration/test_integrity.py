@@ -142,9 +142,17 @@ def test_verify_names_the_first_tampered_position(tmp_path: Path, tamper: Tamper
         assert open_ledger(url).verify() == report
 
 
+SMALL_SHARES = [None, 1]
+"""The shares as sized by default (two here, scanned), or of an event or two (many,
+each read through the ids' index): what a long log is checked in."""
+
+
 @contextmanager
-def workers_check_every_log() -> Iterator[list[bool]]:
-    """Make `verify` start its worker processes on any log; yields their verdicts."""
+def workers_check_every_log(share_events: int | None = None) -> Iterator[list[bool]]:
+    """Make `verify` start its worker processes on any log; yields their verdicts.
+
+    With `share_events`, the workers check shares of about that many events.
+    """
     verdicts: list[bool] = []
     sound = ParallelLogCheck.sound
 
@@ -156,11 +164,14 @@ def workers_check_every_log() -> Iterator[list[bool]]:
         patch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
         patch.setattr("trainledger.adapters.sqlite.recorder.usable_cpus", lambda: 2)
         patch.setattr(ParallelLogCheck, "sound", spy)
+        if share_events is not None:
+            patch.setattr("trainledger.adapters.sqlite.verify.SHARE_EVENTS", share_events)
         yield verdicts
 
 
+@pytest.mark.parametrize("share_events", SMALL_SHARES)
 def test_workers_verify_a_sound_log_as_the_one_pass_check_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share_events: int | None
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger = build_history(url, tmp_path)
@@ -175,7 +186,7 @@ def test_workers_verify_a_sound_log_as_the_one_pass_check_does(
         return compare()
 
     monkeypatch.setattr(ledger, "projection_differences", spy)
-    with workers_check_every_log() as verdicts:
+    with workers_check_every_log(share_events) as verdicts:
         in_parallel = ledger.verify(digest=earlier["digest"])
         unknown_digest = ledger.verify(digest="0" * 64)
     assert verdicts == [True, True]
@@ -188,7 +199,8 @@ def test_workers_verify_a_sound_log_as_the_one_pass_check_does(
     assert not unknown_digest["ok"]
 
 
-def test_workers_find_each_tampering_unsound(tmp_path: Path) -> None:
+@pytest.mark.parametrize("share_events", SMALL_SHARES)
+def test_workers_find_each_tampering_unsound(tmp_path: Path, share_events: int | None) -> None:
     """The parallel verdict itself catches every tampering of the corpus."""
     for tamper in TAMPERINGS:
         path = tmp_path / tamper.__name__ / "ledger.db"
@@ -198,23 +210,28 @@ def test_workers_find_each_tampering_unsound(tmp_path: Path) -> None:
         tamper(connection)
         connection.commit()
         connection.close()
-        with workers_check_every_log() as verdicts:
+        with workers_check_every_log(share_events) as verdicts:
             report = open_ledger(url).verify()
         assert not report["ok"], tamper.__name__
         assert True not in verdicts, tamper.__name__
 
 
-def test_views_that_differ_fail_verify_when_workers_check_the_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("share_events", SMALL_SHARES)
+@pytest.mark.parametrize("table", ["view_evals", "view_runs", "view_checkpoints"])
+def test_views_that_differ_fail_verify_when_workers_check_the_log(
+    tmp_path: Path, share_events: int | None, table: str
+) -> None:
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
     ledger = build_history(url, tmp_path)
     assert ledger.stats()["totalEvals"] == 2  # the views caught up
     ledger.close()
     connection = sqlite3.connect(path)
-    connection.execute("DELETE FROM view_evals")
+    # One row gone, in whichever share it is
+    connection.execute(f"DELETE FROM {table} WHERE rowid = (SELECT MAX(rowid) FROM {table})")
     connection.commit()
     connection.close()
-    with workers_check_every_log() as verdicts:
+    with workers_check_every_log(share_events) as verdicts:
         report = open_ledger(url).verify()
     assert verdicts == [True]
     assert report["projectionsMatchReplay"] is False

@@ -20,7 +20,13 @@ from trainledger.adapters.sqlite.shares import (
     share_condition,
     share_of,
 )
-from trainledger.adapters.sqlite.verify import check_part
+from trainledger.adapters.sqlite.verify import (
+    SCAN_UP_TO,
+    SHARE_EVENTS,
+    check_part,
+    check_shares,
+    share_count,
+)
 from trainledger.adapters.store import log_reader, open_ledger
 from trainledger.projections.projection import READ_VERSIONS
 from trainledger.service.ledger import TrainingLedger
@@ -101,10 +107,19 @@ def test_each_worker_finds_its_share_of_the_views_equal_to_its_replay(tmp_path: 
             "slot_events": 0,
             "shadow": 0,
         }
-    for parts in (1, 2, 3):
+    # a few shares are scanned, many walk the ids' index: the same verdicts
+    for parts in (1, 2, 3, SCAN_UP_TO + 1, 37):
         workers = [check_part(str(path), upto, part, parts, ledger.name) for part in range(parts)]
         assert sum(checked for checked, _, _ in workers) == upto
         assert [(problem, views) for _, problem, views in workers] == [(None, True)] * parts
+        # a worker takes every `workers`-th share in turn
+        for count in (1, 2, 3):
+            mine = [
+                check_shares(str(path), upto, range(w, parts, count), parts, ledger.name)
+                for w in range(count)
+            ]
+            assert sum(checked for checked, _, _ in mine) == upto
+            assert [(problem, views) for _, problem, views in mine] == [(None, True)] * count
     ledger.close()
 
 
@@ -116,9 +131,12 @@ def test_a_worker_finds_its_share_of_edited_views_different(tmp_path: Path) -> N
         connection.execute(
             "UPDATE view_evals SET verdict = 'fail' WHERE checkpoint_id = ?", (checkpoint_id,)
         )
-    edited = share_of(checkpoint_id, 3)
-    views = [check_part(str(path), upto, part, 3, ledger.name)[2] for part in range(3)]
-    assert views == [part != edited for part in range(3)]
+    for parts in (3, 37):
+        edited = share_of(checkpoint_id, parts)
+        views = [check_part(str(path), upto, part, parts, ledger.name)[2] for part in range(parts)]
+        assert views == [part != edited for part in range(parts)]
+        found = check_shares(str(path), upto, range(parts), parts, ledger.name)
+        assert found == (upto, None, False)
     ledger.close()
 
 
@@ -133,3 +151,12 @@ def test_views_at_another_position_or_of_another_name_are_left_to_the_parent(
         connection.execute("DROP TABLE view_evals")
     assert check_part(str(path), upto, 0, 1, ledger.name) == (upto, None, None)
     ledger.close()
+
+
+def test_a_long_log_is_checked_in_shares_of_bounded_size() -> None:
+    assert share_count(10, 2) == 2
+    assert share_count(SHARE_EVENTS * 2, 2) == 2
+    assert share_count(SHARE_EVENTS * 2 + 1, 2) == 4
+    assert share_count(7_000_000, 2) == 2 * -(-7_000_000 // (SHARE_EVENTS * 2))
+    assert share_count(7_000_000, 2) * SHARE_EVENTS >= 7_000_000
+    assert share_count(10**12, 2) == ID_SPACE
