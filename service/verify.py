@@ -172,7 +172,7 @@ class Verification:
         matched = None
         anchor_link: Callable[[int], str | None]
         if digest is None:  # the links the workers checked at the seals' anchors
-            anchor_link = _AnchorLinks(recorder.log_chain, self.PAGE * 10).at
+            anchor_link = _AnchorLinks(recorder.log_chain, self.PAGE // 2).at
         else:  # every position's, matched with the seals as the one-pass check does
             sealed = SealedDigests(
                 [(s.position, s.link) for s in recorder.seals() if s.position <= upto]

@@ -79,7 +79,7 @@ def snapshot(
 
 CHUNK = 20_000
 """Rows checked and replayed at a time."""
-SHARE_EVENTS = 200_000
+SHARE_EVENTS = 350_000
 """About how many events a share holds: what bounds a worker's memory.
 
 A worker holds one share at a time: its rows, their chains, its replay of
