@@ -23,6 +23,8 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from trainledger.adapters.postgres.recorder import create_once
+from trainledger.adapters.postgres.view_counts import drop_counters, ensure_counters, has_counters
+from trainledger.adapters.sqlite.view_counts import COUNTS, CREATE_COUNTS
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
     CREATE_INDEXES,
@@ -71,21 +73,28 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         self.sql_create_statements = [
             self.search_path,
             *self.sql_create_statements,
-            *(Composed([postgres_ddl(s)]) for s in (*CREATE_TABLES, *CREATE_INDEXES)),
+            *(
+                Composed([postgres_ddl(s)])
+                for s in (*CREATE_TABLES, CREATE_COUNTS, *CREATE_INDEXES)
+            ),
         ]
         self.start_tracking = postgres_sql(START_TRACKING).format(tracking=tracking)
         self.move_tracking = postgres_sql(MOVE_TRACKING).format(tracking=tracking)
         self.reset_tracking = postgres_sql(RESET_TRACKING).format(tracking=tracking)
         self.tracking_table = tracking.as_string()
+        self._counted = False
+        """Whether the view's tables keep `stats`' counters (adapters/postgres/view_counts.py)."""
 
     def create_table(self) -> None:
         create_once(
             self.datastore,
             f"{self.datastore.schema}.{self.tracking_table_name}",
-            regclasses=(self.tracking_table_name, *TABLES, *INDEX_NAMES),
+            regclasses=(self.tracking_table_name, *TABLES, COUNTS, *INDEX_NAMES),
             create=super().create_table,
         )
         self._migrate_columns()
+        with self._view_transaction() as c:
+            ensure_counters(c, self.datastore.schema)
 
     def _migrate_columns(self) -> None:
         """Columns added or dropped since a store's views were made (SQLite rebuilds instead).
@@ -153,6 +162,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         # interrupted rebuild gets them back when the store is next opened.
         with self._view_transaction() as c:
             c.execute(self.reset_tracking, (application_name,))
+            drop_counters(c)
             for table in TABLES:
                 c.execute(SQL("DELETE FROM {}").format(Identifier(table)))
             for index in INDEX_NAMES:
@@ -162,6 +172,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         with self._view_transaction() as c:
             for statement in CREATE_INDEXES:
                 c.execute(postgres_ddl(statement))
+            ensure_counters(c, self.datastore.schema)
 
     @contextmanager
     def reader(self) -> Iterator[FactReader]:
@@ -172,4 +183,11 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         ):
             curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             curs.execute(self.search_path)
-            yield SQLFactReader(curs, adapt_sql=postgres_sql, tracking_table=self.tracking_table)
+            if not self._counted:
+                self._counted = has_counters(curs, self.datastore.schema)
+            yield SQLFactReader(
+                curs,
+                adapt_sql=postgres_sql,
+                tracking_table=self.tracking_table,
+                counters=self._counted,
+            )

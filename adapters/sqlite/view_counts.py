@@ -12,21 +12,21 @@ store is opened. `stats` at a moment in the past still reads the tables.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from trainledger.adapters.sqlite.view_schema import CHECKPOINTS, EVALS, RUNS
 
 COUNTS = "view_counts"
 
 CREATE_COUNTS = (
-    f"CREATE TABLE IF NOT EXISTS {COUNTS} (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+    f"CREATE TABLE IF NOT EXISTS {COUNTS} (name TEXT PRIMARY KEY, n BIGINT NOT NULL) WITHOUT ROWID"
 )
 
 
 def _add(name: str, amount: str = "1") -> str:
     return (
         f"INSERT INTO {COUNTS} (name, n) VALUES ({name}, {amount}) "
-        "ON CONFLICT (name) DO UPDATE SET n = n + excluded.n; "
+        f"ON CONFLICT (name) DO UPDATE SET n = {COUNTS}.n + excluded.n; "
     )
 
 
@@ -34,32 +34,60 @@ RUN_OLD, RUN_NEW = "'run:' || OLD.status", "'run:' || NEW.status"
 EVAL_OLD, EVAL_NEW = "'eval:' || OLD.verdict", "'eval:' || NEW.verdict"
 TOTAL, DEPLOYABLE = "'checkpoints'", "'deployable'"
 
-TRIGGERS: dict[str, str] = {
-    f"{COUNTS}_run_insert": f"AFTER INSERT ON {RUNS} BEGIN " + _add(RUN_NEW) + " END",
-    f"{COUNTS}_run_update": f"AFTER UPDATE ON {RUNS} WHEN OLD.status IS NOT NEW.status BEGIN "
-    + _add(RUN_OLD, "-1")
-    + _add(RUN_NEW)
-    + " END",
-    f"{COUNTS}_run_delete": f"AFTER DELETE ON {RUNS} BEGIN " + _add(RUN_OLD, "-1") + " END",
-    f"{COUNTS}_checkpoint_insert": f"AFTER INSERT ON {CHECKPOINTS} BEGIN "
-    + _add(TOTAL)
-    + _add(DEPLOYABLE, "NEW.deployable")
-    + " END",
-    f"{COUNTS}_checkpoint_update": f"AFTER UPDATE ON {CHECKPOINTS} "
-    "WHEN OLD.deployable IS NOT NEW.deployable BEGIN "
-    + _add(DEPLOYABLE, "NEW.deployable - OLD.deployable")
-    + " END",
-    f"{COUNTS}_checkpoint_delete": f"AFTER DELETE ON {CHECKPOINTS} BEGIN "
-    + _add(TOTAL, "-1")
-    + _add(DEPLOYABLE, "-OLD.deployable")
-    + " END",
-    f"{COUNTS}_eval_insert": f"AFTER INSERT ON {EVALS} BEGIN " + _add(EVAL_NEW) + " END",
-    f"{COUNTS}_eval_update": f"AFTER UPDATE ON {EVALS} WHEN OLD.verdict IS NOT NEW.verdict BEGIN "
-    + _add(EVAL_OLD, "-1")
-    + _add(EVAL_NEW)
-    + " END",
-    f"{COUNTS}_eval_delete": f"AFTER DELETE ON {EVALS} BEGIN " + _add(EVAL_OLD, "-1") + " END",
+
+class Counter(NamedTuple):
+    """One row trigger keeping `view_counts`: after `event` on `table`, when `when`, `body`.
+
+    The definitions are portable SQL (`IS DISTINCT FROM`, `||`, the upsert):
+    SQLite's `CREATE TRIGGER` runs `body` as it is, PostgreSQL's trigger
+    function runs the same statements (adapters/postgres/view_counts.py).
+    """
+
+    event: str
+    table: str
+    when: str | None
+    body: str
+
+
+COUNTERS: dict[str, Counter] = {
+    f"{COUNTS}_run_insert": Counter("INSERT", RUNS, None, _add(RUN_NEW)),
+    f"{COUNTS}_run_update": Counter(
+        "UPDATE",
+        RUNS,
+        "OLD.status IS DISTINCT FROM NEW.status",
+        _add(RUN_OLD, "-1") + _add(RUN_NEW),
+    ),
+    f"{COUNTS}_run_delete": Counter("DELETE", RUNS, None, _add(RUN_OLD, "-1")),
+    f"{COUNTS}_checkpoint_insert": Counter(
+        "INSERT", CHECKPOINTS, None, _add(TOTAL) + _add(DEPLOYABLE, "NEW.deployable")
+    ),
+    f"{COUNTS}_checkpoint_update": Counter(
+        "UPDATE",
+        CHECKPOINTS,
+        "OLD.deployable IS DISTINCT FROM NEW.deployable",
+        _add(DEPLOYABLE, "NEW.deployable - OLD.deployable"),
+    ),
+    f"{COUNTS}_checkpoint_delete": Counter(
+        "DELETE", CHECKPOINTS, None, _add(TOTAL, "-1") + _add(DEPLOYABLE, "-OLD.deployable")
+    ),
+    f"{COUNTS}_eval_insert": Counter("INSERT", EVALS, None, _add(EVAL_NEW)),
+    f"{COUNTS}_eval_update": Counter(
+        "UPDATE",
+        EVALS,
+        "OLD.verdict IS DISTINCT FROM NEW.verdict",
+        _add(EVAL_OLD, "-1") + _add(EVAL_NEW),
+    ),
+    f"{COUNTS}_eval_delete": Counter("DELETE", EVALS, None, _add(EVAL_OLD, "-1")),
 }
+
+
+def _sqlite_trigger(counter: Counter) -> str:
+    when = "" if counter.when is None else f" WHEN {counter.when}"
+    return f"AFTER {counter.event} ON {counter.table}{when} BEGIN {counter.body} END"
+
+
+TRIGGERS: dict[str, str] = {name: _sqlite_trigger(c) for name, c in COUNTERS.items()}
+"""SQLite's triggers: name -> the `CREATE TRIGGER` statement after the name."""
 
 RECOUNT = (
     f"DELETE FROM {COUNTS}",

@@ -85,6 +85,19 @@ def _among(column: str, ids: Sequence[object]) -> str:
     return f"{column} IN ({', '.join('?' for _ in ids)})"
 
 
+def _unindexed(column: str, chunk: Sequence[str] | None, *, number: bool = False) -> str:
+    """`column` as a filter compares it: not through its index when ids are asked for.
+
+    The ids' index bounds the walk to a chunk's rows; without statistics
+    SQLite would rather walk a filter's index newest first (no sort), through
+    every row of that value. `x || ''` and `x + 0` are the portable way to
+    say "not by the index" (PostgreSQL plans by its statistics either way).
+    """
+    if chunk is None:
+        return column
+    return f"{column} + 0" if number else f"{column} || ''"
+
+
 Row = TypeVar("Row", RunRecord, CheckpointRecord, EvalFact)
 
 
@@ -176,13 +189,13 @@ class SQLFactReader(DeploymentReads, FactReader):
                 select.where("created_at <= ?", as_of)
             if status is not None:
                 if as_of is None:
-                    select.where("status = ?", status)
+                    select.where(f"{_unindexed('status', chunk)} = ?", status)
                 else:
                     select.where(f"{STATUS_AT} = ?", as_of, as_of, as_of, status)
             if family is not None:
-                select.where("family = ?", family)
+                select.where(f"{_unindexed('family', chunk)} = ?", family)
             if dataset_fingerprint is not None:
-                select.where("dataset_fingerprint = ?", dataset_fingerprint)
+                select.where(f"{_unindexed('dataset_fingerprint', chunk)} = ?", dataset_fingerprint)
             return select
 
         head = f"SELECT {RUN_COLUMNS} FROM {RUNS}"
@@ -208,10 +221,12 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("created_at <= ?", as_of)
             if family is not None:
-                select.where("family = ?", family)
+                select.where(f"{_unindexed('family', chunk)} = ?", family)
             if deployable is not None:
                 if as_of is None:
-                    select.where("deployable = ?", int(deployable))
+                    select.where(
+                        f"{_unindexed('deployable', chunk, number=True)} = ?", int(deployable)
+                    )
                 else:
                     select.where(f"{DEPLOYABLE_AT} = ?", as_of, int(deployable))
             return select
@@ -235,11 +250,11 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("attached_at <= ?", as_of)
             if benchmark_id is not None:
-                select.where("benchmark_id = ?", benchmark_id)
+                select.where(f"{_unindexed('benchmark_id', chunk)} = ?", benchmark_id)
             if verdict is not None:
-                select.where("verdict = ?", verdict)
+                select.where(f"{_unindexed('verdict', chunk)} = ?", verdict)
             if family is not None:
-                select.where("family = ?", family)
+                select.where(f"{_unindexed('family', chunk)} = ?", family)
             return select
 
         head = f"SELECT {EVAL_COLUMNS} FROM {EVALS}"

@@ -39,12 +39,15 @@ EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
 TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY, *DEPLOYMENT_TABLES)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bump when the tables change: views of another version are rebuilt.
 
 2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`); 4: no
 view_runs.spec (a run's spec is read from its registration in the log);
-5: promotions, deployment slots and shadow observations (SPEC §9)."""
+5: promotions, deployment slots and shadow observations (SPEC §9); 6: links
+and deployability changes keyed by unique indexes too (`VERSION_KEYS`), and
+the indexes of two filters at once (verdict and benchmark or family, status
+and family)."""
 
 CREATE_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {RUNS} ("
@@ -83,10 +86,19 @@ CREATE_TABLES = (
 KEYS = ((RUNS, "run_id"), (CHECKPOINTS, "checkpoint_id"), (EVALS, "eval_id"))
 """The tables keyed by one id column: `TEXT PRIMARY KEY` in `CREATE_TABLES` (PostgreSQL's)."""
 
-# On SQLite those ids are unique indexes of their own instead, which a rebuild
+VERSION_KEYS = (
+    (LINKS, "run_id, run_version"),
+    (DEPLOYABILITY, "checkpoint_id, checkpoint_version"),
+)
+"""The tables keyed by an aggregate's id and version: `PRIMARY KEY (...) WITHOUT ROWID` in
+`CREATE_TABLES`."""
+
+# On SQLite those keys are unique indexes of their own instead, which a rebuild
 # drops with the other indexes and makes once at the end (`DeferredKeys`):
 # keeping an index of random ids up to date row by row costs more than all
-# the rest of writing the row.
+# the rest of writing the row. A table clustered by its random key is worse:
+# each page of a rebuild rewrites most of its pages (its whole size again in
+# the write-ahead log, per page: quadratic in the history).
 
 
 def _keyed_by_index(statement: str) -> str:
@@ -94,14 +106,17 @@ def _keyed_by_index(statement: str) -> str:
         statement = statement.replace(
             f"{table} ({key} TEXT PRIMARY KEY,", f"{table} ({key} TEXT NOT NULL,"
         )
+    for table, key in VERSION_KEYS:
+        if statement.startswith(f"CREATE TABLE IF NOT EXISTS {table} ("):
+            statement = statement.replace(f", PRIMARY KEY ({key})) WITHOUT ROWID", ")")
     return statement
 
 
 SQLITE_TABLES = tuple(map(_keyed_by_index, CREATE_TABLES))
-KEY_NAMES = tuple(f"{table}_key" for table, _ in KEYS)
+KEY_NAMES = tuple(f"{table}_key" for table, _ in (*KEYS, *VERSION_KEYS))
 CREATE_KEYS = tuple(
     f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({key})"
-    for name, (table, key) in zip(KEY_NAMES, KEYS, strict=True)
+    for name, (table, key) in zip(KEY_NAMES, (*KEYS, *VERSION_KEYS), strict=True)
 )
 
 # Each list filter walks one of these newest first and stops at its limit.
@@ -110,6 +125,7 @@ CREATE_INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {RUNS}_status ON {RUNS} (status, position)",
     f"CREATE INDEX IF NOT EXISTS {RUNS}_family ON {RUNS} (family, position)",
     f"CREATE INDEX IF NOT EXISTS {RUNS}_dataset ON {RUNS} (dataset_fingerprint, position)",
+    f"CREATE INDEX IF NOT EXISTS {RUNS}_status_family ON {RUNS} (status, family, position)",
     f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_position ON {CHECKPOINTS} (position)",
     f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_run ON {CHECKPOINTS} (run_id, position)",
     f"CREATE INDEX IF NOT EXISTS {CHECKPOINTS}_family ON {CHECKPOINTS} (family, position)",
@@ -119,6 +135,9 @@ CREATE_INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {EVALS}_benchmark ON {EVALS} (benchmark_id, position)",
     f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict ON {EVALS} (verdict, position)",
     f"CREATE INDEX IF NOT EXISTS {EVALS}_family ON {EVALS} (family, position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict_benchmark ON {EVALS} "
+    "(verdict, benchmark_id, position)",
+    f"CREATE INDEX IF NOT EXISTS {EVALS}_verdict_family ON {EVALS} (verdict, family, position)",
     *CREATE_DEPLOYMENT_INDEXES,
 )
 

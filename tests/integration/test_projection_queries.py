@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from uuid import uuid4
 
 import psycopg
@@ -365,6 +365,64 @@ def test_views_made_with_the_spec_column_lose_it(store_url: str) -> None:
         assert ledger.projection_differences() == []
     finally:
         ledger.close()
+
+
+SCHEMA_6_INDEXES = (
+    "view_runs_status_family",
+    "view_evals_verdict_benchmark",
+    "view_evals_verdict_family",
+)
+
+
+def test_views_of_schema_5_open_and_answer_the_same(store_url: str) -> None:
+    """Views of schema 5 (links and deployability clustered by their keys, no two-filter
+    indexes): SQLite rebuilds them, PostgreSQL makes the indexes; the answers are the same."""
+    ledger = open_ledger(store_url)
+    scripted_history(ledger, runs=12, seed=5)
+    some = ledger.list_evals()["evals"][0]
+    verdict, benchmark, family = some["verdict"], some["benchmarkId"], some["targetModelFamily"]
+    queries: dict[str, Callable[[], Any]] = {
+        "evals": lambda: ledger.list_evals(verdict=verdict, benchmark_id=benchmark),
+        "evals by family": lambda: ledger.list_evals(verdict=verdict, family=family),
+        "runs": lambda: ledger.list_runs(status="completed", family=family),
+        "all": lambda: (ledger.list_runs(), ledger.list_checkpoints(), ledger.list_evals()),
+        "stats": lambda: ledger.stats(as_of=None),
+    }
+    expected = {name: query() for name, query in queries.items()}
+    assert expected["evals"]["evals"]
+    assert expected["runs"]["runs"]
+    ledger.close()
+    drops = [f"DROP INDEX {name}" for name in SCHEMA_6_INDEXES]
+    clustered = [
+        "DROP INDEX view_checkpoint_links_key",
+        "CREATE TABLE links_5 (run_id TEXT NOT NULL, run_version INTEGER NOT NULL, "
+        "checkpoint_id TEXT NOT NULL, linked_at BIGINT NOT NULL, "
+        "PRIMARY KEY (run_id, run_version)) WITHOUT ROWID",
+        "INSERT INTO links_5 SELECT run_id, run_version, checkpoint_id, linked_at "
+        "FROM view_checkpoint_links",
+        "DROP TABLE view_checkpoint_links",
+        "ALTER TABLE links_5 RENAME TO view_checkpoint_links",
+    ]
+    _edit_views(store_url, [*drops, *clustered, "UPDATE view_schema SET version = 5"], drops)
+
+    ledger = open_ledger(store_url)
+    try:
+        assert {name: query() for name, query in queries.items()} == expected
+        assert ledger.projection_differences() == []
+    finally:
+        ledger.close()
+    if store_url.startswith("sqlite"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            (links,) = db.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'view_checkpoint_links'"
+            ).fetchone()
+        db.close()
+        assert "WITHOUT ROWID" not in links
+    else:
+        with psycopg.connect(store_url) as pg:
+            names = {row[0] for row in pg.execute("SELECT indexname FROM pg_indexes")}
+    assert set(SCHEMA_6_INDEXES) <= names
 
 
 def test_a_run_whose_registration_is_not_at_its_position_is_reported(store_url: str) -> None:
