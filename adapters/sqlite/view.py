@@ -20,6 +20,11 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
 from trainledger.adapters.sqlite.deployment_schema import deployment_inserts, settlement_updates
+from trainledger.adapters.sqlite.shadow_hours import (
+    drop_shadow_hours,
+    ensure_shadow_hours,
+    has_shadow_hours,
+)
 from trainledger.adapters.sqlite.view_counts import drop_counters, ensure_counters, has_counters
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
@@ -97,6 +102,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         super()._create_table(c)
         self._create_keys(c)
         ensure_counters(c)
+        ensure_shadow_hours(c)
 
     def _create_keys(self, c: SQLiteCursor) -> None:
         """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
@@ -212,6 +218,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
             drop_counters(c)
+            drop_shadow_hours(c)
             for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
@@ -228,6 +235,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                 for statement in (*CREATE_KEYS, *CREATE_INDEXES):
                     c.execute(statement)
                 ensure_counters(c)
+                ensure_shadow_hours(c)
         finally:
             self._rebuilding = False
             copying.join()
@@ -243,7 +251,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
             if not self._counted:
-                self._counted = has_counters(c)
+                self._counted = has_counters(c) and has_shadow_hours(c)
             yield SQLFactReader(c, log_table=self.log_table, counters=self._counted)
 
 
