@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pickle
 from datetime import datetime
+from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from trainledger.projections.documents import uuid_text
 from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
@@ -123,3 +127,9 @@ def test_a_fact_batch_pickles_as_the_same_facts_of_the_same_kinds() -> None:
     assert received == batch
     for name, facts in vars(batch).items():
         assert [type(fact) for fact in getattr(received, name)] == [type(f) for f in facts]
+
+
+@given(st.uuids(), st.sampled_from(["hex", "upper", "braced"]))
+def test_ids_print_as_uuids_do(uuid: UUID, spelling: str) -> None:
+    stored = {"hex": uuid.hex, "upper": uuid.hex.upper(), "braced": f"{{{uuid}}}"}[spelling]
+    assert uuid_text(stored) == str(UUID(hex=stored)) == str(uuid)
