@@ -61,8 +61,8 @@ ROUTED_AT = (
 class DeploymentReads:
     """The reads of promotions, slots and observations; mixed into `SQLFactReader`."""
 
-    counters: bool = False
-    """Whether the view keeps counters (SQLite's: `adapters.sqlite.shadow_hours`)."""
+    shadow_hours: bool = False
+    """Whether the view keeps counters by hour (SQLite's: `adapters.sqlite.shadow_hours`)."""
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -110,7 +110,7 @@ class DeploymentReads:
             (row,) = self._rows(SHADOW_COUNTS, params)
             return ShadowCounts(*(int(value) for value in row))
 
-        if not self.counters:
+        if not self.shadow_hours:
             return count_rows(window_start, window_end)
         return hours_shadow_counts(
             self._rows, count_rows, checkpoint_id, window_start, window_end, cutoff

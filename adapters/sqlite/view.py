@@ -76,6 +76,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         self._deferred: DeferredKeys | None = None
         self._counted = False
         """Whether the view's tables keep `stats`' counters (adapters/sqlite/view_counts.py)."""
+        self._hours = False
+        """Whether they keep shadow statistics' counters (adapters/sqlite/shadow_hours.py)."""
         self.log_table: str | None = None
         """The events table of the log, when the log is in this database (its
         readers then tell whether the view is caught up in their own transaction)."""
@@ -251,8 +253,12 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         with self.datastore.transaction(commit=False) as c:
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
             if not self._counted:
-                self._counted = has_counters(c) and has_shadow_hours(c)
-            yield SQLFactReader(c, log_table=self.log_table, counters=self._counted)
+                self._counted = has_counters(c)
+            if not self._hours:
+                self._hours = has_shadow_hours(c)
+            yield SQLFactReader(
+                c, log_table=self.log_table, counters=self._counted, shadow_hours=self._hours
+            )
 
 
 class DeferredKeys:

@@ -103,9 +103,11 @@ class SQLFactReader(DeploymentReads, FactReader):
         tracking_table: str = "tracking",
         log_table: str | None = None,
         counters: bool = False,
+        shadow_hours: bool = False,
     ) -> None:
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
+        self.shadow_hours = shadow_hours
         self.c = cursor
         self.adapt_sql = adapt_sql
         self.tracking_table = tracking_table

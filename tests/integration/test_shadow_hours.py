@@ -109,7 +109,7 @@ def fast_and_plain(
     cutoff = end - HOUR
     answers = []
     for counters in (True, False):
-        reader = SQLFactReader(connection.cursor(), counters=counters)
+        reader = SQLFactReader(connection.cursor(), shadow_hours=counters)
         answers.append(reader.shadow_counts(CHECKPOINT, start, end, cutoff))
     return answers[0], answers[1]
 
