@@ -103,18 +103,17 @@ class DeploymentReads:
     def shadow_counts(
         self, checkpoint_id: str, window_start: int, window_end: int, cutoff: int
     ) -> ShadowCounts:
-        def count_rows(first: int, last: int) -> ShadowCounts:
+        def plain_count(first: int, last: int) -> tuple[str, list[Any]]:
             """The rows routed in [first, last], one by one, as at the window's end."""
             end = window_end
-            params = [end] * 8 + [end, cutoff, end, cutoff, checkpoint_id, first, last]
-            (row,) = self._rows(SHADOW_COUNTS, params)
-            return ShadowCounts(*(int(value) for value in row))
+            return SHADOW_COUNTS, [end] * 8 + [end, cutoff, end, cutoff, checkpoint_id, first, last]
 
-        if not self.shadow_hours:
-            return count_rows(window_start, window_end)
-        return hours_shadow_counts(
-            self._rows, count_rows, checkpoint_id, window_start, window_end, cutoff
-        )
+        if self.shadow_hours:
+            return hours_shadow_counts(
+                self._rows, plain_count, checkpoint_id, window_start, window_end, cutoff
+            )
+        (row,) = self._rows(*plain_count(window_start, window_end))
+        return ShadowCounts(*(int(value) for value in row))
 
     def deployment_counts(self, as_of: int | None) -> tuple[int, int]:
         """(promotable checkpoints, routed profiles) at a moment."""
