@@ -144,7 +144,7 @@ class SQLFactReader(DeploymentReads, FactReader):
         self,
         head: str,
         build: Callable[[_Select, Sequence[str] | None], _Select],
-        make: Callable[..., Row],
+        make: type[Row],
         ids: Sequence[str] | None,
         limit: int | None,
     ) -> list[Row]:
@@ -156,7 +156,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if limit is not None:
                 tail += " LIMIT ?"
                 params.append(limit)
-            found.extend(make(*row) for row in self._rows(select.sql(tail), params))
+            found.extend(map(make._make, self._rows(select.sql(tail), params)))
         if ids is not None and len(found) > 1:
             found.sort(key=lambda record: record.position, reverse=True)
         return found if limit is None else found[:limit]
@@ -256,7 +256,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("linked_at <= ?", as_of)
             rows = self._rows(select.sql(" ORDER BY run_id, run_version"), select.params)
-            found.extend(LinkFact(*row) for row in rows)
+            found.extend(map(LinkFact._make, rows))
         return found
 
     def deployability(
@@ -270,9 +270,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("changed_at <= ?", as_of)
             tail = " ORDER BY checkpoint_id, checkpoint_version"
-            found.extend(
-                DeployabilityFact(*row) for row in self._rows(select.sql(tail), select.params)
-            )
+            found.extend(map(DeployabilityFact._make, self._rows(select.sql(tail), select.params)))
         return found
 
     def counts(self, as_of: int | None) -> Counts:
