@@ -290,12 +290,12 @@ class ProjectionReadModel(DeploymentReadModel):
             checkpoint_documents = self._checkpoint_documents(reader, checkpoints, at)
         by_run = grouped(checkpoint_documents, lambda c: str(c["trainRunId"]))
         deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
+        for run in run_documents:  # each document is this answer's own: extended, not copied
+            run["checkpoints"] = by_run.get(run["trainRunId"], [])
         return {
             "datasetFingerprint": dataset_fingerprint,
             "asOf": iso(as_of),
-            "runs": [
-                {**run, "checkpoints": by_run.get(run["trainRunId"], [])} for run in run_documents
-            ],
+            "runs": run_documents,
             "checkpoints": checkpoint_documents,
             "deployableCheckpointIds": deployable,
             "totalRuns": len(run_documents),

@@ -12,6 +12,7 @@ from trainledger.adapters.sqlite.deployment_schema import (
     SLOT_COLUMNS,
     SLOT_EVENTS,
 )
+from trainledger.adapters.sqlite.shadow_hours import hours_shadow_counts
 from trainledger.domain.shadow_stats import ShadowCounts
 from trainledger.projections.deployment_facts import PromotionFact, SlotFact
 
@@ -40,7 +41,8 @@ SHADOW_COUNTS = (
     )
     + f" FROM {SHADOW} WHERE checkpoint_id = ? AND routed_at >= ? AND routed_at <= ?"
 )
-"""`ShadowCounts` of one checkpoint's observations routed in a window."""
+"""`ShadowCounts` of one checkpoint's observations routed in [?, ?] (the last two), as at
+the window's end."""
 
 # The latest decision (slot event) of each checkpoint (profile) at a moment, if it is
 # in the state (kind) asked for.
@@ -58,6 +60,9 @@ ROUTED_AT = (
 
 class DeploymentReads:
     """The reads of promotions, slots and observations; mixed into `SQLFactReader`."""
+
+    shadow_hours: bool = False
+    """Whether the view keeps counters by hour (SQLite's: `adapters.sqlite.shadow_hours`)."""
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -98,9 +103,16 @@ class DeploymentReads:
     def shadow_counts(
         self, checkpoint_id: str, window_start: int, window_end: int, cutoff: int
     ) -> ShadowCounts:
-        end = window_end
-        params = [end] * 8 + [end, cutoff, end, cutoff, checkpoint_id, window_start, end]
-        (row,) = self._rows(SHADOW_COUNTS, params)
+        def plain_count(first: int, last: int) -> tuple[str, list[Any]]:
+            """The rows routed in [first, last], one by one, as at the window's end."""
+            end = window_end
+            return SHADOW_COUNTS, [end] * 8 + [end, cutoff, end, cutoff, checkpoint_id, first, last]
+
+        if self.shadow_hours:
+            return hours_shadow_counts(
+                self._rows, plain_count, checkpoint_id, window_start, window_end, cutoff
+            )
+        (row,) = self._rows(*plain_count(window_start, window_end))
         return ShadowCounts(*(int(value) for value in row))
 
     def deployment_counts(self, as_of: int | None) -> tuple[int, int]:

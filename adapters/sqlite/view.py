@@ -20,6 +20,11 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
 from trainledger.adapters.sqlite.deployment_schema import deployment_inserts, settlement_updates
+from trainledger.adapters.sqlite.shadow_hours import (
+    drop_shadow_hours,
+    ensure_shadow_hours,
+    has_shadow_hours,
+)
 from trainledger.adapters.sqlite.view_counts import drop_counters, ensure_counters, has_counters
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
@@ -71,6 +76,8 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         self._deferred: DeferredKeys | None = None
         self._counted = False
         """Whether the view's tables keep `stats`' counters (adapters/sqlite/view_counts.py)."""
+        self._hours = False
+        """Whether they keep shadow statistics' counters (adapters/sqlite/shadow_hours.py)."""
         self.log_table: str | None = None
         """The events table of the log, when the log is in this database (its
         readers then tell whether the view is caught up in their own transaction)."""
@@ -97,6 +104,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         super()._create_table(c)
         self._create_keys(c)
         ensure_counters(c)
+        ensure_shadow_hours(c)
 
     def _create_keys(self, c: SQLiteCursor) -> None:
         """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
@@ -212,6 +220,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             for index in (*INDEX_NAMES, *KEY_NAMES):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
             drop_counters(c)
+            drop_shadow_hours(c)
             for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
@@ -228,6 +237,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                 for statement in (*CREATE_KEYS, *CREATE_INDEXES):
                     c.execute(statement)
                 ensure_counters(c)
+                ensure_shadow_hours(c)
         finally:
             self._rebuilding = False
             copying.join()
@@ -244,7 +254,11 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             c.sqlite_cursor.row_factory = None  # plain tuples: no per-row `sqlite3.Row`
             if not self._counted:
                 self._counted = has_counters(c)
-            yield SQLFactReader(c, log_table=self.log_table, counters=self._counted)
+            if not self._hours:
+                self._hours = has_shadow_hours(c)
+            yield SQLFactReader(
+                c, log_table=self.log_table, counters=self._counted, shadow_hours=self._hours
+            )
 
 
 class DeferredKeys:

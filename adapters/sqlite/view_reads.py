@@ -116,9 +116,11 @@ class SQLFactReader(DeploymentReads, FactReader):
         tracking_table: str = "tracking",
         log_table: str | None = None,
         counters: bool = False,
+        shadow_hours: bool = False,
     ) -> None:
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
+        self.shadow_hours = shadow_hours
         self.c = cursor
         self.adapt_sql = adapt_sql
         self.tracking_table = tracking_table
@@ -155,7 +157,7 @@ class SQLFactReader(DeploymentReads, FactReader):
         self,
         head: str,
         build: Callable[[_Select, Sequence[str] | None], _Select],
-        make: Callable[..., Row],
+        make: type[Row],
         ids: Sequence[str] | None,
         limit: int | None,
     ) -> list[Row]:
@@ -167,7 +169,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if limit is not None:
                 tail += " LIMIT ?"
                 params.append(limit)
-            found.extend(make(*row) for row in self._rows(select.sql(tail), params))
+            found.extend(map(make._make, self._rows(select.sql(tail), params)))
         if ids is not None and len(found) > 1:
             found.sort(key=lambda record: record.position, reverse=True)
         return found if limit is None else found[:limit]
@@ -269,7 +271,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("linked_at <= ?", as_of)
             rows = self._rows(select.sql(" ORDER BY run_id, run_version"), select.params)
-            found.extend(LinkFact(*row) for row in rows)
+            found.extend(map(LinkFact._make, rows))
         return found
 
     def deployability(
@@ -283,9 +285,7 @@ class SQLFactReader(DeploymentReads, FactReader):
             if as_of is not None:
                 select.where("changed_at <= ?", as_of)
             tail = " ORDER BY checkpoint_id, checkpoint_version"
-            found.extend(
-                DeployabilityFact(*row) for row in self._rows(select.sql(tail), select.params)
-            )
+            found.extend(map(DeployabilityFact._make, self._rows(select.sql(tail), select.params)))
         return found
 
     def counts(self, as_of: int | None) -> Counts:

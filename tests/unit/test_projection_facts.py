@@ -1,12 +1,18 @@
-"""The facts of a run's lifecycle complete its row, column by column."""
+"""The facts of a run's lifecycle complete its row, column by column; ids and times print
+as the ledger prints them."""
 
 from __future__ import annotations
 
 import pickle
-from datetime import datetime
+from datetime import UTC, datetime
+from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from trainledger.domain.views import iso
+from trainledger.projections.documents import time_text, uuid_text
 from trainledger.projections.facts import (
     CheckpointRecord,
     CompletionFact,
@@ -123,3 +129,19 @@ def test_a_fact_batch_pickles_as_the_same_facts_of_the_same_kinds() -> None:
     assert received == batch
     for name, facts in vars(batch).items():
         assert [type(fact) for fact in getattr(received, name)] == [type(f) for f in facts]
+
+
+@given(st.uuids(), st.sampled_from(["hex", "upper", "braced"]))
+def test_ids_print_as_uuids_do(uuid: UUID, spelling: str) -> None:
+    stored = {"hex": uuid.hex, "upper": uuid.hex.upper(), "braced": f"{{{uuid}}}"}[spelling]
+    assert uuid_text(stored) == str(UUID(hex=stored)) == str(uuid)
+
+
+@given(
+    st.integers(micros(datetime(1, 1, 1, tzinfo=UTC)), micros(datetime(9999, 12, 31, tzinfo=UTC)))
+    | st.integers(0, 4_000_000_000).map(lambda seconds: seconds * 1_000_000)
+)
+def test_times_print_as_iso_prints_them(stored: int) -> None:
+    assert time_text(stored) == iso(moment(stored))
+    assert time_text(stored, stored) == iso(moment(stored))
+    assert time_text(stored, stored - 1) is None
