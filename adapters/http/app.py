@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from trainledger.adapters.http import errors
-from trainledger.adapters.http.auth import COOKIE, bearer_token
+from trainledger.adapters.http.auth import Admission
 from trainledger.adapters.http.ledgers import LedgerOpener, LedgerPool
 from trainledger.adapters.http.limits import MAX_BODY, BodyLimit, SecurityHeaders
-from trainledger.service.access import Principal
 
 Document = dict[str, Any]
 Nodes = list[tuple[str, list[str]]]
@@ -64,21 +63,12 @@ class Settings:
 
 
 class Service:
-    """What the routes share: the settings and the ledgers' threads."""
+    """What the routes share: the settings, the ledgers' threads, who may come in."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = LedgerPool(settings.open_ledger, settings.store_url, settings.workers)
-
-    async def authorize(self, request: Request, needed: str, *, page: bool) -> Principal:
-        """The caller's principal when its role reaches `needed` (401 and 403 otherwise)."""
-        if not self.settings.auth:
-            return Principal(self.settings.local_actor, "admin")
-        presented = bearer_token(request)
-        if presented is None and page:
-            presented = request.cookies.get(COOKIE)
-        principal = await self.pool.call(lambda ledger: ledger.access.authenticate(presented))
-        return principal.require(needed)
+        self.admission = Admission(self.pool, auth=settings.auth, local_actor=settings.local_actor)
 
 
 def create_app(settings: Settings) -> FastAPI:

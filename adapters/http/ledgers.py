@@ -11,14 +11,21 @@ ledger, so it gets one thread.
 `close` waits for the work in flight to finish, then closes every ledger:
 a command running when the service stops completes (its one append commits)
 or, not yet begun, never starts.
+
+A request may have a check to pass first (`checking_first`: the caller's
+token, `auth.Admission`): it runs on the worker thread right before the
+request's first work, in the same turn, so that the request goes to a
+worker thread once instead of twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +34,21 @@ from trainledger.service.ledger import TrainingLedger
 T = TypeVar("T")
 
 LedgerOpener = Callable[[], TrainingLedger]
+Check = Callable[[TrainingLedger], None]
+
+
+class PendingCheck:
+    """A check not run yet: `take` hands it out once."""
+
+    def __init__(self, check: Check) -> None:
+        self._check: Check | None = check
+
+    def take(self) -> Check | None:
+        check, self._check = self._check, None
+        return check
+
+
+_PENDING: ContextVar[PendingCheck | None] = ContextVar("trainledger_pending_check", default=None)
 
 
 class LedgerPool:
@@ -55,9 +77,26 @@ class LedgerPool:
         return work(self._ledger())
 
     async def call(self, work: Callable[[TrainingLedger], T]) -> T:
-        """Run `work(ledger)` on a worker thread and wait for it, without blocking the loop."""
+        """Run `work(ledger)` on a worker thread and wait for it, without blocking the loop.
+
+        The request's pending check, if any, runs first, on the same thread.
+        """
+        pending = _PENDING.get()
+        check = None if pending is None else pending.take()
+        if check is not None:
+            work = _after(check, work)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.run, work)
+
+    @contextmanager
+    def checking_first(self, check: Check) -> Iterator[PendingCheck]:
+        """Within the block (one request's task), `check` runs before the first `call`'s work."""
+        pending = PendingCheck(check)
+        token = _PENDING.set(pending)
+        try:
+            yield pending
+        finally:
+            _PENDING.reset(token)
 
     def close(self) -> None:
         """Let the work in flight finish, then close every ledger."""
@@ -66,3 +105,11 @@ class LedgerPool:
             opened, self._opened = self._opened, []
         for ledger in opened:
             ledger.close()
+
+
+def _after(check: Check, work: Callable[[TrainingLedger], T]) -> Callable[[TrainingLedger], T]:
+    def checked(ledger: TrainingLedger) -> T:
+        check(ledger)
+        return work(ledger)
+
+    return checked

@@ -67,6 +67,8 @@ async def page(
     try:
         moment = as_of_moment(as_of)
         values = await service_of(request).pool.call(work_at(work, moment))
+    except UnauthenticatedError:
+        raise  # the caller's token, checked with the work: the sign-in form
     except LedgerError as error:
         return render(
             request, "error.html", status_of(error), code=error.code, message=error.message

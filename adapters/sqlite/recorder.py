@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -32,6 +35,7 @@ from eventsourcing.sqlite import (
 )
 from eventsourcing.utils import Environment
 
+from trainledger.adapters.sqlite import write_turns
 from trainledger.adapters.sqlite.store_file import prepare_store_file, read_only_uri
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
@@ -290,15 +294,40 @@ class ImmediateTransaction(SQLiteTransaction):
     with "database is locked" instead of waiting. Taking the lock up front
     makes every writer wait its turn (up to the lock timeout) instead; past
     it, the library's `OperationalError`, as for any other failed statement.
+    The threads of one process first take turns (`write_turns`), so that
+    they do not sleep in SQLite's busy handler while the lock is free.
     """
 
+    def __init__(
+        self, connection: SQLiteConnection, *, commit: bool, turn: threading.Lock, timeout: float
+    ) -> None:
+        super().__init__(connection, commit=commit)
+        self.turn = turn
+        self.timeout = timeout
+
     def __enter__(self) -> SQLiteCursor:
-        cursor = self.connection.cursor()
+        write_turns.take(self.turn, self.timeout)
         try:
+            cursor = self.connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
+            self.turn.release()
             raise OperationalError(str(error)) from error
+        except BaseException:
+            self.turn.release()
+            raise
         return cursor
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc_val, exc_tb)
+        finally:
+            self.turn.release()
 
 
 class LedgerSQLiteDatastore(SQLiteDatastore):
@@ -315,19 +344,22 @@ class LedgerSQLiteDatastore(SQLiteDatastore):
             db_name=kwargs["db_name"], lock_timeout=kwargs.get("lock_timeout")
         )
         self.pool.synchronous = synchronous
+        self.turn = write_turns.turn_of(kwargs["db_name"])
 
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
         with (
             self.get_connection(commit=commit) as connection,
-            _begin(connection, commit) as cursor,
+            self._begin(connection, commit) as cursor,
             cursor,
         ):
             yield cursor
 
-
-def _begin(connection: SQLiteConnection, commit: bool) -> SQLiteTransaction:
-    return (ImmediateTransaction if commit else SQLiteTransaction)(connection, commit=commit)
+    def _begin(self, connection: SQLiteConnection, commit: bool) -> SQLiteTransaction:
+        if not commit:
+            return SQLiteTransaction(connection, commit=False)
+        timeout = float(self.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT)
+        return ImmediateTransaction(connection, commit=True, turn=self.turn, timeout=timeout)
 
 
 class LedgerSQLiteFactory(SQLiteFactory):
