@@ -289,14 +289,19 @@ DECLARE
     seal bytea;
     seq bigint;
     every boolean;
+    waited text;
     r record;
 BEGIN
-    PERFORM set_config('lock_timeout', wait, true);
+    -- an assignment, not PERFORM: plpgsql evaluates it without starting an executor
+    waited := set_config('lock_timeout', wait, true);
     LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
     IF cardinality(event_ids) > 0 THEN
         NOTIFY {channel};
     END IF;
-    INSERT INTO {schema}.{reservations} (kind, key, value) SELECT * FROM unnest(kinds, keys, vals);
+    IF cardinality(kinds) > 0 THEN  -- most appends reserve nothing
+        INSERT INTO {schema}.{reservations} (kind, key, value)
+        SELECT * FROM unnest(kinds, keys, vals);
+    END IF;
     SELECT c.position, decode(c.link, 'hex') INTO anchor, link
         FROM {schema}.{log_chain} c ORDER BY c.position DESC LIMIT 1;
     IF NOT FOUND THEN
