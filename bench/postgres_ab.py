@@ -8,9 +8,11 @@ BEFORE_COMMIT's whole tree (`git archive` into a scratch directory, first on
 the writers' `PYTHONPATH`: its recorder, its append and what its commands
 load), each with psycopg's C implementation and with its pure-Python one
 (`PSYCOPG_IMPL`). Every window gets a fresh database bulk-loaded with 1,000
-lifecycles by this checkout. Prints lifecycles/s and the writers' CPU
-seconds per command (user + system, from `resource.getrusage`) per window,
-and the medians. Not part of `make bench`; nothing is asserted.
+lifecycles by this checkout. Prints lifecycles/s and CPU milliseconds per
+command (user + system) of the writers and of their server sessions (the
+backends serving that database, from /proc) per window, and the medians.
+With `--paired`, the variants' writers run at the same time, each set on its
+own database. Not part of `make bench`; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.processes import REPO, _postgres_cluster
 from bench.stats import percentile
@@ -51,59 +54,83 @@ while time.perf_counter() < deadline:
         done += 1
 usage = resource.getrusage(resource.RUSAGE_SELF)
 cpu = usage.ru_utime + usage.ru_stime - cpu
+print(json.dumps({"lifecycles": done, "latencies": latencies, "cpu": cpu}), flush=True)
+sys.stdin.readline()  # the server's CPU is read while this process's sessions live
 ledger.close()
-print(json.dumps({"lifecycles": done, "latencies": latencies, "cpu": cpu}))
 """
 
+Measured = tuple[float, float, float, float]
+"""Lifecycles/s, p99 command latency (ms), the writers' and their server sessions' CPU
+milliseconds per command."""
 
-def server_cpu(data_dir: Path) -> float:
-    """CPU seconds (user + system) of the cluster's postmaster and its children, live or
-    ended (Linux: the postmaster's own counters hold those of the children it reaped)."""
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+
+def sessions_cpu(data_dir: Path, dbname: str) -> float:
+    """CPU seconds (user + system) of the server processes serving database `dbname` (Linux)."""
+    postmaster = (data_dir / "postmaster.pid").read_text().split()[0]
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for proc in Path("/proc").iterdir():
         try:
             stat = (proc / "stat").read_text() if proc.name.isdigit() else ""
+            title = (proc / "cmdline").read_bytes().decode(errors="replace") if stat else ""
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and int(proc.name) == postmaster:
-            total += sum(int(f) for f in fields[11:15]) / tick
-        elif fields and int(fields[1]) == postmaster:
+        if fields and fields[1] == postmaster and f" {dbname} " in title:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
 def window(
-    url: str, variant: str, writers: int, seconds: float, before: Path, data_dir: Path
-) -> tuple[float, float, float, float]:
-    """Lifecycles/s, p99 command latency (ms), the writers' and the server's CPU ms per
-    command."""
-    tree = before if variant.startswith("before") else REPO
-    env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, url, str(10_000_000 + w * 1_000_000), str(seconds)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
-        )
-        for w in range(writers)
-    ]  # fmt: skip
-    for p in processes:
+    groups: list[tuple[str, str]], writers: int, seconds: float, before: Path, data_dir: Path
+) -> list[Measured]:
+    """`writers` processes for each (variant, database URL), all measured at once."""
+    started = []
+    for g, (variant, url) in enumerate(groups):
+        tree = before if variant.startswith("before") else REPO
+        env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
+        first = 10_000_000 + g * 100_000_000
+        started.append([
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, url, str(first + w * 1_000_000), str(seconds)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            )
+            for w in range(writers)
+        ])  # fmt: skip
+    everyone = [p for processes in started for p in processes]
+    for p in everyone:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
-    server = server_cpu(data_dir)
-    for p in processes:
+    dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
+    server = [sessions_cpu(data_dir, db) for db in dbnames]
+    for p in everyone:
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
-    reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
-    server = server_cpu(data_dir) - server
-    latencies = [t for r in reports for t in r["latencies"]]
-    commands = max(len(latencies), 1)
-    cpu_ms = 1000 * sum(r["cpu"] for r in reports) / commands
-    rate = sum(r["lifecycles"] for r in reports) / seconds
-    return rate, percentile(latencies, 99) * 1000, cpu_ms, 1000 * server / commands
+    reports = [[json.loads(p.stdout.readline()) for p in ps if p.stdout] for ps in started]
+    server = [sessions_cpu(data_dir, db) - s for db, s in zip(dbnames, server, strict=True)]
+    for p in everyone:
+        p.communicate("close\n")
+    measured = []
+    for group, spent in zip(reports, server, strict=True):
+        latencies = [t for r in group for t in r["latencies"]]
+        commands = max(len(latencies), 1)
+        measured.append((
+            sum(r["lifecycles"] for r in group) / seconds,
+            percentile(latencies, 99) * 1000,
+            1000 * sum(r["cpu"] for r in group) / commands,
+            1000 * spent / commands,
+        ))  # fmt: skip
+    return measured
+
+
+def fresh_store(cluster: Any) -> str:
+    """A new database with 1,000 lifecycles, by this checkout."""
+    url: str = cluster.url(cluster.create_database())
+    ledger = open_ledger(url)
+    bulk_load(ledger, range(1000))
+    ledger.close()
+    return url
 
 
 def main() -> None:
@@ -115,6 +142,12 @@ def main() -> None:
     parser.add_argument(
         "--variants", default="before-python,after-binary,before-binary,after-python"
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the variants' writers at the same time, each on its own database "
+        "(on a shared, busy machine every variant then sees the same load)",
+    )
     args = parser.parse_args()
     before = Path(tempfile.mkdtemp(prefix="trainledger-pg-ab-"))
     archive = subprocess.run(
@@ -123,22 +156,20 @@ def main() -> None:
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
     variants = args.variants.split(",")
     writer_counts = [int(w) for w in args.writers.split(",")]
-    results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
+    results: dict[tuple[str, int], list[Measured]] = {}
     with _postgres_cluster() as cluster:
         for r in range(args.rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for writers in writer_counts:
-                for variant in order:
-                    url = cluster.url(cluster.create_database())
-                    ledger = open_ledger(url)
-                    bulk_load(ledger, range(1000))
-                    ledger.close()
-                    measured = window(url, variant, writers, args.seconds, before, cluster.data_dir)
-                    results.setdefault((variant, writers), []).append(measured)
-                    rate, p99, cpu, server = measured
-                    print(f"round {r + 1} {variant} x{writers}: {rate:.1f}/s p99 {p99:.1f} ms"
-                          f" cpu ms/command: writers {cpu:.2f}, server {server:.2f}",
-                          flush=True)  # fmt: skip
+                batches = [order] if args.paired else [[v] for v in order]
+                for batch in batches:
+                    groups = [(variant, fresh_store(cluster)) for variant in batch]
+                    measured = window(groups, writers, args.seconds, before, cluster.data_dir)
+                    for variant, (rate, p99, cpu, server) in zip(batch, measured, strict=True):
+                        results.setdefault((variant, writers), []).append((rate, p99, cpu, server))
+                        print(f"round {r + 1} {variant} x{writers}: {rate:.1f}/s p99 {p99:.1f} ms"
+                              f" cpu ms/command: writers {cpu:.2f}, server {server:.2f}",
+                              flush=True)  # fmt: skip
     for (variant, writers), values in sorted(results.items()):
         rates = sorted(v[0] for v in values)
         p99s = sorted(v[1] for v in values)
