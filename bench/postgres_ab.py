@@ -3,12 +3,16 @@
     .venv/bin/python -m bench.postgres_ab BEFORE_COMMIT [--writers 1,8] [--rounds 3] [--seconds 4]
 
 Starts a throwaway PostgreSQL cluster with fsync=on (bench/processes.py), and
-in rotating order runs writer processes with this checkout's recorder or
-with BEFORE_COMMIT's `adapters/postgres/recorder.py` (taken with `git show`
-into a scratch module), each with psycopg's C implementation and with its
-pure-Python one (`PSYCOPG_IMPL`). Every window gets a fresh database
-bulk-loaded with 1,000 lifecycles. Prints lifecycles/s per window and the
-medians. Not part of `make bench`; nothing is asserted.
+in rotating order runs writer processes with this checkout or with
+BEFORE_COMMIT's whole tree (`git archive` into a scratch directory, first on
+the writers' `PYTHONPATH`: its recorder, its append and what its commands
+load), each with psycopg's C implementation and with its pure-Python one
+(`PSYCOPG_IMPL`). Every window gets a fresh database bulk-loaded with 1,000
+lifecycles by this checkout. Prints lifecycles/s and CPU milliseconds per
+command (user + system) of the writers and of their server sessions (the
+backends serving that database, from /proc) per window, and the medians.
+With `--paired`, the variants' writers run at the same time, each set on its
+own database. Not part of `make bench`; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.processes import REPO, _postgres_cluster
 from bench.stats import percentile
@@ -27,13 +33,8 @@ from bench.workload import bulk_load
 from trainledger.adapters.store import open_ledger
 
 WRITER = """
-import json, sys, time
-variant, url, first, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-if variant.startswith("before"):
-    sys.path.insert(0, sys.argv[5])
-    import before_recorder
-    from trainledger.adapters.postgres import settings
-    settings.LedgerPostgresFactory = before_recorder.LedgerPostgresFactory
+import json, resource, sys, time
+url, first, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 from bench.workload import run_lifecycle
 from trainledger.adapters.store import open_ledger
 ledger = open_ledger(url)
@@ -43,39 +44,93 @@ n += 1
 print("ready", flush=True)
 sys.stdin.readline()
 latencies, done = [], 0
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime
 deadline = time.perf_counter() + seconds
 while time.perf_counter() < deadline:
     run_lifecycle(ledger, n, latencies.append)
     n += 1
     if time.perf_counter() <= deadline:
         done += 1
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime - cpu
+print(json.dumps({"lifecycles": done, "latencies": latencies, "cpu": cpu}), flush=True)
+sys.stdin.readline()  # the server's CPU is read while this process's sessions live
 ledger.close()
-print(json.dumps({"lifecycles": done, "latencies": latencies}))
 """
+
+Measured = tuple[float, float, float, float]
+"""Lifecycles/s, p99 command latency (ms), the writers' and their server sessions' CPU
+milliseconds per command."""
+
+
+def sessions_cpu(data_dir: Path, dbname: str) -> float:
+    """CPU seconds (user + system) of the server processes serving database `dbname` (Linux)."""
+    postmaster = (data_dir / "postmaster.pid").read_text().split()[0]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text() if proc.name.isdigit() else ""
+            title = (proc / "cmdline").read_bytes().decode(errors="replace") if stat else ""
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields and fields[1] == postmaster and f" {dbname} " in title:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def window(
-    url: str, variant: str, writers: int, seconds: float, scratch: Path
-) -> tuple[float, float]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PSYCOPG_IMPL": variant.split("-")[1]}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, variant, url, str(10_000_000 + w * 1_000_000),
-             str(seconds), str(scratch)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
-        )
-        for w in range(writers)
-    ]  # fmt: skip
-    for p in processes:
+    groups: list[tuple[str, str]], writers: int, seconds: float, before: Path, data_dir: Path
+) -> list[Measured]:
+    """`writers` processes for each (variant, database URL), all measured at once."""
+    started = []
+    for g, (variant, url) in enumerate(groups):
+        tree = before if variant.startswith("before") else REPO
+        env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
+        first = 10_000_000 + g * 100_000_000
+        started.append([
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, url, str(first + w * 1_000_000), str(seconds)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            )
+            for w in range(writers)
+        ])  # fmt: skip
+    everyone = [p for processes in started for p in processes]
+    for p in everyone:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
-    for p in processes:
+    dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
+    server = [sessions_cpu(data_dir, db) for db in dbnames]
+    for p in everyone:
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
-    reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
-    latencies = [t for r in reports for t in r["latencies"]]
-    return sum(r["lifecycles"] for r in reports) / seconds, percentile(latencies, 99) * 1000
+    reports = [[json.loads(p.stdout.readline()) for p in ps if p.stdout] for ps in started]
+    server = [sessions_cpu(data_dir, db) - s for db, s in zip(dbnames, server, strict=True)]
+    for p in everyone:
+        p.communicate("close\n")
+    measured = []
+    for group, spent in zip(reports, server, strict=True):
+        latencies = [t for r in group for t in r["latencies"]]
+        commands = max(len(latencies), 1)
+        measured.append((
+            sum(r["lifecycles"] for r in group) / seconds,
+            percentile(latencies, 99) * 1000,
+            1000 * sum(r["cpu"] for r in group) / commands,
+            1000 * spent / commands,
+        ))  # fmt: skip
+    return measured
+
+
+def fresh_store(cluster: Any) -> str:
+    """A new database with 1,000 lifecycles, by this checkout."""
+    url: str = cluster.url(cluster.create_database())
+    ledger = open_ledger(url)
+    bulk_load(ledger, range(1000))
+    ledger.close()
+    return url
 
 
 def main() -> None:
@@ -87,37 +142,47 @@ def main() -> None:
     parser.add_argument(
         "--variants", default="before-python,after-binary,before-binary,after-python"
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the variants' writers at the same time, each on its own database "
+        "(on a shared, busy machine every variant then sees the same load)",
+    )
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="trainledger-pg-ab-"))
-    source = subprocess.run(
-        ["git", "show", f"{args.before}:adapters/postgres/recorder.py"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    (scratch / "before_recorder.py").write_text(source)
+    before = Path(tempfile.mkdtemp(prefix="trainledger-pg-ab-"))
+    archive = subprocess.run(
+        ["git", "archive", args.before], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
     variants = args.variants.split(",")
     writer_counts = [int(w) for w in args.writers.split(",")]
-    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, int], list[Measured]] = {}
     with _postgres_cluster() as cluster:
         for r in range(args.rounds):
             order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for writers in writer_counts:
-                for variant in order:
-                    url = cluster.url(cluster.create_database())
-                    ledger = open_ledger(url)
-                    bulk_load(ledger, range(1000))
-                    ledger.close()
-                    rate, p99 = window(url, variant, writers, args.seconds, scratch)
-                    results.setdefault((variant, writers), []).append((rate, p99))
-                    print(f"round {r + 1} {variant} x{writers}: {rate:.1f}/s p99 {p99:.1f} ms",
-                          flush=True)  # fmt: skip
+                batches = [order] if args.paired else [[v] for v in order]
+                for batch in batches:
+                    groups = [(variant, fresh_store(cluster)) for variant in batch]
+                    measured = window(groups, writers, args.seconds, before, cluster.data_dir)
+                    for variant, (rate, p99, cpu, server) in zip(batch, measured, strict=True):
+                        results.setdefault((variant, writers), []).append((rate, p99, cpu, server))
+                        print(f"round {r + 1} {variant} x{writers}: {rate:.1f}/s p99 {p99:.1f} ms"
+                              f" cpu ms/command: writers {cpu:.2f}, server {server:.2f}",
+                              flush=True)  # fmt: skip
     for (variant, writers), values in sorted(results.items()):
         rates = sorted(v[0] for v in values)
         p99s = sorted(v[1] for v in values)
+        cpus = sorted(v[2] for v in values)
+        servers = sorted(v[3] for v in values)
         runs = ", ".join(f"{x:.1f}" for x in rates)
         print(
             f"{variant:14} x{writers}: median {rates[len(rates) // 2]:.1f} lifecycles/s "
-            f"(runs {runs}), p99 {p99s[len(p99s) // 2]:.1f} ms"
+            f"(runs {runs}), p99 {p99s[len(p99s) // 2]:.1f} ms, "
+            f"cpu ms/command: writers {cpus[len(cpus) // 2]:.2f}, "
+            f"server {servers[len(servers) // 2]:.2f}"
         )
+    shutil.rmtree(before)
 
 
 if __name__ == "__main__":

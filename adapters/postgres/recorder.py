@@ -122,6 +122,26 @@ def create_once(
             lock_conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock_key,))
 
 
+def select_events_query(
+    schema: str, table: str, gt: bool, lte: bool, desc: bool, limit: bool
+) -> bytes:
+    """`PostgresAggregateRecorder.select_events`'s statement, as bytes."""
+    query = SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
+        "WHERE originator_id = %s"
+    ).format(schema=Identifier(schema), table=Identifier(table))
+    if gt:
+        query += SQL(" AND originator_version > %s")
+    if lte:
+        query += SQL(" AND originator_version <= %s")
+    query += SQL(
+        " ORDER BY originator_version DESC" if desc else " ORDER BY originator_version ASC"
+    )
+    if limit:
+        query += SQL(" LIMIT %s")
+    return query.as_bytes(None)
+
+
 class LedgerPostgresRecorder(PostgresApplicationRecorder):
     gap_free_positions = False
     """Sequences skip numbers after failed appends: a gap is not a deleted row."""
@@ -227,7 +247,6 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         self.appender = PostgresAppend(
             schema=self.datastore.schema,
             events=self.events_table_name,
-            stored_event_type=self.stored_event_type_name,
             reservations=self.reservations_table_name,
             log_chain=LOG_CHAIN_TABLE,
             seals=SEALS_TABLE,
@@ -236,6 +255,7 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             channel=self.channel_name,
         )
         self.sql_create_statements.append(self.appender.create_function)
+        self.select_events_statements: dict[tuple[bool, bool, bool, bool], bytes] = {}
         self.select_positions_statement = statement(
             "SELECT notification_id FROM {schema}.{table} "
             "WHERE originator_id = %s ORDER BY originator_version",
@@ -271,16 +291,39 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
         reservations: Sequence[Reservation] = kwargs.get("reservations", ())
         if not stored_events and not reservations:
             return []
-        pg_events = [
-            self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state)
-            for s in stored_events
-        ]
         with self.datastore.get_connection() as conn:
             return self.appender.run(
-                conn, pg_events, stored_events, reservations, seal=kwargs.get("seal", True)
+                conn, stored_events, reservations, seal=kwargs.get("seal", True)
             )
 
     # --- reading --------------------------------------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The library's query (an aggregate's events), its text rendered once per shape:
+        every command loads what it changes, and psycopg would compose it again each time."""
+        shape = (gt is not None, lte is not None, desc, limit is not None)
+        statement = self.select_events_statements.get(shape)
+        if statement is None:
+            statement = self.select_events_statements[shape] = select_events_query(
+                self.datastore.schema, self.events_table_name, *shape
+            )
+        params = [originator_id, *(v for v in (gt, lte, limit) if v is not None)]
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            # Binary rows: the states as they are, not hex that both sides would convert.
+            curs.execute(statement, params, prepare=True, binary=True)
+            return [
+                StoredEvent(originator_id=i, originator_version=v, topic=t, state=bytes(s))
+                for i, v, t, s in curs.fetchall()
+            ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def log_chain(self, after: int, upto: int | None) -> dict[int, str]:

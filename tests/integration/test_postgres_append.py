@@ -1,18 +1,26 @@
 """The PostgreSQL append computes the log chain and the seals in the server
 (adapters/postgres/append.py): the same bytes as `domain.chain`, checked here
 link by link and seal by seal, for events and for reservations whose kinds and
-keys sort differently by code point than by a collation."""
+keys sort differently by code point than by a collation. The events go to the
+server as arrays (the states in binary) and come back in binary rows: every
+byte as written, and the recorder's reads answer what the library's would."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from uuid import uuid4
 
+import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
 
 from tests.support import deployable_lifecycle, reader_request
 from trainledger.adapters.postgres.recorder import LedgerPostgresRecorder
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_links
+from trainledger.service.ports import Reservation
 
 pytestmark = pytest.mark.postgres
 
@@ -67,6 +75,89 @@ def test_the_servers_links_and_seals_are_domain_chains(postgres_url: str, tmp_pa
             mine = [s for s in seals if s.position == position]
             assert [(s.position, s.kind, s.key, s.value_hash, s.link) for s in mine] == recomputed
             previous = recomputed[-1][-1]
+        assert ledger.verify()["ok"] is True
+    finally:
+        ledger.close()
+
+
+def test_events_are_stored_byte_for_byte_and_read_as_the_library_reads(
+    postgres_url: str,
+) -> None:
+    ledger = open_ledger(postgres_url)
+    try:
+        recorder = ledger.unit_of_work.recorder
+        assert isinstance(recorder, LedgerPostgresRecorder)
+        aggregate_id = uuid4()
+        # Every byte value, nothing at all, and what array literals would have to escape.
+        states = [bytes(range(256)) * 8, b"", b"\\x00'\"{},\\\\ NULL"]
+        topic = 'tests:Topic "quoted", {braced} \\ NULL'
+        events = [
+            StoredEvent(aggregate_id, version, topic, state)
+            for version, state in enumerate(states, start=1)
+        ]
+        reservation = Reservation("test-kind", "key", bytes(range(256)))
+        positions = recorder.insert_events(events, reservations=[reservation])
+        assert len(positions) == 3
+
+        assert recorder.select_events(aggregate_id) == events
+        shapes: list[dict[str, Any]] = [
+            {"gt": 1},
+            {"lte": 2},
+            {"desc": True},
+            {"limit": 2},
+            {"gt": 1, "lte": 3, "desc": True, "limit": 1},
+            {"gt": 3},
+        ]
+        for shape in shapes:
+            assert recorder.select_events(aggregate_id, **shape) == (
+                PostgresAggregateRecorder.select_events(recorder, aggregate_id, **shape)
+            ), shape
+        assert recorder.select_events(uuid4()) == []
+
+        rows = recorder.select_notifications(start=positions[0], limit=10)
+        assert [(r.id, r.state, r.topic) for r in rows] == [
+            (p, s, topic) for p, s in zip(positions, states, strict=True)
+        ]
+        assert recorder.find_reservation("test-kind", "key") == reservation.value
+        # The server hashed the bytes it received: the same links as `domain.chain`'s.
+        expected = log_links(
+            LOG_GENESIS,
+            [(r.id, r.originator_id, r.originator_version, r.topic, r.state) for r in rows],
+        )
+        assert recorder.log_chain(0, None) == dict(expected)
+    finally:
+        ledger.close()
+
+
+def test_a_store_without_this_append_function_gets_it_when_opened(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A store written by an older ledger (whose function took a composite array) opens,
+    is given the function, and appends."""
+    ledger = open_ledger(postgres_url)
+    try:
+        recorder = ledger.unit_of_work.recorder
+        assert isinstance(recorder, LedgerPostgresRecorder)
+        signature = f"public.{recorder.appender.signature()}"
+        ledger.create_experiment(
+            reader_request(tmp_path / "first"),
+            dataset_fingerprint="0123456789abcdef",
+            sample_count=10,
+            actor="a",
+        )
+    finally:
+        ledger.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP FUNCTION {signature}")
+        row = conn.execute("SELECT to_regprocedure(%s)", (signature,)).fetchone()
+        assert row == (None,)
+    ledger = open_ledger(postgres_url)
+    try:
+        deployable_lifecycle(ledger, tmp_path / "life", eval_id="eval-after-upgrade")
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            row = conn.execute("SELECT to_regprocedure(%s)", (signature,)).fetchone()
+            assert row is not None
+            assert row[0] is not None
         assert ledger.verify()["ok"] is True
     finally:
         ledger.close()
