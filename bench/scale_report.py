@@ -72,7 +72,13 @@ def markdown(results: Json) -> str:
         "",
         f"Command: `{results['command']}` (`make bench-scale` runs 1,000,000). "
         f"Measured {results['startedAt']} to {results['generatedAt']}, {results['cpus']} CPUs "
-        "(shared). SQLite, synchronous=FULL. See bench/scale.py for what each figure is.",
+        "(shared). SQLite, synchronous=FULL. See bench/scale.py for what each figure is."
+        + (
+            f" The stores and the growth table are those of a run at {results['growthMeasuredAt']}"
+            " (`--reuse`); everything else was measured again."
+            if "growthMeasuredAt" in results
+            else ""
+        ),
         "",
         "## Targets",
         "",
