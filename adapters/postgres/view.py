@@ -23,7 +23,13 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from trainledger.adapters.postgres.recorder import create_once
+from trainledger.adapters.postgres.shadow_hours import (
+    drop_shadow_hours,
+    ensure_shadow_hours,
+    has_shadow_hours,
+)
 from trainledger.adapters.postgres.view_counts import drop_counters, ensure_counters, has_counters
+from trainledger.adapters.sqlite.shadow_hours import CREATE_HOURS, HOURS
 from trainledger.adapters.sqlite.view_counts import COUNTS, CREATE_COUNTS
 from trainledger.adapters.sqlite.view_reads import SQLFactReader
 from trainledger.adapters.sqlite.view_schema import (
@@ -75,7 +81,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             *self.sql_create_statements,
             *(
                 Composed([postgres_ddl(s)])
-                for s in (*CREATE_TABLES, CREATE_COUNTS, *CREATE_INDEXES)
+                for s in (*CREATE_TABLES, CREATE_COUNTS, CREATE_HOURS, *CREATE_INDEXES)
             ),
         ]
         self.start_tracking = postgres_sql(START_TRACKING).format(tracking=tracking)
@@ -84,17 +90,20 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         self.tracking_table = tracking.as_string()
         self._counted = False
         """Whether the view's tables keep `stats`' counters (adapters/postgres/view_counts.py)."""
+        self._hours = False
+        """Whether they keep shadow statistics' counters (adapters/postgres/shadow_hours.py)."""
 
     def create_table(self) -> None:
         create_once(
             self.datastore,
             f"{self.datastore.schema}.{self.tracking_table_name}",
-            regclasses=(self.tracking_table_name, *TABLES, COUNTS, *INDEX_NAMES),
+            regclasses=(self.tracking_table_name, *TABLES, COUNTS, HOURS, *INDEX_NAMES),
             create=super().create_table,
         )
         self._migrate_columns()
         with self._view_transaction() as c:
             ensure_counters(c, self.datastore.schema)
+            ensure_shadow_hours(c, self.datastore.schema)
 
     def _migrate_columns(self) -> None:
         """Columns added or dropped since a store's views were made (SQLite rebuilds instead).
@@ -163,6 +172,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
         with self._view_transaction() as c:
             c.execute(self.reset_tracking, (application_name,))
             drop_counters(c)
+            drop_shadow_hours(c)
             for table in TABLES:
                 c.execute(SQL("DELETE FROM {}").format(Identifier(table)))
             for index in INDEX_NAMES:
@@ -173,6 +183,7 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             for statement in CREATE_INDEXES:
                 c.execute(postgres_ddl(statement))
             ensure_counters(c, self.datastore.schema)
+            ensure_shadow_hours(c, self.datastore.schema)
 
     @contextmanager
     def reader(self) -> Iterator[FactReader]:
@@ -185,9 +196,13 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
             curs.execute(self.search_path)
             if not self._counted:
                 self._counted = has_counters(curs, self.datastore.schema)
+            if not self._hours:
+                self._hours = has_shadow_hours(curs, self.datastore.schema)
             yield SQLFactReader(
                 curs,
                 adapt_sql=postgres_sql,
                 tracking_table=self.tracking_table,
                 counters=self._counted,
+                shadow_hours=self._hours,
+                index_hints=False,
             )

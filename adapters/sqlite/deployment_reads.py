@@ -62,7 +62,8 @@ class DeploymentReads:
     """The reads of promotions, slots and observations; mixed into `SQLFactReader`."""
 
     shadow_hours: bool = False
-    """Whether the view keeps counters by hour (SQLite's: `adapters.sqlite.shadow_hours`)."""
+    """Whether the view keeps counters by hour (`adapters.sqlite.shadow_hours`)."""
+    index_hints: bool = True
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -110,7 +111,13 @@ class DeploymentReads:
 
         if self.shadow_hours:
             return hours_shadow_counts(
-                self._rows, plain_count, checkpoint_id, window_start, window_end, cutoff
+                self._rows,
+                plain_count,
+                checkpoint_id,
+                window_start,
+                window_end,
+                cutoff,
+                postgres=not self.index_hints,
             )
         (row,) = self._rows(*plain_count(window_start, window_end))
         return ShadowCounts(*(int(value) for value in row))

@@ -22,9 +22,11 @@ the first hour's rows, one counter a hour, and the observations in flight.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate, pairwise
 from typing import Any
 
 from trainledger.adapters.sqlite.deployment_schema import SHADOW
+from trainledger.adapters.sqlite.view_counts import Counter, sqlite_trigger
 from trainledger.domain.shadow_stats import ShadowCounts
 
 HOURS = f"{SHADOW}_hours"
@@ -45,17 +47,20 @@ FLAGS = (
 
 
 def _contributions(row: str) -> tuple[str, ...]:
-    """What a settled row adds to each counter (`row`: NEW, OLD or a table's name)."""
+    """What a settled row adds to each counter (`row`: NEW, OLD or a table's name).
+
+    Portable SQL (no booleans as numbers): PostgreSQL's triggers run the same
+    statements (adapters/postgres/shadow_hours.py).
+    """
     return (
         "1",
-        f"({row}.outcome IS 'accepted')",
-        f"({row}.outcome IS 'rejected')",
-        f"({row}.outcome IS 'escalated')",
-        f"({row}.timed_out IS 1)",
-        f"({row}.threw_exception IS 1)",
-        f"({row}.invalid_output IS 1)",
-        f"({row}.profile_rejected IS 1)",
+        *(_one(f"{row}.outcome", f"'{o}'") for o in ("accepted", "rejected", "escalated")),
+        *(_one(f"{row}.{flag}", "1") for flag in FLAGS[4:]),
     )
+
+
+def _one(column: str, value: str) -> str:
+    return f"CASE WHEN {column} = {value} THEN 1 ELSE 0 END"
 
 
 CREATE_HOURS = (
@@ -72,7 +77,7 @@ CREATE_SETTLED_INDEX = (
 
 def _add(row: str, sign: str) -> str:
     values = ", ".join(f"{sign}{value}" for value in _contributions(row))
-    updates = ", ".join(f"{flag} = {flag} + excluded.{flag}" for flag in FLAGS)
+    updates = ", ".join(f"{flag} = {HOURS}.{flag} + excluded.{flag}" for flag in FLAGS)
     return (
         f"INSERT INTO {HOURS} (checkpoint_id, hour, {', '.join(FLAGS)}) "
         f"VALUES ({row}.checkpoint_id, {row}.routed_at / {HOUR}, {values}) "
@@ -80,20 +85,17 @@ def _add(row: str, sign: str) -> str:
     )
 
 
-TRIGGERS: dict[str, str] = {
-    f"{HOURS}_insert": f"AFTER INSERT ON {SHADOW} WHEN NEW.settled_at IS NOT NULL BEGIN "
-    + _add("NEW", "")
-    + " END",
-    f"{HOURS}_update_old": f"AFTER UPDATE ON {SHADOW} WHEN OLD.settled_at IS NOT NULL BEGIN "
-    + _add("OLD", "-")
-    + " END",
-    f"{HOURS}_update_new": f"AFTER UPDATE ON {SHADOW} WHEN NEW.settled_at IS NOT NULL BEGIN "
-    + _add("NEW", "")
-    + " END",
-    f"{HOURS}_delete": f"AFTER DELETE ON {SHADOW} WHEN OLD.settled_at IS NOT NULL BEGIN "
-    + _add("OLD", "-")
-    + " END",
+SHADOW_COUNTERS: dict[str, Counter] = {
+    f"{HOURS}_insert": Counter("INSERT", SHADOW, "NEW.settled_at IS NOT NULL", _add("NEW", "")),
+    f"{HOURS}_update_old": Counter(
+        "UPDATE", SHADOW, "OLD.settled_at IS NOT NULL", _add("OLD", "-")
+    ),
+    f"{HOURS}_update_new": Counter("UPDATE", SHADOW, "NEW.settled_at IS NOT NULL", _add("NEW", "")),
+    f"{HOURS}_delete": Counter("DELETE", SHADOW, "OLD.settled_at IS NOT NULL", _add("OLD", "-")),
 }
+"""The row triggers keeping the hours' counters (portable, as `view_counts.COUNTERS`)."""
+
+TRIGGERS: dict[str, str] = {name: sqlite_trigger(c) for name, c in SHADOW_COUNTERS.items()}
 
 RECOUNT = (
     f"DELETE FROM {HOURS}",
@@ -139,6 +141,10 @@ def has_shadow_hours(c: Any) -> bool:
     return int(c.fetchone()[0]) == 2 and _present(c) == len(TRIGGERS)
 
 
+_OVERDUE = "CASE WHEN routed_at <= ? THEN 1 ELSE 0 END"
+"""Whether an observation not settled at the window's end is overdue then (? = the cutoff)."""
+HINT = f"INDEXED BY {SHADOW}_settled "
+"""SQLite's planner is told which index to walk (PostgreSQL has no such clause)."""
 _EVER = ", ".join(f"COALESCE(SUM({value}), 0)" for value in _contributions(SHADOW))
 
 SUM_HOURS = (
@@ -152,15 +158,15 @@ ROUTED_AFTER = (
 )
 """What the counters of the window's last hour hold of the rows routed after its end."""
 SETTLED_AFTER = (
-    f"SELECT {_EVER}, COALESCE(SUM(routed_at <= ?), 0), COUNT(*) FROM {SHADOW} "
-    f"INDEXED BY {SHADOW}_settled "
+    f"SELECT {_EVER}, COALESCE(SUM({_OVERDUE}), 0), COUNT(*) FROM {SHADOW} "
+    f"{HINT}"
     "WHERE checkpoint_id = ? AND settled_at > ? AND routed_at >= ? AND routed_at <= ?"
 )
 """The rows the counters hold as settled that were not at the window's end; how many of
 them are overdue, and in all."""
 UNSETTLED = (
-    f"SELECT COALESCE(SUM(routed_at <= ?), 0), COUNT(*) FROM {SHADOW} "
-    f"INDEXED BY {SHADOW}_settled "
+    f"SELECT COALESCE(SUM({_OVERDUE}), 0), COUNT(*) FROM {SHADOW} "
+    f"{HINT}"
     "WHERE checkpoint_id = ? AND settled_at IS NULL AND routed_at >= ? AND routed_at <= ?"
 )
 
@@ -177,19 +183,37 @@ def hours_shadow_counts(
     window_start: int,
     window_end: int,
     cutoff: int,
+    *,
+    postgres: bool = False,
 ) -> ShadowCounts:
-    """The checkpoint's `ShadowCounts` in [window_start, window_end] as at window_end."""
+    """The checkpoint's `ShadowCounts` in [window_start, window_end] as at window_end.
+
+    SQLite runs five small statements, two with index hints (one that joins
+    them is slower: SQLite materialises each part). PostgreSQL runs them as
+    one, in one round trip, and finds the indexes itself.
+    """
     first_full, last = window_start // HOUR + 1, window_end // HOUR
     if window_start < 0 or first_full > last:
         (row,) = rows(*plain_count(window_start, window_end))
         return ShadowCounts._make(int(value) for value in row)
-    (edge,) = rows(*plain_count(window_start, first_full * HOUR - 1))
     start, end = first_full * HOUR, window_end
-    # Five small statements: one that joins them is slower (SQLite materialises each).
-    (held,) = rows(SUM_HOURS, (checkpoint_id, first_full, last))
-    (after,) = rows(ROUTED_AFTER, (checkpoint_id, end, (last + 1) * HOUR))
-    (late,) = rows(SETTLED_AFTER, (cutoff, checkpoint_id, end, start, end))
-    (unsettled,) = rows(UNSETTLED, (cutoff, checkpoint_id, start, end))
+    parts: list[tuple[str, Sequence[Any]]] = [
+        plain_count(window_start, first_full * HOUR - 1),
+        (SUM_HOURS, (checkpoint_id, first_full, last)),
+        (ROUTED_AFTER, (checkpoint_id, end, (last + 1) * HOUR)),
+        (SETTLED_AFTER, (cutoff, checkpoint_id, end, start, end)),
+        (UNSETTLED, (cutoff, checkpoint_id, start, end)),
+    ]
+    if postgres:
+        joined = ", ".join(
+            f"({sql.replace(HINT, '')}) AS part{n}" for n, (sql, _) in enumerate(parts)
+        )
+        (row,) = rows(f"SELECT * FROM {joined}", [p for _, params in parts for p in params])
+        widths = (len(ShadowCounts._fields), len(FLAGS), len(FLAGS), len(FLAGS) + 2, 2)
+        offsets = pairwise(accumulate(widths, initial=0))
+        edge, held, after, late, unsettled = (row[a:b] for a, b in offsets)
+    else:
+        edge, held, after, late, unsettled = (rows(sql, params)[0] for sql, params in parts)
     flags = len(FLAGS)
     settled = [int(h) - int(a) - int(s) for h, a, s in zip(held, after, late[:flags], strict=True)]
     late_overdue, late_all = int(late[flags]), int(late[flags + 1])

@@ -81,12 +81,13 @@ COUNTERS: dict[str, Counter] = {
 }
 
 
-def _sqlite_trigger(counter: Counter) -> str:
+def sqlite_trigger(counter: Counter) -> str:
+    """SQLite's `CREATE TRIGGER` statement for `counter`, after the trigger's name."""
     when = "" if counter.when is None else f" WHEN {counter.when}"
     return f"AFTER {counter.event} ON {counter.table}{when} BEGIN {counter.body} END"
 
 
-TRIGGERS: dict[str, str] = {name: _sqlite_trigger(c) for name, c in COUNTERS.items()}
+TRIGGERS: dict[str, str] = {name: sqlite_trigger(c) for name, c in COUNTERS.items()}
 """SQLite's triggers: name -> the `CREATE TRIGGER` statement after the name."""
 
 RECOUNT = (

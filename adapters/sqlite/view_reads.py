@@ -117,10 +117,13 @@ class SQLFactReader(DeploymentReads, FactReader):
         log_table: str | None = None,
         counters: bool = False,
         shadow_hours: bool = False,
+        index_hints: bool = True,
     ) -> None:
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.shadow_hours = shadow_hours
+        self.index_hints = index_hints
+        """Statements may tell the planner which index to walk (SQLite's `INDEXED BY`)."""
         self.c = cursor
         self.adapt_sql = adapt_sql
         self.tracking_table = tracking_table

@@ -58,6 +58,10 @@ def test_a_writer_with_the_documented_grants_runs_the_ledger_but_cannot_rewrite_
         )
         assert writer.read_model is not None
         assert writer.read_model.stats(None)["deployableCheckpoints"] == 1
+        # Shadow observations: their view's triggers keep the counters by hour.
+        routed = writer.deployments.route(checkpoint_id, "local-reader", actor="w")
+        writer.deployments.complete(routed["observationId"], "accepted", actor="w")
+        assert writer.deployments.shadow_stats(checkpoint_id)["acceptedCount"] == 1
         assert writer.verify()["ok"]
     finally:
         writer.close()
