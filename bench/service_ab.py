@@ -11,7 +11,8 @@ window, then `GET .../lineage`; the in-process Python API's single-writer
 rate is measured in the same round, on a fresh store. Variants:
 
 - `before`: BEFORE_COMMIT's package (`git archive` into a scratch directory),
-  with uvicorn's pure-Python event loop and HTTP parser, as it shipped;
+  as it shipped (uvicorn's pure-Python event loop and HTTP parser where it did
+  not depend on uvloop and httptools yet);
 - `after-python`: this checkout, uvloop and httptools hidden from uvicorn;
 - `after`: this checkout as it ships (uvicorn takes uvloop and httptools).
 
@@ -102,6 +103,10 @@ def _service(store: str, root: str, hidden: str) -> Iterator[tuple[int, int]]:
         process.wait(timeout=20)
 
 
+def _ships_uvloop(root: Path) -> bool:
+    return "uvloop" in (root / "pyproject.toml").read_text()
+
+
 def _store(directory: Path) -> tuple[str, list[str]]:
     store = sqlite_url(directory / "ledger.db")
     _cli(store, "token", "create", "bench-admin", "--role", "admin")
@@ -128,7 +133,8 @@ def main() -> None:
     artifact = scratch / "adapter.bin"
     artifact.write_bytes(ARTIFACT_BYTES)
     setups = {
-        "before": (str(scratch / "before"), HIDDEN),
+        # uvloop and httptools hidden only where BEFORE_COMMIT did not depend on them.
+        "before": (str(scratch / "before"), "" if _ships_uvloop(scratch / "before") else HIDDEN),
         "after-python": ("", HIDDEN),
         "after": ("", ""),
     }

@@ -59,8 +59,15 @@ def is_loopback(host: str) -> bool:
     show_default=True,
     help="Threads running the ledger's calls (each with its own connection).",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log a line per request on stdout (off: a tenth of a write request's CPU).",
+)
 @pass_session
-def serve(session: Session, host: str, port: int, no_auth: bool, workers: int) -> None:
+def serve(
+    session: Session, host: str, port: int, no_auth: bool, workers: int, access_log: bool
+) -> None:
     """Serve the ledger over HTTP: the API under /v1, the event stream, the web pages.
 
     Clients authenticate with `Authorization: Bearer TOKEN` (`trainledger token
@@ -103,6 +110,7 @@ def serve(session: Session, host: str, port: int, no_auth: bool, workers: int) -
         host=host,
         port=port,
         log_level="info",
+        access_log=access_log,
         timeout_graceful_shutdown=GRACE_SECONDS,
         timeout_keep_alive=5,
         limit_concurrency=512,
