@@ -55,9 +55,10 @@ def is_loopback(host: str) -> bool:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=4,
+    default=2,
     show_default=True,
-    help="Threads running the ledger's calls (each with its own connection).",
+    help="Threads running the ledger's calls (each with its own connection); "
+    "more than 2 only cost CPU on SQLite, whose writes take turns anyway.",
 )
 @click.option(
     "--access-log",
