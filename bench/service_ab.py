@@ -11,13 +11,16 @@ window, then `GET .../lineage`; the in-process Python API's single-writer
 rate is measured in the same round, on a fresh store. Variants:
 
 - `before`: BEFORE_COMMIT's package (`git archive` into a scratch directory),
-  with uvicorn's pure-Python event loop and HTTP parser, as it shipped;
+  as it shipped (uvicorn's pure-Python event loop and HTTP parser where it did
+  not depend on uvloop and httptools yet);
 - `after-python`: this checkout, uvloop and httptools hidden from uvicorn;
 - `after`: this checkout as it ships (uvicorn takes uvloop and httptools).
 
-Prints, per window, lifecycles/s, the request p50/p99 and the service's CPU
-per lifecycle (its process's user + system time), then the medians. Not
-part of `make bench`; nothing is asserted.
+Prints, per window, lifecycles/s, the request p50/p99, the CPU per
+lifecycle of the service's process and of the 8 client processes (user +
+system time), how busy the whole machine was (all its CPUs, other work
+included), the lineage GETs/s and the service's CPU per GET; then the
+medians. Not part of `make bench`; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -62,6 +65,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _clients_cpu(pool: multiprocessing.pool.Pool) -> float:
+    """The client processes' CPU seconds (user + system) so far."""
+    return sum(_cpu_seconds(process.pid) for process in getattr(pool, "_pool", []))
+
+
+def _host_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds so far (every process's, /proc/stat)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 @contextlib.contextmanager
 def _service(store: str, root: str, hidden: str) -> Iterator[tuple[int, int]]:
     port = _free_port()
@@ -85,6 +101,10 @@ def _service(store: str, root: str, hidden: str) -> Iterator[tuple[int, int]]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def _ships_uvloop(root: Path) -> bool:
+    return "uvloop" in (root / "pyproject.toml").read_text()
 
 
 def _store(directory: Path) -> tuple[str, list[str]]:
@@ -113,12 +133,13 @@ def main() -> None:
     artifact = scratch / "adapter.bin"
     artifact.write_bytes(ARTIFACT_BYTES)
     setups = {
-        "before": (str(scratch / "before"), HIDDEN),
+        # uvloop and httptools hidden only where BEFORE_COMMIT did not depend on them.
+        "before": (str(scratch / "before"), "" if _ships_uvloop(scratch / "before") else HIDDEN),
         "after-python": ("", HIDDEN),
         "after": ("", ""),
     }
     variants = args.variants.split(",")
-    rows: dict[str, list[tuple[float, float, float, float, float]]] = {v: [] for v in variants}
+    rows: dict[str, list[Window]] = {v: [] for v in variants}
     api: list[float] = []
     with contextlib.ExitStack() as stack:
         services = {}
@@ -138,29 +159,37 @@ def main() -> None:
                 rows[variant].append(
                     _window(pool, port, pid, tokens, checkpoint, r, artifact, args.seconds)
                 )
-                rate, p50, p99, cpu, gets = rows[variant][-1]
+                rate, p50, p99, cpu, clients, busy, gets, get_cpu = rows[variant][-1]
                 print(
                     f"round {r + 1} {variant:12} {rate:6.1f} lifecycles/s (API {api[-1]:.1f}), "
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, service {cpu:.2f} CPU-ms/lifecycle, "
-                    f"lineage {gets:.0f} GETs/s",
+                    f"clients {clients:.2f}, host busy {busy:.2f}; "
+                    f"lineage {gets:.0f} GETs/s, service {get_cpu:.3f} CPU-ms/GET",
                     flush=True,
                 )
     print(f"in-process API, 1 writer: median {statistics.median(api):.1f} lifecycles/s")
     for variant, values in rows.items():
-        rate, p50, p99, cpu, gets = (
+        rate, p50, p99, cpu, clients, busy, gets, get_cpu = (
             statistics.median(column) for column in zip(*values, strict=True)
         )
-        ratios = ", ".join(f"{v[0] / a:.2f}" for v, a in zip(values, api, strict=True))
+        ratios = [v[0] / a for v, a in zip(values, api, strict=True)]
+        shown = ", ".join(f"{r:.2f}" for r in ratios)
         print(
-            f"{variant:12} median {rate:.1f} lifecycles/s (per round / API: {ratios}), "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {cpu:.2f} CPU-ms/lifecycle, "
-            f"lineage {gets:.0f} GETs/s"
+            f"{variant:12} median {rate:.1f} lifecycles/s (per round / API: {shown}; "
+            f"median {statistics.median(ratios):.2f}), p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+            f"service {cpu:.2f} CPU-ms/lifecycle, clients {clients:.2f}, host busy {busy:.2f}; "
+            f"lineage {gets:.0f} GETs/s, service {get_cpu:.3f} CPU-ms/GET"
         )
 
 
 def _api_rate_for(seconds: float, path: Path, artifact: str) -> float:
     sizes = dataclasses.replace(Sizes.full(), concurrent_seconds=seconds)
     return _api_rate(BenchContext(sizes=sizes, quick=False, scratch=path.parent), path, artifact)
+
+
+Window = tuple[float, float, float, float, float, float, float, float]
+"""lifecycles/s, p50 ms, p99 ms, the service's and the clients' CPU-ms per lifecycle,
+the host's busy share (of all its CPUs), lineage GETs/s, the service's CPU-ms per GET."""
 
 
 def _window(
@@ -172,7 +201,7 @@ def _window(
     r: int,
     artifact: Path,
     seconds: float,
-) -> tuple[float, float, float, float, float]:
+) -> Window:
     start_at = time.time() + 2
     jobs = [
         (port, tokens[i], (r * CLIENTS + i + 1) * 100_000, str(artifact), seconds, start_at)
@@ -180,21 +209,30 @@ def _window(
     ]
     waiting = pool.map_async(_writer, jobs)
     time.sleep(max(0.0, start_at - time.time()))
-    before = _cpu_seconds(pid)
+    before, clients, (busy, total) = _cpu_seconds(pid), _clients_cpu(pool), _host_busy()
     time.sleep(seconds)
-    used = _cpu_seconds(pid) - before
+    used, clients_used = _cpu_seconds(pid) - before, _clients_cpu(pool) - clients
+    busy_after, total_after = _host_busy()
     results = waiting.get()
     done = sum(d for d, _ in results)
     ms = [t * 1000 for _, timings in results for t in timings]
     start_at = time.time() + 2
     reads = [(port, tokens[i], checkpoint, seconds, start_at) for i in range(CLIENTS)]
-    gets = sum(pool.map(_reader, reads)) / seconds
+    reading = pool.map_async(_reader, reads)
+    time.sleep(max(0.0, start_at - time.time()))
+    before = _cpu_seconds(pid)
+    time.sleep(seconds)
+    read_cpu = _cpu_seconds(pid) - before
+    gets = sum(reading.get())
     return (
         done / seconds,
         percentile(ms, 50),
         percentile(ms, 99),
         used / max(done, 1) * 1000,
-        gets,
+        clients_used / max(done, 1) * 1000,
+        (busy_after - busy) / max(total_after - total, 1e-9),
+        gets / seconds,
+        read_cpu / max(gets, 1) * 1000,
     )
 
 

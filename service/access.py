@@ -6,8 +6,11 @@ token's `Issued` event keeps its sha256, and the idempotency record of an
 issue keeps its outcome without the token (a repeat answers with the
 token's name and id, and `token` null: it was shown once).
 
-`authenticate` reads the token's aggregate from the store on every call,
-so a revocation recorded by any process is in force from the next request.
+`authenticate` asks the store on every call, so a revocation recorded by
+any process is in force from the next request: a token it has loaded before
+is taken again only when the store holds no later event of it (one indexed
+read, the library's `select_events` after its version), else it is loaded
+again from its events.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 SECRET_BYTES = 32
 """Random bytes of a token's secret (256 bits, URL-safe base64)."""
+LOADED = 1024
+"""Tokens `Access` keeps as last loaded, at most (it forgets them all when full)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Access:
 
     def __init__(self, ledger: TrainingLedger) -> None:
         self.ledger = ledger
+        self._loaded: dict[UUID, AccessToken] = {}
+        """Token id → the token as last loaded from its events (never changed here)."""
 
     def create_token(
         self, name: str, role: str, *, actor: str, idempotency_key: str | None = None
@@ -123,13 +130,29 @@ class Access:
                 else "not a token of this ledger"
             )
         token_id, secret = parsed
-        try:
-            token = self.ledger.unit_of_work.load(token_id)
-        except AggregateNotFoundError:
-            token = None
+        token = self._current(token_id)
         if not isinstance(token, AccessToken) or not token.accepts(secret):
             raise UnauthenticatedError("unknown or revoked token")
         return Principal(token.name, token.role)
+
+    def _current(self, token_id: UUID) -> LedgerAggregate | None:
+        """The aggregate of `token_id` at its latest version in the store (None: none)."""
+        from trainledger.domain.access import AccessToken
+
+        loaded = self._loaded.get(token_id)
+        if loaded is not None and not self.ledger.recorder.select_events(
+            token_id, gt=loaded.version, limit=1
+        ):
+            return loaded
+        try:
+            found = self.ledger.unit_of_work.load(token_id)
+        except AggregateNotFoundError:
+            return None
+        if isinstance(found, AccessToken):
+            if len(self._loaded) >= LOADED:
+                self._loaded.clear()
+            self._loaded[token_id] = found
+        return found
 
     def admin_token_exists(self) -> bool:
         """Whether some token of role admin is not revoked."""

@@ -52,7 +52,7 @@ class Settings:
     auth: bool = True
     local_actor: str = "local"
     """The actor of writes without authentication (`--no-auth`)."""
-    workers: int = 4
+    workers: int = 2
     max_body: int = MAX_BODY
     poll_interval: float = 0.2
     """Seconds between the event stream's looks at the log's end."""

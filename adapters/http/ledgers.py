@@ -54,7 +54,7 @@ _PENDING: ContextVar[PendingCheck | None] = ContextVar("trainledger_pending_chec
 class LedgerPool:
     """Threads, each holding its own ledger; `call` runs a function with one of them."""
 
-    def __init__(self, open_ledger: LedgerOpener, store_url: str, workers: int = 4) -> None:
+    def __init__(self, open_ledger: LedgerOpener, store_url: str, workers: int = 2) -> None:
         shared = urlsplit(store_url).scheme.lower() == "memory"
         self.workers = 1 if shared else max(1, workers)
         self._open = open_ledger

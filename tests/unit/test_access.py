@@ -73,6 +73,26 @@ def test_a_name_is_taken_once_in_the_registry() -> None:
     assert registry.names == {"ci": first.id}
 
 
+def test_a_revocation_by_another_ledger_on_the_store_applies_from_the_next_call(
+    sqlite_url: str,
+) -> None:
+    from trainledger.adapters.store import open_ledger
+
+    serving, other = open_ledger(sqlite_url), open_ledger(sqlite_url)
+    try:
+        token = other.access.create_token("ci", "writer", actor="root")["token"]
+        for _ in range(3):  # loaded once, then taken again while the store has nothing newer
+            assert serving.access.authenticate(token).name == "ci"
+        other.access.revoke_token("ci", actor="root")
+        with pytest.raises(UnauthenticatedError):
+            serving.access.authenticate(token)
+        with pytest.raises(UnauthenticatedError):
+            serving.access.authenticate(token)
+    finally:
+        serving.close()
+        other.close()
+
+
 def test_create_list_authenticate_revoke(ledger: TrainingLedger) -> None:
     created = ledger.access.create_token("ci", "writer", actor="root")
     assert set(created) >= {"name", "role", "token", "tokenId", "createdAt"}
