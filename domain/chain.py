@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -272,37 +272,47 @@ class AggregateChains:
         return None if chain is None else chain.aggregate_topic
 
 
-@dataclass
 class SealedDigests:
-    """Fed the log chain's link at each position in order, with every seal up front.
+    """Fed the log chain's link at each position in order, with the seals read alongside.
 
     Keeps the links at the seals' anchors, and says whether a digest is one
     `verify` printed for a state ending at a position: the plain link while
     nothing was sealed, then the link with the last seal of that state.
+
+    `seals`: (anchor position, link) of every seal, in seal order (which is
+    anchor order), as a list or read a page at a time: only the seals up to
+    the position asked are held, never all of them.
     """
 
-    seals: list[tuple[int, str]]
-    """(anchor position, link) of every seal, in seal order."""
-    anchor_links: dict[int, str] = field(default_factory=dict)
-    _before: int = 0
+    def __init__(self, seals: Iterable[tuple[int, str]]) -> None:
+        self._seals = iter(seals)
+        self._next = next(self._seals, None)
+        self._earlier: str | None = None
+        """The link of the last seal anchored before `_asked`."""
+        self._asked = -1
+        self._here: list[str] = []
+        """The links of the seals anchored at `_asked`."""
+        self.anchor_links: dict[int, str] = {}
 
     def at(self, position: int, link: str, expected: str | None) -> bool:
-        seals = self.seals
-        if not seals:
-            return expected is not None and link == expected
-        while self._before < len(seals) and seals[self._before][0] < position:
-            self._before += 1
-        # Seals come in anchor order: those anchored here follow the earlier ones.
-        same = []
-        following = self._before
-        while following < len(seals) and seals[following][0] == position:
-            same.append(seals[following][1])
-            following += 1
+        if position > self._asked:
+            if self._here:
+                self._earlier = self._here[-1]
+            self._here = []
+            while self._next is not None and self._next[0] < position:
+                self._earlier = self._next[1]
+                self._next = next(self._seals, None)
+            # Seals come in anchor order: those anchored here follow the earlier ones.
+            while self._next is not None and self._next[0] == position:
+                self._here.append(self._next[1])
+                self._next = next(self._seals, None)
+            self._asked = position
+        same = self._here if position == self._asked else []
         if same:
             self.anchor_links[position] = link
         if expected is None:
             return False
-        earlier = [seals[self._before - 1][1]] if self._before else []
+        earlier = [] if self._earlier is None else [self._earlier]
         if not earlier and link == expected:
             return True
         return any(log_digest(link, s) == expected for s in earlier + same)

@@ -191,7 +191,7 @@ def seal_problem(
     return None
 
 
-def last_seal_link(seals: list[Seal], upto: int) -> str | None:
+def last_seal_link(seals: Iterable[Seal], upto: int) -> str | None:
     """The seal chain's last link anchored at or before `upto` (None: nothing sealed)."""
     last = None
     for seal in seals:

@@ -174,9 +174,7 @@ class Verification:
         if digest is None:  # the links the workers checked at the seals' anchors
             anchor_link = _AnchorLinks(recorder.log_chain, self.PAGE // 2).at
         else:  # every position's, matched with the seals as the one-pass check does
-            sealed = SealedDigests(
-                [(s.position, s.link) for s in recorder.seals() if s.position <= upto]
-            )
+            sealed = SealedDigests(self._seal_links(upto))
             after = 0
             while after < upto:
                 page = recorder.log_chain(after, min(upto, after + self.PAGE * 10))
@@ -196,6 +194,16 @@ class Verification:
 
         problem = seal_problem(sealed_up_to(), anchor_link, recorder.unsealed_reservations, upto)
         return problem is None, last_seal, matched
+
+    def _seal_links(self, upto: int) -> Iterator[tuple[int, str]]:
+        """(anchor, link) of every seal anchored up to `upto`, in seal order, a page at a time."""
+        for seal, _ in self._sealed_reservations():
+            if seal.position > upto:  # seals come in anchor order: a concurrent append's
+                return
+            yield seal.position, seal.link
+
+    def _last_seal_link(self, upto: int) -> str | None:
+        return last_seal_link((seal for seal, _ in self._sealed_reservations()), upto)
 
     def _sealed_reservations(self) -> Iterator[tuple[Seal, bytes | None]]:
         """Every seal in seal chain order, with its reservation's value, a page at a time."""
@@ -217,12 +225,11 @@ class Verification:
         # meanwhile is left for the next verify, never taken for a deletion.
         total = self.ledger.recorder.max_notification_id() or 0
         upto = max(total, recorder.log_chain_end())
-        seals = recorder.seals()
         verifier = LogVerifier(
             gap_free=recorder.gap_free_positions,
             chains=AggregateChains(self.ledger.canonical_json),
             expected_digest=digest,
-            sealed=SealedDigests([(s.position, s.link) for s in seals if s.position <= upto]),
+            sealed=SealedDigests(self._seal_links(upto)),
         )
         meanings = ReservationCheck()
         decode = self.ledger.state_codec.decode_state
@@ -287,7 +294,7 @@ class Verification:
             failure = IntegrityFailure(verifier.position, _views_differ(differences))
         return _verify_report(
             position=verifier.position,
-            digest=log_digest(verifier.digest, last_seal_link(seals, verifier.position)),
+            digest=log_digest(verifier.digest, self._last_seal_link(verifier.position)),
             events=verifier.events,
             matched_at=verifier.digest_matched_at,
             differences=differences,

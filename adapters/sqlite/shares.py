@@ -6,9 +6,11 @@ its deployability changes by the checkpoint's. So the views a replay of the
 whole log makes are the union of what replays of each share of the
 aggregates make, and a worker that reads a share of the log to check its
 hash chains can replay that share too (`ShareReplay`) and compare it with
-the same share of the live views (`live_share`), read in the same
-transaction. The parent then compares rows in full only when some share
-differs, to say how.
+the same share of the live views (`live_rows`), read in the same
+transaction: both in log order, the order the views write their rows in, so
+they compare without sorting (`same_views`; sorted where the orders differ).
+The parent then compares rows in full only when some share differs, to say
+how.
 
 Aggregates are shared out by ranges of their ids (`share_of`), which SQLite
 tells from a comparison of the id column (`share_condition`), scanning a
@@ -67,6 +69,12 @@ orders on the two sides: they compare as different, and the parent's full
 comparison, which sorts whole rows, says whether they are."""
 
 
+IN_LOG_ORDER = frozenset({"runs", "links", "checkpoints", "evals", "deployability"})
+"""The tables whose rows the views append as they apply the log (their rowid order is
+log order) and a replay makes in log order too; the few rows of the others (SPEC §9)
+are compared sorted."""
+
+
 ID_SPACE = len(HEX_DIGITS) ** 4
 """Shares are ranges of the first four hex digits of the ids: at most this many."""
 
@@ -113,14 +121,45 @@ def live_share(cursor: sqlite3.Cursor, part: int, parts: int, *, scan: bool = Tr
 
     `scan` as for `share_condition` (every owner column has an index).
     """
+    rows = live_rows(cursor, part, parts, scan=scan)
+    return {table: sorted(found, key=ORDER[table]) for table, found in rows.items()}
+
+
+def live_rows(cursor: sqlite3.Cursor, part: int, parts: int, *, scan: bool = True) -> ViewDump:
+    """One share of the SQLite views, each table's rows in the order they were written.
+
+    Views apply the log in order, so that is the order a replay makes them
+    in (`ShareReplay.rows`), and `same_views` compares the two without
+    sorting. `scan` as for `share_condition`.
+    """
     dump: ViewDump = {}
     for table, (name, columns) in DUMP_TABLES.items():
         owner = columns.split(", ")[OWNER_COLUMN[table]]
         condition, params = share_condition(owner, part, parts, scan=scan)
-        rows = cursor.execute(f"SELECT {columns} FROM {name} WHERE {condition}", params).fetchall()
-        rows.sort(key=ORDER[table])
-        dump[table] = rows
+        order = " ORDER BY rowid" if table in IN_LOG_ORDER else ""
+        select = f"SELECT {columns} FROM {name} WHERE {condition}{order}"
+        dump[table] = cursor.execute(select, params).fetchall()
     return dump
+
+
+def same_views(live: ViewDump, replayed: ViewDump) -> bool:
+    """Whether two shares of the views hold the same rows, in whatever order each has them.
+
+    Tables whose rows are not in the same order are compared sorted in
+    `ORDER`; rows with equal keys (only in views gone wrong) may then keep
+    different orders on the two sides and compare as different, which the
+    parent's full comparison settles.
+    """
+    if live.keys() != replayed.keys():
+        return False
+    for table, rows in live.items():
+        other = replayed[table]
+        if rows != other and (
+            len(rows) != len(other)
+            or sorted(rows, key=ORDER[table]) != sorted(other, key=ORDER[table])
+        ):
+            return False
+    return True
 
 
 def tracked_position(cursor: sqlite3.Cursor, application_name: str) -> int:
@@ -159,6 +198,16 @@ class ShareReplay:
 
     def dump(self) -> ViewDump | None:
         """The share's rows of every view table, in `ORDER`."""
+        tables = self.rows()
+        if tables is None:
+            return None
+        return {table: sorted(rows, key=ORDER[table]) for table, rows in tables.items()}
+
+    def rows(self) -> ViewDump | None:
+        """The share's rows of every view table, as the views write them: in log order.
+
+        (The SPEC §9 tables, which are few, in the order of their rows.)
+        """
         if self._incomplete:
             return None
         batch = self._page.finished()
@@ -175,4 +224,4 @@ class ShareReplay:
         deployment = DeploymentTables()
         deployment.apply(batch)
         tables.update(deployment.dump())
-        return {table: sorted(rows, key=ORDER[table]) for table, rows in tables.items()}
+        return tables

@@ -110,7 +110,8 @@ def check_part(
     # Imported here: the parent imports this module without needing the projections.
     from trainledger.adapters.sqlite.shares import (
         ShareReplay,
-        live_share,
+        live_rows,
+        same_views,
         share_condition,
         tracked_position,
     )
@@ -148,10 +149,11 @@ def check_part(
             return 0, 0, None
         try:
             cursor = connection.cursor()
-            replayed = replay.dump()
+            replayed = replay.rows()
             if replayed is None or tracked_position(cursor, application_name) != upto:
                 return check.checked, None, None
-            return check.checked, None, live_share(cursor, part, parts, scan=scan) == replayed
+            live = live_rows(cursor, part, parts, scan=scan)
+            return check.checked, None, same_views(live, replayed)
         except (sqlite3.Error, TypeError):  # no views here, or rows that do not even sort
             return check.checked, None, None
     finally:

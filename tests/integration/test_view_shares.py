@@ -16,7 +16,9 @@ from trainledger.adapters.sqlite.shares import (
     ORDER,
     OWNER_COLUMN,
     ShareReplay,
+    live_rows,
     live_share,
+    same_views,
     share_condition,
     share_of,
 )
@@ -160,3 +162,50 @@ def test_a_long_log_is_checked_in_shares_of_bounded_size() -> None:
     assert share_count(7_000_000, 2) == 2 * -(-7_000_000 // (SHARE_EVENTS * 2))
     assert share_count(7_000_000, 2) * SHARE_EVENTS >= 7_000_000
     assert share_count(10**12, 2) == ID_SPACE
+
+
+def test_rows_in_log_order_compare_without_sorting_and_in_any_order_when_sorted(
+    tmp_path: Path,
+) -> None:
+    """A worker compares its share of the views and its replay in the order each has its
+    rows (the views' writing order is log order), and sorted only when that differs."""
+    path = tmp_path / "ledger.db"
+    ledger, upto = _history(path)
+    records = log_reader(ledger.recorder, ledger.mapper).page(0, upto)
+    replay = ShareReplay()
+    replay.add(records)
+    replayed = replay.rows()
+    assert replayed is not None
+    with sqlite3.connect(path) as connection:
+        live = live_rows(connection.cursor(), 0, 1)
+        assert live == replayed  # the same order on both sides
+        assert same_views(live, replayed)
+        # rows in another order (a view rewritten in another order) are the same rows
+        reordered = {table: rows[::-1] for table, rows in live.items()}
+        assert reordered != live
+        assert same_views(reordered, replayed)
+        assert {table: sorted(rows, key=ORDER[table]) for table, rows in live.items()} == (
+            live_share(connection.cursor(), 0, 1)
+        )
+        # a row changed, gone or added, a table missing: not the same
+        changed = dict(live, evals=[(*live["evals"][0][:5], "fail", *live["evals"][0][6:])])
+        changed["evals"] += live["evals"][1:]
+        assert changed["evals"] != live["evals"]
+        assert not same_views(changed, replayed)
+        assert not same_views(dict(live, runs=live["runs"][1:]), replayed)
+        assert not same_views(dict(live, runs=live["runs"] + live["runs"][:1]), replayed)
+        assert not same_views({t: r for t, r in live.items() if t != "links"}, replayed)
+        # a view table whose rows were deleted and written again, in another order
+        connection.execute("CREATE TEMP TABLE saved AS SELECT * FROM view_checkpoint_links")
+        connection.execute("DELETE FROM view_checkpoint_links")
+        connection.execute(
+            "INSERT INTO view_checkpoint_links SELECT * FROM saved ORDER BY checkpoint_id DESC"
+        )
+        rewritten = live_rows(connection.cursor(), 0, 1)
+        assert rewritten["links"] != replayed["links"]
+        assert same_views(rewritten, replayed)
+    assert [check_part(str(path), upto, part, 2, ledger.name)[2] for part in range(2)] == [
+        True,
+        True,
+    ]
+    ledger.close()
