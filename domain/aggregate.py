@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
-from trainledger.domain.text import refuse_control_characters
+from trainledger.domain.text import READ_BACK, refuse_control_characters
 
 STORED_MODULES: dict[str, str] = {
     "trainledger.domain.model": "domain.model",
@@ -132,6 +132,12 @@ class DomainEvent(BaseModel):
             )
             object.__setattr__(self, "event_hash", digest)
         return self
+
+    @classmethod
+    def read_back(cls, state: dict[str, Any]) -> Self:
+        """The event as the ledger stored it (its fields by name or alias), validated
+        without the text rule, which it passed when it was created (`domain.text`)."""
+        return cls.model_validate(state, context=READ_BACK)
 
     @property
     def short_type(self) -> str:

@@ -8,6 +8,11 @@ surrogate is not UTF-8, and the others rewrite a terminal that prints them.
 Checked where text enters: the contract models (a `ValueError`, so the
 caller's usual handling of an invalid document applies), a trainer result's
 storability (`trainer_outcome`), and every new event (`ControlCharacterError`).
+
+Not checked again when the ledger reads back what it stored (`READ_BACK`):
+an event in the log passed this rule when it was created, and its hash chain
+(`verify`) is what says whether it is still what was written. An import file
+is input, not read back: its events are checked as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,16 @@ import re
 from typing import Any
 
 from trainledger.domain.errors import ControlCharacterError
+
+READ_BACK: dict[str, Any] = {"trainledger_read_back": True}
+"""The validation context of an event read back from the ledger's own store
+(`DomainEvent.read_back`): the contract models inside it skip this rule."""
+
+
+def is_read_back(context: Any) -> bool:
+    """Whether a validation context is `READ_BACK` (the rule then does not apply)."""
+    return isinstance(context, dict) and context.get("trainledger_read_back") is True
+
 
 # A carriage return only as the start of a Windows line end.
 _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]|\r(?!\n)")
