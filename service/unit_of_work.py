@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from trainledger.domain.errors import (
@@ -44,6 +45,8 @@ from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
 # the projections, and loading the pydantic models would be most of a query's
 # start-up time in the CLI.
 if TYPE_CHECKING:
+    from eventsourcing.persistence import Recording
+
     from trainledger.domain.aggregate import Clock
     from trainledger.domain.model import Checkpoint, LedgerAggregate, TrainingRun
 
@@ -80,6 +83,29 @@ def lock_timed_out(error: OperationalError) -> bool:
     backends' lock timeouts as an `OperationalError` carrying the driver's message)."""
     message = str(error).lower()
     return "database is locked" in message or "lock timeout" in message
+
+
+class LedgerApplication(Application[UUID]):
+    """The library's application, with a `save` that collects aggregates by their class."""
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """The library's `save`: the same steps, but its `ProcessingEvent.collect_events`
+        asks of each object whether it is an event and then whether it collects events,
+        two runtime-protocol checks that Python 3.11 answers by walking the protocols'
+        attributes (~5 % of a command's CPU). An aggregate is known by its class here."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, as it calls it
+        return recordings
 
 
 class UnitOfWork:
