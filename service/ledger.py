@@ -113,7 +113,7 @@ class TrainingLedger(LedgerApplication):
         self.canonical_json = canonical_json
         self.clock = clock
         self.read_model = read_model(self)
-        self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock)
+        self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock, canonical_json)
         self.queries = Queries(self.read_model)
         self.training = Training(self)
         self.verification = Verification(self)

@@ -21,6 +21,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -28,6 +29,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError, OperationalError
 
+from trainledger.domain.chain import canonical_json
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
     ConflictError,
@@ -39,7 +41,7 @@ from trainledger.domain.errors import (
 )
 from trainledger.domain.text import refuse_control_characters
 from trainledger.service.arguments import require
-from trainledger.service.ports import IDEMPOTENCY, LedgerRecorder, Reservation
+from trainledger.service.ports import IDEMPOTENCY, CanonicalWriter, LedgerRecorder, Reservation
 
 # The aggregates are loaded by the commands that use them: queries answer from
 # the projections, and loading the pydantic models would be most of a query's
@@ -114,11 +116,18 @@ class UnitOfWork:
     MAX_ATTEMPTS = 8
 
     def __init__(
-        self, app: Application[UUID], recorder: LedgerRecorder, clock: Clock | None = None
+        self,
+        app: Application[UUID],
+        recorder: LedgerRecorder,
+        clock: Clock | None = None,
+        canonical_json: CanonicalWriter = canonical_json,
     ) -> None:
+        """`canonical_json` spells the canonical form of new events' hashes (default: the
+        definition, `domain.chain.canonical_json`)."""
         self.app = app
         self.recorder = recorder
         self.clock = clock
+        self.canonical_json = canonical_json
 
     def run(
         self,
@@ -137,15 +146,13 @@ class UnitOfWork:
             raise ValidationError("an idempotency key must not be empty (a string)")
         refuse_control_characters(actor, "actor")
         refuse_control_characters(idempotency_key, "idempotency key")
-        from trainledger.domain.model import command_context
-
         digest = "" if idempotency_key is None else request_digest(command, params)
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
                 earlier = self.earlier_outcome(idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            with command_context(actor, idempotency_key, clock=self.clock):
+            with self.context(actor, idempotency_key):
                 aggregates, outcome, reservations = body()
             if idempotency_key is not None:
                 record = json.dumps({"request": digest, "outcome": outcome}).encode()
@@ -169,6 +176,14 @@ class UnitOfWork:
             f"{command}: concurrent changes to the same records; gave up after "
             f"{self.MAX_ATTEMPTS} attempts, retry the command"
         )
+
+    def context(self, actor: str, idempotency_key: str | None) -> AbstractContextManager[None]:
+        """The command context of this unit of work's commands (`domain.aggregate`)."""
+        from trainledger.domain.model import command_context
+
+        if self.canonical_json is None:
+            return command_context(actor, idempotency_key, clock=self.clock)
+        return command_context(actor, idempotency_key, clock=self.clock, write=self.canonical_json)
 
     def earlier_outcome(self, key: str, digest: str) -> Outcome | None:
         """The outcome recorded under an idempotency key, if the key was used."""
