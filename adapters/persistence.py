@@ -70,6 +70,12 @@ class PydanticMapper(Mapper[Any]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
+        """An event read back from the ledger's own store (`DomainEvent.read_back`)."""
+        return cast(DomainEventProtocol[Any], self.read_event(stored_event, read_back=True))
+
+    def read_event(self, stored_event: StoredEvent, *, read_back: bool) -> Any:
+        """The domain event of a stored event; `read_back=False` for one that did not come
+        from the ledger's store (an import file's stored state): validated as new input."""
         state = self.decode_state(stored_event.state)
         event_cls = event_class(stored_event.topic)
         from_version = state.pop("class_version", 1)
@@ -81,7 +87,9 @@ class PydanticMapper(Mapper[Any]):
             from_version += 1
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
-        return cast(DomainEventProtocol[Any], event_cls.model_validate(state))
+        if read_back:
+            return event_cls.read_back(state)
+        return event_cls.model_validate(state)
 
     def encode_state(self, state: dict[str, Any]) -> bytes:
         """A stored state as written: transcoded, then compressed and encrypted if configured."""

@@ -18,15 +18,22 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from trainledger.domain.chain import GENESIS_HASH, NOT_PAYLOAD, chain_hash, stored_state
-from trainledger.domain.text import refuse_control_characters
+from trainledger.domain.chain import (
+    GENESIS_HASH,
+    NOT_PAYLOAD,
+    CanonicalJson,
+    canonical_json,
+    chain_hash,
+    stored_state,
+)
+from trainledger.domain.text import READ_BACK, refuse_control_characters
 
 STORED_MODULES: dict[str, str] = {
     "trainledger.domain.model": "domain.model",
@@ -65,6 +72,8 @@ class CommandContext:
     idempotency_key: str | None = None
     clock: Clock | None = None
     """None: the library's clock (now, UTC)."""
+    write: CanonicalJson = canonical_json
+    """Spells the canonical form of the new events' hashes (`domain.chain`)."""
 
     def timestamp(self) -> datetime | None:
         return None if self.clock is None else self.clock()
@@ -75,10 +84,18 @@ _command_context: ContextVar[CommandContext | None] = ContextVar("command_contex
 
 @contextmanager
 def command_context(
-    actor: str, idempotency_key: str | None = None, *, clock: Clock | None = None
+    actor: str,
+    idempotency_key: str | None = None,
+    *,
+    clock: Clock | None = None,
+    write: CanonicalJson = canonical_json,
 ) -> Iterator[None]:
-    """Stamp every event triggered inside the block with this actor, key and clock."""
-    token = _command_context.set(CommandContext(actor, idempotency_key, clock))
+    """Stamp every event triggered inside the block with this actor, key and clock.
+
+    `write` spells the canonical form the new events are hashed over: the
+    definition, or an accelerator giving the same bytes (the ledger's own).
+    """
+    token = _command_context.set(CommandContext(actor, idempotency_key, clock, write))
     try:
         yield
     finally:
@@ -127,11 +144,22 @@ class DomainEvent(BaseModel):
             # The values as given: JSON mode would already have mangled a lone surrogate.
             refuse_control_characters(self.model_dump(), self.short_type)
             state = stored_state(self)
+            context = _command_context.get()
             digest = chain_hash(
-                str(self.originator_id), self.originator_version, self.short_type, state
+                str(self.originator_id),
+                self.originator_version,
+                self.short_type,
+                state,
+                canonical_json if context is None else context.write,
             )
             object.__setattr__(self, "event_hash", digest)
         return self
+
+    @classmethod
+    def read_back(cls, state: dict[str, Any]) -> Self:
+        """The event as the ledger stored it (its fields by name or alias), validated
+        without the text rule, which it passed when it was created (`domain.text`)."""
+        return cls.model_validate(state, context=READ_BACK)
 
     @property
     def short_type(self) -> str:

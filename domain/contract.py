@@ -20,12 +20,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     model_serializer,
     model_validator,
 )
 
 from trainledger.domain import vocabulary
-from trainledger.domain.text import text_problem
+from trainledger.domain.text import is_read_back, text_problem
 from trainledger.domain.vocabulary import (
     ADAPTER_FORMAT,
     FINGERPRINT_PATTERN,
@@ -39,8 +40,15 @@ from trainledger.domain.vocabulary import (
 )
 
 
-def _refuse_control_characters(data: Any) -> Any:
-    """The ledger's text rule (`domain.text`) on a document before it is validated."""
+def _refuse_control_characters(data: Any, info: ValidationInfo) -> Any:
+    """The ledger's text rule (`domain.text`) on a document before it is validated.
+
+    Not on a model inside an event read back from the store (`domain.text.READ_BACK`):
+    it was checked when the event was created, and each nested model would walk
+    its part of the document again.
+    """
+    if is_read_back(info.context):
+        return data
     problem = text_problem(data)
     if problem is not None:
         raise ValueError(problem)

@@ -8,6 +8,11 @@ surrogate is not UTF-8, and the others rewrite a terminal that prints them.
 Checked where text enters: the contract models (a `ValueError`, so the
 caller's usual handling of an invalid document applies), a trainer result's
 storability (`trainer_outcome`), and every new event (`ControlCharacterError`).
+
+Not checked again when the ledger reads back what it stored (`READ_BACK`):
+an event in the log passed this rule when it was created, and its hash chain
+(`verify`) is what says whether it is still what was written. An import file
+is input, not read back: its events are checked as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,16 @@ import re
 from typing import Any
 
 from trainledger.domain.errors import ControlCharacterError
+
+READ_BACK: dict[str, Any] = {"trainledger_read_back": True}
+"""The validation context of an event read back from the ledger's own store
+(`DomainEvent.read_back`): the contract models inside it skip this rule."""
+
+
+def is_read_back(context: Any) -> bool:
+    """Whether a validation context is `READ_BACK` (the rule then does not apply)."""
+    return isinstance(context, dict) and context.get("trainledger_read_back") is True
+
 
 # A carriage return only as the start of a Windows line end.
 _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]|\r(?!\n)")
@@ -26,6 +41,36 @@ def text_problem(value: Any, where: str = "") -> str | None:
 
     Named as "`where` holds ..." (`where` is a dotted path to the value).
     """
+    texts: list[str] = []
+    _gather(value, texts)
+    # One search over all the text (joined by a space, which the rule allows and which
+    # cannot complete a Windows line end); the path is worked out only for a refusal.
+    if _REFUSED.search(" ".join(texts)) is None:
+        return None
+    return _first_problem(value, where)
+
+
+def _gather(value: Any, texts: list[str]) -> None:
+    """Every string in a JSON-like value, keys included."""
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                texts.append(key)
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, dict | list | tuple):
+                _gather(item, texts)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, dict | list | tuple):
+                _gather(item, texts)
+
+
+def _first_problem(value: Any, where: str) -> str | None:
     if isinstance(value, str):
         found = _REFUSED.search(value)
         if found is None:
@@ -37,14 +82,14 @@ def text_problem(value: Any, where: str = "") -> str | None:
         return f"{where or 'text'} holds a control character ({code}), which is never recorded"
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = text_problem(key, f"a key of {where}" if where else "a key")
+            problem = _first_problem(key, f"a key of {where}" if where else "a key")
             if problem is None:
-                problem = text_problem(item, _join(where, str(key)))
+                problem = _first_problem(item, _join(where, str(key)))
             if problem is not None:
                 return problem
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            problem = text_problem(item, f"{where}[{index}]")
+            problem = _first_problem(item, f"{where}[{index}]")
             if problem is not None:
                 return problem
     return None

@@ -384,7 +384,8 @@ def _rebuild_stored(
             topic=line.topic,
             state=state_codec(mapper).encode_state(line.storedState),
         )
-        event = mapper.to_domain_event(stored)
+        # Input, not read back from this store: validated as a new event's fields are.
+        event = state_codec(mapper).read_event(stored, read_back=False)
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ImportRefusedError(
             f"{where}: storedState is not a readable {line.topic} event ({error})"

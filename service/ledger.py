@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import Application
-
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
     DuplicateEvalError,
@@ -52,7 +50,7 @@ from trainledger.service.ports import (
 )
 from trainledger.service.queries import Queries
 from trainledger.service.training import Training
-from trainledger.service.unit_of_work import Outcome, UnitOfWork, parse_id
+from trainledger.service.unit_of_work import LedgerApplication, Outcome, UnitOfWork, parse_id
 from trainledger.service.verify import Verification
 
 # The aggregates, the contract and the experiment rules are imported by the
@@ -73,7 +71,7 @@ class UnknownAggregateError(NotFoundError):
         super().__init__(f"no run or checkpoint with id {aggregate_id}")
 
 
-class TrainingLedger(Application[UUID]):
+class TrainingLedger(LedgerApplication):
     """Training runs, checkpoints, evals and deployability, event-sourced."""
 
     name = "trainledger"
@@ -115,7 +113,7 @@ class TrainingLedger(Application[UUID]):
         self.canonical_json = canonical_json
         self.clock = clock
         self.read_model = read_model(self)
-        self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock)
+        self.unit_of_work = UnitOfWork(self, self.ledger_recorder, clock, canonical_json)
         self.queries = Queries(self.read_model)
         self.training = Training(self)
         self.verification = Verification(self)

@@ -24,6 +24,8 @@ from trainledger.projections.filters import (
 )
 
 if TYPE_CHECKING:
+    from eventsourcing.persistence import StoredEvent
+
     from trainledger.domain.experiment import DatasetDigest
     from trainledger.domain.shadow_stats import ShadowCounts
 
@@ -142,6 +144,9 @@ class StateCodec(Protocol):
     def encode_state(self, state: dict[str, Any]) -> bytes: ...
 
     def decode_state(self, data: bytes) -> dict[str, Any]: ...
+
+    def read_event(self, stored_event: StoredEvent, *, read_back: bool) -> Any:
+        """The domain event of a stored event (`read_back`: from the ledger's own store)."""
 
 
 def state_codec(mapper: object) -> StateCodec:

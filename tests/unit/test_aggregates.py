@@ -534,3 +534,33 @@ def test_an_events_hash_is_the_hash_of_its_content() -> None:
         assert chain_hash(aggregate_id, version, "Failed", tampered) != failed.chain_hash()
     assert chain_hash(aggregate_id, version + 1, "Failed", state) != failed.chain_hash()
     assert chain_hash(aggregate_id, version, "Completed", state) != failed.chain_hash()
+
+
+def test_an_event_read_back_is_validated_without_the_text_rule_it_passed_when_new() -> None:
+    """What the store holds was checked when it was created; its types still are."""
+    import pydantic
+
+    summary = {
+        "evalId": "e1",
+        "checkpointId": str(uuid4()),
+        "benchmarkId": "bench\x07",
+        "targetModelFamily": "f",
+        "mode": "prompt_assisted",
+        "baselineScore": 0.5,
+        "candidateScore": 0.75,
+        "verdict": "pass",
+    }
+    state = {
+        "originator_id": uuid4(),
+        "originator_version": 2,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "actor": "alice",
+        "previousHash": GENESIS_HASH,
+        "eventHash": "1" * 64,
+        "eval": summary,
+    }
+    assert Checkpoint.EvalAttached.read_back(state).eval.benchmarkId == "bench\x07"
+    with pytest.raises(pydantic.ValidationError, match="control character"):
+        Checkpoint.EvalAttached.model_validate(state)
+    with pytest.raises(pydantic.ValidationError, match="baselineScore"):
+        Checkpoint.EvalAttached.read_back({**state, "eval": {**summary, "baselineScore": "x"}})

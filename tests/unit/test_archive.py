@@ -211,6 +211,20 @@ def rehash_eval_with_score(line: dict[str, Any]) -> None:
     line["eventHash"] = chain_hash(line["aggregateId"], line["version"], line["type"], state)
 
 
+def stored_state_with_a_control_character(line: dict[str, Any]) -> None:
+    """A line restored from its `storedState` (an older class version) is input too."""
+    eval_ = {**line["payload"]["eval"], "benchmarkId": "bench\x07"}
+    line["storedState"] = {
+        "timestamp": line["timestamp"],
+        "actor": line["actor"],
+        "idempotencyKey": line["idempotencyKey"],
+        "previousHash": line["previousHash"],
+        "eventHash": line["eventHash"],
+        **line["payload"],
+        "eval": eval_,
+    }
+
+
 def swap(i: int, j: int) -> Callable[[Lines], Lines]:
     def apply(lines: Lines) -> Lines:
         lines[i], lines[j] = lines[j], lines[i]
@@ -246,6 +260,10 @@ BROKEN_FILES: dict[str, tuple[Callable[[Lines], Lines], str]] = {
     "payload modified": (edit(5, set_verdict), "line 6: .* does not match its eventHash"),
     "event rehashed": (edit(5, rehash_eval_with_score), "line 7: .* hash chain broken"),
     "field added": (edit(2, set_payload("extra", 1)), "line 3: not a valid Checkpoint.Registered"),
+    "control character in a stored state": (
+        edit(5, stored_state_with_a_control_character),
+        r"line 6: storedState is not a readable \S+ event \([^)]*benchmarkId holds a control",
+    ),
     "unknown type": (edit(0, lambda line: line.update(topic="os:system")), "unknown event topic"),
     "actor changed": (edit(1, lambda line: line.update(actor="eve")), "line 2: .* eventHash"),
     "missing field": (edit(1, lambda line: line.pop("eventHash")), "line 2: not an export line"),

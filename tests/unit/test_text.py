@@ -1,0 +1,66 @@
+"""The text rule (domain/text.py): what it refuses anywhere in a JSON-like value, and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trainledger.domain.text import text_problem
+
+# Text made mostly of the characters the rule is about, so both answers are common.
+TEXT = st.text(alphabet=st.sampled_from(["a", " ", "\t", "\n", "\r", "\x00", "\x1f", "\ud800"]))
+VALUES = st.recursive(
+    TEXT | st.integers() | st.none(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def refused_alone(text: str) -> bool:
+    """The rule on one string, character by character."""
+    for index, character in enumerate(text):
+        if character in "\t\n" or " " <= character < "\ud800" or character > "\udfff":
+            continue
+        if character == "\r" and text[index + 1 : index + 2] == "\n":
+            continue
+        return True
+    return False
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for k, v in value.items() for text in [*strings(k), *strings(v)]]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
+@given(VALUES)
+def test_a_value_is_refused_exactly_when_one_of_its_strings_is(value: Any) -> None:
+    assert (text_problem(value) is not None) == any(refused_alone(s) for s in strings(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"a": ["ok", "line\r"]}, "a[1] holds a control character (U+000D)"),
+        ({"a": {"b\x00": 1}}, "a key of a holds a control character (U+0000)"),
+        (["fine\r\n", {"c": "x\ud800"}], "[1].c is not valid Unicode text (a lone surrogate"),
+        ({"a": "end\r", "b": "\nstart"}, "a holds a control character (U+000D)"),
+    ],
+)
+def test_the_problem_names_the_first_refused_character_by_its_path(
+    value: Any, problem: str
+) -> None:
+    found = text_problem(value)
+    assert found is not None
+    assert found.startswith(problem)
+
+
+def test_text_that_ends_a_line_the_windows_way_is_recorded() -> None:
+    assert text_problem({"note": "one\r\ntwo\ttabbed\n", "k": ["\r\n"]}) is None
