@@ -257,7 +257,11 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             if not self._hours:
                 self._hours = has_shadow_hours(c)
             yield SQLFactReader(
-                c, log_table=self.log_table, counters=self._counted, shadow_hours=self._hours
+                c,
+                log_table=self.log_table,
+                counters=self._counted,
+                shadow_hours=self._hours,
+                json_documents=True,
             )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from trainledger.adapters.sqlite.deployment_reads import DeploymentReads
+from trainledger.adapters.sqlite.impact_reads import IMPACT_CHECKPOINT_ORDER, IMPACT_RUNS
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
 from trainledger.adapters.sqlite.view_counts import read_counts
 from trainledger.adapters.sqlite.view_schema import (
@@ -37,7 +38,7 @@ from trainledger.projections.facts import (
     RunRecord,
     ViewDump,
 )
-from trainledger.projections.view import FactReader, StoredRow
+from trainledger.projections.view import FactReader, ImpactRows, StoredRow
 
 # A run's status and a checkpoint's deployability as of a moment (`?`: it),
 # derived from the times of their facts.
@@ -117,7 +118,10 @@ class SQLFactReader(DeploymentReads, FactReader):
         log_table: str | None = None,
         counters: bool = False,
         shadow_hours: bool = False,
+        json_documents: bool = False,
     ) -> None:
+        self.json_documents = json_documents
+        """`impact` now is made by SQLite's JSON functions (adapters/sqlite/impact_reads.py)."""
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.shadow_hours = shadow_hours
@@ -143,6 +147,20 @@ class SQLFactReader(DeploymentReads, FactReader):
             select = SELECT_ROWS.format(table=self.log_table) + f"WHERE {_among('rowid', chunk)}"
             rows.extend(cast("list[StoredRow]", self._rows(select, chunk)))
         return rows
+
+    def impact_now(self, dataset_fingerprint: str) -> ImpactRows | None:
+        if not self.json_documents:
+            return None
+        ((runs, run_ids, positions),) = self._rows(IMPACT_RUNS, (dataset_fingerprint,))
+        if run_ids is None:
+            return ImpactRows("[]", [], [], [])
+        ((order,),) = self._rows(IMPACT_CHECKPOINT_ORDER, (dataset_fingerprint,))
+        return ImpactRows(
+            runs,
+            run_ids.split(","),
+            list(map(int, positions.split(","))),
+            [] if order is None else order.split(","),
+        )
 
     def position(self, application_name: str) -> int:
         select = SELECT_POSITION.format(tracking=self.tracking_table)

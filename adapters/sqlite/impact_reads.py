@@ -1,0 +1,137 @@
+"""`impact` now, on SQLite: the documents of a dataset's runs and checkpoints made in SQL.
+
+An impact answers ~1,000 runs and as many checkpoints at a million
+lifecycles: read as rows (runs, links, checkpoints, evals, deployability,
+by id in chunks) and made into documents in Python, most of its time went
+to the Python objects of the rows and of the documents. Here one statement
+walks the dataset's runs by their index, newest first, and SQLite's JSON
+functions make each run's document (but its spec, which the log holds) with
+its checkpoints' documents in it, in the shapes of
+`projections.documents.run_document` and `checkpoint_document`, keys in
+their order: the answer is one JSON text, parsed once. A second statement
+gives the checkpoints' order across runs (newest first). The read model adds
+each run's spec (`ProjectionReadModel.impact`); `tests/integration/
+test_impact_documents.py` holds the answers equal to the documents made
+from the facts.
+
+Times are printed as `projections.documents.time_text` does (the naive UTC
+moment's ISO form, microseconds only when there are any, and a `Z`), ids
+as `uuid_text` does (the views keep them as 32 lowercase hex digits).
+An as-of answer is made from the facts as before.
+"""
+
+from __future__ import annotations
+
+from trainledger.adapters.sqlite.view_schema import (
+    CHECKPOINTS,
+    DEPLOYABILITY,
+    EVALS,
+    LINKS,
+    RUNS,
+)
+
+
+def _time(column: str) -> str:
+    """A stored time (microseconds since the epoch) as `time_text` prints it; NULL stays NULL."""
+    fraction = f"((({column}) % 1000000 + 1000000) % 1000000)"
+    return (
+        f"(strftime('%Y-%m-%dT%H:%M:%S', (({column}) - {fraction}) / 1000000, 'unixepoch') "
+        f"|| CASE WHEN {fraction} = 0 THEN '' ELSE printf('.%06d', {fraction}) END || 'Z')"
+    )
+
+
+def _uuid(column: str) -> str:
+    """An id (32 hex digits) with its hyphens, as `uuid_text` prints it."""
+    return (
+        f"(substr({column}, 1, 8) || '-' || substr({column}, 9, 4) || '-' || "
+        f"substr({column}, 13, 4) || '-' || substr({column}, 17, 4) || '-' || "
+        f"substr({column}, 21))"
+    )
+
+
+def _flag(condition: str) -> str:
+    return f"json(CASE WHEN {condition} THEN 'true' ELSE 'false' END)"
+
+
+_LAST_SUMMARY = (
+    f"(SELECT e.summary FROM {EVALS} e WHERE e.checkpoint_id = c.checkpoint_id "
+    "ORDER BY e.checkpoint_version DESC LIMIT 1)"
+)
+
+_CHECKPOINT_DOCUMENT = (
+    "json_object("
+    f"'checkpointId', {_uuid('c.checkpoint_id')}, "
+    f"'trainRunId', {_uuid('c.run_id')}, "
+    "'targetModelFamily', c.family, "
+    "'artifactPath', c.artifact_path, "
+    "'artifactDigest', c.artifact_digest, "
+    "'checkpointRef', c.checkpoint_ref, "
+    "'metrics', json(c.metrics), "
+    f"'createdAt', {_time('c.created_at')}, "
+    f"'deployable', {_flag('c.deployable <> 0')}, "
+    f"'currentEvalId', json_extract({_LAST_SUMMARY}, '$.evalId'), "
+    f"'currentEval', json({_LAST_SUMMARY}), "
+    "'evals', json((SELECT json_group_array(json(s.summary)) FROM "
+    f"(SELECT e.summary FROM {EVALS} e WHERE e.checkpoint_id = c.checkpoint_id "
+    "ORDER BY e.checkpoint_version) s)), "
+    "'deployabilityHistory', json((SELECT json_group_array(json_object("
+    f"'deployable', {_flag('h.deployable <> 0')}, "
+    f"'timestamp', {_time('h.changed_at')}, "
+    "'actor', h.actor, 'evalId', h.eval_id, 'reason', h.reason)) FROM "
+    f"(SELECT d.deployable, d.changed_at, d.actor, d.eval_id, d.reason FROM {DEPLOYABILITY} d "
+    "WHERE d.checkpoint_id = c.checkpoint_id ORDER BY d.checkpoint_version) h)), "
+    f"'version', 1 + (SELECT COUNT(*) FROM {EVALS} e WHERE e.checkpoint_id = c.checkpoint_id) "
+    f"+ (SELECT COUNT(*) FROM {DEPLOYABILITY} d WHERE d.checkpoint_id = c.checkpoint_id))"
+)
+
+_LINKS = f"(SELECT COUNT(*) FROM {LINKS} k WHERE k.run_id = r.run_id)"
+_ENDED = "(r.completed_at IS NOT NULL OR r.failed_at IS NOT NULL)"
+
+# The keys a run's spec gives are NULL here (in their places): the read model sets them.
+_RUN_DOCUMENT = (
+    "json_object("
+    f"'trainRunId', {_uuid('r.run_id')}, "
+    "'experimentId', NULL, "
+    "'status', r.status, "
+    "'backend', NULL, "
+    "'targetWorkerProfile', NULL, "
+    "'targetModelFamily', NULL, "
+    "'datasetFingerprint', NULL, "
+    "'configFingerprint', NULL, "
+    "'sampleCount', r.sample_count, "
+    f"'createdAt', {_time('r.created_at')}, "
+    f"'startedAt', {_time('r.started_at')}, "
+    f"'completedAt', {_time('r.completed_at')}, "
+    f"'failedAt', {_time('r.failed_at')}, "
+    "'failureReason', CASE WHEN r.failed_at IS NOT NULL THEN r.failure_reason END, "
+    "'host', CASE WHEN r.started_at IS NOT NULL THEN r.host END, "
+    "'pid', CASE WHEN r.started_at IS NOT NULL THEN r.pid END, "
+    "'trainerLogPath', CASE WHEN r.started_at IS NOT NULL THEN r.trainer_log_path END, "
+    f"'trainerResult', CASE WHEN {_ENDED} THEN json(r.trainer_result) END, "
+    "'checkpointIds', json((SELECT json_group_array(i.id) FROM "
+    f"(SELECT {_uuid('k.checkpoint_id')} AS id FROM {LINKS} k WHERE k.run_id = r.run_id "
+    "ORDER BY k.run_version) i)), "
+    "'version', 1 + (r.started_at IS NOT NULL) + "
+    f"{_ENDED} + {_LINKS}, "
+    "'spec', NULL, "
+    "'checkpoints', json((SELECT json_group_array(json(p.document)) FROM "
+    f"(SELECT {_CHECKPOINT_DOCUMENT} AS document FROM {CHECKPOINTS} c "
+    "WHERE c.run_id = r.run_id ORDER BY c.position DESC) p)))"
+)
+
+IMPACT_RUNS = (
+    "SELECT json_group_array(json(x.document)), group_concat(x.run_id), "
+    "group_concat(x.position) FROM "
+    f"(SELECT {_RUN_DOCUMENT} AS document, r.run_id, r.position FROM {RUNS} r "
+    "WHERE r.dataset_fingerprint = ? ORDER BY r.position DESC) x"
+)
+"""The documents of a dataset's runs newest first (JSON), their ids and registrations'
+positions (comma-separated, in the same order)."""
+
+IMPACT_CHECKPOINT_ORDER = (
+    "SELECT group_concat(x.id) FROM "
+    f"(SELECT {_uuid('c.checkpoint_id')} AS id FROM {RUNS} r "
+    f"JOIN {CHECKPOINTS} c ON c.run_id = r.run_id "
+    "WHERE r.dataset_fingerprint = ? ORDER BY c.position DESC) x"
+)
+"""The ids of the checkpoints of a dataset's runs, newest first (comma-separated)."""
