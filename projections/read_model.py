@@ -299,8 +299,16 @@ class ProjectionReadModel(DeploymentReadModel):
             run["datasetFingerprint"] = spec["datasetFingerprint"]
             run["configFingerprint"] = spec.get("configFingerprint")
             run["spec"] = spec
-        by_id = {c["checkpointId"]: c for run in run_documents for c in run["checkpoints"]}
-        checkpoint_documents = [by_id[key] for key in made.checkpoint_order]
+        # Newest first across the runs: as the runs come, unless some run's checkpoint
+        # came after a newer run's.
+        placed = [
+            (position, checkpoint)
+            for run, positions in zip(run_documents, made.checkpoint_positions, strict=True)
+            for position, checkpoint in zip(positions, run["checkpoints"], strict=True)
+        ]
+        if any(placed[i][0] < placed[i + 1][0] for i in range(len(placed) - 1)):
+            placed.sort(key=lambda pair: pair[0], reverse=True)
+        checkpoint_documents = [checkpoint for _, checkpoint in placed]
         return self._impact_answer(dataset_fingerprint, as_of, run_documents, checkpoint_documents)
 
     def impact_from_facts(

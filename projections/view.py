@@ -42,20 +42,20 @@ older `class_version`; `projections.log.EventDecoder` makes records of them)."""
 
 
 class ImpactRows(NamedTuple):
-    """A dataset's runs now, as a view that makes their documents answers them.
+    """A dataset's runs now, as a view that keeps their documents answers them.
 
     `runs` is the JSON array of the runs' documents, newest first, with their
     checkpoints' documents in them (`projections.documents` shapes), but the
     keys a run's spec gives (NULL: the read model sets them from the log);
     `run_ids` and `positions` are the runs' ids and registrations' positions
-    in the same order; `checkpoint_order` the checkpoints' ids (as printed)
-    newest first across the runs.
+    in the same order; `checkpoint_positions` the positions of each run's
+    checkpoints, in the order of its document's (newest first).
     """
 
     runs: str
     run_ids: list[str]
     positions: list[int]
-    checkpoint_order: list[str]
+    checkpoint_positions: list[list[int]]
 
 
 class StaleTrackingError(IntegrityError):

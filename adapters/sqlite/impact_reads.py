@@ -22,6 +22,8 @@ An as-of answer is made from the facts as before.
 
 from __future__ import annotations
 
+from typing import Any
+
 from trainledger.adapters.sqlite.view_schema import (
     CHECKPOINTS,
     DEPLOYABILITY,
@@ -119,19 +121,114 @@ _RUN_DOCUMENT = (
     "WHERE c.run_id = r.run_id ORDER BY c.position DESC) p)))"
 )
 
-IMPACT_RUNS = (
-    "SELECT json_group_array(json(x.document)), group_concat(x.run_id), "
-    "group_concat(x.position) FROM "
-    f"(SELECT {_RUN_DOCUMENT} AS document, r.run_id, r.position FROM {RUNS} r "
-    "WHERE r.dataset_fingerprint = ? ORDER BY r.position DESC) x"
-)
-"""The documents of a dataset's runs newest first (JSON), their ids and registrations'
-positions (comma-separated, in the same order)."""
+IMPACT = "view_impact"
 
-IMPACT_CHECKPOINT_ORDER = (
-    "SELECT group_concat(x.id) FROM "
-    f"(SELECT {_uuid('c.checkpoint_id')} AS id FROM {RUNS} r "
-    f"JOIN {CHECKPOINTS} c ON c.run_id = r.run_id "
-    "WHERE r.dataset_fingerprint = ? ORDER BY c.position DESC) x"
+CREATE_IMPACT = (
+    f"CREATE TABLE IF NOT EXISTS {IMPACT} (dataset_fingerprint TEXT NOT NULL, "
+    "position BIGINT NOT NULL, run_id TEXT NOT NULL, document TEXT NOT NULL, "
+    "checkpoint_positions TEXT, PRIMARY KEY (dataset_fingerprint, position)) WITHOUT ROWID"
 )
-"""The ids of the checkpoints of a dataset's runs, newest first (comma-separated)."""
+"""Each run's document (`_RUN_DOCUMENT`) and its checkpoints' positions (newest first,
+comma-separated, NULL for none), clustered by dataset and registration: an impact reads
+one range of it."""
+
+_POSITIONS = (
+    "(SELECT group_concat(p.position) FROM "
+    f"(SELECT c.position FROM {CHECKPOINTS} c WHERE c.run_id = r.run_id "
+    "ORDER BY c.position DESC) p)"
+)
+_COLUMNS = "dataset_fingerprint, position, run_id, document, checkpoint_positions"
+_VALUES = f"r.dataset_fingerprint, r.position, r.run_id, {_RUN_DOCUMENT}, {_POSITIONS}"
+
+
+def _render(run_id: str) -> str:
+    return (
+        f"INSERT OR REPLACE INTO {IMPACT} ({_COLUMNS}) "
+        f"SELECT {_VALUES} FROM {RUNS} r WHERE r.run_id = {run_id}; "
+    )
+
+
+def _of_checkpoint(checkpoint_id: str) -> str:
+    return f"(SELECT run_id FROM {CHECKPOINTS} WHERE checkpoint_id = {checkpoint_id})"
+
+
+_FORGET_RUN = (
+    f"DELETE FROM {IMPACT} WHERE dataset_fingerprint = OLD.dataset_fingerprint "
+    "AND position = OLD.position; "
+)
+
+TRIGGERS: dict[str, str] = {
+    f"{IMPACT}_run_insert": f"AFTER INSERT ON {RUNS} BEGIN {_render('NEW.run_id')} END",
+    f"{IMPACT}_run_update": f"AFTER UPDATE ON {RUNS} BEGIN {_render('NEW.run_id')} END",
+    f"{IMPACT}_run_delete": f"AFTER DELETE ON {RUNS} BEGIN {_FORGET_RUN} END",
+    f"{IMPACT}_link_insert": f"AFTER INSERT ON {LINKS} BEGIN {_render('NEW.run_id')} END",
+    f"{IMPACT}_link_delete": f"AFTER DELETE ON {LINKS} BEGIN {_render('OLD.run_id')} END",
+    f"{IMPACT}_checkpoint_insert": (
+        f"AFTER INSERT ON {CHECKPOINTS} BEGIN {_render('NEW.run_id')} END"
+    ),
+    f"{IMPACT}_checkpoint_update": (
+        f"AFTER UPDATE ON {CHECKPOINTS} BEGIN {_render('OLD.run_id')}{_render('NEW.run_id')} END"
+    ),
+    f"{IMPACT}_checkpoint_delete": (
+        f"AFTER DELETE ON {CHECKPOINTS} BEGIN {_render('OLD.run_id')} END"
+    ),
+    f"{IMPACT}_eval_insert": (
+        f"AFTER INSERT ON {EVALS} BEGIN {_render(_of_checkpoint('NEW.checkpoint_id'))} END"
+    ),
+    f"{IMPACT}_eval_delete": (
+        f"AFTER DELETE ON {EVALS} BEGIN {_render(_of_checkpoint('OLD.checkpoint_id'))} END"
+    ),
+    f"{IMPACT}_deployability_insert": (
+        f"AFTER INSERT ON {DEPLOYABILITY} BEGIN {_render(_of_checkpoint('NEW.checkpoint_id'))} END"
+    ),
+    f"{IMPACT}_deployability_delete": (
+        f"AFTER DELETE ON {DEPLOYABILITY} BEGIN {_render(_of_checkpoint('OLD.checkpoint_id'))} END"
+    ),
+}
+"""Triggers keeping each run's document in step with its rows, in the writer's transaction
+(whoever writes them): after name -> the `CREATE TRIGGER` statement after the name."""
+
+RENDER_ALL = (
+    f"INSERT INTO {IMPACT} ({_COLUMNS}) SELECT {_VALUES} FROM {RUNS} r "
+    "ORDER BY r.dataset_fingerprint, r.position"
+)
+
+SELECT_IMPACT = (
+    f"SELECT run_id, position, document, checkpoint_positions FROM {IMPACT} "
+    "WHERE dataset_fingerprint = ? "
+    "ORDER BY position DESC"
+)
+
+
+def _present(c: Any) -> int:
+    marks = ", ".join("?" for _ in TRIGGERS)
+    c.execute(
+        f"SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})",
+        tuple(TRIGGERS),
+    )
+    return int(c.fetchone()[0])
+
+
+def ensure_impact(c: Any) -> None:
+    """Make every run's document and the triggers, unless all of them are there (`c`: a
+    cursor in a write transaction)."""
+    c.execute(CREATE_IMPACT)
+    if _present(c) == len(TRIGGERS):
+        return
+    drop_impact(c)
+    c.execute(f"DELETE FROM {IMPACT}")
+    c.execute(RENDER_ALL)
+    for name, body in TRIGGERS.items():
+        c.execute(f"CREATE TRIGGER {name} {body}")
+
+
+def drop_impact(c: Any) -> None:
+    """No documents made row by row while a rebuild fills the tables (made once at the end)."""
+    for name in TRIGGERS:
+        c.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def has_impact(c: Any) -> bool:
+    """Whether the view keeps the runs' documents (a view of an older version does not)."""
+    c.execute(f"SELECT COUNT(*) FROM sqlite_master WHERE name = '{IMPACT}'")
+    return int(c.fetchone()[0]) == 1 and _present(c) == len(TRIGGERS)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from trainledger.adapters.sqlite.deployment_reads import DeploymentReads
-from trainledger.adapters.sqlite.impact_reads import IMPACT_CHECKPOINT_ORDER, IMPACT_RUNS
+from trainledger.adapters.sqlite.impact_reads import SELECT_IMPACT
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
 from trainledger.adapters.sqlite.view_counts import read_counts
 from trainledger.adapters.sqlite.view_schema import (
@@ -121,7 +121,7 @@ class SQLFactReader(DeploymentReads, FactReader):
         json_documents: bool = False,
     ) -> None:
         self.json_documents = json_documents
-        """`impact` now is made by SQLite's JSON functions (adapters/sqlite/impact_reads.py)."""
+        """The view keeps each run's document for `impact` (adapters/sqlite/impact_reads.py)."""
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.shadow_hours = shadow_hours
@@ -151,15 +151,15 @@ class SQLFactReader(DeploymentReads, FactReader):
     def impact_now(self, dataset_fingerprint: str) -> ImpactRows | None:
         if not self.json_documents:
             return None
-        ((runs, run_ids, positions),) = self._rows(IMPACT_RUNS, (dataset_fingerprint,))
-        if run_ids is None:
+        rows = self._rows(SELECT_IMPACT, (dataset_fingerprint,))
+        if not rows:
             return ImpactRows("[]", [], [], [])
-        ((order,),) = self._rows(IMPACT_CHECKPOINT_ORDER, (dataset_fingerprint,))
+        run_ids, positions, documents, checkpoints = zip(*rows, strict=True)
         return ImpactRows(
-            runs,
-            run_ids.split(","),
-            list(map(int, positions.split(","))),
-            [] if order is None else order.split(","),
+            f"[{','.join(documents)}]",
+            list(run_ids),
+            list(positions),
+            [[] if p is None else list(map(int, p.split(","))) for p in checkpoints],
         )
 
     def position(self, application_name: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.projection_support import ACTOR, DATASETS, OTHER_FAMILY, create_run
 from tests.support import READER_FAMILY, eval_summary, existing_artifact
+from trainledger.adapters.sqlite.impact_reads import IMPACT, TRIGGERS
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
 from trainledger.domain.errors import LedgerError
@@ -209,3 +211,28 @@ def test_a_run_with_several_checkpoints_interleaved_with_another_run() -> None:
         assert [c["checkpointId"] for c in made["checkpoints"]] == checkpoints[::-1]
         assert [r["trainRunId"] for r in made["runs"]] == [second, first]
         check(ledger, [first, second], checkpoints)
+
+
+def test_documents_without_their_triggers_are_made_again_on_open(tmp_path: Path) -> None:
+    """A rebuild interrupted after dropping the triggers (or a view made before them): the
+    next open makes every run's document again; meanwhile impact answers from the facts."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    clock = Clock(datetime(2026, 1, 5, tzinfo=UTC), timedelta(seconds=1))
+    ledger = open_ledger(url, clock=clock)
+    runs = [create_run(ledger, READER_FAMILY, DATASETS[i % 2]) for i in range(4)]
+    ledger.start_run(runs[0], actor=ACTOR)
+    expected = {dataset: ledger.impact(dataset) for dataset in DATASETS}
+    ledger.close()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        for name in TRIGGERS:
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute(f"DELETE FROM {IMPACT}")
+    ledger = open_ledger(url, clock=clock)
+    try:
+        with sqlite3.connect(tmp_path / "ledger.db") as db:
+            assert db.execute(f"SELECT COUNT(*) FROM {IMPACT}").fetchone() == (4,)
+        for dataset in DATASETS:
+            assert ledger.impact(dataset) == expected[dataset]
+        check(ledger, runs, [])
+    finally:
+        ledger.close()
