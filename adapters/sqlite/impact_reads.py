@@ -1,23 +1,30 @@
-"""`impact` now, on SQLite: the documents of a dataset's runs and checkpoints made in SQL.
+"""`impact` now, on SQLite: each run's document kept in the view, made by SQL.
 
 An impact answers ~1,000 runs and as many checkpoints at a million
 lifecycles: read as rows (runs, links, checkpoints, evals, deployability,
 by id in chunks) and made into documents in Python, most of its time went
-to the Python objects of the rows and of the documents. Here one statement
-walks the dataset's runs by their index, newest first, and SQLite's JSON
-functions make each run's document (but its spec, which the log holds) with
-its checkpoints' documents in it, in the shapes of
+to the Python objects of the rows and of the documents. `view_impact` keeps
+each run's document (but its spec, which the log holds) with its
+checkpoints' documents in it, in the shapes of
 `projections.documents.run_document` and `checkpoint_document`, keys in
-their order: the answer is one JSON text, parsed once. A second statement
-gives the checkpoints' order across runs (newest first). The read model adds
-each run's spec (`ProjectionReadModel.impact`); `tests/integration/
-test_impact_documents.py` holds the answers equal to the documents made
-from the facts.
+their order, made by SQLite's JSON functions; clustered by (dataset,
+registration), so an impact reads one range of it and parses one JSON text.
+Triggers on the view's tables make a run's document again whenever one of
+its rows (or its checkpoints', evals', deployability changes') is written,
+in the writer's transaction; a rebuild drops them while it fills the tables
+and makes every document once at the end, as does the open of a view found
+without them. The table is derived from the others, like the counters
+(`view_counts`): not part of a `ViewDump`, so `verify` compares the tables
+it is made of. The read model adds each run's spec
+(`ProjectionReadModel.impact`); tests/integration/test_impact_documents.py
+holds the answers equal to the documents made from the facts, byte for
+byte, and to the aggregates'.
 
 Times are printed as `projections.documents.time_text` does (the naive UTC
 moment's ISO form, microseconds only when there are any, and a `Z`), ids
 as `uuid_text` does (the views keep them as 32 lowercase hex digits).
-An as-of answer is made from the facts as before.
+An as-of answer is made from the facts as before; so is every answer on
+PostgreSQL and in memory.
 """
 
 from __future__ import annotations
