@@ -29,7 +29,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from trainledger.domain.errors import ViewsInconsistentError
@@ -283,56 +282,16 @@ class ProjectionReadModel(DeploymentReadModel):
         }
 
     def impact(self, dataset_fingerprint: str, as_of: datetime | None) -> Document:
-        with self._current() as reader:
-            made = reader.impact_now(dataset_fingerprint) if as_of is None else None
-            if made is not None:
-                specs = self._specs(reader, made.run_ids, made.positions)
-            else:
-                return self.impact_from_facts(reader, dataset_fingerprint, as_of)
-        run_documents: list[Document] = orjson.loads(made.runs)
-        for run, run_id in zip(run_documents, made.run_ids, strict=True):
-            spec = specs[run_id]  # the keys `run_document` takes from the spec, in place
-            run["experimentId"] = spec["experimentId"]
-            run["backend"] = spec.get("backend")
-            run["targetWorkerProfile"] = spec.get("targetWorkerProfile")
-            run["targetModelFamily"] = spec["targetModelFamily"]
-            run["datasetFingerprint"] = spec["datasetFingerprint"]
-            run["configFingerprint"] = spec.get("configFingerprint")
-            run["spec"] = spec
-        # Newest first across the runs: as the runs come, unless some run's checkpoint
-        # came after a newer run's.
-        placed = [
-            (position, checkpoint)
-            for run, positions in zip(run_documents, made.checkpoint_positions, strict=True)
-            for position, checkpoint in zip(positions, run["checkpoints"], strict=True)
-        ]
-        if any(placed[i][0] < placed[i + 1][0] for i in range(len(placed) - 1)):
-            placed.sort(key=lambda pair: pair[0], reverse=True)
-        checkpoint_documents = [checkpoint for _, checkpoint in placed]
-        return self._impact_answer(dataset_fingerprint, as_of, run_documents, checkpoint_documents)
-
-    def impact_from_facts(
-        self, reader: FactReader, dataset_fingerprint: str, as_of: datetime | None
-    ) -> Document:
-        """`impact` made from the facts (an as-of answer, or a view that makes no documents)."""
         at = _micros(as_of)
-        runs = reader.runs(dataset_fingerprint=dataset_fingerprint, as_of=at)
-        run_documents = self._run_documents(reader, runs, at)
-        checkpoints = reader.checkpoints(run_ids=[r.run_id for r in runs], as_of=at)
-        checkpoint_documents = self._checkpoint_documents(reader, checkpoints, at)
+        with self._current() as reader:
+            runs = reader.runs(dataset_fingerprint=dataset_fingerprint, as_of=at)
+            run_documents = self._run_documents(reader, runs, at)
+            checkpoints = reader.checkpoints(run_ids=[r.run_id for r in runs], as_of=at)
+            checkpoint_documents = self._checkpoint_documents(reader, checkpoints, at)
         by_run = grouped(checkpoint_documents, lambda c: str(c["trainRunId"]))
+        deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
         for run in run_documents:  # each document is this answer's own: extended, not copied
             run["checkpoints"] = by_run.get(run["trainRunId"], [])
-        return self._impact_answer(dataset_fingerprint, as_of, run_documents, checkpoint_documents)
-
-    @staticmethod
-    def _impact_answer(
-        dataset_fingerprint: str,
-        as_of: datetime | None,
-        run_documents: list[Document],
-        checkpoint_documents: list[Document],
-    ) -> Document:
-        deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
         return {
             "datasetFingerprint": dataset_fingerprint,
             "asOf": iso(as_of),
@@ -423,26 +382,24 @@ class ProjectionReadModel(DeploymentReadModel):
         self, reader: FactReader, runs: Sequence[RunRecord], at: int | None
     ) -> list[Document]:
         links = grouped(reader.links([r.run_id for r in runs], at), lambda k: k.run_id)
-        specs = self._specs(reader, [r.run_id for r in runs], [r.position for r in runs])
+        specs = self._specs(reader, runs)
         return [run_document(run, links.get(run.run_id, []), at, specs[run.run_id]) for run in runs]
 
-    def _specs(
-        self, reader: FactReader, run_ids: Sequence[str], positions: Sequence[int]
-    ) -> dict[str, dict[str, Any]]:
-        """Each run's spec (runs by id and registration's position), from its registration in
-        the log (the views do not keep specs).
+    def _specs(self, reader: FactReader, runs: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
+        """Each run's spec, from its registration in the log (the views do not keep specs).
 
         Read in the view's own transaction where the view lives with the log.
         """
+        positions = [run.position for run in runs]
         stored = reader.stored_events(positions)
         registrations = (
             self.log.events_at(positions) if stored is None else self.log.records(stored)
         )
         specs = {e.aggregate_id: run_spec(e) for e in registrations if e.topic in RUN_OPENINGS}
-        for run_id, position in zip(run_ids, positions, strict=True):
-            if run_id not in specs:
+        for run in runs:
+            if run.run_id not in specs:
                 raise ViewsInconsistentError(
-                    f"the views hold run {run_id} registered at position {position}, "
+                    f"the views hold run {run.run_id} registered at position {run.position}, "
                     "where the log holds no such event; run `trainledger verify`"
                 )
         return specs

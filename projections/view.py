@@ -18,7 +18,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import NamedTuple
 
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
@@ -39,23 +38,6 @@ StoredRow = tuple[int, str, int, str, bytes]
 """A stored event as the log holds it: position, aggregate id (32 hex digits),
 version, topic, stored state (as written: maybe encrypted, compressed or of an
 older `class_version`; `projections.log.EventDecoder` makes records of them)."""
-
-
-class ImpactRows(NamedTuple):
-    """A dataset's runs now, as a view that keeps their documents answers them.
-
-    `runs` is the JSON array of the runs' documents, newest first, with their
-    checkpoints' documents in them (`projections.documents` shapes), but the
-    keys a run's spec gives (NULL: the read model sets them from the log);
-    `run_ids` and `positions` are the runs' ids and registrations' positions
-    in the same order; `checkpoint_positions` the positions of each run's
-    checkpoints, in the order of its document's (newest first).
-    """
-
-    runs: str
-    run_ids: list[str]
-    positions: list[int]
-    checkpoint_positions: list[list[int]]
 
 
 class StaleTrackingError(IntegrityError):
@@ -85,13 +67,6 @@ class FactReader(ABC):
         """The log's stored rows at these positions, where the view lives with the log.
 
         None when this reader cannot read them (the view is kept apart from the log).
-        """
-        return None
-
-    def impact_now(self, dataset_fingerprint: str) -> ImpactRows | None:
-        """The dataset's runs now with their documents made, where the view can make them.
-
-        None when it cannot: the read model makes them from the facts.
         """
         return None
 

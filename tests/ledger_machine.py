@@ -8,7 +8,6 @@ After every step:
 - the seed's invariants hold in the views: a deployable checkpoint's current
   eval did not fail and its run completed; a checkpoint's family is its run's;
 - stats agree with the lists;
-- `impact` now (on SQLite made in SQL) equals, byte for byte, impact made from the facts;
 - SPEC §9: a routed slot's active checkpoint is deployable and not rejected;
   a promotable checkpoint had >= 5 settled observations and a shadow window
   of >= 1 h (the machine's clock is moved by a rule, never slept on); every
@@ -25,7 +24,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import hypothesis.strategies as st
-import orjson
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -365,16 +363,6 @@ class LedgerMachine(RuleBasedStateMachine):
         evals = ledger.list_evals()["evals"]
         assert stats["totalEvals"] == len(evals) == len(set(self.eval_ids))
         assert stats["failingEvals"] == len(ledger.list_evals(verdict="fail")["evals"])
-
-    @invariant()
-    def impact_now_equals_impact_from_the_facts(self) -> None:
-        read_model = self.ledger.read_model
-        assert isinstance(read_model, ProjectionReadModel)
-        for dataset in DATASETS:
-            made = self.ledger.impact(dataset)
-            with read_model.view.reader() as reader:
-                from_facts = read_model.impact_from_facts(reader, dataset, None)
-            assert orjson.dumps(made) == orjson.dumps(from_facts)
 
     @invariant()
     def promotions_and_slots_keep_their_rules(self) -> None:

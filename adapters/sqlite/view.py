@@ -20,7 +20,6 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
 from trainledger.adapters.sqlite.deployment_schema import deployment_inserts, settlement_updates
-from trainledger.adapters.sqlite.impact_reads import IMPACT, drop_impact, ensure_impact, has_impact
 from trainledger.adapters.sqlite.shadow_hours import (
     drop_shadow_hours,
     ensure_shadow_hours,
@@ -94,7 +93,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         row = c.fetchone()
         if row is None or row[0] != SCHEMA_VERSION:
             if row is not None:
-                for table in (*TABLES, IMPACT):
+                for table in TABLES:
                     c.execute(f"DROP TABLE IF EXISTS {table}")
                 c.execute(
                     "DELETE FROM tracking WHERE application_name <> ?",
@@ -106,7 +105,6 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
         self._create_keys(c)
         ensure_counters(c)
         ensure_shadow_hours(c)
-        ensure_impact(c)
 
     def _create_keys(self, c: SQLiteCursor) -> None:
         """Make the key indexes a rebuild dropped (if it was interrupted: on the next open).
@@ -223,8 +221,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                 c.execute(f"DROP INDEX IF EXISTS {index}")
             drop_counters(c)
             drop_shadow_hours(c)
-            drop_impact(c)
-            for table in (*TABLES, IMPACT):
+            for table in TABLES:
                 c.execute(f"DELETE FROM {table}")
         self._rebuilding = True
         self._deferred = DeferredKeys()
@@ -241,7 +238,6 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
                     c.execute(statement)
                 ensure_counters(c)
                 ensure_shadow_hours(c)
-                ensure_impact(c)
         finally:
             self._rebuilding = False
             copying.join()
@@ -261,11 +257,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder, LedgerView):
             if not self._hours:
                 self._hours = has_shadow_hours(c)
             yield SQLFactReader(
-                c,
-                log_table=self.log_table,
-                counters=self._counted,
-                shadow_hours=self._hours,
-                json_documents=has_impact(c),
+                c, log_table=self.log_table, counters=self._counted, shadow_hours=self._hours
             )
 
 

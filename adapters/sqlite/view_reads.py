@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from trainledger.adapters.sqlite.deployment_reads import DeploymentReads
-from trainledger.adapters.sqlite.impact_reads import SELECT_IMPACT
 from trainledger.adapters.sqlite.log_workers import SELECT_ROWS
 from trainledger.adapters.sqlite.view_counts import read_counts
 from trainledger.adapters.sqlite.view_schema import (
@@ -38,7 +37,7 @@ from trainledger.projections.facts import (
     RunRecord,
     ViewDump,
 )
-from trainledger.projections.view import FactReader, ImpactRows, StoredRow
+from trainledger.projections.view import FactReader, StoredRow
 
 # A run's status and a checkpoint's deployability as of a moment (`?`: it),
 # derived from the times of their facts.
@@ -119,10 +118,7 @@ class SQLFactReader(DeploymentReads, FactReader):
         counters: bool = False,
         shadow_hours: bool = False,
         index_hints: bool = True,
-        json_documents: bool = False,
     ) -> None:
-        self.json_documents = json_documents
-        """The view keeps each run's document for `impact` (adapters/sqlite/impact_reads.py)."""
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.shadow_hours = shadow_hours
@@ -150,20 +146,6 @@ class SQLFactReader(DeploymentReads, FactReader):
             select = SELECT_ROWS.format(table=self.log_table) + f"WHERE {_among('rowid', chunk)}"
             rows.extend(cast("list[StoredRow]", self._rows(select, chunk)))
         return rows
-
-    def impact_now(self, dataset_fingerprint: str) -> ImpactRows | None:
-        if not self.json_documents:
-            return None
-        rows = self._rows(SELECT_IMPACT, (dataset_fingerprint,))
-        if not rows:
-            return ImpactRows("[]", [], [], [])
-        run_ids, positions, documents, checkpoints = zip(*rows, strict=True)
-        return ImpactRows(
-            f"[{','.join(documents)}]",
-            list(run_ids),
-            list(positions),
-            [[] if p is None else list(map(int, p.split(","))) for p in checkpoints],
-        )
 
     def position(self, application_name: str) -> int:
         select = SELECT_POSITION.format(tracking=self.tracking_table)

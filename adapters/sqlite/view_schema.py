@@ -39,7 +39,7 @@ EVALS = "view_evals"
 DEPLOYABILITY = "view_deployability"
 TABLES = (RUNS, LINKS, CHECKPOINTS, EVALS, DEPLOYABILITY, *DEPLOYMENT_TABLES)
 SCHEMA = "view_schema"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 6
 """Bump when the tables change: views of another version are rebuilt.
 
 2: view_runs.trainer_result; 3: ids keyed by unique indexes (`KEYS`); 4: no
@@ -47,8 +47,7 @@ view_runs.spec (a run's spec is read from its registration in the log);
 5: promotions, deployment slots and shadow observations (SPEC §9); 6: links
 and deployability changes keyed by unique indexes too (`VERSION_KEYS`), and
 the indexes of two filters at once (verdict and benchmark or family, status
-and family); 7: each run's document for `impact` (`view_impact`, kept by
-triggers: `adapters.sqlite.impact_reads`)."""
+and family)."""
 
 CREATE_TABLES = (
     f"CREATE TABLE IF NOT EXISTS {RUNS} ("

@@ -31,7 +31,6 @@ from tests.projection_support import (
     scripted_history,
     summaries,
 )
-from trainledger.adapters.sqlite.impact_reads import TRIGGERS as IMPACT_TRIGGERS
 from trainledger.adapters.sqlite.view_schema import INDEX_NAMES
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.contract import TrainerResult
@@ -316,15 +315,9 @@ def _one_run_in_caught_up_views(store_url: str) -> str:
 
 
 def _edit_views(store_url: str, sqlite: Sequence[str], postgres: Sequence[str]) -> None:
-    """Change the store's views behind the ledger's back, with each backend's statements.
-
-    On SQLite the triggers of `impact`'s documents go first: views of the older versions
-    these edits make had none (and SQLite alters no column a trigger names).
-    """
+    """Change the store's views behind the ledger's back, with each backend's statements."""
     if store_url.startswith("sqlite"):
         with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
-            for name in IMPACT_TRIGGERS:
-                db.execute(f"DROP TRIGGER {name}")
             for statement in sqlite:
                 db.execute(statement)
     else:
