@@ -110,6 +110,10 @@ def test_verify_reports_progress_while_its_workers_check(
     deployable_lifecycle(ledger, tmp_path, eval_id="e1")
     monkeypatch.setattr(TrainingLedger, "PARALLEL_VERIFY_FROM", 1)
     monkeypatch.setattr("trainledger.adapters.sqlite.recorder.usable_cpus", lambda: 2)
+    # Reports come every PROGRESS_EVERY while the workers run; a small store on a
+    # quiet host is checked within the default 0.1 s (starting the workers alone
+    # takes longer than this).
+    monkeypatch.setattr("trainledger.service.verify.PROGRESS_EVERY", 0.001)
     reports: list[tuple[int, int]] = []
     report = ledger.verify(progress=lambda done, total: reports.append((done, total)))
     ledger.close()
