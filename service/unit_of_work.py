@@ -181,8 +181,6 @@ class UnitOfWork:
         """The command context of this unit of work's commands (`domain.aggregate`)."""
         from trainledger.domain.model import command_context
 
-        if self.canonical_json is None:
-            return command_context(actor, idempotency_key, clock=self.clock)
         return command_context(actor, idempotency_key, clock=self.clock, write=self.canonical_json)
 
     def earlier_outcome(self, key: str, digest: str) -> Outcome | None:

@@ -204,5 +204,5 @@ class PostgresLedgerView(PostgresTrackingRecorder, LedgerView):
                 tracking_table=self.tracking_table,
                 counters=self._counted,
                 shadow_hours=self._hours,
-                index_hints=False,
+                postgres=True,
             )

@@ -63,7 +63,7 @@ class DeploymentReads:
 
     shadow_hours: bool = False
     """Whether the view keeps counters by hour (`adapters.sqlite.shadow_hours`)."""
-    index_hints: bool = True
+    postgres: bool = False
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -117,7 +117,7 @@ class DeploymentReads:
                 window_start,
                 window_end,
                 cutoff,
-                postgres=not self.index_hints,
+                postgres=self.postgres,
             )
         (row,) = self._rows(*plain_count(window_start, window_end))
         return ShadowCounts(*(int(value) for value in row))

@@ -117,13 +117,13 @@ class SQLFactReader(DeploymentReads, FactReader):
         log_table: str | None = None,
         counters: bool = False,
         shadow_hours: bool = False,
-        index_hints: bool = True,
+        postgres: bool = False,
     ) -> None:
         self.counters = counters
         """Current counts are kept by the view (adapters/sqlite/view_counts.py)."""
         self.shadow_hours = shadow_hours
-        self.index_hints = index_hints
-        """Statements may tell the planner which index to walk (SQLite's `INDEXED BY`)."""
+        self.postgres = postgres
+        """Statements for PostgreSQL's planner (no index hints; see `hours_shadow_counts`)."""
         self.c = cursor
         self.adapt_sql = adapt_sql
         self.tracking_table = tracking_table

@@ -83,7 +83,7 @@ class Tables:
                 self.connection.cursor(),
                 adapt_sql=postgres_sql,
                 shadow_hours=counters,
-                index_hints=False,
+                postgres=True,
             )
         return SQLFactReader(self.connection.cursor(), shadow_hours=counters)
 
