@@ -78,7 +78,6 @@ def serve(
     import uvicorn
 
     from trainledger.adapters.http.app import LineagePictures, Settings, create_app
-    from trainledger.adapters.http.transport import one_write_protocol
 
     if no_auth and not is_loopback(host):
         raise click.UsageError(f"--no-auth serves only on a loopback address, not {host!r}")
@@ -111,7 +110,6 @@ def serve(
         create_app(settings),
         host=host,
         port=port,
-        http=one_write_protocol(),
         log_level="info",
         access_log=access_log,
         timeout_graceful_shutdown=GRACE_SECONDS,
