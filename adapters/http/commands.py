@@ -16,7 +16,8 @@ from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from trainledger.adapters.http.auth import Caller, LedgerRoute, service_of
+from trainledger.adapters.http.answers import answer
+from trainledger.adapters.http.auth import Caller, LedgerRoute
 from trainledger.domain.errors import ValidationError
 from trainledger.service.ledger import TrainingLedger
 
@@ -73,10 +74,6 @@ class CheckpointBody(RequestBody):
     metrics: dict[str, Any] | None = None
 
 
-async def _call(request: Request, work: Any) -> Any:
-    return await service_of(request).pool.call(work)
-
-
 def _absolute(path: str) -> str:
     return str(Path(path).absolute()) if path.strip() else path
 
@@ -117,7 +114,7 @@ async def create_experiment(
             idempotency_key=key,
         )
 
-    return await _call(request, work)
+    return await answer(request, work, 201)
 
 
 def _run_id(ledger: TrainingLedger, text: str) -> str:
@@ -132,7 +129,7 @@ def full_checkpoint_id(ledger: TrainingLedger, text: str) -> str:
 async def start_run(
     request: Request, run_id: str, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.start_run(
             _run_id(ledger, run_id), actor=caller.name, idempotency_key=key
@@ -144,7 +141,7 @@ async def start_run(
 async def complete_run(
     request: Request, run_id: str, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.complete_run(
             _run_id(ledger, run_id), actor=caller.name, idempotency_key=key
@@ -156,7 +153,7 @@ async def complete_run(
 async def fail_run(
     request: Request, run_id: str, body: ReasonBody, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.fail_run(
             _run_id(ledger, run_id), body.reason, actor=caller.name, idempotency_key=key
@@ -178,7 +175,7 @@ async def import_result(
     request: Request, run_id: str, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
     result = await request.body()
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.import_result(
             _run_id(ledger, run_id),
@@ -202,7 +199,7 @@ async def register_checkpoint(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.register_checkpoint(
             _run_id(ledger, run_id),
@@ -212,6 +209,7 @@ async def register_checkpoint(
             actor=caller.name,
             idempotency_key=key,
         ),
+        201,
     )
 
 
@@ -248,14 +246,14 @@ async def attach_eval(
             idempotency_key=key,
         )
 
-    return await _call(request, work)
+    return await answer(request, work, 201)
 
 
 @router.post("/checkpoints/{checkpoint_id}/deployable", summary="Mark a checkpoint deployable")
 async def mark_deployable(
     request: Request, checkpoint_id: str, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.mark_deployable(
             full_checkpoint_id(ledger, checkpoint_id), actor=caller.name, idempotency_key=key
@@ -271,7 +269,7 @@ async def revoke_deployability(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.revoke_deployability(
             full_checkpoint_id(ledger, checkpoint_id),

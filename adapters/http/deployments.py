@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from trainledger.adapters.http.auth import Caller, LedgerRoute, service_of
+from trainledger.adapters.http.answers import answer
+from trainledger.adapters.http.auth import Caller, LedgerRoute
 from trainledger.adapters.http.commands import (
     IdempotencyKey,
     ReasonBody,
@@ -59,17 +60,13 @@ class RollbackBody(RequestBody):
     to: str | None = Field(None, description="A checkpoint bound to this profile before.")
 
 
-async def _call(request: Request, work: Any) -> Any:
-    return await service_of(request).pool.call(work)
-
-
 # --- promotions ------------------------------------------------------------------
 
 
 @router.get("/promotions", summary="Every checkpoint's promotion, latest decision first")
 async def list_promotions(request: Request, as_of: AsOf = None, state: str | None = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request, lambda ledger: ledger.deployments.list_promotions(state=state, as_of=moment)
     )
 
@@ -77,7 +74,7 @@ async def list_promotions(request: Request, as_of: AsOf = None, state: str | Non
 @router.get("/promotions/{checkpoint_id}", summary="A checkpoint's promotion and its decisions")
 async def show_promotion(request: Request, checkpoint_id: str, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.show_promotion(
             full_checkpoint_id(ledger, checkpoint_id), as_of=moment
@@ -98,7 +95,7 @@ async def evaluate(
     key: IdempotencyKey = None,
 ) -> Any:
     settings = body or EvaluateBody()
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.evaluate(
             full_checkpoint_id(ledger, checkpoint_id),
@@ -122,7 +119,7 @@ async def advance(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.advance(
             full_checkpoint_id(ledger, checkpoint_id),
@@ -146,7 +143,7 @@ async def reject(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.reject(
             full_checkpoint_id(ledger, checkpoint_id),
@@ -170,7 +167,7 @@ async def route(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.route(
             full_checkpoint_id(ledger, checkpoint_id),
@@ -179,6 +176,7 @@ async def route(
             actor=caller.name,
             idempotency_key=key,
         ),
+        201,
     )
 
 
@@ -192,7 +190,7 @@ async def complete(
     caller: Caller,
     key: IdempotencyKey = None,
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.complete(
             observation_id,
@@ -215,7 +213,7 @@ async def shadow_stats(
     window_hours: Annotated[float, Query(alias="windowHours", gt=0)] = 24.0,
 ) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.shadow_stats(
             full_checkpoint_id(ledger, checkpoint_id), window_hours=window_hours, as_of=moment
@@ -229,20 +227,20 @@ async def shadow_stats(
 @router.get("/deployments", summary="Every profile's slot")
 async def list_slots(request: Request, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(request, lambda ledger: ledger.deployments.list_slots(as_of=moment))
+    return await answer(request, lambda ledger: ledger.deployments.list_slots(as_of=moment))
 
 
 @router.get("/deployments/{profile}", summary="A profile's slot: active checkpoint, bindings")
 async def show_slot(request: Request, profile: str, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(request, lambda ledger: ledger.deployments.show_slot(profile, as_of=moment))
+    return await answer(request, lambda ledger: ledger.deployments.show_slot(profile, as_of=moment))
 
 
 @router.post("/deployments/{profile}/bind", summary="Bind a checkpoint", openapi_extra=DEPLOYER)
 async def bind(
     request: Request, profile: str, body: BindBody, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.bind(
             profile,
@@ -258,7 +256,7 @@ async def bind(
 async def enable_routing(
     request: Request, profile: str, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.enable_routing(
             profile, actor=caller.name, idempotency_key=key
@@ -272,7 +270,7 @@ async def enable_routing(
 async def disable_routing(
     request: Request, profile: str, body: ReasonBody, caller: Caller, key: IdempotencyKey = None
 ) -> Any:
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.deployments.disable_routing(
             profile, body.reason, actor=caller.name, idempotency_key=key
@@ -298,4 +296,4 @@ async def rollback(
         to = None if target is None else full_checkpoint_id(ledger, target)
         return ledger.deployments.rollback(profile, to=to, actor=caller.name, idempotency_key=key)
 
-    return await _call(request, work)
+    return await answer(request, work)

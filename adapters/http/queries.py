@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from trainledger.adapters.http.answers import JSONAnswer, answer
 from trainledger.adapters.http.auth import LedgerRoute, service_of
 from trainledger.adapters.http.svg import lineage_svg
 from trainledger.service.ledger import TrainingLedger
@@ -37,10 +38,6 @@ def as_of_moment(text: str | None) -> datetime | None:
     return None if text is None or not text.strip() else parse_moment(text)
 
 
-async def _call(request: Request, work: Any) -> Any:
-    return await service_of(request).pool.call(work)
-
-
 @router.get("/runs", summary="Training runs, newest first")
 async def list_runs(
     request: Request,
@@ -51,7 +48,7 @@ async def list_runs(
     dataset: Annotated[str | None, Query(description="A dataset fingerprint.")] = None,
 ) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.list_runs(
             status=status, family=family, dataset_fingerprint=dataset, as_of=moment, limit=limit
@@ -62,7 +59,7 @@ async def list_runs(
 @router.get("/runs/{run_id}", summary="One run ({} as of a moment before it existed)")
 async def show_run(request: Request, run_id: str, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.show_run(ledger.queries.resolve_id(run_id, ("run",)), as_of=moment),
     )
@@ -85,7 +82,7 @@ async def list_checkpoints(
             run_id=run_id, family=family, deployable=deployable, as_of=moment, limit=limit
         )
 
-    return await _call(request, work)
+    return await answer(request, work)
 
 
 def _checkpoint(ledger: TrainingLedger, text: str) -> str:
@@ -95,7 +92,7 @@ def _checkpoint(ledger: TrainingLedger, text: str) -> str:
 @router.get("/checkpoints/{checkpoint_id}", summary="One checkpoint, its evals and deployability")
 async def show_checkpoint(request: Request, checkpoint_id: str, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(
+    return await answer(
         request,
         lambda ledger: ledger.show_checkpoint(_checkpoint(ledger, checkpoint_id), as_of=moment),
     )
@@ -128,15 +125,14 @@ async def lineage(
     format: Literal["json", "dot", "mermaid", "svg"] = "json",
 ) -> Any:
     moment = as_of_moment(as_of)
-    full_id, document = await _call(
-        request,
+    full_id, document = await service_of(request).pool.call(
         lambda ledger: (
             (found := _checkpoint(ledger, checkpoint_id)),
             ledger.lineage(found, as_of=moment),
         ),
     )
     if format == "json":
-        return document
+        return JSONAnswer(document)
     pictures = service_of(request).settings.pictures
     if format == "svg":
         nodes, edges = pictures.graph(document) if document else ([], [])
@@ -172,7 +168,7 @@ async def list_evals(
             limit=limit,
         )
 
-    return await _call(request, work)
+    return await answer(request, work)
 
 
 @router.get("/impact", summary="The runs trained on a dataset, their checkpoints, deployable ones")
@@ -182,18 +178,18 @@ async def impact(
     as_of: AsOf = None,
 ) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(request, lambda ledger: ledger.impact(dataset, as_of=moment))
+    return await answer(request, lambda ledger: ledger.impact(dataset, as_of=moment))
 
 
 @router.get("/stats", summary="Counts of runs, checkpoints and evals")
 async def stats(request: Request, as_of: AsOf = None) -> Any:
     moment = as_of_moment(as_of)
-    return await _call(request, lambda ledger: ledger.stats(as_of=moment))
+    return await answer(request, lambda ledger: ledger.stats(as_of=moment))
 
 
 @router.get("/history/{aggregate_id}", summary="Every event of one run or checkpoint")
 async def history(request: Request, aggregate_id: str) -> Any:
-    return await _call(
+    return await answer(
         request, lambda ledger: ledger.history(ledger.queries.resolve_id(aggregate_id))
     )
 
@@ -207,8 +203,7 @@ async def events(
     after: Annotated[int, Query(ge=0, le=MAX_SQL_INTEGER)] = 0,
     limit: Annotated[int, Query(ge=1, le=EVENTS_LIMIT)] = EVENTS_LIMIT,
 ) -> Any:
-    page = await _call(request, lambda ledger: ledger.events_after(after, limit))
-    return {"events": page}
+    return await answer(request, lambda ledger: {"events": ledger.events_after(after, limit)})
 
 
 @router.get("/verify", summary="Recompute every hash chain and the log's digest")
@@ -216,4 +211,4 @@ async def verify(
     request: Request,
     digest: Annotated[str | None, Query(description="A digest from an earlier verify.")] = None,
 ) -> Any:
-    return await _call(request, lambda ledger: ledger.verify(digest=digest))
+    return await answer(request, lambda ledger: ledger.verify(digest=digest))
