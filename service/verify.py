@@ -122,9 +122,9 @@ class Verification:
         def checked() -> tuple[bool, tuple[bool, str | None, int | None], list[str]]:
             # The parent's own part while the workers run: the database's
             # consistency check (SQLite's, which releases the GIL) in a thread
-            # of its own, and the seals meanwhile. One after the other they
-            # outlasted the workers at a million lifecycles (seals 26 s, then
-            # the check 72 s, against ~60 s), with a core idle at the end.
+            # of its own, and the seals meanwhile. One after the other (at a
+            # million lifecycles ~10 then ~40 CPU-s) they could end after the
+            # workers, one core idle while the check ran alone.
             problems = _Background(self.ledger.ledger_recorder.store_problems)
             seals = self._sealed_up_to(log.upto, digest)
             return check.sound(), seals, problems.result()

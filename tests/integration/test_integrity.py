@@ -577,59 +577,6 @@ def test_a_failing_database_check_reaches_verify_from_its_thread(tmp_path: Path)
             open_ledger(url).verify()
 
 
-def test_the_databases_own_check_gives_back_its_larger_page_cache(tmp_path: Path) -> None:
-    """`store_problems` raises the connection's page cache for the check only."""
-    from trainledger.adapters.sqlite.recorder import CHECK_CACHE_KIB
-
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = build_history(url, tmp_path)
-    recorder = ledger.ledger_recorder
-    datastore = recorder.datastore  # type: ignore[attr-defined]
-
-    def cache_sizes() -> list[int]:
-        with datastore.transaction(commit=False) as c:
-            c.execute("PRAGMA cache_size")
-            return [int(row[0]) for row in c.fetchall()]
-
-    before = cache_sizes()
-    assert before != [-CHECK_CACHE_KIB]
-    seen: list[int] = []
-    real_transaction = datastore.transaction
-
-    def watching(*, commit: bool) -> object:  # the cache size as the check starts
-        context = real_transaction(commit=commit)
-
-        class Watch:
-            def __enter__(self) -> object:
-                cursor = context.__enter__()
-                real_execute = cursor.execute
-
-                def execute(sql: str, *args: object) -> object:
-                    if sql.startswith("PRAGMA integrity_check"):
-                        real_execute("PRAGMA cache_size")
-                        seen.append(int(cursor.fetchone()[0]))
-                    return real_execute(sql, *args)
-
-                cursor.execute = execute
-                return cursor
-
-            def __exit__(self, *exc: object) -> object:
-                return context.__exit__(*exc)
-
-        return Watch()
-
-    datastore.transaction = watching
-    try:
-        assert recorder.store_problems() == []
-    finally:
-        del datastore.transaction
-    assert seen == [-CHECK_CACHE_KIB]
-    assert cache_sizes() == before
-    assert ledger.verify()["ok"]
-    assert cache_sizes() == before
-    ledger.close()
-
-
 def test_verify_finds_a_tracking_position_moved_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
