@@ -11,6 +11,7 @@ here in full, which says how.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -119,11 +120,14 @@ class Verification:
             progress(0, log.upto)
 
         def checked() -> tuple[bool, tuple[bool, str | None, int | None], list[str]]:
-            # The parent's own part while the workers run: the seals, and the
-            # database's consistency check (SQLite's, which releases the GIL).
+            # The parent's own part while the workers run: the database's
+            # consistency check (SQLite's, which releases the GIL) in a thread
+            # of its own, and the seals meanwhile. One after the other (at a
+            # million lifecycles ~10 then ~40 CPU-s) they could end after the
+            # workers, one core idle while the check ran alone.
+            problems = _Background(self.ledger.ledger_recorder.store_problems)
             seals = self._sealed_up_to(log.upto, digest)
-            problems = self.ledger.ledger_recorder.store_problems()
-            return check.sound(), seals, problems
+            return check.sound(), seals, problems.result()
 
         try:
             sound, (sealed, last_seal, sealed_match), problems = _waiting(
@@ -346,6 +350,34 @@ def _waiting(sound: Callable[[], T], total: int, progress: Callable[[int, int], 
                 progress(int(total * elapsed / (elapsed + expected)), total)
     finally:
         waiter.shutdown(wait=False)
+
+
+class _Background:
+    """`work()` in a thread of its own, started at once; `result()` waits for it.
+
+    A daemon thread, unlike an executor's: an interrupt of the caller (which
+    stops verify's workers) does not wait for it, nor does the process's exit.
+    """
+
+    def __init__(self, work: Callable[[], list[str]]) -> None:
+        self._work = work
+        self._result: list[str] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work()
+        except BaseException as error:  # handed to the caller of `result()`
+            self._error = error
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 class _AnchorLinks:

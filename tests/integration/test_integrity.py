@@ -519,6 +519,64 @@ def test_verify_runs_the_databases_own_check_and_finds_a_damaged_index(tmp_path:
     assert "consistency check" in failure_reason(url)
 
 
+def test_the_workers_path_runs_the_databases_check_beside_the_seals(tmp_path: Path) -> None:
+    """With worker processes, the parent runs SQLite's check in a thread of its own
+    while it checks the seals, and still reports what the check finds."""
+    import threading
+
+    from trainledger.adapters.sqlite.recorder import LedgerSQLiteRecorder
+
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    build_history(url, tmp_path).close()
+    threads: list[threading.Thread] = []
+    real = LedgerSQLiteRecorder.store_problems
+
+    def spy(recorder: LedgerSQLiteRecorder) -> list[str]:
+        threads.append(threading.current_thread())
+        return real(recorder)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LedgerSQLiteRecorder, "store_problems", spy)
+        with workers_check_every_log() as verdicts:
+            assert open_ledger(url).verify()["ok"]
+        assert verdicts == [True]
+        assert len(threads) == 1
+        assert threads[0] is not threading.main_thread()
+        # Damage an index (as in the test above): the workers' path reports it too.
+        connection = sqlite3.connect(path)
+        (version,) = connection.execute("PRAGMA schema_version").fetchone()
+        connection.execute("PRAGMA writable_schema=ON")
+        connection.execute(
+            "UPDATE sqlite_master SET sql=replace(sql, '(status,', '(family,') "
+            "WHERE name='view_runs_status'"
+        )
+        connection.execute(f"PRAGMA schema_version={version + 1}")
+        connection.commit()
+        connection.close()
+        with workers_check_every_log() as verdicts:
+            report = open_ledger(url).verify()
+        assert verdicts == [True]  # the log is sound: the index is what is not
+        assert not report["ok"]
+        assert "consistency check" in report["failure"]["reason"]
+        assert len(threads) == 2
+
+
+def test_a_failing_database_check_reaches_verify_from_its_thread(tmp_path: Path) -> None:
+    from trainledger.adapters.sqlite.recorder import LedgerSQLiteRecorder
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    build_history(url, tmp_path).close()
+
+    def broken(recorder: LedgerSQLiteRecorder) -> list[str]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LedgerSQLiteRecorder, "store_problems", broken)
+        with workers_check_every_log(), pytest.raises(sqlite3.DatabaseError, match="malformed"):
+            open_ledger(url).verify()
+
+
 def test_verify_finds_a_tracking_position_moved_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     url = f"sqlite:///{path}"
