@@ -30,8 +30,9 @@ class JSONAnswer(Response):
         return orjson.dumps(content, option=OPTIONS)
 
 
-async def answer(
-    request: Request, work: Callable[[TrainingLedger], Any], status: int = 200
-) -> JSONAnswer:
-    """`work(ledger)`'s document, run on a worker thread, as the answer with `status`."""
+async def answer(request: Request, work: Callable[[TrainingLedger], Any]) -> JSONAnswer:
+    """`work(ledger)`'s document, run on a worker thread, as the answer with the status its
+    route declares (`status_code=` of the route's decorator, which the OpenAPI shows too)."""
+    route = request.scope.get("route")
+    status = getattr(route, "status_code", None) or 200
     return JSONAnswer(await service_of(request).pool.call(work), status_code=status)

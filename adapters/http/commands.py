@@ -114,7 +114,7 @@ async def create_experiment(
             idempotency_key=key,
         )
 
-    return await answer(request, work, 201)
+    return await answer(request, work)
 
 
 def _run_id(ledger: TrainingLedger, text: str) -> str:
@@ -209,7 +209,6 @@ async def register_checkpoint(
             actor=caller.name,
             idempotency_key=key,
         ),
-        201,
     )
 
 
@@ -246,7 +245,7 @@ async def attach_eval(
             idempotency_key=key,
         )
 
-    return await answer(request, work, 201)
+    return await answer(request, work)
 
 
 @router.post("/checkpoints/{checkpoint_id}/deployable", summary="Mark a checkpoint deployable")

@@ -176,7 +176,6 @@ async def route(
             actor=caller.name,
             idempotency_key=key,
         ),
-        201,
     )
 
 
