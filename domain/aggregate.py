@@ -13,7 +13,6 @@ registration the library checks), whatever the module's import name is now;
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,7 +22,7 @@ from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 from pydantic.alias_generators import to_camel
 
 from trainledger.domain.chain import (
@@ -110,12 +109,6 @@ def _current_context() -> CommandContext:
     return context
 
 
-_written: dict[int, tuple[weakref.ref[DomainEvent], dict[str, Any]]] = {}
-"""New events' stored states as their seals dumped them, while the events live (a
-memo: the mapper writes what the seal hashed without dumping the event again; a
-private attribute would cost every event's construction more than the dump)."""
-
-
 class DomainEvent(BaseModel):
     """Base of every stored event: frozen, unknown fields refused."""
 
@@ -139,6 +132,8 @@ class DomainEvent(BaseModel):
     previous_hash: str = GENESIS_HASH
     event_hash: str = ""
     """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
+    _written: dict[str, Any] | None = PrivateAttr(default=None)
+    """A new event's stored state, dumped once by the seal (the event is frozen)."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -161,16 +156,14 @@ class DomainEvent(BaseModel):
             )
             object.__setattr__(self, "event_hash", digest)
             state["eventHash"] = digest
-            key = id(self)
-            _written[key] = (weakref.ref(self, lambda _: _written.pop(key, None)), state)
+            self._written = state
         return self
 
     def stored_state(self) -> dict[str, Any]:
         """The event as stored (`domain.chain.stored_state`), a fresh dict; a new event's
         is the one its seal dumped, with its hash."""
-        written = _written.get(id(self))
-        if written is not None and written[0]() is self:
-            return dict(written[1])
+        if self._written is not None:
+            return dict(self._written)
         return stored_state(self)
 
     @classmethod
