@@ -58,8 +58,7 @@ class PydanticMapper(Mapper[Any]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         event_cls = type(domain_event)
-        written = getattr(domain_event, "stored_state", None)
-        state = written() if written is not None else stored_state(cast("BaseModel", domain_event))
+        state = stored_state(cast("BaseModel", domain_event))
         class_version = getattr(event_cls, "class_version", 1)
         if class_version > 1:
             state["class_version"] = class_version

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
-from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 from trainledger.domain.chain import (
@@ -132,8 +132,6 @@ class DomainEvent(BaseModel):
     previous_hash: str = GENESIS_HASH
     event_hash: str = ""
     """Hash of this event as written (see `canonical_event_bytes`); set on creation."""
-    _written: dict[str, Any] | None = PrivateAttr(default=None)
-    """A new event's stored state, dumped once by the seal (the event is frozen)."""
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -155,16 +153,7 @@ class DomainEvent(BaseModel):
                 canonical_json if context is None else context.write,
             )
             object.__setattr__(self, "event_hash", digest)
-            state["eventHash"] = digest
-            self._written = state
         return self
-
-    def stored_state(self) -> dict[str, Any]:
-        """The event as stored (`domain.chain.stored_state`), a fresh dict; a new event's
-        is the one its seal dumped, with its hash."""
-        if self._written is not None:
-            return dict(self._written)
-        return stored_state(self)
 
     @classmethod
     def read_back(cls, state: dict[str, Any]) -> Self:
