@@ -141,10 +141,31 @@ def sign_in(browser: Any, site: Site, token: str) -> None:
     # only then does the next page see the cookie, or its absence.
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def settled(b: Any) -> bool:
+        if b.execute_script("return document.readyState") != "complete":
+            return False
+        on_dashboard = b.current_url == f"{site.server.base}/" and b.find_elements(By.ID, "stats")
+        return bool(on_dashboard or b.find_elements(By.ID, "message"))
+
     with contextlib.suppress(Exception):
-        WebDriverWait(browser, 15).until(
-            lambda b: b.current_url == f"{site.server.base}/" or b.find_elements(By.ID, "message")
+        WebDriverWait(browser, 15).until(settled)
+
+
+def load(browser: Any, url: str, landmark: str) -> None:
+    """Open url and wait until the page is fully loaded and shows the element landmark: a
+    navigation still committing (the sign-in's redirect on a loaded machine) must not abort
+    what the test does next."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 15).until(
+        lambda b: (
+            b.execute_script("return document.readyState") == "complete"
+            and b.current_url == url
+            and b.find_elements(By.ID, landmark)
         )
+    )
 
 
 def test_pages_need_a_sign_in_and_a_wrong_token_is_refused(browser: Any, site: Site) -> None:
@@ -178,12 +199,12 @@ def test_signed_in_pages_show_the_ledger_and_load_nothing_from_elsewhere(
     assert f"local-reader {site.checkpoint_id[:8]}" in slots
     assert "never bound" in slots  # local-editor
 
-    browser.get(f"{site.server.base}/runs/{site.run_id}")
+    load(browser, f"{site.server.base}/runs/{site.run_id}", "run")
     run_text = browser.find_element(By.ID, "run").text
     assert "completed" in run_text
     assert site.checkpoint_id[:8] in browser.find_element(By.ID, "checkpoints").text
 
-    browser.get(f"{site.server.base}/checkpoints/{site.checkpoint_id}")
+    load(browser, f"{site.server.base}/checkpoints/{site.checkpoint_id}", "bindings")
     assert "DEPLOYABLE" in browser.find_element(By.TAG_NAME, "body").text
     assert "eval-seen" in browser.find_element(By.ID, "evals").text
     assert "marked deployable" in browser.find_element(By.ID, "deployability").text
@@ -198,7 +219,7 @@ def test_signed_in_pages_show_the_ledger_and_load_nothing_from_elsewhere(
     assert graph.size["width"] > 300
     assert f"checkpoint {site.checkpoint_id}" in graph.get_attribute("innerHTML")
 
-    browser.get(f"{site.server.base}/datasets/0123456789abcdef")
+    load(browser, f"{site.server.base}/datasets/0123456789abcdef", "runs")
     assert "2 runs" in browser.find_element(By.TAG_NAME, "body").text
 
     urls = requested_urls(browser)
@@ -216,7 +237,7 @@ def test_text_from_the_ledger_is_escaped(browser: Any, site: Site) -> None:
     from selenium.webdriver.common.by import By
 
     sign_in(browser, site, site.reader)
-    browser.get(f"{site.server.base}/runs/{site.failed_run}")
+    load(browser, f"{site.server.base}/runs/{site.failed_run}", "run")
     assert HOSTILE in browser.find_element(By.ID, "run").text
     assert browser.find_elements(By.CSS_SELECTOR, "#run script, #run b") == []
     assert browser.title != "owned"
@@ -226,7 +247,7 @@ def test_the_as_of_control_shows_the_past(browser: Any, site: Site) -> None:
     from selenium.webdriver.common.by import By
 
     sign_in(browser, site, site.reader)
-    browser.get(f"{site.server.base}/checkpoints/{site.checkpoint_id}")
+    load(browser, f"{site.server.base}/checkpoints/{site.checkpoint_id}", "asOf")
     field = browser.find_element(By.ID, "asOf")
     field.send_keys("2000-01-01T00:00:00Z")
     field.submit()
@@ -240,7 +261,7 @@ def test_a_screenshot_of_the_checkpoint_page_is_not_blank(browser: Any, site: Si
     from PIL import Image
 
     sign_in(browser, site, site.reader)
-    browser.get(f"{site.server.base}/checkpoints/{site.checkpoint_id}")
+    load(browser, f"{site.server.base}/checkpoints/{site.checkpoint_id}", "bindings")
     png = browser.get_screenshot_as_png()
     (site.root / "checkpoint.png").write_bytes(png)
     image = Image.open(io.BytesIO(png)).convert("RGB")
