@@ -29,11 +29,12 @@ from trainledger.domain.chain import (
     GENESIS_HASH,
     NOT_PAYLOAD,
     CanonicalJson,
+    canonical_event_bytes,
     canonical_json,
-    chain_hash,
+    hash_of,
     stored_state,
 )
-from trainledger.domain.text import READ_BACK, refuse_control_characters
+from trainledger.domain.text import READ_BACK, may_hold_refused, refuse_control_characters
 
 STORED_MODULES: dict[str, str] = {
     "trainledger.domain.model": "domain.model",
@@ -141,19 +142,27 @@ class DomainEvent(BaseModel):
     @model_validator(mode="after")
     def _seal(self) -> DomainEvent:
         if not self.event_hash:  # a new event; one read back keeps what it recorded
-            # The values as given: JSON mode would already have mangled a lone surrogate.
-            refuse_control_characters(self.model_dump(), self.short_type)
-            state = stored_state(self)
             context = _command_context.get()
-            digest = chain_hash(
-                str(self.originator_id),
-                self.originator_version,
-                self.short_type,
-                state,
-                canonical_json if context is None else context.write,
-            )
-            object.__setattr__(self, "event_hash", digest)
+            try:
+                written = canonical_event_bytes(
+                    str(self.originator_id),
+                    self.originator_version,
+                    self.short_type,
+                    stored_state(self),
+                    canonical_json if context is None else context.write,
+                )
+            except (TypeError, ValueError):  # no JSON writes a lone surrogate
+                self._refuse_control_characters()
+                raise
+            # The text rule, on the bytes hashed (every text the event stores is in them).
+            if may_hold_refused(written):
+                self._refuse_control_characters()
+            object.__setattr__(self, "event_hash", hash_of(written))
         return self
+
+    def _refuse_control_characters(self) -> None:
+        # The values as given: JSON mode would already have escaped or mangled them.
+        refuse_control_characters(self.model_dump(), self.short_type)
 
     @classmethod
     def read_back(cls, state: dict[str, Any]) -> Self:

@@ -121,9 +121,12 @@ def chain_hash(
     state: dict[str, Any],
     write: CanonicalJson = canonical_json,
 ) -> str:
-    return hashlib.sha256(
-        write(canonical_document(aggregate_id, version, type_name, state))
-    ).hexdigest()
+    return hash_of(canonical_event_bytes(aggregate_id, version, type_name, state, write))
+
+
+def hash_of(written: bytes) -> str:
+    """The chain hash of an event's `canonical_event_bytes`."""
+    return hashlib.sha256(written).hexdigest()
 
 
 # --- the log chain and checking a stored log ----------------------------------

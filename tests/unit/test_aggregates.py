@@ -11,10 +11,12 @@ from uuid import uuid4
 
 import pytest
 
+from trainledger.adapters.canonical_json import orjson_canonical_json
 from trainledger.domain.aggregate import _command_context
-from trainledger.domain.chain import GENESIS_HASH, chain_hash, stored_state
+from trainledger.domain.chain import GENESIS_HASH, canonical_json, chain_hash, stored_state
 from trainledger.domain.contract import EvalSummary
 from trainledger.domain.errors import (
+    ControlCharacterError,
     DeployabilityError,
     EvalRefusedError,
     FamilyMismatchError,
@@ -564,3 +566,32 @@ def test_an_event_read_back_is_validated_without_the_text_rule_it_passed_when_ne
         Checkpoint.EvalAttached.model_validate(state)
     with pytest.raises(pydantic.ValidationError, match="baselineScore"):
         Checkpoint.EvalAttached.read_back({**state, "eval": {**summary, "baselineScore": "x"}})
+
+
+@pytest.mark.parametrize("write", [canonical_json, orjson_canonical_json])
+@pytest.mark.parametrize("reason", ["nul\x00", "tab\x0b", "cr\r", "lone \ud800", "esc\x1b[2J"])
+def test_a_new_event_with_refused_text_is_refused_by_its_seal_with_either_writer(
+    write: Any, reason: str
+) -> None:
+    run = run_in("running")
+    with command_context("alice", write=write), pytest.raises(ControlCharacterError) as refused:
+        run.fail(reason)
+    assert "U+" in refused.value.message
+    assert run.status == "running"
+
+
+@pytest.mark.parametrize("write", [canonical_json, orjson_canonical_json])
+@pytest.mark.parametrize("reason", ["C:\\build\\fast\\run", "one\r\ntwo", "\\u0000 as typed"])
+def test_text_that_only_looks_like_an_escape_is_recorded_and_hashed_as_written(
+    write: Any, reason: str
+) -> None:
+    run = run_in("running")
+    with command_context("alice", write=write):
+        run.fail(reason)
+    event = run.collect_events()[-1]
+    assert isinstance(event, TrainingRun.Failed)
+    assert event.reason == reason
+    state = stored_state(event)
+    assert event.event_hash == chain_hash(
+        str(event.originator_id), event.originator_version, event.short_type, state
+    )

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trainledger.domain.text import text_problem
+from trainledger.adapters.canonical_json import orjson_canonical_json
+from trainledger.domain.chain import canonical_json
+from trainledger.domain.text import may_hold_refused, text_problem
 
 # Text made mostly of the characters the rule is about, so both answers are common.
 TEXT = st.text(alphabet=st.sampled_from(["a", " ", "\t", "\n", "\r", "\x00", "\x1f", "\ud800"]))
@@ -64,3 +66,43 @@ def test_the_problem_names_the_first_refused_character_by_its_path(
 
 def test_text_that_ends_a_line_the_windows_way_is_recorded() -> None:
     assert text_problem({"note": "one\r\ntwo\ttabbed\n", "k": ["\r\n"]}) is None
+
+
+# Everything a JSON writer escapes or that spells an escape's letters, for the seal's search.
+ESCAPY = st.text(
+    alphabet=st.sampled_from(
+        ["a", "b", "f", "r", "u", "0", "1", "d", "8", "\\", '"', "\t", "\n", "\r", "\x7f"]
+        + [chr(c) for c in range(0x20)]
+        + ["\ud800", "\udfff", "\u2028", "\U0001f600"]
+    )
+)
+ESCAPY_VALUES = st.recursive(
+    ESCAPY | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.none(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ESCAPY, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("write", [canonical_json, orjson_canonical_json])
+@given(ESCAPY_VALUES)
+def test_json_text_said_to_hold_nothing_refused_holds_nothing_refused(
+    write: Any, value: Any
+) -> None:
+    # A new event's seal looks at the values only when its written bytes might hold
+    # something refused (domain/aggregate.py), or when no writer can write them.
+    try:
+        written = write(value)
+    except (TypeError, ValueError):
+        assert text_problem(value) is not None  # a lone surrogate, which the rule names
+        return
+    if not may_hold_refused(written):
+        assert text_problem(value) is None
+
+
+def test_json_text_of_plain_printable_text_is_passed_by_the_search_alone() -> None:
+    written = canonical_json({"reason": "out of memory: 40 GiB\n\tat step 7", "n": 1e-7})
+    assert may_hold_refused(written) is False
+    # Look-alikes only send the values to the full rule, which records them.
+    for text in ("C:\\build\\fast\\run", "one\r\ntwo", "\\u0000 as typed"):
+        assert may_hold_refused(canonical_json(text)) is True
+        assert text_problem(text) is None
