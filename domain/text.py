@@ -108,16 +108,19 @@ def printable(text: str) -> str:
 # character (`\u0000`-`\u001f`, or `\b` `\f` `\r`), and a lone surrogate is no
 # UTF-8 (written escaped, or not at all). None of these escapes: nothing refused.
 # One of them (or a written backslash `\\` before such a letter, or a Windows
-# line end) is only a reason to look at the values themselves.
-_MAYBE_REFUSED_IN_JSON = re.compile(rb"\\(?:u00[01]|u[dD][89abAB]|[bfr])")
+# line end) is only a reason to look at the values themselves. So is U+FFFD:
+# pydantic's JSON mode writes a lone surrogate in a dict's key as replacement
+# characters instead of failing.
+_MAYBE_REFUSED_IN_JSON = re.compile(rb"\\(?:u00[01]|u[dD][89abAB]|[bfr])|\xef\xbf\xbd")
 
 
 def may_hold_refused(written: bytes) -> bool:
-    """Whether JSON text (as `domain.chain.canonical_json` writes it) might hold a character
-    the rule refuses: False means it holds none; True asks for `text_problem` on the values.
+    """Whether a new event's written state (pydantic's JSON mode, then a canonical JSON
+    writer: `domain.chain`) might hold a character the rule refuses: False means its
+    values hold none; True asks for `text_problem` on the values themselves.
 
-    One search in C over bytes a new event's seal writes anyway, where walking the
-    values in Python cost about a tenth of a command (bench/README.md).
+    One search in C over bytes the event's seal writes anyway, instead of a walk of
+    the values in Python (bench/README.md: ~2 % of a command's CPU).
     """
     return _MAYBE_REFUSED_IN_JSON.search(written) is not None
 
