@@ -58,13 +58,18 @@ def _cli(store: str, *args: str) -> Any:
     return json.loads(out.stdout)
 
 
+SERVE_OPTIONS = ("--processes", "2", "--workers", "1")
+"""How the figure serves: two processes of one thread each, which on this 2-CPU host made
+the most lifecycles/s with the lowest p99 (bench/README.md, "serve in processes")."""
+
+
 @contextlib.contextmanager
-def serving(store: str) -> Iterator[int]:
-    """`trainledger serve` on a free port until the block ends; the port."""
+def serving(store: str, options: tuple[str, ...] = SERVE_OPTIONS) -> Iterator[int]:
+    """`trainledger serve OPTIONS` on a free port until the block ends; the port."""
     port = _free_port()
     env = {**os.environ, "TRAINLEDGER_STORE": store}
     process = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port)],
+        [str(BIN), "serve", "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -360,7 +365,8 @@ def _report(
             )
         )
     figure.notes.append(
-        f"{CLIENTS} client processes, one keep-alive connection and one writer token each; "
-        "a lifecycle over HTTP is the same six commands as in-process (six POSTs); the "
-        "service and its clients share the machine's CPUs"
+        f"`trainledger serve {' '.join(SERVE_OPTIONS)}`; {CLIENTS} client processes, one "
+        "keep-alive connection and one writer token each; a lifecycle over HTTP is the same "
+        "six commands as in-process (six POSTs); the service and its clients share the "
+        "machine's CPUs"
     )

@@ -10,13 +10,21 @@ each) and ends the event streams.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
+import os
+import signal
+import socket
+import sys
 import threading
+import time
 from types import FrameType
 from urllib.parse import urlsplit
 
 import click
 
+from trainledger.adapters.sqlite import write_turns
 from trainledger.adapters.store import open_ledger, redact
 from trainledger.cli import output
 from trainledger.cli.app import Session, cli, pass_session
@@ -28,6 +36,7 @@ from trainledger.cli.pictures import (
     lineage_mermaid,
     nothing_as_of,
 )
+from trainledger.service.ledger import TrainingLedger
 
 GRACE_SECONDS = 10
 """How long a stop waits for requests in flight before cancelling them."""
@@ -53,12 +62,20 @@ def is_loopback(host: str) -> bool:
     help="Serve without tokens, as the local actor (loopback addresses only).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the one address and store, each with its own threads: "
+    "past one, requests are no longer bound to one CPU (not for memory://).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=2,
     show_default=True,
-    help="Threads running the ledger's calls (each with its own connection); "
-    "more than 2 only cost CPU on SQLite, whose writes take turns anyway.",
+    help="Threads running the ledger's calls in each process (each with its own "
+    "connection); more than 2 only cost CPU on SQLite, whose writes take turns anyway.",
 )
 @click.option(
     "--access-log",
@@ -67,7 +84,13 @@ def is_loopback(host: str) -> bool:
 )
 @pass_session
 def serve(
-    session: Session, host: str, port: int, no_auth: bool, workers: int, access_log: bool
+    session: Session,
+    host: str,
+    port: int,
+    no_auth: bool,
+    processes: int,
+    workers: int,
+    access_log: bool,
 ) -> None:
     """Serve the ledger over HTTP: the API under /v1, the event stream, the web pages.
 
@@ -75,14 +98,12 @@ def serve(
     create`); the actor of every write is the token's name. The service
     refuses to start without an admin token, unless --no-auth.
     """
-    import uvicorn
-
-    from trainledger.adapters.http.app import LineagePictures, Settings, create_app
-
     if no_auth and not is_loopback(host):
         raise click.UsageError(f"--no-auth serves only on a loopback address, not {host!r}")
     store = session.store
     shared = urlsplit(store).scheme.lower() == "memory"
+    if shared and processes > 1:
+        raise click.UsageError("--processes: a memory:// store lives in one process")
     # A service with tokens needs a ledger holding one; without, it may start a new store.
     first = open_ledger(store, create=no_auth)
     if not no_auth and not first.access.admin_token_exists():
@@ -93,50 +114,181 @@ def serve(
         )
     if not shared:
         first.close()
-    settings = Settings(
-        store_url=store,
-        open_ledger=(lambda: first) if shared else (lambda: open_ledger(store, create=False)),
-        pictures=LineagePictures(
-            formats={"dot": lineage_dot, "mermaid": lineage_mermaid},
-            empty={"dot": empty_lineage_dot, "mermaid": empty_lineage_mermaid},
-            graph=lineage_graph,
-            nothing_as_of=nothing_as_of,
-        ),
-        auth=not no_auth,
-        local_actor=session.actor,
-        workers=workers,
-    )
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=access_log,
-        timeout_graceful_shutdown=GRACE_SECONDS,
-        timeout_keep_alive=5,
-        limit_concurrency=512,
-        server_header=False,
-        proxy_headers=False,
-    )
+    service = Service(session, host, port, no_auth, workers, access_log, first if shared else None)
     auth = "no authentication" if no_auth else "bearer tokens"
     shown = redact(store) if "@" in store or "password" in store.lower() else store
-    output.note(f"trainledger: serving {shown} on http://{host}:{port} ({auth})")
-    StoppingServer(config, settings.stopping).run()
+    if processes == 1:
+        output.note(f"trainledger: serving {shown} on http://{host}:{port} ({auth})")
+        service.run()
+        return
+    listening = _listen(host, port)
+    port = listening.getsockname()[1]
+    output.note(
+        f"trainledger: serving {shown} on http://{host}:{port} ({auth}, {processes} processes)"
+    )
+    service.run_processes(processes, listening)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The one listening socket the processes share (bound before any of them starts)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+class Service:
+    """One serving process's configuration: its app and uvicorn server are made in the
+    process that runs them, after any fork (a ledger's threads and connections do not
+    survive one)."""
+
+    def __init__(
+        self,
+        session: Session,
+        host: str,
+        port: int,
+        no_auth: bool,
+        workers: int,
+        access_log: bool,
+        memory_ledger: TrainingLedger | None,
+    ) -> None:
+        self.session = session
+        self.host, self.port = host, port
+        self.no_auth, self.workers, self.access_log = no_auth, workers, access_log
+        self.memory_ledger = memory_ledger
+
+    def run(
+        self, sockets: list[socket.socket] | None = None, children: list[int] | None = None
+    ) -> None:
+        """Serve in this process until asked to stop (then stop `children` too)."""
+        import uvicorn
+
+        from trainledger.adapters.http.app import LineagePictures, Settings, create_app
+
+        store = self.session.store
+        memory_ledger = self.memory_ledger
+        settings = Settings(
+            store_url=store,
+            open_ledger=(
+                (lambda: memory_ledger)
+                if memory_ledger is not None
+                else (lambda: open_ledger(store, create=False))
+            ),
+            pictures=LineagePictures(
+                formats={"dot": lineage_dot, "mermaid": lineage_mermaid},
+                empty={"dot": empty_lineage_dot, "mermaid": empty_lineage_mermaid},
+                graph=lineage_graph,
+                nothing_as_of=nothing_as_of,
+            ),
+            auth=not self.no_auth,
+            local_actor=self.session.actor,
+            workers=self.workers,
+        )
+        config = uvicorn.Config(
+            create_app(settings),
+            host=self.host,
+            port=self.port,
+            log_level="info",
+            access_log=self.access_log,
+            timeout_graceful_shutdown=GRACE_SECONDS,
+            timeout_keep_alive=5,
+            limit_concurrency=512,
+            server_header=False,
+            proxy_headers=False,
+        )
+        StoppingServer(config, settings.stopping, children).run(sockets)
+
+    def run_processes(self, processes: int, listening: socket.socket) -> None:
+        """Serve in `processes` processes on one listening socket: this one and its forks.
+
+        They take turns at a SQLite store's write lock (`write_turns`); a stop
+        (SIGTERM, or Ctrl-C, which reaches them all) stops every one, and this
+        process waits for the others before it returns.
+        """
+        write_turns.share_between_processes()
+        parent = os.getpid()
+        children = []
+        for _ in range(processes - 1):
+            pid = os.fork()
+            if pid == 0:  # a serving process of its own, which never returns to the CLI
+                code = 1
+                try:
+                    _stop_with(parent)
+                    self.run([listening])
+                    code = 0
+                except Exception as error:
+                    output.note(f"error: a serving process failed: {error}")
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        try:
+            self.run([listening], children)
+        finally:  # ended otherwise than by a stop (which waited for them already)
+            _ask_to_stop(children)
+            _wait_for(children)
+
+
+def _stop_with(parent: int) -> None:
+    """Have this forked process asked to stop when `parent` ends, however it ends (Linux's
+    parent-death signal; elsewhere the parent's stop is the only one)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        raise SystemExit(0)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _ask_to_stop(children: list[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _wait_for(children: list[int]) -> None:
+    """Wait for the other serving processes to end (past the grace, make them)."""
+    deadline = time.monotonic() + GRACE_SECONDS + 5
+    for pid in children:
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.02)
+        except ChildProcessError:
+            pass  # already waited for
 
 
 class StoppingServer:
-    """uvicorn's server, telling the service's event streams to end when asked to stop."""
+    """uvicorn's server, telling the service's event streams to end when asked to stop, and
+    the other serving processes (`children`) too, which it waits for before it ends."""
 
-    def __init__(self, config: object, stopping: threading.Event) -> None:
+    def __init__(
+        self, config: object, stopping: threading.Event, children: list[int] | None = None
+    ) -> None:
+        import asyncio
+
         import uvicorn
+
+        others = children or []
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 stopping.set()
+                _ask_to_stop(others)
                 super().handle_exit(sig, frame)
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().shutdown(sockets=sockets)
+                # Before uvicorn ends this process with the signal that stopped it.
+                await asyncio.get_running_loop().run_in_executor(None, _wait_for, others)
 
         assert isinstance(config, uvicorn.Config)
         self.server = Server(config)
 
-    def run(self) -> None:
-        self.server.run()
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        self.server.run(sockets=sockets)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -299,22 +298,22 @@ class ImmediateTransaction(SQLiteTransaction):
     """
 
     def __init__(
-        self, connection: SQLiteConnection, *, commit: bool, turn: threading.Lock, timeout: float
+        self, connection: SQLiteConnection, *, commit: bool, turn: write_turns.Turn, timeout: float
     ) -> None:
         super().__init__(connection, commit=commit)
         self.turn = turn
         self.timeout = timeout
 
     def __enter__(self) -> SQLiteCursor:
-        write_turns.take(self.turn, self.timeout)
+        self.turn.take(self.timeout)
         try:
             cursor = self.connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
-            self.turn.release()
+            self.turn.give_back()
             raise OperationalError(str(error)) from error
         except BaseException:
-            self.turn.release()
+            self.turn.give_back()
             raise
         return cursor
 
@@ -327,7 +326,7 @@ class ImmediateTransaction(SQLiteTransaction):
         try:
             super().__exit__(exc_type, exc_val, exc_tb)
         finally:
-            self.turn.release()
+            self.turn.give_back()
 
 
 class LedgerSQLiteDatastore(SQLiteDatastore):

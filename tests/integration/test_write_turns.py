@@ -1,13 +1,19 @@
-"""Threads of one process writing one SQLite store take turns (adapters/sqlite/write_turns.py).
+"""Threads of one process, and processes sharing turns, writing one SQLite store take turns
+(adapters/sqlite/write_turns.py).
 
-Each thread has its own ledger, as `trainledger serve`'s worker threads do:
-every command of every thread is recorded, once, in a log that verifies;
-a turn is waited for no longer than the store's lock timeout, and a turn
-is given back whether the transaction committed or failed.
+Each thread has its own ledger, as `trainledger serve`'s worker threads do,
+and so does each process of `serve --processes`: every command of every
+writer is recorded, once, in a log that verifies; a turn is waited for no
+longer than the store's lock timeout, whether a thread or another process
+holds it, and a turn is given back whether the transaction committed or
+failed.
 """
 
 from __future__ import annotations
 
+import fcntl
+import multiprocessing
+import os
 import threading
 from pathlib import Path
 
@@ -86,14 +92,14 @@ def test_a_turn_held_past_the_lock_timeout_is_a_conflict_and_records_nothing(
     run_id = _experiment(ledger, tmp_path / "out")
     turn = _datastore(ledger).turn
     assert turn is write_turns.turn_of(_datastore(ledger).pool.db_name)
-    holder = threading.Thread(target=turn.acquire)  # another thread is writing
+    holder = threading.Thread(target=turn.take, args=(1.0,))  # another thread is writing
     holder.start()
     holder.join()
     try:
         with pytest.raises(ConflictError, match="stayed locked"):
             ledger.start_run(run_id, actor="a")
     finally:
-        turn.release()
+        turn.give_back()
     assert ledger.show_run(run_id)["status"] == "pending"
     # Given back, the turn is taken again at once.
     ledger.start_run(run_id, actor="a")
@@ -106,10 +112,70 @@ def test_a_refused_or_failed_write_gives_its_turn_back(tmp_path: Path) -> None:
     datastore = _datastore(ledger)
     with pytest.raises(RuntimeError), datastore.transaction(commit=True):
         raise RuntimeError("the command failed inside its transaction")
-    assert not datastore.turn.locked()
+    assert not datastore.turn.taken()
     run_id = _experiment(ledger, tmp_path / "out")
     ledger.start_run(run_id, actor="a")
     with pytest.raises(InvalidTransitionError):
         ledger.start_run(run_id, actor="a")  # refused: already running
-    assert not datastore.turn.locked()
+    assert not datastore.turn.taken()
     ledger.close()
+
+
+PROCESSES = 3
+
+
+def _write_in_a_process(url: str, out: str) -> list[str]:
+    """One process of a service: shares turns, writes runs, starts them."""
+    write_turns.share_between_processes()
+    ledger = open_ledger(url)
+    runs = [_experiment(ledger, Path(out)) for _ in range(RUNS_EACH)]
+    for run_id in runs:
+        ledger.start_run(run_id, actor="a")
+    ledger.close()
+    return runs
+
+
+def test_processes_sharing_turns_record_every_command_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    open_ledger(url).close()  # the store, before the writers race to make it
+    with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+        started = pool.starmap(_write_in_a_process, [(url, str(tmp_path / "out"))] * PROCESSES)
+    own = [run_id for runs in started for run_id in runs]
+    assert len(set(own)) == PROCESSES * RUNS_EACH
+    reader = open_ledger(url)
+    assert all(reader.show_run(run_id)["status"] == "running" for run_id in own)
+    assert reader.verify()["ok"] is True
+    reader.close()
+    assert (tmp_path / f"ledger.db{write_turns.TURN_FILE_SUFFIX}").is_file()
+
+
+def test_a_turn_held_by_another_process_past_the_lock_timeout_is_a_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}?lock_timeout=1")
+    run_id = _experiment(ledger, tmp_path / "out")
+    sharing = threading.Event()
+    sharing.set()
+    monkeypatch.setattr(write_turns, "_sharing", sharing)
+    # The turn file locked through a file description of its own is what another
+    # process holding the turn looks like (flock locks belong to file descriptions).
+    other = os.open(tmp_path / f"ledger.db{write_turns.TURN_FILE_SUFFIX}", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(ConflictError, match="stayed locked"):
+            ledger.start_run(run_id, actor="a")
+        assert not _datastore(ledger).turn.taken()  # the thread's part given back too
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    assert ledger.show_run(run_id)["status"] == "pending"
+    ledger.start_run(run_id, actor="a")
+    assert ledger.show_run(run_id)["status"] == "running"
+    ledger.close()
+
+
+def test_turns_not_shared_leave_no_file_beside_the_store(tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.start_run(_experiment(ledger, tmp_path / "out"), actor="a")
+    ledger.close()
+    assert not (tmp_path / f"ledger.db{write_turns.TURN_FILE_SUFFIX}").exists()
