@@ -214,8 +214,8 @@ class Service:
             if pid == 0:  # a serving process of its own, which never returns to the CLI
                 code = 1
                 try:
-                    _stop_with(parent)
-                    self.run([listening])
+                    if _stops_with(parent):
+                        self.run([listening])
                     code = 0
                 except Exception as error:
                     output.note(f"error: a serving process failed: {error}")
@@ -229,14 +229,14 @@ class Service:
             _wait_for(children)
 
 
-def _stop_with(parent: int) -> None:
+def _stops_with(parent: int) -> bool:
     """Have this forked process asked to stop when `parent` ends, however it ends (Linux's
-    parent-death signal; elsewhere the parent's stop is the only one)."""
+    parent-death signal; elsewhere the parent's stop is the only one); False when it has
+    ended already."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it ended before the signal was asked for
-        raise SystemExit(0)
+    return os.getppid() == parent  # else it ended before the signal was asked for
 
 
 PR_SET_PDEATHSIG = 1

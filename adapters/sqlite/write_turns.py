@@ -34,6 +34,7 @@ import threading
 import time
 
 from eventsourcing.persistence import OperationalError
+from eventsourcing.sqlite import SQLiteConnectionPool
 
 TURN_FILE_SUFFIX = "-turn"
 _LONGEST_LOOK = 0.001
@@ -109,7 +110,7 @@ class Turn:
 def _turn_file(database: str) -> str | None:
     """The turn file of a database named as the pool names it (a path or a `file:` URI);
     None for an in-memory database."""
-    if database == ":memory:" or "mode=memory" in database:
+    if SQLiteConnectionPool.detect_memory_mode(database):
         return None
     path = database.removeprefix("file:").split("?", 1)[0]
     return f"{path}{TURN_FILE_SUFFIX}" if path else None
