@@ -12,6 +12,17 @@ state, after a short random back-off, and the command is refused with
 `ConflictError` once the attempts run out. A command repeated with its
 idempotency key returns the outcome recorded the first time and records
 nothing (a different command under the same key is refused).
+
+A long-lived process mostly commands what it has just written (a run is
+created, started, given a checkpoint and completed in turn), so the unit of
+work keeps the aggregates it saved (`WarmCopies`) and a command's first
+attempt decides on those copies instead of loading them again. A copy may be
+stale (another writer may have appended since), so such a decision counts
+only when the store confirms it, exactly as strongly as a fresh load would:
+an aggregate it changes is checked by the append itself (its next version is
+unique), one it only read is checked to have no newer event before the
+append, and a refusal, a failed check or a conflict sends the command back
+to decide on fresh state at once.
 """
 
 from __future__ import annotations
@@ -20,8 +31,11 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -110,6 +124,49 @@ class LedgerApplication(Application[UUID]):
         return recordings
 
 
+class WarmCopies:
+    """The aggregates a unit of work saved last, as saved, for its next commands on them.
+
+    A copy is taken out while a command decides on it and put back only after
+    the command's append succeeded, so a failed or refused decision leaves
+    nothing behind, and two commands never share one copy. The oldest copies
+    go first beyond `size`."""
+
+    SIZE = 1024
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        self._copies: OrderedDict[UUID, LedgerAggregate] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def take(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        return self._copies.pop(aggregate_id, None)
+
+    def keep(self, aggregate: LedgerAggregate) -> None:
+        """Keep a copy that has nothing pending (one with pending events is not as saved)."""
+        if aggregate.pending_events:
+            return
+        self._copies.pop(aggregate.id, None)
+        self._copies[aggregate.id] = aggregate
+        while len(self._copies) > self.size:
+            self._copies.popitem(last=False)
+
+
+@dataclass
+class Loads:
+    """What one attempt of a command loaded; `warm` is where it may take copies from."""
+
+    warm: WarmCopies | None
+    fresh: list[LedgerAggregate] = field(default_factory=list)
+    copies: list[LedgerAggregate] = field(default_factory=list)
+
+
+_LOADS: ContextVar[Loads | None] = ContextVar("trainledger_loads", default=None)
+"""The loads of the attempt this thread (or task) is deciding; None outside a command."""
+
+
 class UnitOfWork:
     """Runs commands on one application: one append each, retried on conflicts."""
 
@@ -128,6 +185,7 @@ class UnitOfWork:
         self.recorder = recorder
         self.clock = clock
         self.canonical_json = canonical_json
+        self.warm = WarmCopies()
 
     def run(
         self,
@@ -147,13 +205,24 @@ class UnitOfWork:
         refuse_control_characters(actor, "actor")
         refuse_control_characters(idempotency_key, "idempotency key")
         digest = "" if idempotency_key is None else request_digest(command, params)
+        warm: WarmCopies | None = self.warm
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
                 earlier = self.earlier_outcome(idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            with self.context(actor, idempotency_key):
-                aggregates, outcome, reservations = body()
+            loads = Loads(warm)
+            try:
+                with self.loading(loads), self.context(actor, idempotency_key):
+                    aggregates, outcome, reservations = body()
+            except Exception:
+                if not loads.copies:
+                    raise
+                warm = None  # refused on copies that may be stale: decide on the store's state
+                continue
+            if loads.copies and not self.still_latest(loads.copies):
+                warm = None
+                continue
             if idempotency_key is not None:
                 record = json.dumps({"request": digest, "outcome": outcome}).encode()
                 reservations = [*reservations, Reservation(IDEMPOTENCY, idempotency_key, record)]
@@ -161,8 +230,11 @@ class UnitOfWork:
                 self.app.save(*aggregates, reservations=reservations)
             except IntegrityError:
                 # Someone appended to one of these aggregates (or took the same
-                # key) since we loaded it: back off, reload, decide again.
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                # key) since we loaded it: back off, reload, decide again. A
+                # decision on copies was most likely only stale: again at once.
+                if not loads.copies:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                warm = None
                 continue
             except OperationalError as error:
                 if not lock_timed_out(error):
@@ -171,10 +243,31 @@ class UnitOfWork:
                     f"{command}: the store stayed locked by other writers past its lock "
                     "timeout; nothing was recorded, retry the command"
                 ) from None
+            for aggregate in (*loads.copies, *loads.fresh, *aggregates):
+                if isinstance(aggregate, BaseAggregate):
+                    self.warm.keep(aggregate)
             return outcome
         raise ConflictError(
             f"{command}: concurrent changes to the same records; gave up after "
             f"{self.MAX_ATTEMPTS} attempts, retry the command"
+        )
+
+    @contextmanager
+    def loading(self, loads: Loads) -> Iterator[None]:
+        """Route this thread's loads through `loads` while a command decides."""
+        token = _LOADS.set(loads)
+        try:
+            yield
+        finally:
+            _LOADS.reset(token)
+
+    def still_latest(self, copies: Iterable[LedgerAggregate]) -> bool:
+        """Whether no event was stored after the copies that a decision only read (the
+        ones it changed are checked by the append: their next versions are unique)."""
+        return not any(
+            self.app.recorder.select_events(copy.id, gt=copy.version, limit=1)
+            for copy in copies
+            if not copy.pending_events
         )
 
     def context(self, actor: str, idempotency_key: str | None) -> AbstractContextManager[None]:
@@ -240,8 +333,17 @@ class UnitOfWork:
         return aggregate if isinstance(aggregate, kind) else None
 
     def load(self, aggregate_id: UUID) -> LedgerAggregate:
-        """The aggregate replayed from its stored events."""
+        """The aggregate replayed from its stored events; while a command decides, the
+        copy this unit of work saved last, if it has one (confirmed in `run`)."""
+        loads = _LOADS.get()
+        if loads is not None and loads.warm is not None:
+            copy = loads.warm.take(aggregate_id)
+            if copy is not None:
+                loads.copies.append(copy)
+                return copy
         aggregate: LedgerAggregate = self.app.repository.get(aggregate_id, projector_func=_replay)
+        if loads is not None:
+            loads.fresh.append(aggregate)
         return aggregate
 
 
