@@ -130,7 +130,9 @@ class WarmCopies:
     A copy is taken out while a command decides on it and put back only after
     the command's append succeeded, so a failed or refused decision leaves
     nothing behind, and two commands never share one copy. The oldest copies
-    go first beyond `size`."""
+    go first beyond `size`. Units of work on one store in several threads may
+    share one (each step is one atomic operation of the dict); a copy one of
+    them left behind is only ever stale, which the decision's check covers."""
 
     SIZE = 1024
 
@@ -151,7 +153,10 @@ class WarmCopies:
         self._copies.pop(aggregate.id, None)
         self._copies[aggregate.id] = aggregate
         while len(self._copies) > self.size:
-            self._copies.popitem(last=False)
+            try:
+                self._copies.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
 
 
 @dataclass

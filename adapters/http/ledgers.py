@@ -6,7 +6,9 @@ Each thread opens its own `TrainingLedger` on first use, so nothing of a
 ledger (its connections, its read model's catch-up) is shared between two
 requests at once; on SQLite and PostgreSQL several ledgers on one store are
 what several processes are already (SPEC §8). An in-memory store is one
-ledger, so it gets one thread.
+ledger, so it gets one thread. The ledgers share one set of warm copies
+(`service.unit_of_work.WarmCopies`): a client's next command, on whichever
+thread, decides on the aggregates its last one saved.
 
 `close` waits for the work in flight to finish, then closes every ledger:
 a command running when the service stops completes (its one append commits)
@@ -30,6 +32,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trainledger.service.ledger import TrainingLedger
+from trainledger.service.unit_of_work import WarmCopies
 
 T = TypeVar("T")
 
@@ -62,11 +65,13 @@ class LedgerPool:
         self._opened: list[TrainingLedger] = []
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="trainledger-http")
+        self.warm = WarmCopies()
 
     def _ledger(self) -> TrainingLedger:
         ledger: TrainingLedger | None = getattr(self._local, "ledger", None)
         if ledger is None:
             ledger = self._open()
+            ledger.unit_of_work.warm = self.warm
             self._local.ledger = ledger
             with self._lock:
                 self._opened.append(ledger)

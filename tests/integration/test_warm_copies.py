@@ -8,7 +8,8 @@ ledger loading everything fresh would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ from uuid import UUID
 import pytest
 
 from tests.support import READER_FAMILY, eval_summary, reader_request, write_artifact
+from trainledger.adapters.http.ledgers import LedgerPool
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.errors import (
     CheckpointNotFoundError,
@@ -177,3 +179,29 @@ def test_warm_copies_keep_the_newest_within_their_size() -> None:
     assert len(copies) == 2
     assert copies.take(UUID(int=1)) is None
     assert copies.take(UUID(int=3)) is runs[2]
+
+
+def test_the_services_worker_threads_share_their_warm_copies(
+    store_url: str, tmp_path: Path
+) -> None:
+    pool = LedgerPool(lambda: open_ledger(store_url), store_url, workers=2)
+
+    def on_a_thread(work: Callable[[TrainingLedger], Any]) -> Any:
+        answer: list[Any] = []
+        thread = threading.Thread(target=lambda: answer.append(pool.run(work)))
+        thread.start()
+        thread.join()
+        return answer[0]
+
+    try:
+        first = on_a_thread(lambda ledger: ledger)
+        run_id = on_a_thread(lambda ledger: new_run(ledger, tmp_path))
+        second = on_a_thread(lambda ledger: ledger)
+        assert first is not second
+        assert first.unit_of_work.warm is second.unit_of_work.warm is pool.warm
+        on_a_thread(lambda ledger: ledger.start_run(run_id, actor="alice"))
+        copy = pool.warm.take(UUID(run_id))
+        assert isinstance(copy, TrainingRun)
+        assert copy.status == "running"
+    finally:
+        pool.close()
