@@ -15,7 +15,6 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -35,7 +34,11 @@ from eventsourcing.sqlite import (
 from eventsourcing.utils import Environment
 
 from trainledger.adapters.sqlite import write_turns
-from trainledger.adapters.sqlite.store_file import prepare_store_file, read_only_uri
+from trainledger.adapters.sqlite.store_file import (
+    database_file,
+    prepare_store_file,
+    read_only_uri,
+)
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
@@ -367,8 +370,8 @@ class LedgerSQLiteFactory(SQLiteFactory):
     def __init__(self, env: Environment | dict[str, str] | None):
         checked = Environment(env=env) if not isinstance(env, Environment) else env
         db_name = checked.get(self.SQLITE_DBNAME) or ""
-        if db_name and not SQLiteConnectionPool.detect_memory_mode(db_name):
-            path = Path(db_name.removeprefix("file:").split("?", 1)[0])
+        path = database_file(db_name)
+        if path is not None:
             read_only = checked.get(READ_ONLY_ENV) == "1" or (
                 path.exists() and not os.access(path, os.W_OK)
             )

@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 from uuid import uuid4
 
+from eventsourcing.sqlite import SQLiteConnectionPool
+
 from trainledger.domain.errors import NoLedgerError, StoreError
 
 LEDGER_TABLE = "stored_events"
@@ -48,8 +50,18 @@ def prepare_store_file(path: Path, *, create: bool, read_only: bool = False) -> 
         raise StoreError(f"{path} is an SQLite database but not a trainledger store")
 
 
+def database_file(db_name: str) -> Path | None:
+    """The file a database name opens, as the library's pool names it: a plain path, or a
+    `file:` URI (its path unquoted, its options dropped); None for an in-memory database."""
+    if not db_name or SQLiteConnectionPool.detect_memory_mode(db_name):
+        return None
+    if db_name.startswith("file:"):
+        return Path(unquote(db_name.removeprefix("file:").split("?", 1)[0]))
+    return Path(db_name)
+
+
 def _tables(uri: str) -> set[str]:
-    path = unquote(uri.removeprefix("file:").split("?", 1)[0])
+    path = database_file(uri)
     try:
         connection = sqlite3.connect(uri, uri=True)
         try:

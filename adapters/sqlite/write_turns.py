@@ -34,7 +34,8 @@ import threading
 import time
 
 from eventsourcing.persistence import OperationalError
-from eventsourcing.sqlite import SQLiteConnectionPool
+
+from trainledger.adapters.sqlite.store_file import database_file
 
 TURN_FILE_SUFFIX = "-turn"
 _LONGEST_LOOK = 0.001
@@ -110,10 +111,8 @@ class Turn:
 def _turn_file(database: str) -> str | None:
     """The turn file of a database named as the pool names it (a path or a `file:` URI);
     None for an in-memory database."""
-    if SQLiteConnectionPool.detect_memory_mode(database):
-        return None
-    path = database.removeprefix("file:").split("?", 1)[0]
-    return f"{path}{TURN_FILE_SUFFIX}" if path else None
+    path = database_file(database)
+    return None if path is None else f"{path}{TURN_FILE_SUFFIX}"
 
 
 _TURNS: dict[str, Turn] = {}
