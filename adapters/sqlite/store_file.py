@@ -52,12 +52,13 @@ def prepare_store_file(path: Path, *, create: bool, read_only: bool = False) -> 
 
 def database_file(db_name: str) -> Path | None:
     """The file a database name opens, as the library's pool names it: a plain path, or a
-    `file:` URI (its path unquoted, its options dropped); None for an in-memory database."""
-    if not db_name or SQLiteConnectionPool.detect_memory_mode(db_name):
+    `file:` URI (its path unquoted, its options dropped); None for an in-memory or a
+    temporary database (an empty name: SQLite's own temporary file)."""
+    if SQLiteConnectionPool.detect_memory_mode(db_name):
         return None
     if db_name.startswith("file:"):
-        return Path(unquote(db_name.removeprefix("file:").split("?", 1)[0]))
-    return Path(db_name)
+        db_name = unquote(db_name.removeprefix("file:").split("?", 1)[0])
+    return Path(db_name) if db_name else None
 
 
 def _tables(uri: str) -> set[str]:

@@ -26,9 +26,10 @@ def test_a_database_name_opens_one_file(db_name: str, expected: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "db_name", ["", ":memory:", "file::memory:?cache=shared", "file:ledger?mode=memory"]
+    "db_name",
+    ["", "file:", "file:?mode=rw", ":memory:", "file::memory:?cache=shared", "file:x?mode=memory"],
 )
-def test_an_in_memory_database_has_no_file(db_name: str) -> None:
+def test_an_in_memory_or_temporary_database_has_no_file(db_name: str) -> None:
     assert database_file(db_name) is None
     assert _turn_file(db_name) is None
 
