@@ -68,7 +68,14 @@ def _micros(as_of: datetime | None) -> int | None:
 @contextmanager
 def _cycle_collection_paused() -> Iterator[None]:
     # A rebuild or a replay allocates millions of short-lived, acyclic
-    # objects: the cycle collector would only walk them over and over.
+    # objects, and a query's answer thousands (`impact`: documents for every
+    # run and checkpoint of a dataset): the cycle collector would only walk
+    # them over and over, and move a large answer into its oldest generation,
+    # whose collection walks the whole process (at 1,000 runs, p99 82 against
+    # a median of 60 ms; bench/README, "impact"). Reference counting frees
+    # them; an answer its caller keeps is walked once, by the first collection
+    # after the pause. Queries of other threads may overlap: the first to end
+    # lets the collector run again; none leaves it otherwise than it found it.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -217,16 +224,18 @@ class ProjectionReadModel(DeploymentReadModel):
 
         Where the view lives with the log, one transaction tells that it is
         caught up and answers the query; otherwise (or when it is behind) the
-        view catches up first.
+        view catches up first. The cycle collector waits meanwhile
+        (`_cycle_collection_paused`).
         """
-        with self.view.reader() as reader:
-            end = reader.log_position()
-            if end is not None and end == reader.position(self.application_name):
+        with _cycle_collection_paused():
+            with self.view.reader() as reader:
+                end = reader.log_position()
+                if end is not None and end == reader.position(self.application_name):
+                    yield reader
+                    return
+            self.catch_up()
+            with self.view.reader() as reader:
                 yield reader
-                return
-        self.catch_up()
-        with self.view.reader() as reader:
-            yield reader
 
     def run(self, run_id: str, as_of: datetime | None) -> Document | None:
         key, at = canonical_id(run_id), _micros(as_of)
@@ -288,10 +297,10 @@ class ProjectionReadModel(DeploymentReadModel):
             run_documents = self._run_documents(reader, runs, at)
             checkpoints = reader.checkpoints(run_ids=[r.run_id for r in runs], as_of=at)
             checkpoint_documents = self._checkpoint_documents(reader, checkpoints, at)
-        by_run = grouped(checkpoint_documents, lambda c: str(c["trainRunId"]))
-        deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
-        for run in run_documents:  # each document is this answer's own: extended, not copied
-            run["checkpoints"] = by_run.get(run["trainRunId"], [])
+            by_run = grouped(checkpoint_documents, lambda c: str(c["trainRunId"]))
+            deployable = [c["checkpointId"] for c in checkpoint_documents if c["deployable"]]
+            for run in run_documents:  # each document is this answer's own: extended, not copied
+                run["checkpoints"] = by_run.get(run["trainRunId"], [])
         return {
             "datasetFingerprint": dataset_fingerprint,
             "asOf": iso(as_of),

@@ -6,11 +6,12 @@ Answers are checked against an oracle built from the aggregates themselves
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -186,6 +187,60 @@ def test_impact_and_list_filters_match_the_oracle(ledger: TrainingLedger) -> Non
         ledger.lineage("not-an-id")
     with pytest.raises(CheckpointNotFoundError):
         ledger.show_checkpoint(run_id)  # a run's id is no checkpoint
+
+
+def test_queries_read_and_build_their_answers_without_the_cycle_collector(
+    ledger: TrainingLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer is acyclic, freed by reference counting: collecting while it is built would
+    only walk it, and `impact` builds thousands of documents (bench/README, "impact")."""
+    scripted_history(ledger, runs=12, seed=11)
+    model = read_model(ledger)
+    reading = model.view.reader
+    inside = [False]
+    states: list[bool] = []
+    collections: list[int] = []
+
+    @contextmanager
+    def watched() -> Iterator[Any]:
+        with reading() as reader:
+            states.append(gc.isenabled())
+            inside[0] = True
+            try:
+                yield reader
+            finally:
+                inside[0] = False
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and inside[0]:
+            collections.append(info["generation"])
+
+    monkeypatch.setattr(model.view, "reader", watched)
+    threshold = gc.get_threshold()
+    gc.callbacks.append(count)
+    gc.set_threshold(1)  # any container made while the collector runs would start one
+    try:
+        impact = ledger.impact(DATASETS[0])
+        ledger.lineage(impact["checkpoints"][0]["checkpointId"])
+        ledger.list_runs()
+        ledger.stats()
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(count)
+    assert impact["runs"]
+    assert states
+    assert not any(states)
+    assert collections == []
+    assert gc.isenabled()
+    with pytest.raises(CheckpointNotFoundError):
+        ledger.lineage(str(uuid4()))
+    assert gc.isenabled()  # as a failed query found it
+    gc.disable()
+    try:
+        ledger.impact(DATASETS[0])
+        assert not gc.isenabled()  # nor does a query start it
+    finally:
+        gc.enable()
 
 
 def test_naive_as_of_is_refused(ledger: TrainingLedger) -> None:
