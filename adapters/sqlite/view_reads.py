@@ -167,8 +167,9 @@ class SQLFactReader(DeploymentReads, FactReader):
         found: list[Row] = []
         for chunk in _chunks(ids):
             select = build(_Select(head), chunk)
-            tail = " ORDER BY position DESC"
             params = list(select.params)
+            # Rows of ids are sorted here, whole: a chunk is ordered only to keep its newest.
+            tail = "" if chunk is not None and limit is None else " ORDER BY position DESC"
             if limit is not None:
                 tail += " LIMIT ?"
                 params.append(limit)
