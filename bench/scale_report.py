@@ -78,6 +78,14 @@ def markdown(results: Json) -> str:
             " (`--reuse`); everything else was measured again."
             if "growthMeasuredAt" in results
             else ""
+        )
+        + (
+            " CPU probe before the rebuild (`bench.stats.cpu_probe`, the same Python job each"
+            " time; a slower host takes longer): "
+            + " / ".join(f"{ms:.1f}" for ms in results["cpuProbeMs"])
+            + " ms."
+            if results.get("cpuProbeMs")
+            else ""
         ),
         "",
         "## Targets",
