@@ -75,7 +75,8 @@ def _cycle_collection_paused() -> Iterator[None]:
     # a median of 60 ms; bench/README, "impact"). Reference counting frees
     # them; an answer its caller keeps is walked once, by the first collection
     # after the pause. Queries of other threads may overlap: the first to end
-    # lets the collector run again; none leaves it otherwise than it found it.
+    # lets the collector run again, and one that was off before any of them
+    # began stays off.
     collecting = gc.isenabled()
     gc.disable()
     try:
