@@ -243,6 +243,31 @@ def test_queries_read_and_build_their_answers_without_the_cycle_collector(
         gc.enable()
 
 
+def test_queries_of_many_threads_leave_the_cycle_collector_running(
+    ledger: TrainingLedger,
+) -> None:
+    scripted_history(ledger, runs=12, seed=11)
+    expected = ledger.impact(DATASETS[0])
+    answers: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            for _ in range(10):
+                answers.append(ledger.impact(DATASETS[0]))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=query) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert answers == [expected] * 40
+    assert gc.isenabled()
+
+
 def test_naive_as_of_is_refused(ledger: TrainingLedger) -> None:
     with pytest.raises(ValidationError, match="time zone"):
         ledger.stats(as_of=moment_of("2025-01-01T00:00:00"))
