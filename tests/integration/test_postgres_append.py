@@ -2,7 +2,8 @@
 (adapters/postgres/append.py): the same bytes as `domain.chain`, checked here
 link by link and seal by seal, for events and for reservations whose kinds and
 keys sort differently by code point than by a collation. The events go to the
-server as arrays (the states in binary) and come back in binary rows: every
+server as arrays (the states in binary; a small append's values one parameter
+each, built into arrays by the server) and come back in binary rows: every
 byte as written, and the recorder's reads answer what the library's would."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 
 from tests.support import deployable_lifecycle, reader_request
+from trainledger.adapters.postgres.append import SCALARS_UP_TO
 from trainledger.adapters.postgres.recorder import LedgerPostgresRecorder
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_links
@@ -125,6 +127,69 @@ def test_events_are_stored_byte_for_byte_and_read_as_the_library_reads(
             [(r.id, r.originator_id, r.originator_version, r.topic, r.state) for r in rows],
         )
         assert recorder.log_chain(0, None) == dict(expected)
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("events", "reservations"),
+    [
+        (1, 0),
+        (2, 1),
+        (SCALARS_UP_TO, SCALARS_UP_TO),
+        (SCALARS_UP_TO + 1, 0),
+        (1, SCALARS_UP_TO + 1),
+        (0, 2),
+    ],
+)
+def test_appends_of_every_shape_store_the_same_bytes_links_and_seals(
+    postgres_url: str, events: int, reservations: int
+) -> None:
+    """Small appends pass each value as a parameter of its own, larger ones pass arrays:
+    both store every byte as given, in order, with `domain.chain`'s links and seals."""
+    ledger = open_ledger(postgres_url)
+    try:
+        recorder = ledger.unit_of_work.recorder
+        assert isinstance(recorder, LedgerPostgresRecorder)
+        # An append before this one's, so that its links and seals extend a chain.
+        recorder.insert_events(
+            [StoredEvent(uuid4(), 1, "tests:Before", b"{}")],
+            reservations=[Reservation("test-kind", f"before-{uuid4()}", b"0")],
+        )
+        aggregate_id = uuid4()
+        oddities = [bytes(range(256)), b"", b"\\x00'\"{},\\\\ NULL"]
+        given = [
+            StoredEvent(aggregate_id, version, f"tests:T{version} {{,}} \\", oddities[version % 3])
+            for version in range(1, events + 1)
+        ]
+        keys = [f"{KEYS[n % len(KEYS)]}-{n}-{uuid4()}" for n in range(reservations)]
+        reserved = [Reservation("test-kind", key, oddities[n % 3]) for n, key in enumerate(keys)]
+        positions = recorder.insert_events(given, reservations=reserved)
+        assert len(positions) == events
+        assert recorder.select_events(aggregate_id) == given
+        for reservation in reserved:
+            assert recorder.find_reservation("test-kind", reservation.key) == reservation.value
+        rows = recorder.select_notifications(start=1, limit=10_000)
+        assert [r.id for r in rows if r.originator_id == aggregate_id] == positions
+        links = dict(
+            log_links(
+                LOG_GENESIS,
+                [(r.id, r.originator_id, r.originator_version, r.topic, r.state) for r in rows],
+            )
+        )
+        assert recorder.log_chain(0, None) == links
+        # Sealed at the append's last event (or the log's end), in code point order.
+        seals = recorder.seals()
+        earlier, mine = seals[: len(seals) - reservations], seals[len(seals) - reservations :]
+        anchor = rows[-1].id
+        expected = seal_links(
+            earlier[-1].link,
+            [
+                (anchor, links[anchor], r.kind, r.key, r.value)
+                for r in sorted(reserved, key=lambda r: (r.kind, r.key))
+            ],
+        )
+        assert [(s.position, s.kind, s.key, s.value_hash, s.link) for s in mine] == expected
     finally:
         ledger.close()
 
