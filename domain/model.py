@@ -392,8 +392,12 @@ class Checkpoint(LedgerAggregate):
                 f"eval family {summary.targetModelFamily!r} differs from checkpoint "
                 f"family {self.family!r}"
             )
-        if any(existing.evalId == summary.evalId for existing in self.evals):
+        if self.has_eval(summary.evalId):
             raise EvalRefusedError(f"evalId {summary.evalId} was already used")
+
+    def has_eval(self, eval_id: str) -> bool:
+        """Whether an eval of this id is attached here."""
+        return any(existing.evalId == eval_id for existing in self.evals)
 
     def attach_eval(self, summary: EvalSummary) -> None:
         """Attach an eval; it becomes the current one.

@@ -295,7 +295,13 @@ class TrainingLedger(LedgerApplication):
 
         def body() -> tuple[list[LedgerAggregate], Outcome, list[Reservation]]:
             checkpoint = self.unit_of_work.get_checkpoint(checkpoint_uuid)
-            if self.ledger_recorder.find_reservation(EVAL_ID, eval_summary.evalId) is not None:
+            # The evalId's reservation is unique: the append refuses one used on another
+            # checkpoint, and only then is it looked up (one wait fewer per attach).
+            reused = checkpoint.has_eval(eval_summary.evalId) or self.unit_of_work.after_refusal()
+            if (
+                reused
+                and self.ledger_recorder.find_reservation(EVAL_ID, eval_summary.evalId) is not None
+            ):
                 raise DuplicateEvalError(
                     f"evalId {eval_summary.evalId} was already used in this ledger"
                 )

@@ -164,6 +164,8 @@ class Loads:
     """What one attempt of a command loaded; `warm` is where it may take copies from."""
 
     warm: WarmCopies | None
+    refused: bool = False
+    """Whether the store refused an earlier attempt's append (`UnitOfWork.after_refusal`)."""
     fresh: list[LedgerAggregate] = field(default_factory=list)
     copies: list[LedgerAggregate] = field(default_factory=list)
 
@@ -211,12 +213,13 @@ class UnitOfWork:
         refuse_control_characters(idempotency_key, "idempotency key")
         digest = "" if idempotency_key is None else request_digest(command, params)
         warm: WarmCopies | None = self.warm
+        refused = False
         for attempt in range(self.MAX_ATTEMPTS):
             if idempotency_key is not None:
                 earlier = self.earlier_outcome(idempotency_key, digest)
                 if earlier is not None:
                     return earlier
-            loads = Loads(warm)
+            loads = Loads(warm, refused)
             try:
                 with self.loading(loads), self.context(actor, idempotency_key):
                     aggregates, outcome, reservations = body()
@@ -239,7 +242,7 @@ class UnitOfWork:
                 # decision on copies was most likely only stale: again at once.
                 if not loads.copies:
                     time.sleep(random.uniform(0, 0.01 * 2**attempt))
-                warm = None
+                warm, refused = None, True
                 continue
             except OperationalError as error:
                 if not lock_timed_out(error):
@@ -265,6 +268,15 @@ class UnitOfWork:
             yield
         finally:
             _LOADS.reset(token)
+
+    def after_refusal(self) -> bool:
+        """Whether the command deciding now was refused by the store before: an append of
+        it met a concurrent change or a unique key already taken (its reservations').
+
+        A decision can leave a taken key to the append, which refuses it with nothing
+        recorded, and look it up only then to say which (one wait fewer per command)."""
+        loads = _LOADS.get()
+        return loads is not None and loads.refused
 
     def still_latest(self, copies: Iterable[LedgerAggregate]) -> bool:
         """Whether no event was stored after the copies that a decision only read (the

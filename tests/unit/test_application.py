@@ -560,6 +560,32 @@ def test_an_eval_id_is_unique_across_the_whole_ledger(ledger: TrainingLedger) ->
     assert types(ledger, second) == ["Registered"]
 
 
+def test_an_eval_id_is_looked_up_only_once_the_append_refused_it(
+    ledger: TrainingLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evalId's reservation is unique, so a new evalId costs no look-up: the
+    append refuses one used elsewhere, and the look-up after it names the refusal."""
+    run_id = running_run(ledger)
+    first, second = register(ledger, run_id), register(ledger, run_id)
+    looked_up: list[tuple[str, str]] = []
+    find = ledger.ledger_recorder.find_reservation
+
+    def spy(kind: str, key: str) -> bytes | None:
+        looked_up.append((kind, key))
+        return find(kind, key)
+
+    monkeypatch.setattr(ledger.ledger_recorder, "find_reservation", spy)
+    ledger.attach_eval(first, eval_summary(first, "new-eval"), actor="alice")
+    assert [key for _, key in looked_up] == []
+    with pytest.raises(DuplicateEvalError, match="evalId new-eval was already used"):
+        ledger.attach_eval(second, eval_summary(second, "new-eval"), actor="alice")
+    assert [key for _, key in looked_up] == ["new-eval"]
+    with pytest.raises(DuplicateEvalError, match="evalId new-eval was already used"):
+        ledger.attach_eval(first, eval_summary(first, "new-eval"), actor="alice")
+    assert types(ledger, second) == ["Registered"]
+    assert types(ledger, first) == ["Registered", "EvalAttached"]
+
+
 # --- idempotency ----------------------------------------------------------------
 
 
