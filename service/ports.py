@@ -35,6 +35,18 @@ EVAL_ID = "eval"
 """Reservation kind: a globally unique evalId, valued with its checkpoint's id."""
 
 
+UNCHANGED = "unchanged"
+"""The append's keyword for what a decision read but did not change: (aggregate id,
+version) pairs. Every recorder refuses the append, keeping nothing, with the library's
+`IntegrityError` (as for a concurrent change to an aggregate the append extends) when
+any of them has an event past that version, checked in the append's own transaction."""
+
+
+def changed_since_read(aggregate_id: UUID) -> str:
+    """The refusal's message, on every store."""
+    return f"{aggregate_id} changed after the decision read it"
+
+
 @dataclass(frozen=True)
 class Reservation:
     """A unique key written in the same transaction as a command's events."""

@@ -20,9 +20,11 @@ attempt decides on those copies instead of loading them again. A copy may be
 stale (another writer may have appended since), so such a decision counts
 only when the store confirms it, exactly as strongly as a fresh load would:
 an aggregate it changes is checked by the append itself (its next version is
-unique), one it only read is checked to have no newer event before the
-append, and a refusal, a failed check or a conflict sends the command back
-to decide on fresh state at once.
+unique), and so is one it only read: the append is refused if that one has
+a newer event (`service.ports.UNCHANGED`, checked in the append's own
+transaction; a decision that appends nothing checks before it answers). A
+refusal, a failed check or a conflict sends the command back to decide on
+fresh state at once.
 """
 
 from __future__ import annotations
@@ -228,18 +230,24 @@ class UnitOfWork:
                     raise
                 warm = None  # refused on copies that may be stale: decide on the store's state
                 continue
-            if loads.copies and not self.still_latest(loads.copies):
-                warm = None
-                continue
+            # The copies the decision only read: the append confirms them (`UNCHANGED`).
+            unchanged = [(c.id, c.version) for c in loads.copies if not c.pending_events]
             if idempotency_key is not None:
                 record = json.dumps({"request": digest, "outcome": outcome}).encode()
                 reservations = [*reservations, Reservation(IDEMPOTENCY, idempotency_key, record)]
+            appends = reservations or any(
+                a.pending_events for a in aggregates if isinstance(a, BaseAggregate)
+            )
+            if unchanged and not appends and not self.still_latest(unchanged):
+                warm = None
+                continue
             try:
-                self.app.save(*aggregates, reservations=reservations)
+                self.app.save(*aggregates, reservations=reservations, unchanged=unchanged)
             except IntegrityError:
-                # Someone appended to one of these aggregates (or took the same
-                # key) since we loaded it: back off, reload, decide again. A
-                # decision on copies was most likely only stale: again at once.
+                # Someone appended to one of these aggregates (or to one the
+                # decision read on a copy, or took the same key) since we loaded
+                # it: back off, reload, decide again. A decision on copies was
+                # most likely only stale: again at once.
                 if not loads.copies:
                     time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 warm, refused = None, True
@@ -278,13 +286,12 @@ class UnitOfWork:
         loads = _LOADS.get()
         return loads is not None and loads.refused
 
-    def still_latest(self, copies: Iterable[LedgerAggregate]) -> bool:
-        """Whether no event was stored after the copies that a decision only read (the
-        ones it changed are checked by the append: their next versions are unique)."""
+    def still_latest(self, unchanged: Iterable[tuple[UUID, int]]) -> bool:
+        """Whether no event was stored after these versions of the copies a decision only
+        read, when it appends nothing (an append confirms them itself, `UNCHANGED`)."""
         return not any(
-            self.app.recorder.select_events(copy.id, gt=copy.version, limit=1)
-            for copy in copies
-            if not copy.pending_events
+            self.app.recorder.select_events(aggregate_id, gt=version, limit=1)
+            for aggregate_id, version in unchanged
         )
 
     def context(self, actor: str, idempotency_key: str | None) -> AbstractContextManager[None]:

@@ -10,7 +10,13 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Store
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
 
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
-from trainledger.service.ports import LogCheck, Reservation, Seal
+from trainledger.service.ports import (
+    UNCHANGED,
+    LogCheck,
+    Reservation,
+    Seal,
+    changed_since_read,
+)
 
 
 class MemoryLedgerRecorder(POPOApplicationRecorder):
@@ -27,6 +33,9 @@ class MemoryLedgerRecorder(POPOApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         with self._database_lock:
+            for aggregate_id, version in kwargs.get(UNCHANGED, ()):
+                if max(self._stored_events_index.get(str(aggregate_id), ()), default=0) > version:
+                    raise IntegrityError(changed_since_read(aggregate_id))
             reservations = kwargs.get("reservations", ())
             for r in reservations:
                 if (r.kind, r.key) in self._reservations:

@@ -7,7 +7,9 @@ anchors, then the commit; three to seven of them while holding the events
 table's EXCLUSIVE lock, which every writer needs, so every other writer
 waited for this process to be scheduled again. Now a command's append is
 one call of a PL/pgSQL function (`APPEND_FUNCTION`), its own transaction:
-it takes the lock, inserts the reservations and the events, computes the
+it takes the lock, confirms that the aggregates the decision only read have
+no newer event (`service.ports.UNCHANGED`), inserts the reservations and
+the events, computes the
 log chain's links and the seals in the server (`domain.chain`'s formulas,
 with `sha256`) and commits. The lock is held by the server alone.
 
@@ -106,13 +108,13 @@ class PostgresAppend:
         self.call = (
             SQL(
                 "SELECT {schema}.{function}(%s::uuid[], %s::integer[], %s::text[], %b::bytea[],"
-                " %s::text[], %s::text[], %b::bytea[], %s::text) AS ids"
+                " %s::text[], %s::text[], %b::bytea[], %s::uuid[], %s::integer[], %s::text) AS ids"
             )
             .format(function=function, **names)
             .as_bytes(None)
         )
         self._qualified_function = SQL("{schema}.{function}").format(function=function, **names)
-        self._calls_of_shape: dict[tuple[int, int], bytes] = {}
+        self._calls_of_shape: dict[tuple[int, int, int], bytes] = {}
         self.select_all_reservations = SQL(
             "SELECT kind, key, value FROM {schema}.{reservations} ORDER BY kind, key"
         ).format(**names)
@@ -122,7 +124,10 @@ class PostgresAppend:
 
     def signature(self) -> str:
         """The function's name and argument types, as `to_regprocedure` takes them."""
-        return f"{self.function}(uuid[],integer[],text[],bytea[],text[],text[],bytea[],text)"
+        return (
+            f"{self.function}(uuid[],integer[],text[],bytea[],text[],text[],bytea[],"
+            "uuid[],integer[],text)"
+        )
 
     def run(
         self,
@@ -131,10 +136,16 @@ class PostgresAppend:
         reservations: Sequence[Reservation],
         *,
         seal: bool,
+        unchanged: Sequence[tuple[UUID, int]] = (),
     ) -> list[int]:
-        """Append in one transaction of `conn` (autocommit, from the pool); the positions."""
+        """Append in one transaction of `conn` (autocommit, from the pool); the positions.
+
+        Refused (`IntegrityError`) if an aggregate in `unchanged` (id, version) has an
+        event past that version (`service.ports.UNCHANGED`)."""
         if seal and all(r.anchor is None for r in reservations):
-            return self._call(conn, stored_events, reservations)
+            return self._call(conn, stored_events, reservations, unchanged)
+        if unchanged:  # only a command's append confirms what it read
+            raise ProgrammingError("an import's append confirms no aggregates it read")
         error: Exception | None = None
         positions: list[int] = []
         # The links and seals go with the COMMIT: the second and last wait.
@@ -152,6 +163,7 @@ class PostgresAppend:
         conn: Connection[DictRow],
         stored_events: Sequence[StoredEvent],
         reservations: Sequence[Reservation],
+        unchanged: Sequence[tuple[UUID, int]],
     ) -> list[int]:
         """One statement, its own transaction: one wait, and the lock is held by the server
         alone (never across a wait for this process, which may not get a CPU soon)."""
@@ -160,9 +172,11 @@ class PostgresAppend:
             [r.kind for r in reservations],
             [r.key for r in reservations],
             [r.value for r in reservations],
+            [aggregate_id for aggregate_id, _ in unchanged],
+            [version for _, version in unchanged],
         )
         wait = f"{self.lock_timeout}s"
-        shape = (len(stored_events), len(reservations))
+        shape = (len(stored_events), len(reservations), len(unchanged))
         with conn.cursor() as curs:
             if max(shape) <= SCALARS_UP_TO:
                 # A command's few values one by one: psycopg dumps a list in Python,
@@ -177,12 +191,12 @@ class PostgresAppend:
             raise ProgrammingError(f"appended {len(positions)} of {len(stored_events)} events")
         return positions
 
-    def _call_of_shape(self, shape: tuple[int, int]) -> bytes:
+    def _call_of_shape(self, shape: tuple[int, int, int]) -> bytes:
         """`call` with each array built in the server from one parameter per element
-        (`shape`: how many events, how many reservations)."""
+        (`shape`: how many events, reservations and aggregates read)."""
         statement = self._calls_of_shape.get(shape)
         if statement is None:
-            events, reservations = shape
+            events, reservations, read = shape
             arrays = [
                 _array(events, placeholder, kind)
                 for placeholder, kind in (("%s", "uuid"), ("%s", "integer"), ("%s", "text"))
@@ -190,6 +204,7 @@ class PostgresAppend:
             arrays.append(_array(events, "%b", "bytea"))
             arrays += [_array(reservations, "%s", "text")] * 2
             arrays.append(_array(reservations, "%b", "bytea"))
+            arrays += [_array(read, "%s", "uuid"), _array(read, "%s", "integer")]
             statement = (
                 SQL("SELECT {function}(" + ", ".join(arrays) + ", %s::text) AS ids")
                 .format(function=self._qualified_function)
@@ -291,8 +306,8 @@ class PostgresAppend:
 
 
 SCALARS_UP_TO = 8
-"""Appends of at most this many events and reservations each pass each value as a
-parameter of its own (`PostgresAppend._call_of_shape`); larger ones pass arrays."""
+"""Appends of at most this many events, reservations and aggregates read each pass each
+value as a parameter of its own (`PostgresAppend._call_of_shape`); larger ones pass arrays."""
 
 
 def _array(length: int, placeholder: str, kind: str) -> str:
@@ -316,7 +331,8 @@ def event_columns(
 APPEND_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
     event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], wait text
+    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[],
+    wait text
 ) RETURNS bigint[] LANGUAGE plpgsql AS $body$
 DECLARE
     nul constant bytea := '\\x00'::bytea;
@@ -333,6 +349,17 @@ BEGIN
     -- an assignment, not PERFORM: plpgsql evaluates it without starting an executor
     waited := set_config('lock_timeout', wait, true);
     LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
+    -- what the decision read on copies, unchanged since (service.ports.UNCHANGED)
+    IF cardinality(read_ids) > 0 THEN
+        SELECT e.originator_id INTO r FROM {schema}.{events} e
+            JOIN unnest(read_ids, read_versions) AS u(id, version)
+            ON e.originator_id = u.id AND e.originator_version > u.version
+            LIMIT 1;
+        IF FOUND THEN
+            RAISE unique_violation USING MESSAGE = format(
+                '%s changed after the decision read it', r.originator_id);
+        END IF;
+    END IF;
     IF cardinality(event_ids) > 0 THEN
         NOTIFY {channel};
     END IF;

@@ -40,7 +40,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from trainledger.adapters.postgres.append import PostgresAppend
 from trainledger.domain.errors import NoLedgerError
-from trainledger.service.ports import LogCheck, Reservation, Seal
+from trainledger.service.ports import UNCHANGED, LogCheck, Reservation, Seal
 
 PROBE_TIMEOUT_ENV = "POSTGRES_CONNECT_TIMEOUT"
 CREATE_ENV = "TRAINLEDGER_CREATE_STORE"
@@ -293,7 +293,11 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
             return []
         with self.datastore.get_connection() as conn:
             return self.appender.run(
-                conn, stored_events, reservations, seal=kwargs.get("seal", True)
+                conn,
+                stored_events,
+                reservations,
+                seal=kwargs.get("seal", True),
+                unchanged=kwargs.get(UNCHANGED, ()),
             )
 
     # --- reading --------------------------------------------------------------

@@ -42,7 +42,13 @@ from trainledger.adapters.sqlite.store_file import (
 from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
-from trainledger.service.ports import LogCheck, Reservation, Seal
+from trainledger.service.ports import (
+    UNCHANGED,
+    LogCheck,
+    Reservation,
+    Seal,
+    changed_since_read,
+)
 
 SYNCHRONOUS_ENV = "TRAINLEDGER_SQLITE_SYNCHRONOUS"
 READ_ONLY_ENV = "TRAINLEDGER_READ_ONLY_STORE"
@@ -111,6 +117,14 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        for aggregate_id, version in kwargs.get(UNCHANGED, ()):
+            c.execute(
+                f"SELECT 1 FROM {self.events_table_name} "
+                "WHERE originator_id=? AND originator_version>? LIMIT 1",
+                (aggregate_id.hex, version),
+            )
+            if c.fetchone() is not None:
+                raise IntegrityError(changed_since_read(aggregate_id))
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
         assert notification_ids is not None
         if notification_ids:

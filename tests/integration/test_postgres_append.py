@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 
 from tests.support import deployable_lifecycle, reader_request
@@ -132,18 +132,19 @@ def test_events_are_stored_byte_for_byte_and_read_as_the_library_reads(
 
 
 @pytest.mark.parametrize(
-    ("events", "reservations"),
+    ("events", "reservations", "read"),
     [
-        (1, 0),
-        (2, 1),
-        (SCALARS_UP_TO, SCALARS_UP_TO),
-        (SCALARS_UP_TO + 1, 0),
-        (1, SCALARS_UP_TO + 1),
-        (0, 2),
+        (1, 0, 0),
+        (2, 1, 1),
+        (SCALARS_UP_TO, SCALARS_UP_TO, SCALARS_UP_TO),
+        (SCALARS_UP_TO + 1, 0, 0),
+        (1, SCALARS_UP_TO + 1, 0),
+        (1, 0, SCALARS_UP_TO + 1),
+        (0, 2, 0),
     ],
 )
 def test_appends_of_every_shape_store_the_same_bytes_links_and_seals(
-    postgres_url: str, events: int, reservations: int
+    postgres_url: str, events: int, reservations: int, read: int
 ) -> None:
     """Small appends pass each value as a parameter of its own, larger ones pass arrays:
     both store every byte as given, in order, with `domain.chain`'s links and seals."""
@@ -151,9 +152,12 @@ def test_appends_of_every_shape_store_the_same_bytes_links_and_seals(
     try:
         recorder = ledger.unit_of_work.recorder
         assert isinstance(recorder, LedgerPostgresRecorder)
-        # An append before this one's, so that its links and seals extend a chain.
+        # An append before this one's, so that its links and seals extend a chain,
+        # and the aggregates this one's decision read (and confirms unchanged).
+        unchanged = [(uuid4(), 1) for _ in range(read)]
         recorder.insert_events(
-            [StoredEvent(uuid4(), 1, "tests:Before", b"{}")],
+            [StoredEvent(uuid4(), 1, "tests:Before", b"{}")]
+            + [StoredEvent(aggregate_id, 1, "tests:Read", b"{}") for aggregate_id, _ in unchanged],
             reservations=[Reservation("test-kind", f"before-{uuid4()}", b"0")],
         )
         aggregate_id = uuid4()
@@ -164,7 +168,11 @@ def test_appends_of_every_shape_store_the_same_bytes_links_and_seals(
         ]
         keys = [f"{KEYS[n % len(KEYS)]}-{n}-{uuid4()}" for n in range(reservations)]
         reserved = [Reservation("test-kind", key, oddities[n % 3]) for n, key in enumerate(keys)]
-        positions = recorder.insert_events(given, reservations=reserved)
+        if read:  # had the decision read them at version 0, this append would be refused
+            stale = [(aggregate_id, 0) for aggregate_id, _ in unchanged]
+            with pytest.raises(IntegrityError, match="changed after the decision read it"):
+                recorder.insert_events(given, reservations=reserved, unchanged=stale)
+        positions = recorder.insert_events(given, reservations=reserved, unchanged=unchanged)
         assert len(positions) == events
         assert recorder.select_events(aggregate_id) == given
         for reservation in reserved:

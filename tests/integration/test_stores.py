@@ -273,3 +273,27 @@ def test_text_with_control_characters_is_refused_everywhere_and_nothing_is_recor
     assert ledger.recorder.max_notification_id() == before
     assert ledger.verify()["ok"] is True
     assert ledger.show_run(run_id)["status"] == "running"
+
+
+@pytest.mark.parametrize("memory", [False, True], ids=["this store", "memory"])
+def test_an_append_is_refused_when_an_aggregate_it_read_has_changed(
+    store_url: str, memory: bool
+) -> None:
+    """`service.ports.UNCHANGED`: the append confirms the versions a decision read."""
+    opened = open_ledger("memory://" if memory else store_url)
+    try:
+        recorder = opened.unit_of_work.app.recorder
+        read, written = uuid4(), uuid4()
+        recorder.insert_events([StoredEvent(read, v, "tests:T", b"{}") for v in (1, 2)])
+        before = recorder.max_notification_id()
+        event = StoredEvent(written, 1, "tests:T", b"{}")
+        with pytest.raises(IntegrityError, match=f"{read} changed after the decision read it"):
+            recorder.insert_events([event], unchanged=[(read, 1)])
+        assert recorder.select_events(written) == []
+        assert recorder.max_notification_id() == before
+        assert opened.ledger_recorder.log_chain_end() == before
+        # At its latest version, or never written: the append goes ahead.
+        recorder.insert_events([event], unchanged=[(read, 2), (uuid4(), 0)])
+        assert recorder.select_events(written) == [event]
+    finally:
+        opened.close()

@@ -127,6 +127,50 @@ def test_a_copy_a_command_only_reads_is_checked_for_newer_events(
     assert seen == ["pending", "running"]  # decided on the copy, then again on the store
 
 
+def test_a_copy_a_command_only_reads_is_confirmed_by_its_append(
+    ledgers: tuple[TrainingLedger, TrainingLedger], tmp_path: Path
+) -> None:
+    """A decision that read one aggregate on a copy and changes another: its append
+    is refused, with nothing kept, when the copy it read is stale (checked in the
+    append's own transaction, with no wait for the store before it)."""
+    ours, theirs = ledgers
+    read_id, written_id = new_run(ours, tmp_path / "read"), new_run(ours, tmp_path / "written")
+    theirs.start_run(read_id, actor="carol")  # our copy of read_id: pending
+    seen: list[str] = []
+
+    def body() -> tuple[list[LedgerAggregate], dict[str, Any], list[Any]]:
+        read = ours.unit_of_work.get_run(read_id)
+        seen.append(read.status)
+        written = ours.unit_of_work.get_run(written_id)
+        if written.status == "pending":
+            written.start(host=f"saw-{read.status}")
+        else:
+            written.complete()
+        return [written], {"status": read.status}, []
+
+    outcome = ours.unit_of_work.run("probe", {}, "alice", None, body)
+    assert outcome == {"status": "running"}
+    assert seen == ["pending", "running"]  # decided on the copies, refused, again fresh
+    assert actors(theirs, written_id) == ["alice", "alice"]  # started once, on fresh state
+    assert theirs.get_run(written_id).host == "saw-running"
+
+    # Both copies now as stored: the next such decision reads nothing from the store
+    # before its append, which confirms the copy it read.
+    looked: list[UUID] = []
+    select_events = ours.unit_of_work.app.recorder.select_events
+
+    def spy(originator_id: UUID, **kwargs: Any) -> Any:
+        looked.append(originator_id)
+        return select_events(originator_id, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ours.unit_of_work.app.recorder, "select_events", spy)
+        assert ours.unit_of_work.run("probe", {}, "alice", None, body) == {"status": "running"}
+    assert looked == []
+    assert seen[2:] == ["running"]
+    assert actors(theirs, written_id) == ["alice", "alice", "alice"]
+
+
 def test_an_aggregate_read_outside_a_command_is_loaded_fresh(
     ledgers: tuple[TrainingLedger, TrainingLedger], tmp_path: Path
 ) -> None:
