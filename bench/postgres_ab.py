@@ -34,9 +34,13 @@ from trainledger.adapters.store import open_ledger
 
 WRITER = """
 import json, resource, sys, time
-url, first, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+url, first, seconds, tree = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 from bench.workload import run_lifecycle
+from trainledger.adapters import store
 from trainledger.adapters.store import open_ledger
+import os.path
+if not os.path.realpath(store.__file__).startswith(os.path.realpath(tree) + os.sep):
+    sys.exit(f"the writer imported {store.__file__}, not the tree under test ({tree})")
 ledger = open_ledger(url)
 n = first
 run_lifecycle(ledger, n)
@@ -87,13 +91,18 @@ def window(
     """`writers` processes for each (variant, database URL), all measured at once."""
     started = []
     for g, (variant, url) in enumerate(groups):
+        # The tree is the writers' working directory too: `python -c` puts that first on
+        # `sys.path`, before PYTHONPATH (with this checkout's, every variant ran this code).
         tree = before if variant.startswith("before") else REPO
         env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
         first = 10_000_000 + g * 100_000_000
         started.append([
             subprocess.Popen(
-                [sys.executable, "-c", WRITER, url, str(first + w * 1_000_000), str(seconds)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                [
+                    sys.executable, "-c", WRITER,
+                    url, str(first + w * 1_000_000), str(seconds), str(tree),
+                ],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree,
             )
             for w in range(writers)
         ])  # fmt: skip

@@ -349,17 +349,17 @@ BEGIN
     -- an assignment, not PERFORM: plpgsql evaluates it without starting an executor
     waited := set_config('lock_timeout', wait, true);
     LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
-    -- what the decision read on copies, unchanged since (service.ports.UNCHANGED)
-    IF cardinality(read_ids) > 0 THEN
-        SELECT e.originator_id INTO r FROM {schema}.{events} e
-            JOIN unnest(read_ids, read_versions) AS u(id, version)
-            ON e.originator_id = u.id AND e.originator_version > u.version
+    -- what the decision read on copies, unchanged since (service.ports.UNCHANGED); one
+    -- look-up of the (originator_id, originator_version) key each, whatever the table's size
+    FOR i IN 1 .. coalesce(cardinality(read_ids), 0) LOOP
+        PERFORM FROM {schema}.{events} e
+            WHERE e.originator_id = read_ids[i] AND e.originator_version > read_versions[i]
             LIMIT 1;
         IF FOUND THEN
             RAISE unique_violation USING MESSAGE = format(
-                '%s changed after the decision read it', r.originator_id);
+                '%s changed after the decision read it', read_ids[i]);
         END IF;
-    END IF;
+    END LOOP;
     IF cardinality(event_ids) > 0 THEN
         NOTIFY {channel};
     END IF;
