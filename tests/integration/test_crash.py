@@ -122,12 +122,18 @@ def cli_command(url: str, *args: str) -> list[str]:
 
 
 def kill_cli_during_trains(url: str, tmp_path: Path, rng: random.Random) -> dict[str, str]:
-    """Kill `train` at random moments; return the status each finished train reported."""
+    """Kill `train` at random moments; return the status each finished train reported.
+
+    Every other kill waits until the run is seen running, then lands while its
+    trainer still sleeps: on a slow machine the CLI's own start can outlast any
+    fixed delay, and no kill would land mid-training."""
     trainer = tmp_path / "slow_trainer.py"
     trainer.write_text(SLOW_TRAINER)
     finished: dict[str, str] = {}
+    watcher = open_ledger(url)
     for n in range(TRAIN_KILLS):
-        sleep = rng.uniform(0.0, 0.8)
+        mid_training = n % 2 == 1
+        sleep = rng.uniform(1.0, 1.5) if mid_training else rng.uniform(0.0, 0.8)
         created = subprocess.run(
             cli_command(
                 url, "experiment", "create", "--profile", "local-reader",
@@ -146,7 +152,14 @@ def kill_cli_during_trains(url: str, tmp_path: Path, rng: random.Random) -> dict
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(0.2, 1.4))
+        if mid_training:
+            deadline = time.monotonic() + 60
+            while watcher.show_run(run_id)["status"] == "pending":
+                assert time.monotonic() < deadline, "train never started the run"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            time.sleep(rng.uniform(0.2, 1.4))
         os.kill(process.pid, signal.SIGKILL)
         stdout, _ = process.communicate(timeout=30)
         if process.returncode == 0:
@@ -154,8 +167,9 @@ def kill_cli_during_trains(url: str, tmp_path: Path, rng: random.Random) -> dict
         else:
             finished[run_id] = open_ledger(url).show_run(run_id)["status"]
             assert finished[run_id] in ("pending", "running", "completed")
-        # A trainer orphaned by the kill ends on its own within a second.
-    time.sleep(1.0)
+        # A trainer orphaned by the kill ends on its own within a second or two.
+    watcher.close()
+    time.sleep(1.5)
     assert "running" in finished.values(), "at least one kill should land mid-training"
     return finished
 
