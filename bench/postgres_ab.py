@@ -4,9 +4,10 @@
 
 Starts a throwaway PostgreSQL cluster with fsync=on (bench/processes.py), and
 in rotating order runs writer processes with this checkout or with
-BEFORE_COMMIT's whole tree (`git archive` into a scratch directory, first on
-the writers' `PYTHONPATH`: its recorder, its append and what its commands
-load), each with psycopg's C implementation and with its pure-Python one
+BEFORE_COMMIT's whole tree (`git archive` into a scratch directory, the
+writers' working directory and first on their `PYTHONPATH`: its recorder, its
+append and what its commands load; a writer that imported another tree
+exits), each with psycopg's C implementation and with its pure-Python one
 (`PSYCOPG_IMPL`). Every window gets a fresh database bulk-loaded with 1,000
 lifecycles by this checkout. Prints lifecycles/s and CPU milliseconds per
 command (user + system) of the writers and of their server sessions (the
