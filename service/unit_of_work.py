@@ -235,10 +235,12 @@ class UnitOfWork:
             if idempotency_key is not None:
                 record = json.dumps({"request": digest, "outcome": outcome}).encode()
                 reservations = [*reservations, Reservation(IDEMPOTENCY, idempotency_key, record)]
-            appends = reservations or any(
-                a.pending_events for a in aggregates if isinstance(a, BaseAggregate)
-            )
-            if unchanged and not appends and not self.still_latest(unchanged):
+            if (
+                unchanged
+                and not reservations
+                and not any(a.pending_events for a in aggregates if isinstance(a, BaseAggregate))
+                and not self.still_latest(unchanged)
+            ):  # nothing to append, so nothing to confirm them: checked here
                 warm = None
                 continue
             try:

@@ -198,13 +198,16 @@ class PostgresAppend:
         if statement is None:
             events, reservations, read = shape
             arrays = [
-                _array(events, placeholder, kind)
-                for placeholder, kind in (("%s", "uuid"), ("%s", "integer"), ("%s", "text"))
+                _array(events, "%s", "uuid"),
+                _array(events, "%s", "integer"),
+                _array(events, "%s", "text"),
+                _array(events, "%b", "bytea"),
+                _array(reservations, "%s", "text"),
+                _array(reservations, "%s", "text"),
+                _array(reservations, "%b", "bytea"),
+                _array(read, "%s", "uuid"),
+                _array(read, "%s", "integer"),
             ]
-            arrays.append(_array(events, "%b", "bytea"))
-            arrays += [_array(reservations, "%s", "text")] * 2
-            arrays.append(_array(reservations, "%b", "bytea"))
-            arrays += [_array(read, "%s", "uuid"), _array(read, "%s", "integer")]
             statement = (
                 SQL("SELECT {function}(" + ", ".join(arrays) + ", %s::text) AS ids")
                 .format(function=self._qualified_function)
