@@ -39,7 +39,7 @@ from trainledger.adapters.sqlite.store_file import (
     prepare_store_file,
     read_only_uri,
 )
-from trainledger.adapters.sqlite.verify import CHECK_CACHE_KIB, ParallelLogCheck, snapshot
+from trainledger.adapters.sqlite.verify import ParallelLogCheck, snapshot
 from trainledger.adapters.workers import usable_cpus
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
 from trainledger.service.ports import (
@@ -280,20 +280,10 @@ class LedgerSQLiteRecorder(SQLiteApplicationRecorder):
             return {int(row["position"]): str(row["link"]) for row in c.fetchall()}
 
     def store_problems(self) -> list[str]:
-        """SQLite's `PRAGMA integrity_check`: pages, and every index against its table.
-
-        With a larger page cache (`CHECK_CACHE_KIB`) for the check alone: the
-        connection goes back to the pool with its own.
-        """
+        """SQLite's `PRAGMA integrity_check`: pages, and every index against its table."""
         with self.datastore.transaction(commit=False) as c:
-            c.execute("PRAGMA cache_size")
-            own = int(c.fetchone()[0])
-            c.execute(f"PRAGMA cache_size={-CHECK_CACHE_KIB}")
-            try:
-                c.execute("PRAGMA integrity_check(20)")
-                found = [str(row[0]) for row in c.fetchall()]
-            finally:
-                c.execute(f"PRAGMA cache_size={own}")
+            c.execute("PRAGMA integrity_check(20)")
+            found = [str(row[0]) for row in c.fetchall()]
         return [] if found == ["ok"] else found
 
     def log_chain_end(self) -> int:

@@ -79,15 +79,6 @@ def snapshot(
 
 CHUNK = 20_000
 """Rows checked and replayed at a time."""
-CHECK_CACHE_KIB = 64 * 1024
-"""The page cache of the connections that check the file (a worker's, and SQLite's own check).
-
-Both read pages out of order: a share's rows and views through the ids'
-indexes, `integrity_check` every index entry of every row. With SQLite's
-default cache (2 MB) most of those reads go to the operating system again,
-one `pread` each: at a million lifecycles the system time was a quarter of
-`verify`'s CPU, and 64 MB took `verify` from 200 to 169 s there; 256 MB gave
-no more (bench/README.md, "verify's page cache")."""
 SHARE_EVENTS = 350_000
 """About how many events a share holds: what bounds a worker's memory.
 
@@ -128,7 +119,6 @@ def check_part(
 
     scan = parts <= SCAN_UP_TO
     connection = sqlite3.connect(database, isolation_level=None)
-    connection.execute(f"PRAGMA cache_size={-CHECK_CACHE_KIB}")
     check = FastLogCheck()
     replay = ShareReplay()
     share, params = share_condition("originator_id", part, parts, scan=scan)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import Cli as CliType
 from tests.support import deployable_lifecycle, experiment_args, reseal
-from trainledger.adapters.sqlite.verify import CHECK_CACHE_KIB, ParallelLogCheck
+from trainledger.adapters.sqlite.verify import ParallelLogCheck
 from trainledger.adapters.store import open_ledger
 from trainledger.domain.chain import LOG_GENESIS, log_links
 from trainledger.domain.errors import CorruptStoreError
@@ -517,45 +517,6 @@ def test_verify_runs_the_databases_own_check_and_finds_a_damaged_index(tmp_path:
     connection.commit()
     connection.close()
     assert "consistency check" in failure_reason(url)
-
-
-def test_the_databases_check_reads_through_a_larger_cache_and_gives_the_pool_its_own(
-    tmp_path: Path,
-) -> None:
-    """`integrity_check` reads every page and index entry out of order: through a page
-    cache of CHECK_CACHE_KIB, not the connection's 2 MB. The pooled connection it ran on
-    keeps its own cache for whatever it does next."""
-    from trainledger.adapters.sqlite.recorder import LedgerSQLiteRecorder
-
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = build_history(url, tmp_path)
-    recorder = ledger.ledger_recorder
-    assert isinstance(recorder, LedgerSQLiteRecorder)
-    default = sqlite3.connect(":memory:").execute("PRAGMA cache_size").fetchone()[0]
-    assert default != -CHECK_CACHE_KIB
-    used: list[sqlite3.Connection] = []
-    statements: list[str] = []
-    real = recorder.datastore.transaction
-
-    @contextmanager
-    def spied(*, commit: bool) -> Iterator[object]:
-        with real(commit=commit) as c:
-            used.append(c.sqlite_cursor.connection)
-            c.sqlite_cursor.connection.set_trace_callback(statements.append)
-            try:
-                yield c
-            finally:
-                c.sqlite_cursor.connection.set_trace_callback(None)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(recorder.datastore, "transaction", spied)
-        assert recorder.store_problems() == []
-    checked = statements.index("PRAGMA integrity_check(20)")
-    sizes = [s for s in statements[:checked] if s.startswith("PRAGMA cache_size=")]
-    assert sizes[-1] == f"PRAGMA cache_size={-CHECK_CACHE_KIB}"
-    (connection,) = used
-    assert connection.execute("PRAGMA cache_size").fetchone()[0] == default
-    assert ledger.verify()["ok"]
 
 
 def test_the_workers_path_runs_the_databases_check_beside_the_seals(tmp_path: Path) -> None:
