@@ -13,20 +13,32 @@ lifecycles by this checkout. Prints lifecycles/s and CPU milliseconds per
 command (user + system) of the writers and of their server sessions (the
 backends serving that database, from /proc) per window, and the medians.
 With `--paired`, the variants' writers run at the same time, each set on its
-own database. Not part of `make bench`; nothing is asserted.
+own database. With `--wait-states`, a thread samples `pg_stat_activity` every
+3 ms during each window and prints, per variant, how many of its sessions
+were on average in each state: waiting for the events table's lock, for the
+WAL's flush, running, or idle waiting for their client (the sampler's own
+session is on another database, so the server CPU stays the writers'). Not
+part of `make bench`; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections import Counter
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+import psycopg
 
 from bench.processes import REPO, _postgres_cluster
 from bench.stats import percentile
@@ -134,6 +146,58 @@ def window(
     return measured
 
 
+SAMPLE_STATES = (
+    "SELECT datname, CASE WHEN state = 'active' "
+    "THEN coalesce(wait_event_type || ':' || wait_event, 'running') "
+    "ELSE coalesce(state, 'no state') || coalesce(' (' || wait_event || ')', '') END "
+    "FROM pg_stat_activity WHERE datname = ANY(%s) AND backend_type = 'client backend'"
+)
+
+
+class WaitStates:
+    """What the client sessions of some databases do, sampled every few milliseconds.
+
+    `averages(dbname)`: per state (a wait event while active, `running`, or
+    the state of an idle session), how many of that database's sessions were
+    in it on average over the samples.
+    """
+
+    def __init__(self, url: str, dbnames: list[str], every: float = 0.003) -> None:
+        self.url = url
+        self.dbnames = dbnames
+        self.every = every
+        self.counts: dict[str, Counter[str]] = {name: Counter() for name in dbnames}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> WaitStates:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            while not self._stop.is_set():
+                rows = connection.execute(SAMPLE_STATES, (self.dbnames,)).fetchall()
+                self.samples += 1
+                for dbname, state in rows:
+                    self.counts[dbname][state] += 1
+                time.sleep(self.every)
+
+    def averages(self, dbname: str) -> list[tuple[str, float]]:
+        samples = max(self.samples, 1)
+        return [(state, n / samples) for state, n in self.counts[dbname].most_common()]
+
+
 def fresh_store(cluster: Any) -> str:
     """A new database with 1,000 lifecycles, by this checkout."""
     url: str = cluster.url(cluster.create_database())
@@ -151,6 +215,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument(
         "--variants", default="before-python,after-binary,before-binary,after-python"
+    )
+    parser.add_argument(
+        "--wait-states",
+        action="store_true",
+        help="sample pg_stat_activity during each window and print the sessions' states",
     )
     parser.add_argument(
         "--paired",
@@ -174,12 +243,28 @@ def main() -> None:
                 batches = [order] if args.paired else [[v] for v in order]
                 for batch in batches:
                     groups = [(variant, fresh_store(cluster)) for variant in batch]
-                    measured = window(groups, writers, args.seconds, before, cluster.data_dir)
-                    for variant, (rate, p99, cpu, server) in zip(batch, measured, strict=True):
+                    dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
+                    sampling = (
+                        WaitStates(cluster.url(), dbnames)
+                        if args.wait_states
+                        else contextlib.nullcontext()
+                    )
+                    with sampling as states:
+                        measured = window(groups, writers, args.seconds, before, cluster.data_dir)
+                    for g, (variant, (rate, p99, cpu, server)) in enumerate(
+                        zip(batch, measured, strict=True)
+                    ):
                         results.setdefault((variant, writers), []).append((rate, p99, cpu, server))
                         print(f"round {r + 1} {variant} x{writers}: {rate:.1f}/s p99 {p99:.1f} ms"
                               f" cpu ms/command: writers {cpu:.2f}, server {server:.2f}",
                               flush=True)  # fmt: skip
+                        if states is not None:
+                            shown = ", ".join(
+                                f"{n:.2f} {state}"
+                                for state, n in states.averages(dbnames[g])
+                                if n >= 0.005
+                            )
+                            print(f"  sessions on average ({states.samples} samples): {shown}")
     for (variant, writers), values in sorted(results.items()):
         rates = sorted(v[0] for v in values)
         p99s = sorted(v[1] for v in values)
