@@ -24,7 +24,6 @@ part of `make bench`; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -35,7 +34,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -98,54 +96,6 @@ def sessions_cpu(data_dir: Path, dbname: str) -> float:
     return total
 
 
-def window(
-    groups: list[tuple[str, str]], writers: int, seconds: float, before: Path, data_dir: Path
-) -> list[Measured]:
-    """`writers` processes for each (variant, database URL), all measured at once."""
-    started = []
-    for g, (variant, url) in enumerate(groups):
-        # The tree is the writers' working directory too: `python -c` puts that first on
-        # `sys.path`, before PYTHONPATH (with this checkout's, every variant ran this code).
-        tree = before if variant.startswith("before") else REPO
-        env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
-        first = 10_000_000 + g * 100_000_000
-        started.append([
-            subprocess.Popen(
-                [
-                    sys.executable, "-c", WRITER,
-                    url, str(first + w * 1_000_000), str(seconds), str(tree),
-                ],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree,
-            )
-            for w in range(writers)
-        ])  # fmt: skip
-    everyone = [p for processes in started for p in processes]
-    for p in everyone:
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready"
-    dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
-    server = [sessions_cpu(data_dir, db) for db in dbnames]
-    for p in everyone:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    reports = [[json.loads(p.stdout.readline()) for p in ps if p.stdout] for ps in started]
-    server = [sessions_cpu(data_dir, db) - s for db, s in zip(dbnames, server, strict=True)]
-    for p in everyone:
-        p.communicate("close\n")
-    measured = []
-    for group, spent in zip(reports, server, strict=True):
-        latencies = [t for r in group for t in r["latencies"]]
-        commands = max(len(latencies), 1)
-        measured.append((
-            sum(r["lifecycles"] for r in group) / seconds,
-            percentile(latencies, 99) * 1000,
-            1000 * sum(r["cpu"] for r in group) / commands,
-            1000 * spent / commands,
-        ))  # fmt: skip
-    return measured
-
-
 SAMPLE_STATES = (
     "SELECT datname, CASE WHEN state = 'active' "
     "THEN coalesce(wait_event_type || ':' || wait_event, 'running') "
@@ -170,32 +120,91 @@ class WaitStates:
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._error: psycopg.Error | None = None
 
-    def __enter__(self) -> WaitStates:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Stop sampling; a sampler that could not sample says why here."""
         self._stop.set()
         self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(f"pg_stat_activity was not sampled: {self._error}")
 
     def _sample(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            while not self._stop.is_set():
-                rows = connection.execute(SAMPLE_STATES, (self.dbnames,)).fetchall()
-                self.samples += 1
-                for dbname, state in rows:
-                    self.counts[dbname][state] += 1
-                time.sleep(self.every)
+        try:
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                while not self._stop.is_set():
+                    rows = connection.execute(SAMPLE_STATES, (self.dbnames,)).fetchall()
+                    self.samples += 1
+                    for dbname, state in rows:
+                        self.counts[dbname][state] += 1
+                    time.sleep(self.every)
+        except psycopg.Error as error:
+            self._error = error
 
     def averages(self, dbname: str) -> list[tuple[str, float]]:
         samples = max(self.samples, 1)
         return [(state, n / samples) for state, n in self.counts[dbname].most_common()]
+
+
+def window(
+    groups: list[tuple[str, str]],
+    writers: int,
+    seconds: float,
+    before: Path,
+    data_dir: Path,
+    states: WaitStates | None = None,
+) -> list[Measured]:
+    """`writers` processes for each (variant, database URL), all measured at once (and their
+    sessions' states sampled while they are, given `states`)."""
+    started = []
+    for g, (variant, url) in enumerate(groups):
+        # The tree is the writers' working directory too: `python -c` puts that first on
+        # `sys.path`, before PYTHONPATH (with this checkout's, every variant ran this code).
+        tree = before if variant.startswith("before") else REPO
+        env = {**os.environ, "PYTHONPATH": str(tree), "PSYCOPG_IMPL": variant.split("-")[1]}
+        first = 10_000_000 + g * 100_000_000
+        started.append([
+            subprocess.Popen(
+                [
+                    sys.executable, "-c", WRITER,
+                    url, str(first + w * 1_000_000), str(seconds), str(tree),
+                ],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree,
+            )
+            for w in range(writers)
+        ])  # fmt: skip
+    everyone = [p for processes in started for p in processes]
+    for p in everyone:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+    dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
+    server = [sessions_cpu(data_dir, db) for db in dbnames]
+    if states is not None:
+        states.start()
+    for p in everyone:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    reports = [[json.loads(p.stdout.readline()) for p in ps if p.stdout] for ps in started]
+    if states is not None:
+        states.stop()
+    server = [sessions_cpu(data_dir, db) - s for db, s in zip(dbnames, server, strict=True)]
+    for p in everyone:
+        p.communicate("close\n")
+    measured = []
+    for group, spent in zip(reports, server, strict=True):
+        latencies = [t for r in group for t in r["latencies"]]
+        commands = max(len(latencies), 1)
+        measured.append((
+            sum(r["lifecycles"] for r in group) / seconds,
+            percentile(latencies, 99) * 1000,
+            1000 * sum(r["cpu"] for r in group) / commands,
+            1000 * spent / commands,
+        ))  # fmt: skip
+    return measured
 
 
 def fresh_store(cluster: Any) -> str:
@@ -244,13 +253,10 @@ def main() -> None:
                 for batch in batches:
                     groups = [(variant, fresh_store(cluster)) for variant in batch]
                     dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
-                    sampling = (
-                        WaitStates(cluster.url(), dbnames)
-                        if args.wait_states
-                        else contextlib.nullcontext()
+                    states = WaitStates(cluster.url(), dbnames) if args.wait_states else None
+                    measured = window(
+                        groups, writers, args.seconds, before, cluster.data_dir, states
                     )
-                    with sampling as states:
-                        measured = window(groups, writers, args.seconds, before, cluster.data_dir)
                     for g, (variant, (rate, p99, cpu, server)) in enumerate(
                         zip(batch, measured, strict=True)
                     ):
