@@ -159,9 +159,13 @@ class Service:
         self.memory_ledger = memory_ledger
 
     def run(
-        self, sockets: list[socket.socket] | None = None, children: list[int] | None = None
+        self,
+        sockets: list[socket.socket] | None = None,
+        children: list[int] | None = None,
+        stops: list[int] | None = None,
     ) -> None:
-        """Serve in this process until asked to stop (then stop `children` too)."""
+        """Serve in this process until asked to stop (then stop `children` too); a signal
+        in `stops`, taken before uvicorn listened for them, stops it once it has started."""
         import uvicorn
 
         from trainledger.adapters.http.app import LineagePictures, Settings, create_app
@@ -197,7 +201,7 @@ class Service:
             server_header=False,
             proxy_headers=False,
         )
-        StoppingServer(config, settings.stopping, children).run(sockets)
+        StoppingServer(config, settings.stopping, children, stops).run(sockets)
 
     def run_processes(self, processes: int, listening: socket.socket) -> None:
         """Serve in `processes` processes on one listening socket: this one and its forks.
@@ -208,25 +212,27 @@ class Service:
         """
         write_turns.share_between_processes()
         parent = os.getpid()
-        children = []
-        for _ in range(processes - 1):
-            pid = os.fork()
-            if pid == 0:  # a serving process of its own, which never returns to the CLI
-                code = 1
-                try:
-                    if _stops_with(parent):
-                        self.run([listening])
-                    code = 0
-                except Exception as error:
-                    output.note(f"error: a serving process failed: {error}")
-                finally:
-                    os._exit(code)
-            children.append(pid)
-        try:
-            self.run([listening], children)
-        finally:  # ended otherwise than by a stop (which waited for them already)
-            _ask_to_stop(children)
-            _wait_for(children)
+        children: list[int] = []
+        with StopsBeforeServing() as stops:
+            for _ in range(processes - 1):
+                pid = os.fork()
+                if pid == 0:  # a serving process of its own, which never returns to the CLI
+                    code = 1
+                    try:
+                        if _stops_with(parent):
+                            self.run([listening], stops=stops.asked)
+                        code = 0
+                    except Exception as error:
+                        output.note(f"error: a serving process failed: {error}")
+                    finally:
+                        os._exit(code)
+                children.append(pid)
+            try:
+                self.run([listening], children, stops.asked)
+            finally:  # ended otherwise than by a stop (which waited for them already)
+                _ask_to_stop(children)
+                _wait_for(children)
+        stops.end_as_asked()
 
 
 def _stops_with(parent: int) -> bool:
@@ -263,20 +269,64 @@ def _wait_for(children: list[int]) -> None:
             pass  # already waited for
 
 
+class StopsBeforeServing:
+    """SIGTERM and Ctrl-C, noted from before the forks until uvicorn listens for them.
+
+    Another serving process may answer before this one's uvicorn has started: a stop
+    then would otherwise end this process at once, without waiting for the others.
+    Noted instead, it stops the server as soon as it has started (`StoppingServer`);
+    uvicorn hands back the signal that stopped it, and `end_as_asked` ends the
+    process with it, once the others have ended.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopsBeforeServing:
+        self.previous = {sig: signal.signal(sig, self._note) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _note(self, sig: int, frame: FrameType | None) -> None:
+        self.asked.append(sig)
+
+    def end_as_asked(self) -> None:
+        """End as the first stop asked (the signal's own way), if one was asked."""
+        if self.asked:
+            signal.raise_signal(self.asked[0])
+
+
 class StoppingServer:
     """uvicorn's server, telling the service's event streams to end when asked to stop, and
-    the other serving processes (`children`) too, which it waits for before it ends."""
+    the other serving processes (`children`) too, which it waits for before it ends; a
+    signal in `stops` (taken before it listened for them) stops it once started."""
 
     def __init__(
-        self, config: object, stopping: threading.Event, children: list[int] | None = None
+        self,
+        config: object,
+        stopping: threading.Event,
+        children: list[int] | None = None,
+        stops: list[int] | None = None,
     ) -> None:
         import asyncio
 
         import uvicorn
 
         others = children or []
+        early = stops if stops is not None else []
 
         class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if early:  # asked to stop before uvicorn listened for it
+                    self.handle_exit(early[0], None)
+
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 stopping.set()
                 _ask_to_stop(others)

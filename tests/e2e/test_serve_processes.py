@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.serve_support import Server, experiment_body, issue_tokens, start_server
+from tests.e2e.serve_support import (
+    Server,
+    experiment_body,
+    issue_tokens,
+    serve_argv,
+    start_server,
+)
 from tests.support import Cli
 
 PROCESSES = 3
@@ -126,6 +132,32 @@ def test_a_stop_ends_every_process(served: tuple[Server, Cli]) -> None:
     assert server.process.returncode in (0, -signal.SIGTERM)  # uvicorn ends by the signal
     # The first process waited for the others: they are gone (and reaped) already.
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def test_a_stop_before_the_first_process_serves_still_waits_for_the_others(
+    tmp_path: Path,
+) -> None:
+    """A stop as soon as the others are forked, before the first process's server listens
+    for signals (another process may be answering already): it waits for them all."""
+    store = f"sqlite:///{tmp_path / 'ledger.db'}"
+    issue_tokens(Cli(store, cwd=tmp_path), "admin")
+    for _ in range(3):
+        with (tmp_path / "serve.log").open("wb") as log:
+            process = subprocess.Popen(
+                serve_argv(store, "--processes", str(PROCESSES), "--workers", "1", port=0),
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        children: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(children) < PROCESSES - 1 and time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            children = _children(process.pid)
+        assert len(children) == PROCESSES - 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in children)
 
 
 def test_the_first_process_killed_takes_the_others_with_it(served: tuple[Server, Cli]) -> None:
