@@ -17,8 +17,13 @@ own database. With `--wait-states`, a thread samples `pg_stat_activity` every
 3 ms during each window and prints, per variant, how many of its sessions
 were on average in each state: waiting for the events table's lock, for the
 WAL's flush, running, or idle waiting for their client (the sampler's own
-session is on another database, so the server CPU stays the writers'). Not
-part of `make bench`; nothing is asserted.
+session is on another database, so the server CPU stays the writers'). A
+variant ending in `-nosync` (`after-binary-nosync`) writes to a database set to
+`synchronous_commit = off`: its commits do not wait for the WAL's flush, so the
+events table's lock is not held through one. That is an upper bound for any
+design that takes the flush out of the lock's hold, not a setting for the
+ledger (a commit answered could be lost). Not part of `make bench`; nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 
 from bench.processes import REPO, _postgres_cluster
 from bench.stats import percentile
@@ -207,12 +213,19 @@ def window(
     return measured
 
 
-def fresh_store(cluster: Any) -> str:
-    """A new database with 1,000 lifecycles, by this checkout."""
+def fresh_store(cluster: Any, *, synchronous: bool = True) -> str:
+    """A new database with 1,000 lifecycles, by this checkout (its commits not waiting
+    for the WAL's flush from then on, unless `synchronous`)."""
     url: str = cluster.url(cluster.create_database())
     ledger = open_ledger(url)
     bulk_load(ledger, range(1000))
     ledger.close()
+    if not synchronous:  # for the sessions opened from now on: the writers'
+        with psycopg.connect(url, autocommit=True) as connection:
+            name = url.rsplit("/", 1)[1]
+            connection.execute(
+                SQL("ALTER DATABASE {} SET synchronous_commit = off").format(Identifier(name))
+            )
     return url
 
 
@@ -251,7 +264,10 @@ def main() -> None:
             for writers in writer_counts:
                 batches = [order] if args.paired else [[v] for v in order]
                 for batch in batches:
-                    groups = [(variant, fresh_store(cluster)) for variant in batch]
+                    groups = [
+                        (v, fresh_store(cluster, synchronous=not v.endswith("-nosync")))
+                        for v in batch
+                    ]
                     dbnames = [url.rsplit("/", 1)[1] for _, url in groups]
                     states = WaitStates(cluster.url(), dbnames) if args.wait_states else None
                     measured = window(
