@@ -109,6 +109,7 @@ class PostgresAppend:
             "procedure": f"{events}_append_combined",
             "staged": f"{events}_staged",
             "results": f"{events}_results",
+            "drained": f"{events}_drained",
         }
         combined: dict[str, Identifier | Literal] = {
             key: Identifier(name) for key, name in self.objects.items()
@@ -164,8 +165,9 @@ class PostgresAppend:
         )
 
     def tables(self) -> tuple[str, ...]:
-        """The tables of commands left for the writer whose turn it is, and their results."""
-        return (self.objects["staged"], self.objects["results"])
+        """The tables of commands left for the writer whose turn it is, their results, and
+        the last command taken."""
+        return (self.objects["staged"], self.objects["results"], self.objects["drained"])
 
     def run(
         self,
@@ -501,7 +503,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{staged} (
 CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{results} (
     id bigint PRIMARY KEY, ids bigint[], failed_state text, failed_message text,
     left_at timestamptz NOT NULL DEFAULT now()
-)
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{drained} (last bigint NOT NULL)
 """
 """Commands left for the writer whose turn it is, and their outcomes until their writers
 read them. Unlogged: a crash empties them, and ends the writers waiting on them."""
@@ -522,6 +525,9 @@ DECLARE
     own_state text;
     own_message text;
     others boolean := false;
+    taken boolean := false;
+    mark bigint;
+    upto bigint;
     waited text;
     r record;
 BEGIN
@@ -566,10 +572,18 @@ BEGIN
     -- This writer has the turn: the commands left for it, in order, each on its own
     -- (a refused one keeps nothing), and its own.
     LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
+    -- Those left since the last holder took its share (a range of the key, not a scan of
+    -- the dead rows), and this writer's own, which may have been left before that.
+    SELECT d.last INTO mark FROM {schema}.{drained} d;
+    upto := coalesce(mark, 0);
     FOR r IN
-        WITH taken AS (DELETE FROM {schema}.{staged} RETURNING *) SELECT * FROM taken ORDER BY id
+        WITH left_here AS (
+            DELETE FROM {schema}.{staged} s WHERE s.id > upto OR s.id = mine RETURNING *
+        ) SELECT * FROM left_here ORDER BY id
     LOOP
         others := others OR r.id IS DISTINCT FROM mine;
+        taken := taken OR r.id = mine;
+        upto := greatest(upto, r.id);
         done := NULL;
         failed_state := NULL;
         failed_message := NULL;
@@ -589,8 +603,18 @@ BEGIN
             VALUES (r.id, done, failed_state, failed_message);
         END IF;
     END LOOP;
-    IF others THEN  -- outcomes no writer came for (it ended while it waited)
-        DELETE FROM {schema}.{results} s WHERE s.left_at < now() - interval '10 minutes';
+    IF mine IS NOT NULL AND NOT taken THEN
+        RAISE EXCEPTION 'the command left as % was neither taken nor left', mine;
+    END IF;
+    IF upto > coalesce(mark, 0) THEN
+        UPDATE {schema}.{drained} SET last = upto;
+        IF NOT FOUND THEN
+            INSERT INTO {schema}.{drained} (last) VALUES (upto);
+        END IF;
+        IF upto / 1024 > coalesce(mark, 0) / 1024 THEN  -- now and then: outcomes no writer
+            DELETE FROM {schema}.{results} s  -- came for (it ended while it waited)
+                WHERE s.left_at < now() - interval '10 minutes';
+        END IF;
     END IF;
     IF mine IS NULL AND NOT others THEN  -- alone: an error undoes only this command
         ids := {schema}.{apply}(event_ids, versions, topics, states, kinds, keys, vals,

@@ -91,7 +91,7 @@ def test_commands_left_for_the_turns_holder_are_appended_in_order(
     ledger: TrainingLedger, postgres_url: str
 ) -> None:
     recorder = _recorder(ledger)
-    staged, results = recorder.appender.tables()
+    staged, results, _ = recorder.appender.tables()
     first, second = uuid4(), uuid4()
     key = f"left-{uuid4()}"
     with psycopg.connect(postgres_url, autocommit=True) as turn:
@@ -131,7 +131,7 @@ def test_a_refused_command_keeps_nothing_and_the_others_are_kept(
     ledger: TrainingLedger, postgres_url: str
 ) -> None:
     recorder = _recorder(ledger)
-    staged, results = recorder.appender.tables()
+    staged, results, _ = recorder.appender.tables()
     existing, refused, kept = uuid4(), uuid4(), uuid4()
     recorder.insert_events(_events(existing, 1))
     key = f"refused-{uuid4()}"
@@ -169,7 +169,7 @@ def test_a_writer_that_gives_up_waiting_withdraws_its_command(
 ) -> None:
     recorder = _recorder(ledger)
     recorder.appender.lock_timeout = 1
-    staged, results = recorder.appender.tables()
+    staged, results, _ = recorder.appender.tables()
     withdrawn = uuid4()
     with psycopg.connect(postgres_url, autocommit=True) as turn:
         turn.execute("SELECT pg_advisory_lock(hashtext(%s))", (recorder.appender.turn_key,))
