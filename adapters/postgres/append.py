@@ -6,21 +6,12 @@ events, the log chain's last link, the last seal and the links at the seals'
 anchors, then the commit; three to seven of them while holding the events
 table's EXCLUSIVE lock, which every writer needs, so every other writer
 waited for this process to be scheduled again. Now a command's append is
-one call of a PL/pgSQL routine, its own transaction: it takes the lock,
-confirms that the aggregates the decision only read have no newer event
-(`service.ports.UNCHANGED`), inserts the reservations and the events,
-computes the log chain's links and the seals in the server (`domain.chain`'s
-formulas, with `sha256`; `APPLY_FUNCTION`) and commits. The lock is held by
-the server alone.
-
-A commit releases the lock only once its WAL is flushed, so writers that
-meet at the lock would each wait for the flush of every one before them.
-Command appends therefore first take a turn (an advisory lock), and one that
-finds the turn taken leaves its command to the writer holding it, which
-appends every command left with its own under one commit and one flush
-(`COMBINED_PROCEDURE`). A writer alone takes the turn in a plain function
-(`TURN_FUNCTION`), and goes through the combining procedure only for
-`COMBINE_FOR` seconds after it met another writer there.
+one call of a PL/pgSQL function (`APPEND_FUNCTION`), its own transaction:
+it takes the lock, confirms that the aggregates the decision only read have
+no newer event (`service.ports.UNCHANGED`), inserts the reservations and
+the events, computes the
+log chain's links and the seals in the server (`domain.chain`'s formulas,
+with `sha256`) and commits. The lock is held by the server alone.
 
 An import whose seals name their anchors (or that seals nothing) keeps a
 client-side path with two waits: BEGIN, the lock and one statement that
@@ -32,13 +23,12 @@ issued and committed in lock order (a reader tailing the log passes no gap
 filled later), the log chain grows in commit order in the append's own
 transaction, reservations are sealed in it too, and a duplicate reservation
 or a concurrent append to the same aggregate is an `IntegrityError` with
-nothing of the command kept, whichever writer appended it.
+nothing of the command kept.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -46,7 +36,7 @@ from eventsourcing.persistence import ProgrammingError, StoredEvent
 from psycopg import Connection, Cursor
 from psycopg.abc import Query
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Identifier
 
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
 from trainledger.service.ports import Reservation
@@ -103,51 +93,28 @@ class PostgresAppend:
             " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],"
             " %s::text[], %s::text[])"
         ).format(**names)
-        self.objects = {
-            "apply": f"{events}_apply",
-            "turn_function": f"{events}_append_turn",
-            "procedure": f"{events}_append_combined",
-            "staged": f"{events}_staged",
-            "results": f"{events}_results",
-            "drained": f"{events}_drained",
-        }
-        combined: dict[str, Identifier | Literal] = {
-            key: Identifier(name) for key, name in self.objects.items()
-        }
-        self.turn_key = f"trainledger-turn:{schema}.{events}"
-        """The commands' turn at the lock: the advisory lock of `hashtext` of this."""
-        combined["turn_key"] = Literal(self.turn_key)
-        self.create_function = SQL(";").join(
-            [
-                SQL(APPLY_FUNCTION).format(
-                    log_genesis=SQL(LOG_GENESIS),  # hex digits only
-                    seal_genesis=SQL(SEAL_GENESIS),
-                    channel=Identifier(channel),
-                    **combined,
-                    **names,
-                ),
-                SQL(TURN_FUNCTION).format(**combined, **names),
-                SQL(STAGED_TABLES).format(**combined, **names),
-                SQL(COMBINED_PROCEDURE).format(**combined, **names),
-            ]
+        self.function = f"{events}_append"
+        function = Identifier(self.function)
+        self.create_function = SQL(APPEND_FUNCTION).format(
+            function=function,
+            log_genesis=SQL(LOG_GENESIS),  # hex digits only
+            seal_genesis=SQL(SEAL_GENESIS),
+            channel=Identifier(channel),
+            **names,
         )
-        routines = {
-            False: SQL("SELECT * FROM {schema}.{turn_function}(").format(**combined, **names),
-            True: SQL("CALL {schema}.{procedure}(NULL, NULL, ").format(**combined, **names),
-        }
-        self._routines = {combine: r.as_bytes(None).decode() for combine, r in routines.items()}
-        self._combine_until = 0.0
-        """Until when (`time.monotonic`) this process's appends go through the combining
-        procedure: for `COMBINE_FOR` seconds after one met another writer's turn."""
         # Rendered once: psycopg would compose the statement again at every call. The
         # states go in binary (%b): as text, psycopg escapes each element of a bytea
         # array in Python (~20 us a kilobyte) and the server decodes the hex again.
-        arrays = (
-            "%s::uuid[], %s::integer[], %s::text[], %b::bytea[],"
-            " %s::text[], %s::text[], %b::bytea[], %s::uuid[], %s::integer[], %s::text)"
+        self.call = (
+            SQL(
+                "SELECT {schema}.{function}(%s::uuid[], %s::integer[], %s::text[], %b::bytea[],"
+                " %s::text[], %s::text[], %b::bytea[], %s::uuid[], %s::integer[], %s::text) AS ids"
+            )
+            .format(function=function, **names)
+            .as_bytes(None)
         )
-        self.calls = {combine: (r + arrays).encode() for combine, r in self._routines.items()}
-        self._calls_of_shape: dict[tuple[tuple[int, int, int], bool], bytes] = {}
+        self._qualified_function = SQL("{schema}.{function}").format(function=function, **names)
+        self._calls_of_shape: dict[tuple[int, int, int], bytes] = {}
         self.select_all_reservations = SQL(
             "SELECT kind, key, value FROM {schema}.{reservations} ORDER BY kind, key"
         ).format(**names)
@@ -155,19 +122,12 @@ class PostgresAppend:
             "SELECT position, link FROM {schema}.{log_chain} WHERE position = ANY(%s)"
         ).format(**names)
 
-    def routines(self) -> tuple[str, ...]:
-        """The server's routines of this append, as `to_regprocedure` takes them."""
-        arguments = "uuid[],integer[],text[],bytea[],text[],text[],bytea[],uuid[],integer[]"
+    def signature(self) -> str:
+        """The function's name and argument types, as `to_regprocedure` takes them."""
         return (
-            f"{self.objects['apply']}({arguments})",
-            f"{self.objects['turn_function']}({arguments},text)",
-            f"{self.objects['procedure']}(bigint[],boolean,{arguments},text)",
+            f"{self.function}(uuid[],integer[],text[],bytea[],text[],text[],bytea[],"
+            "uuid[],integer[],text)"
         )
-
-    def tables(self) -> tuple[str, ...]:
-        """The tables of commands left for the writer whose turn it is, their results, and
-        the last command taken."""
-        return (self.objects["staged"], self.objects["results"], self.objects["drained"])
 
     def run(
         self,
@@ -217,27 +177,24 @@ class PostgresAppend:
         )
         wait = f"{self.lock_timeout}s"
         shape = (len(stored_events), len(reservations), len(unchanged))
-        combine = time.monotonic() < self._combine_until
         with conn.cursor() as curs:
             if max(shape) <= SCALARS_UP_TO:
                 # A command's few values one by one: psycopg dumps a list in Python,
                 # each time working out its elements' type (~50 us a call in all).
-                statement = self._call_of_shape(shape, combine)
+                statement = self._call_of_shape(shape)
                 curs.execute(statement, [*itertools.chain(*columns), wait], prepare=True)
             else:
-                curs.execute(self.calls[combine], (*columns, wait), prepare=True)
+                curs.execute(self.call, (*columns, wait), prepare=True)
             row = curs.fetchone()
-        if row is not None and row["contended"]:
-            self._combine_until = time.monotonic() + COMBINE_FOR
         positions = [] if row is None else [int(p) for p in row["ids"]]
         if len(positions) != len(stored_events):
             raise ProgrammingError(f"appended {len(positions)} of {len(stored_events)} events")
         return positions
 
-    def _call_of_shape(self, shape: tuple[int, int, int], combine: bool) -> bytes:
+    def _call_of_shape(self, shape: tuple[int, int, int]) -> bytes:
         """`call` with each array built in the server from one parameter per element
         (`shape`: how many events, reservations and aggregates read)."""
-        statement = self._calls_of_shape.get((shape, combine))
+        statement = self._calls_of_shape.get(shape)
         if statement is None:
             events, reservations, read = shape
             arrays = [
@@ -251,8 +208,12 @@ class PostgresAppend:
                 _array(read, "%s", "uuid"),
                 _array(read, "%s", "integer"),
             ]
-            statement = (self._routines[combine] + ", ".join(arrays) + ", %s::text)").encode()
-            self._calls_of_shape[(shape, combine)] = statement
+            statement = (
+                SQL("SELECT {function}(" + ", ".join(arrays) + ", %s::text) AS ids")
+                .format(function=self._qualified_function)
+                .as_bytes(None)
+            )
+            self._calls_of_shape[shape] = statement
         return statement
 
     def _append(
@@ -347,10 +308,6 @@ class PostgresAppend:
         return [(seq + n, *s) for n, s in enumerate(sealed, start=1)]
 
 
-COMBINE_FOR = 1.0
-"""Seconds an append that met another writer at the lock makes the next ones leave
-their commands to the writer holding it (the combining procedure)."""
-
 SCALARS_UP_TO = 8
 """Appends of at most this many events, reservations and aggregates read each pass each
 value as a parameter of its own (`PostgresAppend._call_of_shape`); larger ones pass arrays."""
@@ -374,10 +331,11 @@ def event_columns(
     )
 
 
-APPLY_FUNCTION = """
-CREATE OR REPLACE FUNCTION {schema}.{apply}(
+APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.{function}(
     event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[]
+    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[],
+    wait text
 ) RETURNS bigint[] LANGUAGE plpgsql AS $body$
 DECLARE
     nul constant bytea := '\\x00'::bytea;
@@ -388,9 +346,12 @@ DECLARE
     seal bytea;
     seq bigint;
     every boolean;
+    waited text;
     r record;
 BEGIN
-    -- the caller holds the events table's EXCLUSIVE lock
+    -- an assignment, not PERFORM: plpgsql evaluates it without starting an executor
+    waited := set_config('lock_timeout', wait, true);
+    LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
     -- what the decision read on copies, unchanged since (service.ports.UNCHANGED); one
     -- look-up of the (originator_id, originator_version) key each, whatever the table's size
     FOR i IN 1 .. coalesce(cardinality(read_ids), 0) LOOP
@@ -466,182 +427,6 @@ BEGIN
 END
 $body$
 """
-"""One command's append, under the events table's lock (its caller's): `domain.chain`'s
-log link and seal link, computed in the server (tests/integration/test_postgres_append.py
-holds the two to the same bytes, and `verify` checks every link with `domain.chain`)."""
-
-TURN_FUNCTION = """
-CREATE OR REPLACE FUNCTION {schema}.{turn_function}(
-    event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[],
-    wait text, OUT ids bigint[], OUT contended boolean
-) LANGUAGE plpgsql AS $body$
-DECLARE
-    turn constant bigint := hashtext({turn_key});
-    waited text;
-BEGIN
-    waited := set_config('lock_timeout', wait, true);
-    contended := NOT pg_try_advisory_xact_lock(turn);
-    IF contended THEN
-        PERFORM pg_advisory_xact_lock(turn);
-    END IF;
-    LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
-    ids := {schema}.{apply}(
-        event_ids, versions, topics, states, kinds, keys, vals, read_ids, read_versions);
-END
-$body$
-"""
-"""A command's append on its own: it takes the commands' turn, then the lock, and says
-whether it had to wait for the turn (another writer had it)."""
-
-STAGED_TABLES = """
-CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{staged} (
-    id bigserial PRIMARY KEY,
-    event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[]
-);
-CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{results} (
-    id bigint PRIMARY KEY, ids bigint[], failed_state text, failed_message text,
-    left_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE UNLOGGED TABLE IF NOT EXISTS {schema}.{drained} (last bigint NOT NULL)
-"""
-"""Commands left for the writer whose turn it is, and their outcomes until their writers
-read them. Unlogged: a crash empties them, and ends the writers waiting on them."""
-
-COMBINED_PROCEDURE = """
-CREATE OR REPLACE PROCEDURE {schema}.{procedure}(
-    INOUT ids bigint[], INOUT contended boolean,
-    event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[],
-    wait text
-) LANGUAGE plpgsql AS $body$
-DECLARE
-    turn constant bigint := hashtext({turn_key});  -- the commands' turn at the lock
-    mine bigint;
-    done bigint[];
-    failed_state text;
-    failed_message text;
-    own_state text;
-    own_message text;
-    others boolean := false;
-    taken boolean := false;
-    mark bigint;
-    upto bigint;
-    waited text;
-    r record;
-BEGIN
-    waited := set_config('lock_timeout', wait, true);
-    contended := NOT pg_try_advisory_xact_lock(turn);
-    IF contended THEN
-        -- Another writer has the turn: leave this command for it (or the next) to
-        -- append with its own, in one commit and one flush.
-        INSERT INTO {schema}.{staged} (event_ids, versions, topics, states, kinds, keys,
-            vals, read_ids, read_versions)
-        VALUES (event_ids, versions, topics, states, kinds, keys, vals, read_ids,
-            read_versions)
-        RETURNING id INTO mine;
-        waited := set_config('synchronous_commit', 'off', true);  -- unlogged: no WAL
-        COMMIT;
-        waited := set_config('lock_timeout', wait, true);
-        BEGIN
-            PERFORM pg_advisory_xact_lock(turn);
-        EXCEPTION WHEN lock_not_available THEN
-            DELETE FROM {schema}.{staged} WHERE id = mine;
-            IF FOUND THEN  -- withdrawn before any writer took it: nothing of it kept
-                mine := -1;
-            END IF;
-            -- else a writer took it, and has committed (the delete waited for it)
-        END;
-        IF mine = -1 THEN
-            COMMIT;
-            RAISE lock_not_available USING MESSAGE = 'canceling statement due to lock timeout';
-        END IF;
-        DELETE FROM {schema}.{results} s WHERE s.id = mine
-            RETURNING s.ids, s.failed_state, s.failed_message
-            INTO done, failed_state, failed_message;
-        IF FOUND THEN  -- appended (or refused) by the writer that took it
-            IF failed_state IS NOT NULL THEN
-                COMMIT;
-                RAISE EXCEPTION USING ERRCODE = failed_state, MESSAGE = failed_message;
-            END IF;
-            ids := done;
-            RETURN;
-        END IF;
-    END IF;
-    -- This writer has the turn: the commands left for it, in order, each on its own
-    -- (a refused one keeps nothing), and its own.
-    LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
-    -- Those left since the last holder took its share (a range of the key, not a scan of
-    -- the dead rows), and this writer's own, which may have been left before that.
-    SELECT d.last INTO mark FROM {schema}.{drained} d;
-    upto := coalesce(mark, 0);
-    FOR r IN
-        WITH left_here AS (
-            DELETE FROM {schema}.{staged} s WHERE s.id > upto OR s.id = mine RETURNING *
-        ) SELECT * FROM left_here ORDER BY id
-    LOOP
-        others := others OR r.id IS DISTINCT FROM mine;
-        taken := taken OR r.id = mine;
-        upto := greatest(upto, r.id);
-        done := NULL;
-        failed_state := NULL;
-        failed_message := NULL;
-        BEGIN
-            done := {schema}.{apply}(r.event_ids, r.versions, r.topics, r.states, r.kinds,
-                r.keys, r.vals, r.read_ids, r.read_versions);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS failed_state = RETURNED_SQLSTATE,
-                failed_message = MESSAGE_TEXT;
-        END;
-        IF r.id = mine THEN
-            ids := done;
-            own_state := failed_state;
-            own_message := failed_message;
-        ELSE
-            INSERT INTO {schema}.{results} (id, ids, failed_state, failed_message)
-            VALUES (r.id, done, failed_state, failed_message);
-        END IF;
-    END LOOP;
-    IF mine IS NOT NULL AND NOT taken THEN
-        RAISE EXCEPTION 'the command left as % was neither taken nor left', mine;
-    END IF;
-    IF upto > coalesce(mark, 0) THEN
-        UPDATE {schema}.{drained} SET last = upto;
-        IF NOT FOUND THEN
-            INSERT INTO {schema}.{drained} (last) VALUES (upto);
-        END IF;
-        IF upto / 1024 > coalesce(mark, 0) / 1024 THEN  -- now and then: outcomes no writer
-            DELETE FROM {schema}.{results} s  -- came for (it ended while it waited)
-                WHERE s.left_at < now() - interval '10 minutes';
-        END IF;
-    END IF;
-    IF mine IS NULL AND NOT others THEN  -- alone: an error undoes only this command
-        ids := {schema}.{apply}(event_ids, versions, topics, states, kinds, keys, vals,
-            read_ids, read_versions);
-    ELSIF mine IS NULL THEN
-        BEGIN
-            ids := {schema}.{apply}(event_ids, versions, topics, states, kinds, keys, vals,
-                read_ids, read_versions);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS own_state = RETURNED_SQLSTATE, own_message = MESSAGE_TEXT;
-        END;
-    END IF;
-    IF own_state IS NOT NULL THEN
-        COMMIT;  -- the others' appends are kept; this one's was undone
-        RAISE EXCEPTION USING ERRCODE = own_state, MESSAGE = own_message;
-    END IF;
-END
-$body$
-"""
-"""A command's append where writers meet at the lock (`PostgresAppend._call`).
-
-A writer that finds the turn taken leaves its command in the unlogged `staged` table
-(that commit writes no WAL and waits for no flush) and waits for the turn. Whoever
-has the turn takes every command left so far, appends them in order, each in a
-subtransaction (a refused one keeps nothing; its error goes to `results`), then its
-own, and commits them all: one flush for all. A writer whose command was taken reads
-its positions (or raises its error) once it has the turn, which is once the one that
-took it has committed; one whose wait times out withdraws its command, unless it was
-taken already. A procedure, to commit part-way: the command left, a withdrawal, and
-the others' appends before the holder's own refusal is raised."""
+"""The append of `PostgresAppend._call`: `domain.chain`'s log link and seal link, computed
+in the server under the lock (tests/integration/test_postgres_append.py holds the two
+to the same bytes, and `verify` checks every link with `domain.chain`)."""

@@ -275,10 +275,9 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self.reservations_table_name,
                 LOG_CHAIN_TABLE,
                 SEALS_TABLE,
-                *self.appender.tables(),
             ),
             regtypes=(self.stored_event_type_name,),
-            regprocedures=(f"{self.append_only_function}()", *self.appender.routines()),
+            regprocedures=(f"{self.append_only_function}()", self.appender.signature()),
             create=super().create_table,
         )
 
