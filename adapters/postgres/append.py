@@ -6,12 +6,21 @@ events, the log chain's last link, the last seal and the links at the seals'
 anchors, then the commit; three to seven of them while holding the events
 table's EXCLUSIVE lock, which every writer needs, so every other writer
 waited for this process to be scheduled again. Now a command's append is
-one call of a PL/pgSQL function (`APPEND_FUNCTION`), its own transaction:
-it takes the lock, confirms that the aggregates the decision only read have
-no newer event (`service.ports.UNCHANGED`), inserts the reservations and
-the events, computes the
-log chain's links and the seals in the server (`domain.chain`'s formulas,
-with `sha256`) and commits. The lock is held by the server alone.
+one call of a PL/pgSQL routine, its own transaction: it takes the lock,
+confirms that the aggregates the decision only read have no newer event
+(`service.ports.UNCHANGED`), inserts the reservations and the events,
+computes the log chain's links and the seals in the server (`domain.chain`'s
+formulas, with `sha256`; `append_routines.APPLY_FUNCTION`) and commits. The lock is held by
+the server alone.
+
+A commit releases the lock only once its WAL is flushed, so writers that
+meet at the lock would each wait for the flush of every one before them.
+Command appends therefore first take a turn (an advisory lock), and one that
+finds the turn taken leaves its command to the writer holding it, which
+appends every command left with its own under one commit and one flush
+(`COMBINED_PROCEDURE`). A writer alone takes the turn in a plain function
+(`TURN_FUNCTION`), and goes through the combining procedure only for
+`COMBINE_FOR` seconds after it met another writer there.
 
 An import whose seals name their anchors (or that seals nothing) keeps a
 client-side path with two waits: BEGIN, the lock and one statement that
@@ -23,12 +32,13 @@ issued and committed in lock order (a reader tailing the log passes no gap
 filled later), the log chain grows in commit order in the append's own
 transaction, reservations are sealed in it too, and a duplicate reservation
 or a concurrent append to the same aggregate is an `IntegrityError` with
-nothing of the command kept.
+nothing of the command kept, whichever writer appended it.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -36,8 +46,14 @@ from eventsourcing.persistence import ProgrammingError, StoredEvent
 from psycopg import Connection, Cursor
 from psycopg.abc import Query
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
+from trainledger.adapters.postgres.append_routines import (
+    APPLY_FUNCTION,
+    COMBINED_PROCEDURE,
+    STAGED_TABLES,
+    TURN_FUNCTION,
+)
 from trainledger.domain.chain import LOG_GENESIS, SEAL_GENESIS, log_links, seal_anchor, seal_links
 from trainledger.service.ports import Reservation
 
@@ -93,28 +109,51 @@ class PostgresAppend:
             " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[],"
             " %s::text[], %s::text[])"
         ).format(**names)
-        self.function = f"{events}_append"
-        function = Identifier(self.function)
-        self.create_function = SQL(APPEND_FUNCTION).format(
-            function=function,
-            log_genesis=SQL(LOG_GENESIS),  # hex digits only
-            seal_genesis=SQL(SEAL_GENESIS),
-            channel=Identifier(channel),
-            **names,
+        self.objects = {
+            "apply": f"{events}_apply",
+            "turn_function": f"{events}_append_turn",
+            "procedure": f"{events}_append_combined",
+            "staged": f"{events}_staged",
+            "results": f"{events}_results",
+            "drained": f"{events}_drained",
+        }
+        combined: dict[str, Identifier | Literal] = {
+            key: Identifier(name) for key, name in self.objects.items()
+        }
+        self.turn_key = f"trainledger-turn:{schema}.{events}"
+        """The commands' turn at the lock: the advisory lock of `hashtext` of this."""
+        combined["turn_key"] = Literal(self.turn_key)
+        self.create_function = SQL(";").join(
+            [
+                SQL(APPLY_FUNCTION).format(
+                    log_genesis=SQL(LOG_GENESIS),  # hex digits only
+                    seal_genesis=SQL(SEAL_GENESIS),
+                    channel=Identifier(channel),
+                    **combined,
+                    **names,
+                ),
+                SQL(TURN_FUNCTION).format(**combined, **names),
+                SQL(STAGED_TABLES).format(**combined, **names),
+                SQL(COMBINED_PROCEDURE).format(**combined, **names),
+            ]
         )
+        routines = {
+            False: SQL("SELECT * FROM {schema}.{turn_function}(").format(**combined, **names),
+            True: SQL("CALL {schema}.{procedure}(NULL, NULL, ").format(**combined, **names),
+        }
+        self._routines = {combine: r.as_bytes(None).decode() for combine, r in routines.items()}
+        self._combine_until = 0.0
+        """Until when (`time.monotonic`) this process's appends go through the combining
+        procedure: for `COMBINE_FOR` seconds after one met another writer's turn."""
         # Rendered once: psycopg would compose the statement again at every call. The
         # states go in binary (%b): as text, psycopg escapes each element of a bytea
         # array in Python (~20 us a kilobyte) and the server decodes the hex again.
-        self.call = (
-            SQL(
-                "SELECT {schema}.{function}(%s::uuid[], %s::integer[], %s::text[], %b::bytea[],"
-                " %s::text[], %s::text[], %b::bytea[], %s::uuid[], %s::integer[], %s::text) AS ids"
-            )
-            .format(function=function, **names)
-            .as_bytes(None)
+        arrays = (
+            "%s::uuid[], %s::integer[], %s::text[], %b::bytea[],"
+            " %s::text[], %s::text[], %b::bytea[], %s::uuid[], %s::integer[], %s::text)"
         )
-        self._qualified_function = SQL("{schema}.{function}").format(function=function, **names)
-        self._calls_of_shape: dict[tuple[int, int, int], bytes] = {}
+        self.calls = {combine: (r + arrays).encode() for combine, r in self._routines.items()}
+        self._calls_of_shape: dict[tuple[tuple[int, int, int], bool], bytes] = {}
         self.select_all_reservations = SQL(
             "SELECT kind, key, value FROM {schema}.{reservations} ORDER BY kind, key"
         ).format(**names)
@@ -122,12 +161,19 @@ class PostgresAppend:
             "SELECT position, link FROM {schema}.{log_chain} WHERE position = ANY(%s)"
         ).format(**names)
 
-    def signature(self) -> str:
-        """The function's name and argument types, as `to_regprocedure` takes them."""
+    def routines(self) -> tuple[str, ...]:
+        """The server's routines of this append, as `to_regprocedure` takes them."""
+        arguments = "uuid[],integer[],text[],bytea[],text[],text[],bytea[],uuid[],integer[]"
         return (
-            f"{self.function}(uuid[],integer[],text[],bytea[],text[],text[],bytea[],"
-            "uuid[],integer[],text)"
+            f"{self.objects['apply']}({arguments})",
+            f"{self.objects['turn_function']}({arguments},text)",
+            f"{self.objects['procedure']}(bigint[],boolean,{arguments},text)",
         )
+
+    def tables(self) -> tuple[str, ...]:
+        """The tables of commands left for the writer whose turn it is, their results, and
+        the last command taken."""
+        return (self.objects["staged"], self.objects["results"], self.objects["drained"])
 
     def run(
         self,
@@ -177,24 +223,27 @@ class PostgresAppend:
         )
         wait = f"{self.lock_timeout}s"
         shape = (len(stored_events), len(reservations), len(unchanged))
+        combine = time.monotonic() < self._combine_until
         with conn.cursor() as curs:
             if max(shape) <= SCALARS_UP_TO:
                 # A command's few values one by one: psycopg dumps a list in Python,
                 # each time working out its elements' type (~50 us a call in all).
-                statement = self._call_of_shape(shape)
+                statement = self._call_of_shape(shape, combine)
                 curs.execute(statement, [*itertools.chain(*columns), wait], prepare=True)
             else:
-                curs.execute(self.call, (*columns, wait), prepare=True)
+                curs.execute(self.calls[combine], (*columns, wait), prepare=True)
             row = curs.fetchone()
+        if row is not None and row["contended"]:
+            self._combine_until = time.monotonic() + COMBINE_FOR
         positions = [] if row is None else [int(p) for p in row["ids"]]
         if len(positions) != len(stored_events):
             raise ProgrammingError(f"appended {len(positions)} of {len(stored_events)} events")
         return positions
 
-    def _call_of_shape(self, shape: tuple[int, int, int]) -> bytes:
+    def _call_of_shape(self, shape: tuple[int, int, int], combine: bool) -> bytes:
         """`call` with each array built in the server from one parameter per element
         (`shape`: how many events, reservations and aggregates read)."""
-        statement = self._calls_of_shape.get(shape)
+        statement = self._calls_of_shape.get((shape, combine))
         if statement is None:
             events, reservations, read = shape
             arrays = [
@@ -208,12 +257,8 @@ class PostgresAppend:
                 _array(read, "%s", "uuid"),
                 _array(read, "%s", "integer"),
             ]
-            statement = (
-                SQL("SELECT {function}(" + ", ".join(arrays) + ", %s::text) AS ids")
-                .format(function=self._qualified_function)
-                .as_bytes(None)
-            )
-            self._calls_of_shape[shape] = statement
+            statement = (self._routines[combine] + ", ".join(arrays) + ", %s::text)").encode()
+            self._calls_of_shape[(shape, combine)] = statement
         return statement
 
     def _append(
@@ -308,6 +353,10 @@ class PostgresAppend:
         return [(seq + n, *s) for n, s in enumerate(sealed, start=1)]
 
 
+COMBINE_FOR = 1.0
+"""Seconds an append that met another writer at the lock makes the next ones leave
+their commands to the writer holding it (the combining procedure)."""
+
 SCALARS_UP_TO = 8
 """Appends of at most this many events, reservations and aggregates read each pass each
 value as a parameter of its own (`PostgresAppend._call_of_shape`); larger ones pass arrays."""
@@ -329,104 +378,3 @@ def event_columns(
         [s.topic for s in stored_events],
         [s.state for s in stored_events],
     )
-
-
-APPEND_FUNCTION = """
-CREATE OR REPLACE FUNCTION {schema}.{function}(
-    event_ids uuid[], versions integer[], topics text[], states bytea[],
-    kinds text[], keys text[], vals bytea[], read_ids uuid[], read_versions integer[],
-    wait text
-) RETURNS bigint[] LANGUAGE plpgsql AS $body$
-DECLARE
-    nul constant bytea := '\\x00'::bytea;
-    ids bigint[] := ARRAY[]::bigint[];
-    links text[] := ARRAY[]::text[];
-    link bytea;
-    anchor bigint;
-    seal bytea;
-    seq bigint;
-    every boolean;
-    waited text;
-    r record;
-BEGIN
-    -- an assignment, not PERFORM: plpgsql evaluates it without starting an executor
-    waited := set_config('lock_timeout', wait, true);
-    LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE;
-    -- what the decision read on copies, unchanged since (service.ports.UNCHANGED); one
-    -- look-up of the (originator_id, originator_version) key each, whatever the table's size
-    FOR i IN 1 .. coalesce(cardinality(read_ids), 0) LOOP
-        PERFORM FROM {schema}.{events} e
-            WHERE e.originator_id = read_ids[i] AND e.originator_version > read_versions[i]
-            LIMIT 1;
-        IF FOUND THEN
-            RAISE unique_violation USING MESSAGE = format(
-                '%s changed after the decision read it', read_ids[i]);
-        END IF;
-    END LOOP;
-    IF cardinality(event_ids) > 0 THEN
-        NOTIFY {channel};
-    END IF;
-    IF cardinality(kinds) > 0 THEN  -- most appends reserve nothing
-        INSERT INTO {schema}.{reservations} (kind, key, value)
-        SELECT * FROM unnest(kinds, keys, vals);
-    END IF;
-    SELECT c.position, decode(c.link, 'hex') INTO anchor, link
-        FROM {schema}.{log_chain} c ORDER BY c.position DESC LIMIT 1;
-    IF NOT FOUND THEN
-        anchor := 0;
-        link := decode('{log_genesis}', 'hex');
-    END IF;
-    -- domain.chain.log_link, row by row in position order
-    FOR r IN
-        WITH appended AS (
-            INSERT INTO {schema}.{events} AS t (originator_id, originator_version, topic, state)
-            SELECT * FROM unnest(event_ids, versions, topics, states)
-            RETURNING t.notification_id, t.originator_id, t.originator_version, t.topic, t.state
-        ) SELECT * FROM appended ORDER BY notification_id
-    LOOP
-        link := sha256(
-            link || convert_to(r.notification_id::text, 'UTF8') || nul
-            || convert_to(r.originator_id::text, 'UTF8') || nul
-            || convert_to(r.originator_version::text, 'UTF8') || nul
-            || convert_to(r.topic, 'UTF8') || nul || sha256(r.state)
-        );
-        ids := ids || r.notification_id;
-        links := links || encode(link, 'hex');
-        anchor := r.notification_id;
-    END LOOP;
-    INSERT INTO {schema}.{log_chain} (position, link) SELECT * FROM unnest(ids, links);
-    IF cardinality(kinds) = 0 THEN
-        RETURN ids;
-    END IF;
-    -- domain.chain.seal_link, anchored at the append's last event (or the log's end),
-    -- in (kind, key) order by code point; the first seal of a store seals every reservation
-    SELECT s.seq, decode(s.link, 'hex') INTO seq, seal
-        FROM {schema}.{seals} s ORDER BY s.seq DESC LIMIT 1;
-    every := NOT FOUND;
-    IF every THEN
-        seq := 0;
-        seal := decode('{seal_genesis}', 'hex');
-    END IF;
-    FOR r IN
-        SELECT * FROM (
-            SELECT a.kind, a.key, a.value FROM {schema}.{reservations} a WHERE every
-            UNION ALL
-            SELECT u.kind, u.key, u.value FROM unnest(kinds, keys, vals) u(kind, key, value)
-            WHERE NOT every
-        ) x ORDER BY x.kind COLLATE "C", x.key COLLATE "C"
-    LOOP
-        seq := seq + 1;
-        seal := sha256(
-            seal || link || convert_to(r.kind, 'UTF8') || nul
-            || convert_to(r.key, 'UTF8') || nul || sha256(r.value)
-        );
-        INSERT INTO {schema}.{seals} (seq, position, kind, key, value_hash, link)
-        VALUES (seq, anchor, r.kind, r.key, encode(sha256(r.value), 'hex'), encode(seal, 'hex'));
-    END LOOP;
-    RETURN ids;
-END
-$body$
-"""
-"""The append of `PostgresAppend._call`: `domain.chain`'s log link and seal link, computed
-in the server under the lock (tests/integration/test_postgres_append.py holds the two
-to the same bytes, and `verify` checks every link with `domain.chain`)."""

@@ -275,9 +275,10 @@ class LedgerPostgresRecorder(PostgresApplicationRecorder):
                 self.reservations_table_name,
                 LOG_CHAIN_TABLE,
                 SEALS_TABLE,
+                *self.appender.tables(),
             ),
             regtypes=(self.stored_event_type_name,),
-            regprocedures=(f"{self.append_only_function}()", self.appender.signature()),
+            regprocedures=(f"{self.append_only_function}()", *self.appender.routines()),
             create=super().create_table,
         )
 

@@ -205,13 +205,14 @@ def test_appends_of_every_shape_store_the_same_bytes_links_and_seals(
 def test_a_store_without_this_append_function_gets_it_when_opened(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """A store written by an older ledger (whose function took a composite array) opens,
-    is given the function, and appends."""
+    """A store written by an older ledger (without this append's routines and tables)
+    opens, is given them, and appends."""
     ledger = open_ledger(postgres_url)
     try:
         recorder = ledger.unit_of_work.recorder
         assert isinstance(recorder, LedgerPostgresRecorder)
-        signature = f"public.{recorder.appender.signature()}"
+        routines = [f"public.{routine}" for routine in recorder.appender.routines()]
+        tables = [f"public.{table}" for table in recorder.appender.tables()]
         ledger.create_experiment(
             reader_request(tmp_path / "first"),
             dataset_fingerprint="0123456789abcdef",
@@ -221,16 +222,22 @@ def test_a_store_without_this_append_function_gets_it_when_opened(
     finally:
         ledger.close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"DROP FUNCTION {signature}")
-        row = conn.execute("SELECT to_regprocedure(%s)", (signature,)).fetchone()
-        assert row == (None,)
+        for routine in routines:
+            conn.execute(f"DROP ROUTINE {routine}")
+        for table in tables:
+            conn.execute(f"DROP TABLE {table}")
+        assert not any(_present(conn, routines, tables))
     ledger = open_ledger(postgres_url)
     try:
         deployable_lifecycle(ledger, tmp_path / "life", eval_id="eval-after-upgrade")
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            row = conn.execute("SELECT to_regprocedure(%s)", (signature,)).fetchone()
-            assert row is not None
-            assert row[0] is not None
+            assert all(_present(conn, routines, tables))
         assert ledger.verify()["ok"] is True
     finally:
         ledger.close()
+
+
+def _present(conn: psycopg.Connection[Any], routines: list[str], tables: list[str]) -> list[bool]:
+    found = [conn.execute("SELECT to_regprocedure(%s)", (r,)).fetchone() for r in routines]
+    found += [conn.execute("SELECT to_regclass(%s)", (t,)).fetchone() for t in tables]
+    return [row is not None and row[0] is not None for row in found]
