@@ -10,8 +10,8 @@ one call of a PL/pgSQL routine, its own transaction: it takes the lock,
 confirms that the aggregates the decision only read have no newer event
 (`service.ports.UNCHANGED`), inserts the reservations and the events,
 computes the log chain's links and the seals in the server (`domain.chain`'s
-formulas, with `sha256`; `append_routines.APPLY_FUNCTION`) and commits. The lock is held by
-the server alone.
+formulas, with `sha256`; `append_routines.APPLY_FUNCTION`) and commits. The
+lock is held by the server alone.
 
 A commit releases the lock only once its WAL is flushed, so writers that
 meet at the lock would each wait for the flush of every one before them.
