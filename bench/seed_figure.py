@@ -9,12 +9,11 @@ Python API, then the CLI in fresh processes).
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from bench.context import BenchContext
-from bench.seed_import import _api, _cli
+from bench.seed_import import _api, _cli, cli_argv
 from bench.seed_workspace import write_large_workspace
 from bench.stats import Figure, Summary, Target
 
@@ -76,7 +75,7 @@ def _cli_stats(store: Path) -> float:
 
     Run twice, the second timed: the first catches the views up with the import.
     """
-    argv = [sys.executable, "-m", "trainledger.cli", "--store", f"sqlite:///{store}", "--json"]
+    argv = cli_argv(store)
     subprocess.run([*argv, "stats"], capture_output=True, check=True)
     started = time.perf_counter()
     subprocess.run([*argv, "stats"], capture_output=True, check=True)

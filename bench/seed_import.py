@@ -45,8 +45,13 @@ def _api(workspace: Path, store: Path) -> tuple[float, float, int]:
     return middle - started, ended - middle, first["events"]
 
 
+def cli_argv(store: Path) -> list[str]:
+    """`trainledger --store STORE --json`, as a fresh process of this interpreter."""
+    return [sys.executable, "-m", "trainledger.cli", "--store", f"sqlite:///{store}", "--json"]
+
+
 def _cli(workspace: Path, store: Path) -> tuple[float, float]:
-    argv = [sys.executable, "-m", "trainledger.cli", "--store", f"sqlite:///{store}", "--json"]
+    argv = cli_argv(store)
     times = []
     for _ in range(2):
         started = time.perf_counter()
